@@ -1,0 +1,1 @@
+"""caseflow's common package: event log, bus, settings, logging and HTTP plumbing."""

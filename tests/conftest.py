@@ -1,0 +1,96 @@
+"""Real servers for the suite: nats-server from its wheel, PostgreSQL from its wheel (or
+``CASEFLOW_TEST_POSTGRES_URL``), and SQLite files. Each test gets a fresh database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared import devservers
+from shared.db import create_engine, migrate
+from shared.eventlog import EventLog
+
+TEMPLATE = "caseflow_template"
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin(url: str, *statements: str) -> None:
+    u = make_url(url)
+    conn = await asyncpg.connect(
+        host=u.query.get("host") or u.host, port=u.port, user=u.username,
+        password=u.password, database=u.database or "postgres",
+    )
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database, with a migrated template."""
+    external = os.environ.get("CASEFLOW_TEST_POSTGRES_URL")
+    handle = None
+    if external:
+        url = external
+    else:
+        url, handle = devservers.embedded_postgres_url(tmp_path_factory.mktemp("pgdata"))
+    template_url = make_url(url).set(database=TEMPLATE).render_as_string(hide_password=False)
+    asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}"))
+    migrate(template_url)
+    yield url
+    del handle
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin(postgres_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database file for one test."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test on both backends."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def log(engine: AsyncEngine) -> EventLog:
+    return EventLog(engine)
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A JetStream-enabled nats-server shared by the session (tests use unique streams)."""
+    with devservers.nats_server(tmp_path_factory.mktemp("nats")) as url:
+        yield url
