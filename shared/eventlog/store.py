@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -196,6 +196,14 @@ async def append_in(
     return AppendResult(case_id, rows[-1]["version"], stored)
 
 
+async def read_case_in(conn: AsyncConnection, case_id: uuid.UUID) -> list[StoredEvent]:
+    """Every event of one case, in version order, as ``conn`` sees them."""
+    rows = await conn.execute(
+        sa.select(*_COLUMNS).where(t.c.case_id == case_id).order_by(t.c.version)
+    )
+    return [_row_to_event(r) for r in rows]
+
+
 class EventLog:
     """The append-only log of every case's events, over an async SQLAlchemy engine."""
 
@@ -203,6 +211,16 @@ class EventLog:
         self.engine = engine
         self.writer = engine.execution_options(**{WRITE_OPTION: True})
         """The engine for transactions that write (a unit of work appends through it)."""
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_append(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each commit that appended events in this process."""
+        self._listeners.append(callback)
+
+    def appended(self) -> None:
+        """Tell listeners that a commit appended events (units of work call this too)."""
+        for callback in self._listeners:
+            callback()
 
     async def append(
         self,
@@ -220,13 +238,16 @@ class EventLog:
         """
         try:
             async with self.writer.begin() as conn:
-                return await append_in(
+                result = await append_in(
                     conn, case_id, expected_version, events, case_kind=case_kind
                 )
         except IntegrityError:
             # A concurrent writer took the same version (or the same event ids) between
             # our read of the head and our insert.
             return await self.resolve_conflict(case_id, expected_version, events)
+        if not result.replayed:
+            self.appended()
+        return result
 
     async def resolve_conflict(
         self, case_id: uuid.UUID, expected_version: int, events: Sequence[NewEvent]
@@ -244,10 +265,7 @@ class EventLog:
     async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
         """Every event of one case, in version order (empty if the case is unknown)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(*_COLUMNS).where(t.c.case_id == case_id).order_by(t.c.version)
-            )
-            return [_row_to_event(r) for r in rows]
+            return await read_case_in(conn, case_id)
 
     async def read_all(self, after: LogCursor = START, limit: int = 1000) -> list[StoredEvent]:
         """Up to ``limit`` committed events after ``after``, in the log's read order.

@@ -1,0 +1,258 @@
+"""Durable pull consumers with exactly-once effects.
+
+A handler receives one event and a :class:`UnitOfWork`. The consumer records
+``(consumer, event_id)`` in the inbox table in the same transaction as whatever the
+handler appends, so a message that NATS redelivers changes nothing the second time.
+A fetched batch is handled in one transaction (one commit, one fsync); if any message of
+it fails, the batch is rolled back and handled one message at a time, so one bad message
+can't hold back the others.
+
+Handler errors are retried with backoff (``nak`` with a delay) up to ``max_deliver``
+times, then the message goes to ``caseflow.dlq.<consumer>`` with the reason. Messages
+that can't be decoded go there at once. Infrastructure errors (database down) are
+retried without limit: they say nothing about the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import nats.errors
+import orjson
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api
+from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.bus.headers import (
+    DLQ_CONSUMER_HEADER,
+    DLQ_REASON_HEADER,
+    DLQ_SUBJECT_HEADER,
+    MSG_ID_HEADER,
+)
+from shared.bus.streams import EVENTS_STREAM, dlq_subject
+from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
+from shared.eventlog.schema import inbox
+from shared.eventlog.store import read_case_in
+from shared.events import NewEvent, StoredEvent, utcnow
+from shared.sql import insert_ignore
+
+log = structlog.get_logger("caseflow.consumer")
+
+HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consumer"])
+REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
+FAILED = Counter("caseflow_consumer_failures_total", "Handler failures", ["consumer"])
+DEAD = Counter("caseflow_consumer_dead_letters_total", "Events dead-lettered", ["consumer"])
+
+
+class UnitOfWork:
+    """One transaction: the inbox record and everything the handler appends."""
+
+    def __init__(self, conn: AsyncConnection, consumer: str) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.appended = False
+
+    async def claim(self, event_id: uuid.UUID) -> bool:
+        """Record the event as handled; False if it was handled before."""
+        return await insert_ignore(
+            self.conn, inbox,
+            {"consumer": self.consumer, "event_id": event_id, "handled_at": utcnow()},
+        )
+
+    async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
+        """The case's events as this transaction sees them."""
+        return await read_case_in(self.conn, case_id)
+
+    async def append(
+        self,
+        case_id: uuid.UUID,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        case_kind: str,
+    ) -> AppendResult:
+        """Append within this unit of work (see :meth:`EventLog.append`)."""
+        result = await append_in(self.conn, case_id, expected_version, events, case_kind=case_kind)
+        self.appended = self.appended or not result.replayed
+        return result
+
+
+Handler = Callable[[StoredEvent, UnitOfWork], Awaitable[None]]
+
+
+class PoisonMessage(Exception):
+    """The message can't be decoded as an event envelope."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerSpec:
+    """What a consumer listens to and how it retries."""
+
+    name: str
+    subjects: tuple[str, ...]
+    handler: Handler
+    max_deliver: int = 5
+    backoff: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
+    batch_size: int = 100
+    ack_wait: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before redelivery number ``attempt + 1``."""
+        return self.backoff[min(attempt, len(self.backoff)) - 1]
+
+
+def _decode(msg: Msg) -> StoredEvent:
+    try:
+        return StoredEvent.from_envelope(orjson.loads(msg.data))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise PoisonMessage(f"not a caseflow event envelope: {err!r}") from err
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Errors that say nothing about the message: retry them without limit."""
+    if isinstance(err, ConcurrencyError | IntegrityError | OperationalError):
+        return True  # another writer moved the case on, or the database is away
+    return isinstance(err, DBAPIError) and err.connection_invalidated
+
+
+class Consumer:
+    """Fetches from a durable pull consumer and handles each event exactly once in effect."""
+
+    def __init__(self, spec: ConsumerSpec, event_log: EventLog, nc: NATS) -> None:
+        self.spec = spec
+        self.log = event_log
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.reconnects = 0
+        self.idle = asyncio.Event()
+
+    def config(self) -> api.ConsumerConfig:
+        """The durable consumer's configuration (redelivery is bounded by our own code)."""
+        return api.ConsumerConfig(
+            durable_name=self.spec.name,
+            name=self.spec.name,
+            filter_subjects=list(self.spec.subjects),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.spec.ack_wait,
+            max_ack_pending=10_000,
+        )
+
+    async def declare(self) -> None:
+        """Create or update the durable consumer (idempotent)."""
+        await self.js.add_consumer(EVENTS_STREAM, self.config())
+
+    def on_reconnect(self) -> None:
+        """Called by the NATS client after a reconnect: recreate the pull subscription."""
+        self.reconnects += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and handle until ``stop`` is set; the batch in hand is finished first."""
+        while not stop.is_set():
+            seen_reconnects = self.reconnects
+            try:
+                await self.declare()
+                sub = await self.js.pull_subscribe_bind(
+                    durable=self.spec.name, stream=EVENTS_STREAM
+                )
+            except Exception as err:  # noqa: BLE001 - NATS may be away; try again
+                log.warning("consumer subscribe failed", consumer=self.spec.name, error=repr(err))
+                await _sleep_unless(stop, 1.0)
+                continue
+            try:
+                while not stop.is_set() and self.reconnects == seen_reconnects:
+                    try:
+                        msgs = await sub.fetch(self.spec.batch_size, timeout=0.5)
+                    except TimeoutError:
+                        self.idle.set()
+                        continue
+                    except nats.errors.Error as err:
+                        log.warning("fetch failed", consumer=self.spec.name, error=repr(err))
+                        await _sleep_unless(stop, 0.5)
+                        break
+                    self.idle.clear()
+                    await self.handle_batch(msgs)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        """Handle a batch in one transaction, or one by one if any of it fails."""
+        decoded: list[tuple[Msg, StoredEvent]] = []
+        for msg in msgs:
+            try:
+                decoded.append((msg, _decode(msg)))
+            except PoisonMessage as err:
+                await self.dead_letter(msg, str(err))
+        if not decoded:
+            return
+        try:
+            await self._transaction([event for _, event in decoded])
+        except Exception:  # noqa: BLE001 - fall back to one at a time to isolate the failure
+            for msg, event in decoded:
+                await self._handle_one(msg, event)
+            return
+        await asyncio.gather(*(msg.ack() for msg, _ in decoded))
+
+    async def _transaction(self, events: list[StoredEvent]) -> None:
+        async with self.log.writer.begin() as conn:
+            uow = UnitOfWork(conn, self.spec.name)
+            for event in events:
+                if not await uow.claim(event.event_id):
+                    REPEATS.labels(self.spec.name).inc()
+                    continue
+                bound = structlog.contextvars.bound_contextvars(
+                    correlation_id=event.correlation_id, event_id=str(event.event_id)
+                )
+                with bound:
+                    await self.spec.handler(event, uow)
+        if uow.appended:
+            self.log.appended()
+        HANDLED.labels(self.spec.name).inc(len(events))
+
+    async def _handle_one(self, msg: Msg, event: StoredEvent) -> None:
+        try:
+            await self._transaction([event])
+        except Exception as err:  # noqa: BLE001 - decide between retry and dead letter
+            FAILED.labels(self.spec.name).inc()
+            attempt = msg.metadata.num_delivered or 1
+            if _is_transient(err):
+                log.warning("transient error; will retry", error=repr(err))
+                await msg.nak(delay=self.spec.delay(attempt))
+            elif attempt >= self.spec.max_deliver:
+                await self.dead_letter(msg, f"{type(err).__name__}: {err}")
+            else:
+                log.warning(
+                    "handler failed; will retry", consumer=self.spec.name,
+                    event_id=str(event.event_id), attempt=attempt, error=repr(err),
+                )
+                await msg.nak(delay=self.spec.delay(attempt))
+            return
+        await msg.ack()
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Move the message to ``caseflow.dlq.<consumer>`` with the reason, then drop it."""
+        headers = {
+            DLQ_REASON_HEADER: reason[:1000],
+            DLQ_SUBJECT_HEADER: msg.subject,
+            DLQ_CONSUMER_HEADER: self.spec.name,
+        }
+        if msg.headers and MSG_ID_HEADER in msg.headers:
+            headers[MSG_ID_HEADER] = f"{self.spec.name}:{msg.headers[MSG_ID_HEADER]}"
+        await self.js.publish(dlq_subject(self.spec.name), msg.data, headers=headers)
+        await msg.term()
+        DEAD.labels(self.spec.name).inc()
+        log.error("dead-lettered", consumer=self.spec.name, subject=msg.subject, reason=reason)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

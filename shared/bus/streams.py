@@ -1,0 +1,64 @@
+"""JetStream streams and subjects, declared idempotently at start-up."""
+
+from __future__ import annotations
+
+import re
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError
+
+EVENTS_STREAM = "CASEFLOW_EVENTS"
+EVENTS_SUBJECTS = "caseflow.events.>"
+DLQ_STREAM = "CASEFLOW_DLQ"
+DLQ_SUBJECTS = "caseflow.dlq.>"
+DUPLICATE_WINDOW_SECONDS = 600.0
+"""How long JetStream remembers a Nats-Msg-Id. A relay re-publishes at most the batch it
+had in flight when it stopped, seconds old, so ten minutes leaves a wide margin."""
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def event_subject(case_kind: str, event_type: str) -> str:
+    """``caseflow.events.<case_kind>.<event_type>``."""
+    for token in (case_kind, event_type):
+        if not _TOKEN.match(token):
+            raise ValueError(f"{token!r} can't be a NATS subject token")
+    return f"caseflow.events.{case_kind}.{event_type}"
+
+
+def dlq_subject(consumer: str) -> str:
+    """``caseflow.dlq.<consumer>``."""
+    return f"caseflow.dlq.{consumer}"
+
+
+async def _ensure(js: JetStreamContext, config: api.StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError as err:
+        # 10058: a stream of that name exists with another configuration: bring it up to date.
+        if err.err_code != 10058:
+            raise
+        await js.update_stream(config)
+
+
+async def declare_streams(js: JetStreamContext) -> None:
+    """Create or update the event and dead-letter streams (file storage)."""
+    await _ensure(
+        js,
+        api.StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_SUBJECTS],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        ),
+    )
+    await _ensure(
+        js,
+        api.StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[DLQ_SUBJECTS],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+        ),
+    )

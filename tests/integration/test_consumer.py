@@ -1,0 +1,177 @@
+"""Consumers: exactly-once effects under redelivery, dead letters, and a NATS restart."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from shared import devservers
+from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
+from shared.bus.relay import Relay
+from shared.bus.streams import DLQ_STREAM, declare_streams
+from shared.eventlog import EventLog
+from shared.events import NewEvent, StoredEvent
+
+TALLY = uuid.UUID(int=1)
+
+
+async def tally(event: StoredEvent, uow: UnitOfWork) -> None:
+    """A handler with a visible effect: one 'Handled' event per source event, random ids."""
+    if event.payload.get("poison"):
+        raise ValueError("this payload can never be handled")
+    version = len(await uow.read_case(TALLY))
+    await uow.append(TALLY, version, [NewEvent(event_type="Handled", causation_id=str(event.event_id))],
+                     case_kind="tally")
+
+
+def spec(**overrides: object) -> ConsumerSpec:
+    params: dict[str, object] = {
+        "name": "tally", "subjects": ("caseflow.events.application.>",), "handler": tally,
+        "backoff": (0.05, 0.1, 0.1), "max_deliver": 3,
+    }
+    params.update(overrides)
+    return ConsumerSpec(**params)  # type: ignore[arg-type]
+
+
+async def _append(log: EventLog, n: int, **payload: object) -> list[uuid.UUID]:
+    ids = []
+    for _ in range(n):
+        result = await log.append(uuid.uuid4(), 0, [NewEvent(event_type="CaseReceived", payload=payload)],
+                                  case_kind="application")
+        ids.append(result.events[0].event_id)
+    return ids
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _handled(log: EventLog) -> list[str | None]:
+    return [e.causation_id for e in await log.read_case(TALLY)]
+
+
+@pytest.fixture
+async def running(log: EventLog, nc: NATS) -> AsyncIterator[Callable[[Consumer], None]]:
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    relay = Relay(log, nc.jetstream(), poll_interval=0.05)
+    tasks.append(asyncio.create_task(relay.run(stop)))
+
+    def start(consumer: Consumer) -> None:
+        tasks.append(asyncio.create_task(consumer.run(stop)))
+
+    yield start
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def test_each_event_has_its_effect_once(log: EventLog, nc: NATS, running: Callable[[Consumer], None]) -> None:
+    ids = await _append(log, 30)
+    running(Consumer(spec(), log, nc))
+    await _until(lambda: _has(log, 30))
+    # NATS delivers the same event again (as after a lost ack): the inbox stops it.
+    original = (await log.read_all())[0]
+    js = nc.jetstream()
+    await js.publish("caseflow.events.application.CaseReceived", orjson.dumps(original.envelope()),
+                     headers={"Nats-Msg-Id": "redelivered-by-hand"})
+    await asyncio.sleep(1.0)
+    handled = await _handled(log)
+    assert sorted(handled) == sorted(str(i) for i in ids)
+
+
+async def _has(log: EventLog, n: int) -> bool:
+    return len(await _handled(log)) >= n
+
+
+async def test_commit_without_ack_is_redelivered_and_skipped(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost_acks: list[str] = []
+    real_ack = Msg.ack
+
+    async def crash_before_first_ack(self: Msg) -> None:
+        if self.metadata.num_delivered == 1:
+            lost_acks.append(self.subject)  # the process "died" between commit and ack
+            return
+        await real_ack(self)
+
+    monkeypatch.setattr(Msg, "ack", crash_before_first_ack)
+    ids = await _append(log, 5)
+    running(Consumer(spec(ack_wait=1.0), log, nc))
+    await _until(lambda: _has(log, 5))
+    await asyncio.sleep(2.5)  # past ack_wait: NATS redelivers all five
+    assert len(lost_acks) == 5
+    assert sorted(await _handled(log)) == sorted(str(i) for i in ids)
+
+
+async def test_poison_and_failing_messages_go_to_dead_letters_with_reason(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+) -> None:
+    good = await _append(log, 3)
+    bad = await _append(log, 1, poison=True)
+    js = nc.jetstream()
+    await js.publish("caseflow.events.application.Garbled", b"{not json")
+    running(Consumer(spec(), log, nc))
+    await _until(lambda: _has(log, 3))
+
+    dlq = await js.subscribe("caseflow.dlq.>", stream=DLQ_STREAM, ordered_consumer=True)
+    letters = [await dlq.next_msg(timeout=10) for _ in range(2)]
+    reasons = {m.headers["Caseflow-Original-Subject"]: m.headers["Caseflow-Dead-Letter-Reason"]
+               for m in letters if m.headers}
+    assert "not a caseflow event envelope" in reasons["caseflow.events.application.Garbled"]
+    assert "can never be handled" in reasons["caseflow.events.application.CaseReceived"]
+    assert all(m.subject == "caseflow.dlq.tally" for m in letters)
+    bad_letter = next(m for m in letters if m.headers and "CaseReceived" in m.headers["Caseflow-Original-Subject"])
+    assert orjson.loads(bad_letter.data)["event_id"] == str(bad[0])
+    assert sorted(await _handled(log)) == sorted(str(i) for i in good)
+
+
+async def test_consumer_resumes_after_nats_server_restart(
+    log: EventLog, nats_port: int, nats_dir: Path
+) -> None:
+    proc = devservers.start_nats(nats_port, nats_dir)
+    url = f"nats://127.0.0.1:{nats_port}"
+    consumer_box: list[Consumer] = []
+
+    async def reconnected() -> None:
+        for c in consumer_box:
+            c.on_reconnect()
+
+    client = await nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, reconnected_cb=reconnected
+    )
+    await declare_streams(client.jetstream())
+    consumer = Consumer(spec(), log, client)
+    consumer_box.append(consumer)
+    stop = asyncio.Event()
+    relay = Relay(log, client.jetstream(), poll_interval=0.05, ack_timeout=2.0)
+    tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(relay.run(stop))]
+    try:
+        first = await _append(log, 5)
+        await _until(lambda: _has(log, 5))
+
+        devservers.stop_process(proc)
+        await asyncio.sleep(0.5)
+        second = await _append(log, 5)  # committed while NATS is down
+        proc = devservers.start_nats(nats_port, nats_dir)
+
+        await _until(lambda: _has(log, 10), timeout=20)
+        assert consumer.reconnects >= 1
+        assert sorted(await _handled(log)) == sorted(str(i) for i in first + second)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        await client.close()
+        devservers.stop_process(proc)
+

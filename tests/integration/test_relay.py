@@ -1,0 +1,101 @@
+"""The relay publishes committed events in log order, each once, even with two relays."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+from nats.aio.client import Client as NATS
+
+from shared.bus.relay import Relay
+from shared.bus.streams import EVENTS_STREAM
+from shared.eventlog import EventLog
+from shared.events import NewEvent
+
+
+async def _stream_messages(nc: NATS, count: int) -> list[dict[str, object]]:
+    js = nc.jetstream()
+    sub = await js.subscribe("caseflow.events.>", ordered_consumer=True)
+    out = []
+    for _ in range(count):
+        msg = await sub.next_msg(timeout=5)
+        out.append({"subject": msg.subject, "msg_id": msg.headers.get("Nats-Msg-Id") if msg.headers else None,
+                    **orjson.loads(msg.data)})
+    await sub.unsubscribe()
+    return out
+
+
+async def _append_cases(log: EventLog, cases: int) -> list[uuid.UUID]:
+    ids = []
+    for i in range(cases):
+        events = [NewEvent(event_type="CaseReceived", correlation_id=f"corr-{i}"),
+                  NewEvent(event_type="CaseAccepted")]
+        result = await log.append(uuid.uuid4(), 0, events, case_kind="application")
+        ids.extend(e.event_id for e in result.events)
+    return ids
+
+
+async def test_relay_publishes_in_log_order_with_msg_id(log: EventLog, nc: NATS) -> None:
+    ids = await _append_cases(log, 20)
+    relay = Relay(log, nc.jetstream(), batch_size=7)
+    while await relay.publish_pending():
+        pass
+    msgs = await _stream_messages(nc, len(ids))
+    assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
+    assert all(m["msg_id"] == m["event_id"] for m in msgs)
+    assert msgs[0]["subject"] == "caseflow.events.application.CaseReceived"
+    assert msgs[0]["correlation_id"] == "corr-0"
+    # The checkpoint held: a new relay publishes nothing more.
+    assert await Relay(log, nc.jetstream()).publish_pending() == 0
+
+
+async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, nc: NATS) -> None:
+    ids = await _append_cases(log, 100)
+    stop = asyncio.Event()
+    # No lease: both publish the same events, as two relays that lost their coordination would.
+    relays = [Relay(log, nc.jetstream(), use_lease=False, batch_size=30, poll_interval=0.05)
+              for _ in range(2)]
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    js = nc.jetstream()
+    for _ in range(100):
+        info = await js.stream_info(EVENTS_STREAM)
+        if info.state.messages >= len(ids):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # give a duplicate the chance to land
+    stop.set()
+    await asyncio.gather(*tasks)
+    info = await js.stream_info(EVENTS_STREAM)
+    assert info.state.messages == len(ids)
+    msgs = await _stream_messages(nc, len(ids))
+    assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
+
+
+async def test_relay_wakes_on_commit(log: EventLog, nc: NATS) -> None:
+    stop = asyncio.Event()
+    relay = Relay(log, nc.jetstream(), poll_interval=1.0)
+    task = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.1)
+    ids = await _append_cases(log, 1)
+    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 0.9)
+    stop.set()
+    await task
+    assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
+
+
+async def test_relay_wakes_on_another_process_commit_via_notify(postgres_url: str, nc: NATS) -> None:
+    from shared.db import create_engine
+
+    relay_engine, writer_engine = create_engine(postgres_url), create_engine(postgres_url)
+    relay = Relay(EventLog(relay_engine), nc.jetstream(), poll_interval=1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.2)
+    ids = await _append_cases(EventLog(writer_engine), 1)  # the relay's log is not told
+    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 0.5)
+    stop.set()
+    await task
+    await relay_engine.dispose()
+    await writer_engine.dispose()
+    assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
