@@ -1,0 +1,1 @@
+"""Intake: the window where applications are handed in."""

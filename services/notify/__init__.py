@@ -1,0 +1,1 @@
+"""Notify: tells people what happened to their case."""

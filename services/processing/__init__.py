@@ -1,0 +1,1 @@
+"""Processing: runs each case's workflow."""

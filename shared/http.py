@@ -1,0 +1,128 @@
+"""HTTP plumbing every service shares: problem details (RFC 9457), correlation ids,
+Prometheus metrics, and the ``/livez`` and ``/readyz`` probes."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram, make_asgi_app
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.eventlog import ConcurrencyError
+
+log = structlog.get_logger("caseflow.http")
+
+PROBLEM_JSON = "application/problem+json"
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+REQUESTS = Counter("caseflow_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("caseflow_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+_TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "The request is not valid",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(status: int, detail: str, *, title: str | None = None, **extra: Any) -> JSONResponse:
+    """An ``application/problem+json`` response."""
+    body = {"type": "about:blank", "title": title or _TITLES.get(status, "Error"),
+            "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    if loc and loc[0] == "header":
+        return f"header {parts[1]}" if len(parts) > 1 else "header"
+    return ".".join(parts) or "body"
+
+
+def _validation_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": _field(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
+              for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, detail, errors=errors)
+
+
+def _http_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = problem(exc.status_code, str(exc.detail))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _conflict_problem(_: Request, exc: Exception) -> JSONResponse:
+    return problem(409, f"{exc}; reload the case and try again", title="The case changed meanwhile")
+
+
+def _unexpected_problem(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "Something went wrong on our side; nothing was saved. Please try again.")
+
+
+class CorrelationMiddleware:
+    """Carries ``X-Correlation-ID`` (or a new one) into logs, events and the response,
+    and records request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
+        correlation_id = given if _CORRELATION.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append(
+                    (CORRELATION_HEADER.encode(), correlation_id.encode())
+                )
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            try:
+                await self.app(scope, receive, send_with_header)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                REQUESTS.labels(scope["method"], path, str(status)).inc()
+                LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def correlation_id(request: Request) -> str:
+    """The request's correlation id (set by :class:`CorrelationMiddleware`)."""
+    return str(request.state.correlation_id)
+
+
+def install(app: FastAPI) -> None:
+    """Problem-details handlers, correlation middleware and ``/metrics``."""
+    app.add_exception_handler(RequestValidationError, _validation_problem)
+    app.add_exception_handler(StarletteHTTPException, _http_problem)
+    app.add_exception_handler(ConcurrencyError, _conflict_problem)
+    app.add_exception_handler(Exception, _unexpected_problem)
+    app.add_middleware(CorrelationMiddleware)
+    app.mount("/metrics", make_asgi_app())

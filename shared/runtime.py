@@ -1,0 +1,208 @@
+"""A service's moving parts and their life: database, NATS, relay and consumers.
+
+One composition root per service builds a :class:`Runtime` and hands it to
+:func:`create_service_app`, which wires health probes, metrics and problem details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+import nats
+import stamina
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from shared import http
+from shared.bus import asyncapi
+from shared.bus.consumer import Consumer, ConsumerSpec
+from shared.bus.relay import Relay
+from shared.bus.streams import declare_streams
+from shared.db import create_engine
+from shared.eventlog import EventLog
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger("caseflow.runtime")
+
+WAKE_SUBJECT = "caseflow.internal.relay.wake"
+
+
+class Runtime:
+    """Connections and background tasks of one service process."""
+
+    def __init__(
+        self, service: str, settings: ServiceSettings, consumers: Sequence[ConsumerSpec] = ()
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.specs = tuple(consumers)
+        self.engine = create_engine(settings.database_url)
+        self.log = EventLog(self.engine)
+        self.nc: NATS | None = None
+        self.consumers: list[Consumer] = []
+        self.stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Connect to NATS in the background (retrying) and start relay and consumers."""
+        self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
+
+    async def _reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        for consumer in self.consumers:
+            consumer.on_reconnect()
+
+    async def _disconnected(self) -> None:
+        log.warning("disconnected from NATS")
+
+    async def _connect(self) -> NATS:
+        async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None,
+                                                   wait_max=2.0):
+            with attempt:
+                return await nats.connect(
+                    self.settings.nats_url, name=f"caseflow-{self.service}",
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                    reconnected_cb=self._reconnected, disconnected_cb=self._disconnected,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect_and_run(self) -> None:
+        self.nc = await self._connect()
+        js = self.nc.jetstream()
+        async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None):
+            with attempt:
+                await declare_streams(js)
+        log.info("connected to NATS", url=self.settings.nats_url)
+        workers = []
+        await self._share_wakeups(self.nc)
+        if self.settings.relay:
+            relay = Relay(self.log, js)
+
+            async def wake(_msg: Msg) -> None:
+                relay.wakeup.set()
+
+            await self.nc.subscribe(WAKE_SUBJECT, cb=wake)
+            workers.append(relay.run(self.stop))
+        for spec in self.specs:
+            consumer = Consumer(spec, self.log, self.nc)
+            self.consumers.append(consumer)
+            workers.append(consumer.run(self.stop))
+        await asyncio.gather(*workers)
+
+    async def _share_wakeups(self, nc: NATS) -> None:
+        """Tell whichever process leads the relay that this one committed events.
+
+        SQLite has no LISTEN/NOTIFY, and the leading relay may live in another process; a
+        plain NATS message wakes it at once instead of at its next poll. Losing one is
+        harmless: the relay still polls every second.
+        """
+        pending = False
+
+        async def send() -> None:
+            nonlocal pending
+            pending = False
+            with contextlib.suppress(Exception):
+                await nc.publish(WAKE_SUBJECT, b"")
+
+        def appended() -> None:
+            nonlocal pending
+            if not pending:
+                pending = True
+                asyncio.get_running_loop().create_task(send())
+
+        self.log.on_append(appended)
+
+    async def shutdown(self) -> None:
+        """Stop fetching, finish what is in flight, drain NATS, close the database."""
+        self.stop.set()
+        grace = self.settings.shutdown_grace_seconds
+        done, pending = await asyncio.wait(self._tasks, timeout=grace) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception():
+                log.error("background task failed", error=repr(task.exception()))
+        if self.nc is not None and self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.drain(), grace)
+        await self.engine.dispose()
+        log.info("stopped")
+
+    async def readiness(self) -> dict[str, str]:
+        """'ok' or the reason, for the database and NATS."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.log.ping(), 2.0)
+            checks["database"] = "ok"
+        except Exception as err:  # noqa: BLE001 - report, don't raise
+            checks["database"] = f"unreachable: {type(err).__name__}"
+        nc = self.nc
+        checks["nats"] = "ok" if nc is not None and nc.is_connected else "unreachable"
+        return checks
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The running service's :class:`Runtime`."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_log(request: Request) -> EventLog:
+    """The event log of the running service."""
+    return get_runtime(request).log
+
+
+EventLogDep = Annotated[EventLog, Depends(get_log)]
+
+probes = APIRouter(tags=["operations"])
+
+
+@probes.get("/livez", summary="The process is alive")
+async def livez() -> dict[str, str]:
+    """Answers while the event loop runs; checks nothing else."""
+    return {"status": "ok"}
+
+
+@probes.get("/readyz", summary="The log and NATS are reachable", response_model=None)
+async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
+    """200 when the database and NATS answer, 503 (problem+json) when either doesn't."""
+    checks = await runtime.readiness()
+    if all(v == "ok" for v in checks.values()):
+        return {"status": "ok", "checks": checks}
+    failing = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
+    return http.problem(503, f"not ready: {failing}", checks=checks)
+
+
+@probes.get("/asyncapi.json", summary="AsyncAPI document of the bus")
+async def asyncapi_document() -> dict[str, Any]:
+    """The subjects and message schemas on NATS."""
+    return asyncapi.document()
+
+
+def create_service_app(
+    runtime: Runtime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+) -> FastAPI:
+    """A FastAPI app around ``runtime`` with probes, metrics and problem details."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        yield
+        await runtime.shutdown()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    http.install(app)
+    app.include_router(probes)
+    for router in routers:
+        app.include_router(router)
+    return app

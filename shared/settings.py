@@ -1,0 +1,60 @@
+"""Settings shared by the services, read from the environment (one prefix per service)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/caseflow.db"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where the log and the bus are, and where to listen."""
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    nats_url: str = DEFAULT_NATS_URL
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    relay: bool = Field(default=True, description="run a relay in this process (one leads)")
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _known_nats(cls, value: str) -> str:
+        if not value.startswith(("nats://", "tls://")):
+            raise ValueError("must start with nats:// or tls://")
+        return value
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings; on a bad value stop with a message that names the variable."""
+    try:
+        return cls()
+    except ValidationError as err:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [
+            f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            f" (got {e.get('input')!r})"
+            for e in err.errors()
+        ]
+        print("caseflow: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

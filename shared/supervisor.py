@@ -1,0 +1,125 @@
+"""``caseflow up``: the embedded default on one machine, and Ctrl-C that leaves nothing behind.
+
+Starts nats-server (from its wheel) with JetStream under the data folder unless an external
+NATS is named, migrates the database, starts the three services as child processes, waits
+until each answers ``/readyz`` and prints their addresses. SIGINT or SIGTERM stops the
+services (they finish in-flight work and drain), then nats-server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from shared import devservers
+from shared.db import migrate
+
+
+class Stack:
+    """The processes of one ``caseflow up``."""
+
+    def __init__(self, *, data_dir: Path, database_url: str | None, nats_url: str | None,
+                 host: str, ports: dict[str, int], nats_port: int) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'caseflow.db'}"
+        self.nats_url = nats_url
+        self.host = host
+        self.ports = ports
+        self.nats_port = nats_port
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def _say(self, text: str) -> None:
+        print(f"caseflow: {text}", flush=True)
+
+    def _check_port_free(self, port: int, what: str) -> None:
+        with socket.socket() as sock:
+            if sock.connect_ex((self.host if what != "nats" else "127.0.0.1", port)) == 0:
+                raise SystemExit(f"caseflow: port {port} for {what} is in use; "
+                                 f"stop what uses it or pick another with --{what}-port")
+
+    def _start_nats(self) -> str:
+        self._check_port_free(self.nats_port, "nats")
+        log_file = self.data_dir / "nats.log"
+        proc = devservers.start_nats(self.nats_port, self.data_dir / "jetstream", log_file=log_file)
+        self.children["nats-server"] = proc
+        url = f"nats://127.0.0.1:{self.nats_port}"
+        self._say(f"nats-server with JetStream at {url} (data in {self.data_dir / 'jetstream'})")
+        return url
+
+    def _start_service(self, service: str, nats_url: str) -> None:
+        prefix = f"CASEFLOW_{service.upper()}_"
+        env = {**os.environ,
+               prefix + "DATABASE_URL": self.database_url, prefix + "NATS_URL": nats_url,
+               prefix + "HOST": self.host, prefix + "PORT": str(self.ports[service])}
+        self.children[service] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "shared.cli", "serve", service], env=env,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.ports)
+        while pending and time.monotonic() < deadline:
+            for service in sorted(pending):
+                if self.children[service].poll() is not None:
+                    raise SystemExit(f"caseflow: {service} exited during start-up")
+                try:
+                    url = f"http://{self.host}:{self.ports[service]}/readyz"
+                    if httpx.get(url, timeout=1.0).status_code == 200:
+                        pending.discard(service)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        if pending:
+            raise SystemExit(f"caseflow: not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def stop(self) -> None:
+        """Stop the services first (they drain), then nats-server."""
+        services = [name for name in self.children if name != "nats-server"]
+        for name in services:
+            if self.children[name].poll() is None:
+                self.children[name].send_signal(signal.SIGTERM)
+        for name in services:
+            devservers.stop_process(self.children[name], timeout=20)
+        if "nats-server" in self.children:
+            devservers.stop_process(self.children["nats-server"])
+        self._say("stopped")
+
+    def run(self) -> int:
+        """Start everything, print the addresses and wait for Ctrl-C."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            for service, port in self.ports.items():
+                self._check_port_free(port, service)
+            nats_url = self.nats_url or self._start_nats()
+            migrate(self.database_url)
+            self._say(f"event log at {self.database_url}")
+            for service in self.ports:
+                self._start_service(service, nats_url)
+            self._wait_ready()
+            for service, port in self.ports.items():
+                self._say(f"{service:<10} http://{self.host}:{port}  (docs: /docs)")
+            self._say("ready; press Ctrl-C to stop")
+            while not self.stopping:
+                for name, proc in self.children.items():
+                    if proc.poll() is not None:
+                        self._say(f"{name} exited with {proc.returncode}; stopping")
+                        return 1
+                time.sleep(0.2)
+            return 0
+        finally:
+            self.stop()
