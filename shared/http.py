@@ -40,8 +40,13 @@ _TITLES = {
 
 def problem(status: int, detail: str, *, title: str | None = None, **extra: Any) -> JSONResponse:
     """An ``application/problem+json`` response."""
-    body = {"type": "about:blank", "title": title or _TITLES.get(status, "Error"),
-            "status": status, "detail": detail, **extra}
+    body = {
+        "type": "about:blank",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
@@ -54,8 +59,10 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def _validation_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
-              for e in exc.errors()]
+    errors = [
+        {"field": _field(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
+        for e in exc.errors()
+    ]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, detail, errors=errors)
 
@@ -88,7 +95,9 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
+        given = (
+            dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
+        )
         correlation_id = given if _CORRELATION.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         status = 500

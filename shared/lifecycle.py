@@ -23,11 +23,13 @@ class CaseStatus(enum.StrEnum):
     CORRECTION_REQUESTED = "correction_requested"
 
 
-TRANSITIONS = MappingProxyType({
-    (CaseStatus.NEW, "CaseReceived"): CaseStatus.RECEIVED,
-    (CaseStatus.RECEIVED, "CaseAccepted"): CaseStatus.ACCEPTED,
-    (CaseStatus.RECEIVED, "CorrectionRequested"): CaseStatus.CORRECTION_REQUESTED,
-})
+TRANSITIONS = MappingProxyType(
+    {
+        (CaseStatus.NEW, "CaseReceived"): CaseStatus.RECEIVED,
+        (CaseStatus.RECEIVED, "CaseAccepted"): CaseStatus.ACCEPTED,
+        (CaseStatus.RECEIVED, "CorrectionRequested"): CaseStatus.CORRECTION_REQUESTED,
+    }
+)
 """(status, event type) → next status. Event types absent here leave the status alone."""
 
 STATE_CHANGING = frozenset(event_type for _, event_type in TRANSITIONS)

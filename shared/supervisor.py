@@ -26,8 +26,16 @@ from shared.db import migrate
 class Stack:
     """The processes of one ``caseflow up``."""
 
-    def __init__(self, *, data_dir: Path, database_url: str | None, nats_url: str | None,
-                 host: str, ports: dict[str, int], nats_port: int) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        database_url: str | None,
+        nats_url: str | None,
+        host: str,
+        ports: dict[str, int],
+        nats_port: int,
+    ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'caseflow.db'}"
         self.nats_url = nats_url
@@ -43,8 +51,10 @@ class Stack:
     def _check_port_free(self, port: int, what: str) -> None:
         with socket.socket() as sock:
             if sock.connect_ex((self.host if what != "nats" else "127.0.0.1", port)) == 0:
-                raise SystemExit(f"caseflow: port {port} for {what} is in use; "
-                                 f"stop what uses it or pick another with --{what}-port")
+                raise SystemExit(
+                    f"caseflow: port {port} for {what} is in use; "
+                    f"stop what uses it or pick another with --{what}-port"
+                )
 
     def _start_nats(self) -> str:
         self._check_port_free(self.nats_port, "nats")
@@ -57,11 +67,16 @@ class Stack:
 
     def _start_service(self, service: str, nats_url: str) -> None:
         prefix = f"CASEFLOW_{service.upper()}_"
-        env = {**os.environ,
-               prefix + "DATABASE_URL": self.database_url, prefix + "NATS_URL": nats_url,
-               prefix + "HOST": self.host, prefix + "PORT": str(self.ports[service])}
+        env = {
+            **os.environ,
+            prefix + "DATABASE_URL": self.database_url,
+            prefix + "NATS_URL": nats_url,
+            prefix + "HOST": self.host,
+            prefix + "PORT": str(self.ports[service]),
+        }
         self.children[service] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "shared.cli", "serve", service], env=env,
+            [sys.executable, "-m", "shared.cli", "serve", service],
+            env=env,
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
 
@@ -80,7 +95,9 @@ class Stack:
                     pass
             time.sleep(0.2)
         if pending:
-            raise SystemExit(f"caseflow: not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+            raise SystemExit(
+                f"caseflow: not ready after {timeout:.0f}s: {', '.join(sorted(pending))}"
+            )
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True

@@ -28,8 +28,11 @@ def _plain(url: str) -> str:
 async def _admin(url: str, *statements: str) -> None:
     u = make_url(url)
     conn = await asyncpg.connect(
-        host=u.query.get("host") or u.host, port=u.port, user=u.username,
-        password=u.password, database=u.database or "postgres",
+        host=u.query.get("host") or u.host,
+        port=u.port,
+        user=u.username,
+        password=u.password,
+        database=u.database or "postgres",
     )
     try:
         for statement in statements:

@@ -15,6 +15,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or load_settings(IntakeSettings)
     runtime = Runtime("intake", settings)
     return create_service_app(
-        runtime, title="caseflow intake",
-        description="Receives applications at the station's window (收件).", routers=[router],
+        runtime,
+        title="caseflow intake",
+        description="Receives applications at the station's window (收件).",
+        routers=[router],
     )

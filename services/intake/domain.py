@@ -54,9 +54,11 @@ class ApplicantIn(BaseModel):
 
     name: Name = Field(description="Full name (姓名)", examples=["王秀英"])
     phone: Annotated[str, AfterValidator(_phone)] = Field(
-        description="Mobile number (手机号码)", examples=["13812345678"])
+        description="Mobile number (手机号码)", examples=["13812345678"]
+    )
     id_number: Annotated[str, AfterValidator(_id_number)] = Field(
-        description="Citizen ID number, GB 11643 (身份证号码)", examples=["11010519491231002X"])
+        description="Citizen ID number, GB 11643 (身份证号码)", examples=["11010519491231002X"]
+    )
 
 
 class Application(BaseModel):
@@ -65,11 +67,17 @@ class Application(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_code: Annotated[str, AfterValidator(_item_code)] = Field(
-        description="Service item code (事项编码)", examples=["pension"])
+        description="Service item code (事项编码)", examples=["pension"]
+    )
     applicant: ApplicantIn
-    materials: Annotated[list[Annotated[str, Field(max_length=64)]], AfterValidator(_materials)] = Field(
-        default_factory=list, max_length=50,
-        description="Codes of the materials handed in (已交材料)", examples=[["id_card"]])
+    materials: Annotated[list[Annotated[str, Field(max_length=64)]], AfterValidator(_materials)] = (
+        Field(
+            default_factory=list,
+            max_length=50,
+            description="Codes of the materials handed in (已交材料)",
+            examples=[["id_card"]],
+        )
+    )
 
 
 def case_id_for(idempotency_key: str) -> uuid.UUID:

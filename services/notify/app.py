@@ -15,6 +15,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or load_settings(NotifySettings)
     runtime = Runtime("notify", settings, CONSUMERS)
     return create_service_app(
-        runtime, title="caseflow notify",
+        runtime,
+        title="caseflow notify",
         description="Tells applicants about their case and records what was sent (送达).",
     )

@@ -27,5 +27,10 @@ class LogChannel:
     name = "log"
 
     async def deliver(self, recipient: str, message: Message) -> None:
-        log.info("notice delivered", channel=self.name, recipient=recipient,
-                 subject=message.subject, body=message.body)
+        log.info(
+            "notice delivered",
+            channel=self.name,
+            recipient=recipient,
+            subject=message.subject,
+            body=message.body,
+        )

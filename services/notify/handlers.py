@@ -27,20 +27,34 @@ def make_handler(channel: Channel) -> ConsumerSpec:
         message = render(event.event_type, event.payload, applicant)
         await channel.deliver(applicant.phone, message)
         sent = NotificationSent(
-            channel=channel.name, recipient=mask_phone(applicant.phone),
-            language=message.language, subject=message.subject,
+            channel=channel.name,
+            recipient=mask_phone(applicant.phone),
+            language=message.language,
+            subject=message.subject,
             body_sha256=hashlib.sha256(message.body.encode()).hexdigest(),
             about_event_type=event.event_type,
         )
-        await uow.append(event.case_id, history[-1].version, [NewEvent(
-            event_id=event_id, event_type="NotificationSent", correlation_id=event.correlation_id,
-            causation_id=str(event.event_id), payload=sent.model_dump(),
-        )], case_kind=event.case_kind)
+        await uow.append(
+            event.case_id,
+            history[-1].version,
+            [
+                NewEvent(
+                    event_id=event_id,
+                    event_type="NotificationSent",
+                    correlation_id=event.correlation_id,
+                    causation_id=str(event.event_id),
+                    payload=sent.model_dump(),
+                )
+            ],
+            case_kind=event.case_kind,
+        )
 
     return ConsumerSpec(
         name="notify",
-        subjects=("caseflow.events.application.CaseAccepted",
-                  "caseflow.events.application.CorrectionRequested"),
+        subjects=(
+            "caseflow.events.application.CaseAccepted",
+            "caseflow.events.application.CorrectionRequested",
+        ),
         handler=on_case_decided,
     )
 

@@ -9,7 +9,8 @@ from shared.settings import ServiceSettings
 class NotifySettings(ServiceSettings):
     """Where notify listens."""
 
-    model_config = SettingsConfigDict(env_prefix="CASEFLOW_NOTIFY_", extra="ignore",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CASEFLOW_NOTIFY_", extra="ignore", validate_default=True
+    )
 
     port: int = Field(default=8003, ge=1, le=65535)

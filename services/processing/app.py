@@ -15,6 +15,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
     settings = settings or load_settings(ProcessingSettings)
     runtime = Runtime("processing", settings, CONSUMERS)
     return create_service_app(
-        runtime, title="caseflow processing",
+        runtime,
+        title="caseflow processing",
         description="Checks received applications and runs each case's workflow (受理、审查).",
     )

@@ -9,7 +9,8 @@ from shared.settings import ServiceSettings
 class ProcessingSettings(ServiceSettings):
     """Where processing listens."""
 
-    model_config = SettingsConfigDict(env_prefix="CASEFLOW_PROCESSING_", extra="ignore",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CASEFLOW_PROCESSING_", extra="ignore", validate_default=True
+    )
 
     port: int = Field(default=8002, ge=1, le=65535)

@@ -65,15 +65,25 @@ def document() -> dict[str, Any]:
             "title": event_type,
             "summary": (model.__doc__ or "").strip(),
             "contentType": "application/json",
-            "headers": {"type": "object", "properties": {
-                "Nats-Msg-Id": {"type": "string", "description": "the event id"},
-                "Caseflow-Correlation-Id": {"type": "string"}}},
-            "payload": {"allOf": [
-                {"$ref": "#/components/schemas/Envelope"},
-                {"type": "object", "properties": {
-                    "event_type": {"const": event_type},
-                    "payload": {"$ref": f"#/components/schemas/{event_type}Payload"}}},
-            ]},
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "Nats-Msg-Id": {"type": "string", "description": "the event id"},
+                    "Caseflow-Correlation-Id": {"type": "string"},
+                },
+            },
+            "payload": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Envelope"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "event_type": {"const": event_type},
+                            "payload": {"$ref": f"#/components/schemas/{event_type}Payload"},
+                        },
+                    },
+                ]
+            },
         }
         channel = event_type
         channels[channel] = {
@@ -88,10 +98,14 @@ def document() -> dict[str, Any]:
     messages["DeadLetter"] = {
         "name": "DeadLetter",
         "summary": "A message a consumer could not handle, with the reason in its headers",
-        "headers": {"type": "object", "properties": {
-            "Caseflow-Dead-Letter-Reason": {"type": "string"},
-            "Caseflow-Original-Subject": {"type": "string"},
-            "Caseflow-Consumer": {"type": "string"}}},
+        "headers": {
+            "type": "object",
+            "properties": {
+                "Caseflow-Dead-Letter-Reason": {"type": "string"},
+                "Caseflow-Original-Subject": {"type": "string"},
+                "Caseflow-Consumer": {"type": "string"},
+            },
+        },
         "payload": {"description": "the original message body, unchanged"},
     }
     for consumer in CONSUMERS:
@@ -105,7 +119,7 @@ def document() -> dict[str, Any]:
             "title": "caseflow events",
             "version": "0.1.0",
             "description": "Every committed event of the caseflow log, published on NATS "
-                           "JetStream (stream CASEFLOW_EVENTS), and the dead letters.",
+            "JetStream (stream CASEFLOW_EVENTS), and the dead letters.",
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},

@@ -63,7 +63,8 @@ class UnitOfWork:
     async def claim(self, event_id: uuid.UUID) -> bool:
         """Record the event as handled; False if it was handled before."""
         return await insert_ignore(
-            self.conn, inbox,
+            self.conn,
+            inbox,
             {"consumer": self.consumer, "event_id": event_id, "handled_at": utcnow()},
         )
 
@@ -163,7 +164,7 @@ class Consumer:
                 sub = await self.js.pull_subscribe_bind(
                     durable=self.spec.name, stream=EVENTS_STREAM
                 )
-            except Exception as err:  # noqa: BLE001 - NATS may be away; try again
+            except Exception as err:
                 log.warning("consumer subscribe failed", consumer=self.spec.name, error=repr(err))
                 await _sleep_unless(stop, 1.0)
                 continue
@@ -196,7 +197,7 @@ class Consumer:
             return
         try:
             await self._transaction([event for _, event in decoded])
-        except Exception:  # noqa: BLE001 - fall back to one at a time to isolate the failure
+        except Exception:
             for msg, event in decoded:
                 await self._handle_one(msg, event)
             return
@@ -221,7 +222,7 @@ class Consumer:
     async def _handle_one(self, msg: Msg, event: StoredEvent) -> None:
         try:
             await self._transaction([event])
-        except Exception as err:  # noqa: BLE001 - decide between retry and dead letter
+        except Exception as err:
             FAILED.labels(self.spec.name).inc()
             attempt = msg.metadata.num_delivered or 1
             if _is_transient(err):
@@ -231,8 +232,11 @@ class Consumer:
                 await self.dead_letter(msg, f"{type(err).__name__}: {err}")
             else:
                 log.warning(
-                    "handler failed; will retry", consumer=self.spec.name,
-                    event_id=str(event.event_id), attempt=attempt, error=repr(err),
+                    "handler failed; will retry",
+                    consumer=self.spec.name,
+                    event_id=str(event.event_id),
+                    attempt=attempt,
+                    error=repr(err),
                 )
                 await msg.nak(delay=self.spec.delay(attempt))
             return

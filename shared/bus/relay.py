@@ -80,8 +80,9 @@ class Relay:
             )
             if taken.rowcount != 1:
                 return None
-        row = (await conn.execute(sa.select(cp.c.tx_id, cp.c.position).where(
-            cp.c.name == self.name))).one()
+        row = (
+            await conn.execute(sa.select(cp.c.tx_id, cp.c.position).where(cp.c.name == self.name))
+        ).one()
         return LogCursor(row.tx_id, row.position)
 
     async def _save(self, cursor: LogCursor) -> None:
@@ -89,7 +90,9 @@ class Relay:
             query = (
                 sa.update(cp)
                 .where(cp.c.name == self.name)
-                .where(sa.tuple_(cp.c.tx_id, cp.c.position) < sa.tuple_(cursor.tx_id, cursor.position))
+                .where(
+                    sa.tuple_(cp.c.tx_id, cp.c.position) < sa.tuple_(cursor.tx_id, cursor.position)
+                )
                 .values(tx_id=cursor.tx_id, position=cursor.position)
             )
             if self.use_lease:
@@ -132,7 +135,7 @@ class Relay:
             while not stop.is_set():
                 try:
                     published = await self.publish_pending()
-                except Exception:  # noqa: BLE001 - keep relaying after a failed round
+                except Exception:
                     log.exception("relay round failed; retrying")
                     published = 0
                     await asyncio.sleep(self.poll_interval)

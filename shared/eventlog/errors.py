@@ -13,9 +13,7 @@ class ConcurrencyError(EventLogError):
     """The case moved on since the caller read it: its version is not the expected one."""
 
     def __init__(self, case_id: uuid.UUID, expected: int, actual: int) -> None:
-        super().__init__(
-            f"case {case_id} is at version {actual}, not the expected {expected}"
-        )
+        super().__init__(f"case {case_id} is at version {actual}, not the expected {expected}")
         self.case_id = case_id
         self.expected = expected
         self.actual = actual

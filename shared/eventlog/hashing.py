@@ -15,9 +15,23 @@ from typing import Any
 import orjson
 
 HASHED_FIELDS = (
-    "event_id", "case_id", "case_kind", "version", "event_type", "schema_version",
-    "occurred_at", "recorded_at", "actor_user", "actor_role", "actor_station", "authority",
-    "delegation_id", "delegation_version", "correlation_id", "causation_id", "payload",
+    "event_id",
+    "case_id",
+    "case_kind",
+    "version",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "actor_user",
+    "actor_role",
+    "actor_station",
+    "authority",
+    "delegation_id",
+    "delegation_version",
+    "correlation_id",
+    "causation_id",
+    "payload",
     "prev_hash",
 )
 

@@ -22,16 +22,33 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import WRITE_OPTION
-from shared.events import NewEvent, StoredEvent, utcnow
 from shared.eventlog.errors import ConcurrencyError, DuplicateEventError
 from shared.eventlog.hashing import event_hash
 from shared.eventlog.schema import events as t
+from shared.events import NewEvent, StoredEvent, utcnow
 
 _COLUMNS = (
-    t.c.position, t.c.event_id, t.c.case_id, t.c.case_kind, t.c.version, t.c.event_type,
-    t.c.schema_version, t.c.occurred_at, t.c.recorded_at, t.c.actor_user, t.c.actor_role,
-    t.c.actor_station, t.c.authority, t.c.delegation_id, t.c.delegation_version,
-    t.c.correlation_id, t.c.causation_id, t.c.payload, t.c.prev_hash, t.c.hash, t.c.tx_id,
+    t.c.position,
+    t.c.event_id,
+    t.c.case_id,
+    t.c.case_kind,
+    t.c.version,
+    t.c.event_type,
+    t.c.schema_version,
+    t.c.occurred_at,
+    t.c.recorded_at,
+    t.c.actor_user,
+    t.c.actor_role,
+    t.c.actor_station,
+    t.c.authority,
+    t.c.delegation_id,
+    t.c.delegation_version,
+    t.c.correlation_id,
+    t.c.causation_id,
+    t.c.payload,
+    t.c.prev_hash,
+    t.c.hash,
+    t.c.tx_id,
 )
 
 
@@ -107,9 +124,7 @@ async def _head(conn: AsyncConnection, case_id: uuid.UUID) -> tuple[int, str | N
     return (row.version, row.hash) if row else (0, None)
 
 
-async def _stored(
-    conn: AsyncConnection, event_ids: Sequence[uuid.UUID]
-) -> list[StoredEvent]:
+async def _stored(conn: AsyncConnection, event_ids: Sequence[uuid.UUID]) -> list[StoredEvent]:
     rows = await conn.execute(
         sa.select(*_COLUMNS).where(t.c.event_id.in_(event_ids)).order_by(t.c.position)
     )

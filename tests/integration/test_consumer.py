@@ -28,24 +28,35 @@ async def tally(event: StoredEvent, uow: UnitOfWork) -> None:
     if event.payload.get("poison"):
         raise ValueError("this payload can never be handled")
     version = len(await uow.read_case(TALLY))
-    await uow.append(TALLY, version, [NewEvent(event_type="Handled", causation_id=str(event.event_id))],
-                     case_kind="tally")
+    await uow.append(
+        TALLY,
+        version,
+        [NewEvent(event_type="Handled", causation_id=str(event.event_id))],
+        case_kind="tally",
+    )
 
 
 def spec(**overrides: object) -> ConsumerSpec:
     params: dict[str, object] = {
-        "name": "tally", "subjects": ("caseflow.events.application.>",), "handler": tally,
-        "backoff": (0.05, 0.1, 0.1), "max_deliver": 3,
+        "name": "tally",
+        "subjects": ("caseflow.events.application.>",),
+        "handler": tally,
+        "backoff": (0.05, 0.1, 0.1),
+        "max_deliver": 3,
     }
     params.update(overrides)
     return ConsumerSpec(**params)  # type: ignore[arg-type]
 
 
 async def _append(log: EventLog, n: int, **payload: object) -> list[uuid.UUID]:
-    ids = []
+    ids: list[uuid.UUID] = []
     for _ in range(n):
-        result = await log.append(uuid.uuid4(), 0, [NewEvent(event_type="CaseReceived", payload=payload)],
-                                  case_kind="application")
+        result = await log.append(
+            uuid.uuid4(),
+            0,
+            [NewEvent(event_type="CaseReceived", payload=payload)],
+            case_kind="application",
+        )
         ids.append(result.events[0].event_id)
     return ids
 
@@ -57,8 +68,8 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) ->
         await asyncio.sleep(0.05)
 
 
-async def _handled(log: EventLog) -> list[str | None]:
-    return [e.causation_id for e in await log.read_case(TALLY)]
+async def _handled(log: EventLog) -> list[str]:
+    return [str(e.causation_id) for e in await log.read_case(TALLY)]
 
 
 @pytest.fixture
@@ -76,15 +87,20 @@ async def running(log: EventLog, nc: NATS) -> AsyncIterator[Callable[[Consumer],
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
 
 
-async def test_each_event_has_its_effect_once(log: EventLog, nc: NATS, running: Callable[[Consumer], None]) -> None:
+async def test_each_event_has_its_effect_once(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+) -> None:
     ids = await _append(log, 30)
     running(Consumer(spec(), log, nc))
     await _until(lambda: _has(log, 30))
     # NATS delivers the same event again (as after a lost ack): the inbox stops it.
     original = (await log.read_all())[0]
     js = nc.jetstream()
-    await js.publish("caseflow.events.application.CaseReceived", orjson.dumps(original.envelope()),
-                     headers={"Nats-Msg-Id": "redelivered-by-hand"})
+    await js.publish(
+        "caseflow.events.application.CaseReceived",
+        orjson.dumps(original.envelope()),
+        headers={"Nats-Msg-Id": "redelivered-by-hand"},
+    )
     await asyncio.sleep(1.0)
     handled = await _handled(log)
     assert sorted(handled) == sorted(str(i) for i in ids)
@@ -127,12 +143,17 @@ async def test_poison_and_failing_messages_go_to_dead_letters_with_reason(
 
     dlq = await js.subscribe("caseflow.dlq.>", stream=DLQ_STREAM, ordered_consumer=True)
     letters = [await dlq.next_msg(timeout=10) for _ in range(2)]
-    reasons = {m.headers["Caseflow-Original-Subject"]: m.headers["Caseflow-Dead-Letter-Reason"]
-               for m in letters if m.headers}
+    reasons = {
+        m.headers["Caseflow-Original-Subject"]: m.headers["Caseflow-Dead-Letter-Reason"]
+        for m in letters
+        if m.headers
+    }
     assert "not a caseflow event envelope" in reasons["caseflow.events.application.Garbled"]
     assert "can never be handled" in reasons["caseflow.events.application.CaseReceived"]
     assert all(m.subject == "caseflow.dlq.tally" for m in letters)
-    bad_letter = next(m for m in letters if m.headers and "CaseReceived" in m.headers["Caseflow-Original-Subject"])
+    bad_letter = next(
+        m for m in letters if m.headers and "CaseReceived" in m.headers["Caseflow-Original-Subject"]
+    )
     assert orjson.loads(bad_letter.data)["event_id"] == str(bad[0])
     assert sorted(await _handled(log)) == sorted(str(i) for i in good)
 
@@ -174,4 +195,3 @@ async def test_consumer_resumes_after_nats_server_restart(
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         await client.close()
         devservers.stop_process(proc)
-

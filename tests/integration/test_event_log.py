@@ -44,10 +44,11 @@ async def test_append_assigns_versions_positions_and_links_hashes(log: EventLog)
 
 async def test_stored_hash_recomputes_from_what_was_read(log: EventLog) -> None:
     case = uuid.uuid4()
-    await log.append(case, 0, [ev(name="张三", amount=12.5, items=[1, {"b": 2, "a": None}])],
-                     case_kind="pension")
+    await log.append(
+        case, 0, [ev(name="张三", amount=12.5, items=[1, {"b": 2, "a": None}])], case_kind="pension"
+    )
     (stored,) = await log.read_case(case)
-    fields = {f: getattr(stored, f) for f in stored.__slots__}  # type: ignore[attr-defined]
+    fields = {f: getattr(stored, f) for f in stored.__slots__}
     assert event_hash(fields) == stored.hash
     assert stored.payload["name"] == "张三"
     assert stored.actor_station == "XF" and stored.occurred_at.tzinfo is not None
@@ -129,10 +130,13 @@ async def test_read_all_pages_in_order_without_repeats(log: EventLog) -> None:
     assert [e.position for e in seen] == sorted(e.position for e in seen)
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE events SET event_type = 'Forged'",
-    "DELETE FROM events",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET event_type = 'Forged'",
+        "DELETE FROM events",
+    ],
+)
 async def test_database_refuses_update_and_delete(
     log: EventLog, engine: AsyncEngine, statement: str
 ) -> None:

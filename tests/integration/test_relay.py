@@ -20,17 +20,24 @@ async def _stream_messages(nc: NATS, count: int) -> list[dict[str, object]]:
     out = []
     for _ in range(count):
         msg = await sub.next_msg(timeout=5)
-        out.append({"subject": msg.subject, "msg_id": msg.headers.get("Nats-Msg-Id") if msg.headers else None,
-                    **orjson.loads(msg.data)})
+        out.append(
+            {
+                "subject": msg.subject,
+                "msg_id": msg.headers.get("Nats-Msg-Id") if msg.headers else None,
+                **orjson.loads(msg.data),
+            }
+        )
     await sub.unsubscribe()
     return out
 
 
 async def _append_cases(log: EventLog, cases: int) -> list[uuid.UUID]:
-    ids = []
+    ids: list[uuid.UUID] = []
     for i in range(cases):
-        events = [NewEvent(event_type="CaseReceived", correlation_id=f"corr-{i}"),
-                  NewEvent(event_type="CaseAccepted")]
+        events = [
+            NewEvent(event_type="CaseReceived", correlation_id=f"corr-{i}"),
+            NewEvent(event_type="CaseAccepted"),
+        ]
         result = await log.append(uuid.uuid4(), 0, events, case_kind="application")
         ids.extend(e.event_id for e in result.events)
     return ids
@@ -54,8 +61,10 @@ async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, 
     ids = await _append_cases(log, 100)
     stop = asyncio.Event()
     # No lease: both publish the same events, as two relays that lost their coordination would.
-    relays = [Relay(log, nc.jetstream(), use_lease=False, batch_size=30, poll_interval=0.05)
-              for _ in range(2)]
+    relays = [
+        Relay(log, nc.jetstream(), use_lease=False, batch_size=30, poll_interval=0.05)
+        for _ in range(2)
+    ]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
     js = nc.jetstream()
     for _ in range(100):
@@ -84,7 +93,9 @@ async def test_relay_wakes_on_commit(log: EventLog, nc: NATS) -> None:
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
 
 
-async def test_relay_wakes_on_another_process_commit_via_notify(postgres_url: str, nc: NATS) -> None:
+async def test_relay_wakes_on_another_process_commit_via_notify(
+    postgres_url: str, nc: NATS
+) -> None:
     from shared.db import create_engine
 
     relay_engine, writer_engine = create_engine(postgres_url), create_engine(postgres_url)
