@@ -1,0 +1,137 @@
+"""Run caseflow services as real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from shared import devservers
+
+SERVICES = ("intake", "processing", "notify")
+
+
+@dataclass
+class ServiceProcess:
+    """One running service and where it answers."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait: the service should drain and exit 0."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return int(self.proc.returncode)
+
+
+def wait_ready(service: ServiceProcess, timeout: float = 30.0) -> None:
+    """Poll ``/readyz`` until it answers 200, or fail with the service's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise AssertionError(f"{service.name} exited early:\n{service.logs()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{service.base_url}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{service.name} not ready in {timeout}s:\n{service.logs()[-3000:]}")
+
+
+def start_process(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    port: int,
+    log_dir: Path,
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """Start ``argv`` with ``env`` added to ours; its output goes to ``log_dir/name.log``."""
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+    return ServiceProcess(name, proc, f"http://127.0.0.1:{port}", log_path)
+
+
+def service_env(
+    service: str, database_url: str, nats_url: str, port: int, **extra: str
+) -> dict[str, str]:
+    """The ``CASEFLOW_<SERVICE>_*`` variables for one service."""
+    prefix = f"CASEFLOW_{service.upper()}_"
+    env = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "PORT": str(port), **extra}
+    return {prefix + key.upper(): value for key, value in env.items()}
+
+
+@contextlib.contextmanager
+def running_stack(
+    database_url: str, nats_url: str, log_dir: Path, **extra: str
+) -> Iterator[dict[str, ServiceProcess]]:
+    """The three services as processes (``caseflow serve``), ready, stopped at the end."""
+    stack: dict[str, ServiceProcess] = {}
+    try:
+        for name in SERVICES:
+            port = devservers.free_port()
+            stack[name] = start_process(
+                name,
+                [sys.executable, "-m", "shared.cli", "serve", name],
+                service_env(name, database_url, nats_url, port, **extra),
+                port,
+                log_dir,
+            )
+        for service in stack.values():
+            wait_ready(service)
+        yield stack
+    finally:
+        for service in stack.values():
+            with contextlib.suppress(Exception):
+                service.terminate()
+
+
+def wait_for_event(
+    base_url: str, case_id: str, event_type: str, timeout: float = 15.0
+) -> list[dict[str, object]]:
+    """Poll the case's history until ``event_type`` appears; return the history."""
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5)
+        if response.status_code == 200:
+            events = response.json()["events"]
+            if any(e["event_type"] == event_type for e in events):
+                return events
+        time.sleep(0.05)
+    raise AssertionError(
+        f"no {event_type} after {timeout}s; history: {[e['event_type'] for e in events]}"
+    )
+
+
+VALID_APPLICATION = {
+    "item_code": "pension",
+    "applicant": {"name": "王秀英", "phone": "13812345678", "id_number": "11010519491231002X"},
+    "materials": ["id_card", "household_register"],
+}
