@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -57,27 +58,51 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     del handle
 
 
+@contextlib.contextmanager
+def fresh_postgres_db(server_url: str) -> Iterator[str]:
+    """A new database cloned from the migrated template, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def fresh_sqlite_db(folder: Path) -> str:
+    """A new migrated SQLite database file in ``folder``."""
+    url = f"sqlite+aiosqlite:///{folder / 'log.db'}"
+    migrate(url)
+    return url
+
+
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(postgres_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
-    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_admin(postgres_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with fresh_postgres_db(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh, migrated SQLite database file for one test."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
-    migrate(url)
-    return url
+    return fresh_sqlite_db(tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test on both backends."""
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One database per backend shared by a module's tests (for slow-to-start stacks)."""
+    if request.param == "sqlite":
+        yield fresh_sqlite_db(tmp_path_factory.mktemp("sqlite"))
+    else:
+        with fresh_postgres_db(request.getfixturevalue("postgres_server")) as url:
+            yield url
 
 
 @pytest.fixture

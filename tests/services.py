@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -114,10 +115,10 @@ def running_stack(
 
 def wait_for_event(
     base_url: str, case_id: str, event_type: str, timeout: float = 15.0
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """Poll the case's history until ``event_type`` appears; return the history."""
     deadline = time.monotonic() + timeout
-    events: list[dict[str, object]] = []
+    events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5)
         if response.status_code == 200:
@@ -130,8 +131,13 @@ def wait_for_event(
     )
 
 
-VALID_APPLICATION = {
+VALID_APPLICANT: dict[str, str] = {
+    "name": "王秀英",
+    "phone": "13812345678",
+    "id_number": "11010519491231002X",
+}
+VALID_APPLICATION: dict[str, Any] = {
     "item_code": "pension",
-    "applicant": {"name": "王秀英", "phone": "13812345678", "id_number": "11010519491231002X"},
+    "applicant": VALID_APPLICANT,
     "materials": ["id_card", "household_register"],
 }

@@ -1,0 +1,197 @@
+"""A case through intake, processing and notify as real processes, on both backends."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.services import (
+    VALID_APPLICANT,
+    VALID_APPLICATION,
+    ServiceProcess,
+    running_stack,
+    wait_for_event,
+)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    module_db_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServiceProcess]]:
+    """One running stack per backend for the whole module (the last test stops it)."""
+    with running_stack(module_db_url, nats_url, tmp_path_factory.mktemp("logs")) as services:
+        yield services
+
+
+def _submit(
+    intake: str, body: dict[str, object], key: str | None = None, **headers: str
+) -> httpx.Response:
+    headers = {"Idempotency-Key": key or uuid.uuid4().hex, **headers}
+    return httpx.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
+
+
+def test_complete_application_is_accepted_and_the_applicant_told(
+    stack: dict[str, ServiceProcess],
+) -> None:
+    intake = stack["intake"].base_url
+    response = _submit(intake, VALID_APPLICATION, **{"X-Correlation-ID": "window-7-req-42"})
+    assert response.status_code == 202, response.text
+    case_id = response.json()["case_id"]
+    assert response.headers["Location"] == f"/cases/{case_id}"
+
+    events = wait_for_event(intake, case_id, "NotificationSent")
+    assert [e["event_type"] for e in events] == ["CaseReceived", "CaseAccepted", "NotificationSent"]
+    assert {e["correlation_id"] for e in events} == {"window-7-req-42"}
+    assert events[1]["causation_id"] == events[0]["event_id"]
+    assert events[2]["causation_id"] == events[1]["event_id"]
+    assert events[2]["payload"]["recipient"] == "138****5678"
+    assert [e["version"] for e in events] == [1, 2, 3]
+    assert events[1]["prev_hash"] == events[0]["hash"]
+
+    state = httpx.get(f"{intake}/cases/{case_id}", timeout=5).json()
+    assert state["status"] == "accepted"
+    # The applicant's phone and ID number never reach the logs in clear.
+    for service in stack.values():
+        logs = service.logs()
+        assert "13812345678" not in logs and "11010519491231002X" not in logs
+
+
+def test_missing_materials_are_all_listed_in_one_correction_request(
+    stack: dict[str, ServiceProcess],
+) -> None:
+    intake = stack["intake"].base_url
+    body = {**VALID_APPLICATION, "item_code": "funeral_subsidy", "materials": ["id_card"]}
+    case_id = _submit(intake, body).json()["case_id"]
+    events = wait_for_event(intake, case_id, "NotificationSent")
+    corrections = [e for e in events if e["event_type"] == "CorrectionRequested"]
+    assert len(corrections) == 1
+    missing = [m["code"] for m in corrections[0]["payload"]["missing"]]
+    assert missing == ["death_certificate", "bank_card"]
+    assert "补正" in str(events[-1]["payload"]["subject"])
+
+
+def test_retry_with_same_idempotency_key_returns_the_same_case(
+    stack: dict[str, ServiceProcess],
+) -> None:
+    intake = stack["intake"].base_url
+    key = uuid.uuid4().hex
+    first = _submit(intake, VALID_APPLICATION, key)
+    second = _submit(intake, VALID_APPLICATION, key)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    case_id = first.json()["case_id"]
+    wait_for_event(intake, case_id, "NotificationSent")
+    third = _submit(intake, VALID_APPLICATION, key)  # after the case moved on
+    assert third.json()["case_id"] == case_id
+    events = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5).json()["events"]
+    assert [e["event_type"] for e in events].count("CaseReceived") == 1
+
+    other = {**VALID_APPLICATION, "item_code": "birth_certificate"}
+    reused = _submit(intake, other, key)
+    assert reused.status_code == 409
+    assert reused.headers["content-type"] == "application/problem+json"
+    assert "Idempotency-Key" in reused.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "field"),
+    [
+        ({**VALID_APPLICATION, "item_code": "no_such_item"}, {}, "item_code"),
+        (
+            {
+                **VALID_APPLICATION,
+                "applicant": {**VALID_APPLICANT, "id_number": "110105194912310021"},
+            },
+            {},
+            "applicant.id_number",
+        ),
+        (
+            {
+                **VALID_APPLICATION,
+                "applicant": {**VALID_APPLICANT, "phone": "12345"},
+            },
+            {},
+            "applicant.phone",
+        ),
+        ({**VALID_APPLICATION, "materials": ["passport_of_mars"]}, {}, "materials"),
+        ({"item_code": "pension"}, {}, "applicant"),
+        (VALID_APPLICATION, {"Idempotency-Key": ""}, "header Idempotency-Key"),
+    ],
+)
+def test_bad_applications_get_a_clear_problem_and_store_nothing(
+    stack: dict[str, ServiceProcess], body: dict[str, object], headers: dict[str, str], field: str
+) -> None:
+    intake = stack["intake"].base_url
+    key = headers.get("Idempotency-Key", uuid.uuid4().hex)
+    response = httpx.post(f"{intake}/cases", json=body, headers={"Idempotency-Key": key}, timeout=5)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["title"]
+    assert field in [e["field"] for e in problem["errors"]]
+    assert field in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status"),
+    [
+        ("POST", "/cases", b"{not json", 422),
+        ("POST", "/cases", b"[]", 422),
+        ("GET", "/cases/not-a-uuid/events", None, 422),
+        ("GET", f"/cases/{uuid.uuid4()}/events", None, 404),
+        ("GET", f"/cases/{uuid.uuid4()}", None, 404),
+        ("DELETE", "/cases", None, 405),
+        ("GET", "/nowhere", None, 404),
+    ],
+)
+def test_malformed_requests_are_problems_not_errors(
+    stack: dict[str, ServiceProcess], method: str, path: str, content: bytes | None, status: int
+) -> None:
+    response = httpx.request(
+        method,
+        stack["intake"].base_url + path,
+        content=content,
+        timeout=5,
+        headers={"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == status
+
+
+def test_every_service_serves_probes_metrics_docs_and_asyncapi(
+    stack: dict[str, ServiceProcess],
+) -> None:
+    for service in stack.values():
+        base = service.base_url
+        assert httpx.get(f"{base}/livez", timeout=5).json() == {"status": "ok"}
+        ready = httpx.get(f"{base}/readyz", timeout=5).json()
+        assert ready["checks"] == {"database": "ok", "nats": "ok"}
+        assert "caseflow_http_requests_total" in httpx.get(f"{base}/metrics/", timeout=5).text
+        assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
+        assert (
+            httpx.get(f"{base}/openapi.json", timeout=5)
+            .json()["info"]["title"]
+            .startswith("caseflow")
+        )
+        doc = httpx.get(f"{base}/asyncapi.json", timeout=5).json()
+        addresses = {c["address"] for c in doc["channels"].values()}
+        assert "caseflow.events.application.CaseReceived" in addresses
+        assert "caseflow.dlq.notify" in addresses
+    wait_metric = httpx.get(f"{stack['processing'].base_url}/metrics/", timeout=5).text
+    assert "caseflow_consumer_handled_total" in wait_metric
+
+
+def test_sigterm_drains_and_exits_cleanly(stack: dict[str, ServiceProcess]) -> None:
+    intake = stack["intake"].base_url
+    case_id = _submit(intake, VALID_APPLICATION).json()["case_id"]
+    wait_for_event(intake, case_id, "NotificationSent")
+    for name in ("notify", "processing", "intake"):
+        # uvicorn re-raises the signal after a clean shutdown, as a supervisor expects.
+        assert stack[name].terminate() in (0, -signal.SIGTERM), stack[name].logs()[-2000:]
+        logs = stack[name].logs()
+        assert '"message": "stopped"' in logs and "Application shutdown complete" in logs

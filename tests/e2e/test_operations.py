@@ -1,0 +1,128 @@
+"""Operating the services: readiness, bad settings, and `caseflow up` as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared import devservers
+from tests.services import VALID_APPLICATION, service_env, start_process, wait_for_event
+
+
+def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -> None:
+    port = devservers.free_port()
+    dead_nats = f"nats://127.0.0.1:{devservers.free_port()}"
+    dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{devservers.free_port()}/caseflow"
+    service = start_process(
+        "intake",
+        [sys.executable, "-m", "shared.cli", "serve", "intake"],
+        service_env("intake", dead_pg, dead_nats, port),
+        port,
+        tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                live = httpx.get(f"{service.base_url}/livez", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, service.logs()
+                time.sleep(0.1)
+        assert live.status_code == 200
+        ready = httpx.get(f"{service.base_url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.headers["content-type"] == "application/problem+json"
+        assert ready.json()["checks"]["nats"] == "unreachable"
+        assert ready.json()["checks"]["database"].startswith("unreachable")
+    finally:
+        service.terminate()
+
+
+def test_bad_setting_stops_start_up_naming_the_variable() -> None:
+    env = {
+        **os.environ,
+        "CASEFLOW_PROCESSING_PORT": "eighty",
+        "CASEFLOW_PROCESSING_DATABASE_URL": "mysql://x",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "processing"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "CASEFLOW_PROCESSING_PORT" in result.stderr
+    assert "CASEFLOW_PROCESSING_DATABASE_URL" in result.stderr
+    assert "sqlite+aiosqlite://" in result.stderr
+
+
+def _up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    args = [str(Path(sys.executable).parent / "caseflow"), "up", "--data-dir", str(data_dir)]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert proc.wait(60) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    return alive
+
+
+def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify", "nats")}
+    log = tmp_path / "up.log"
+    proc = _up(data, ports, log)
+    intake = f"http://127.0.0.1:{ports['intake']}"
+    try:
+        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        text = log.read_text()
+        for name in ("intake", "processing", "notify"):
+            assert f"http://127.0.0.1:{ports[name]}" in text
+        response = httpx.post(
+            f"{intake}/cases",
+            json=VALID_APPLICATION,
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            timeout=10,
+        )
+        case_id = response.json()["case_id"]
+        wait_for_event(intake, case_id, "NotificationSent")
+    finally:
+        alive = _stop(proc)
+    assert alive == [], f"left behind: {alive}"
+    assert (data / "caseflow.db").exists() and (data / "jetstream").is_dir()
+
+    log = tmp_path / "up-again.log"
+    proc = _up(data, ports, log)
+    try:
+        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        history = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5).json()["events"]
+        assert [e["event_type"] for e in history] == [
+            "CaseReceived",
+            "CaseAccepted",
+            "NotificationSent",
+        ]
+    finally:
+        assert _stop(proc) == []
