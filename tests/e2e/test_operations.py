@@ -126,3 +126,37 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
         ]
     finally:
         assert _stop(proc) == []
+
+
+def test_caseflow_up_against_external_postgres_and_nats(
+    tmp_path: Path, postgres_url: str, nats_url: str
+) -> None:
+    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify")}
+    log = tmp_path / "up.log"
+    args = [
+        str(Path(sys.executable).parent / "caseflow"),
+        "up",
+        "--data-dir",
+        str(tmp_path / "var"),
+        "--database-url",
+        postgres_url,
+        "--nats-url",
+        nats_url,
+    ]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    intake = f"http://127.0.0.1:{ports['intake']}"
+    try:
+        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        assert "nats-server with JetStream" not in log.read_text()  # used the external one
+        response = httpx.post(
+            f"{intake}/cases",
+            json=VALID_APPLICATION,
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            timeout=10,
+        )
+        wait_for_event(intake, response.json()["case_id"], "NotificationSent")
+    finally:
+        assert _stop(proc) == []
