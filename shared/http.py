@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import Counter, Histogram, make_asgi_app
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -134,4 +134,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConcurrencyError, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
     app.add_middleware(CorrelationMiddleware)
-    app.mount("/metrics", make_asgi_app())
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+
+async def metrics() -> Response:
+    """Prometheus exposition of this process's metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

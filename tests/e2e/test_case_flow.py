@@ -171,7 +171,7 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
         assert httpx.get(f"{base}/livez", timeout=5).json() == {"status": "ok"}
         ready = httpx.get(f"{base}/readyz", timeout=5).json()
         assert ready["checks"] == {"database": "ok", "nats": "ok"}
-        assert "caseflow_http_requests_total" in httpx.get(f"{base}/metrics/", timeout=5).text
+        assert "caseflow_http_requests_total" in httpx.get(f"{base}/metrics", timeout=5).text
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
         assert (
             httpx.get(f"{base}/openapi.json", timeout=5)
@@ -182,7 +182,7 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
         addresses = {c["address"] for c in doc["channels"].values()}
         assert "caseflow.events.application.CaseReceived" in addresses
         assert "caseflow.dlq.notify" in addresses
-    wait_metric = httpx.get(f"{stack['processing'].base_url}/metrics/", timeout=5).text
+    wait_metric = httpx.get(f"{stack['processing'].base_url}/metrics", timeout=5).text
     assert "caseflow_consumer_handled_total" in wait_metric
 
 
