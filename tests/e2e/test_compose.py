@@ -1,0 +1,541 @@
+"""docker-compose.yml, checked without a Docker engine.
+
+The file is read as Compose reads it (YAML, then ``${VAR…}`` interpolation) and its
+``migrate``, ``intake``, ``processing`` and ``notify`` commands run as local processes
+with their ``environment``: only the addresses change, from the ``nats`` and ``postgres``
+services to this suite's real nats-server and PostgreSQL, and the ports to free ones.
+A wrong command, a misspelt or missing variable, a URL that doesn't match the postgres
+service or a health check that can't pass fails here, not on an operator's machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+from sqlalchemy.engine import make_url
+
+from services.intake.settings import IntakeSettings
+from services.notify.settings import NotifySettings
+from services.processing.settings import ProcessingSettings
+from shared import devservers
+from shared.db import create_engine
+from shared.eventlog import EventLog
+from tests.services import (
+    VALID_APPLICATION,
+    ServiceProcess,
+    start_process,
+    wait_for_event,
+    wait_ready,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+CASEFLOW = Path(sys.executable).parent / "caseflow"
+"""The console script the image puts on PATH, from this virtualenv."""
+
+SERVICES: dict[str, type[BaseSettings]] = {
+    "intake": IntakeSettings,
+    "processing": ProcessingSettings,
+    "notify": NotifySettings,
+}
+OPERATOR_ENV = {"POSTGRES_PASSWORD": "compose-Test_pw.1"}
+"""What an operator sets before ``docker compose up``; everything else has a default."""
+
+
+# --- Compose's variable interpolation ---------------------------------------------------
+
+
+class InterpolationError(ValueError):
+    """What Compose refuses: a required variable without a value, or a malformed reference."""
+
+
+_NAME = re.compile(r"[_A-Za-z][_A-Za-z0-9]*")
+_BRACED = re.compile(r"([_A-Za-z][_A-Za-z0-9]*)(?:(:?[-?+])(.*))?", re.DOTALL)
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Substitute ``$VAR``, ``${VAR}`` and ``${VAR<op>word}`` in ``text`` as Compose does.
+
+    ``$$`` is a literal ``$``; an unset ``$VAR`` or ``${VAR}`` is empty. With ``:`` an
+    empty value counts as missing, without it only an unset one: ``${VAR:-word}`` /
+    ``${VAR-word}`` give ``word`` when VAR is missing, ``${VAR:?msg}`` / ``${VAR?msg}``
+    raise with ``msg``, ``${VAR:+word}`` / ``${VAR+word}`` give ``word`` when VAR is *not*
+    missing. ``word`` may itself hold references.
+    """
+    out: list[str] = []
+    i = 0
+    while (start := text.find("$", i)) != -1:
+        out.append(text[i:start])
+        rest = text[start + 1 :]
+        if rest.startswith("$"):
+            out.append("$")
+            i = start + 2
+        elif rest.startswith("{"):
+            end = _closing_brace(text, start)
+            out.append(_substitute(text[start + 2 : end], env))
+            i = end + 1
+        elif match := _NAME.match(rest):
+            out.append(env.get(match.group(), ""))
+            i = start + 1 + match.end()
+        else:
+            raise InterpolationError(f"invalid interpolation format for {text!r}: use $$ for $")
+    out.append(text[i:])
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the ``}`` closing the ``${`` at ``start`` (nested ``${…}`` included)."""
+    depth = 0
+    i = start
+    while i < len(text):
+        if text.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise InterpolationError(f"invalid interpolation format for {text!r}: unclosed ${{")
+
+
+def _substitute(body: str, env: Mapping[str, str]) -> str:
+    match = _BRACED.fullmatch(body)
+    if not match:
+        raise InterpolationError(f"invalid interpolation format for ${{{body}}}")
+    name, op, word = match.groups()
+    value = env.get(name)
+    if op is None:
+        return value or ""
+    missing = value is None or (op.startswith(":") and value == "")
+    if op.endswith("-"):
+        return interpolate(word, env) if missing else str(value)
+    if op.endswith("?"):
+        if missing:
+            message = interpolate(word, env)
+            raise InterpolationError(
+                f"required variable {name} is missing a value" + (f": {message}" if message else "")
+            )
+        return str(value)
+    return "" if missing else interpolate(word, env)  # "+"
+
+
+def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+    """Interpolate every string value of a parsed Compose file (keys stay as they are)."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, dict):
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate_tree(value, env) for value in node]
+    return node
+
+
+def load_compose(env: Mapping[str, str]) -> dict[str, Any]:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(raw, dict), "docker-compose.yml is not a mapping"
+    return cast(dict[str, Any], interpolate_tree(raw, env))
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("$A", {"A": "x"}, "x"),
+        ("${A}", {"A": "x"}, "x"),
+        ("a-${A}-b", {"A": "x"}, "a-x-b"),
+        ("$A_B/$A", {"A": "x"}, "/x"),
+        ("${A}", {}, ""),
+        ("$$A costs $$5", {"A": "x"}, "$A costs $5"),
+        ("${A:-d}", {}, "d"),
+        ("${A:-d}", {"A": ""}, "d"),
+        ("${A:-d}", {"A": "x"}, "x"),
+        ("${A-d}", {"A": ""}, ""),
+        ("${A-d}", {}, "d"),
+        ("${A:-${B:-inner}}", {}, "inner"),
+        ("${A:-$B}", {"B": "b"}, "b"),
+        ("${A:-http://h:1/p?q=1}", {}, "http://h:1/p?q=1"),
+        ("${A:?need A}", {"A": "x"}, "x"),
+        ("${A?need A}", {"A": ""}, ""),
+        ("${A:+r}", {"A": "x"}, "r"),
+        ("${A:+r}", {"A": ""}, ""),
+        ("${A+r}", {"A": ""}, "r"),
+        ("${A+r}", {}, ""),
+        ("no references", {}, "no references"),
+    ],
+)
+def test_interpolation_follows_compose(text: str, env: dict[str, str], expected: str) -> None:
+    assert interpolate(text, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("${A:?set A}", {}, "required variable A is missing a value: set A"),
+        ("${A:?set A}", {"A": ""}, "required variable A is missing a value: set A"),
+        ("${A?}", {}, "required variable A is missing a value$"),
+        ("${A:-${B:?need B}}", {}, "required variable B is missing a value: need B"),
+        ("cost $5", {}, "invalid interpolation format"),
+        ("trailing $", {}, "invalid interpolation format"),
+        ("${A", {}, "unclosed"),
+        ("${1A}", {}, "invalid interpolation format"),
+    ],
+)
+def test_interpolation_errors_follow_compose(text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(InterpolationError, match=message):
+        interpolate(text, env)
+
+
+@pytest.mark.parametrize("env", [{}, {"POSTGRES_PASSWORD": ""}], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_a_postgres_password(env: dict[str, str]) -> None:
+    with pytest.raises(
+        InterpolationError,
+        match="required variable POSTGRES_PASSWORD is missing a value: set POSTGRES_PASSWORD",
+    ):
+        load_compose(env)
+
+
+# --- Reading services ---------------------------------------------------------------------
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's ``environment`` as a mapping (Compose also allows a KEY=VALUE list)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def volume_mounts(service: Mapping[str, Any]) -> dict[str, str]:
+    """Container path → source of each of a service's volumes."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts[str(volume["target"])] = str(volume.get("source", ""))
+        else:
+            source, target, *_mode = str(volume).split(":")
+            mounts[target] = source
+    return mounts
+
+
+def flag_value(args: list[str], *flags: str) -> str:
+    for i, arg in enumerate(args):
+        if arg in flags:
+            return args[i + 1]
+        for flag in flags:
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    raise AssertionError(f"none of {flags} in {args}")
+
+
+def health_argv(service: Mapping[str, Any]) -> list[str]:
+    """The health check's command (``CMD`` form: an argv, or ``CMD-SHELL``: for sh -c)."""
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return ["/bin/sh", "-c", test]
+    kind, *args = test
+    assert kind in ("CMD", "CMD-SHELL"), test
+    return args if kind == "CMD" else ["/bin/sh", "-c", " ".join(args)]
+
+
+# --- Structure ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose(OPERATOR_ENV)
+
+
+def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"nats", "postgres", "migrate", *SERVICES}
+    # migrate is one-shot: what others wait for is its exit status, not its health.
+    for name in set(services) - {"migrate"}:
+        assert health_argv(services[name]), name
+    for name in SERVICES:
+        check = health_argv(services[name])
+        assert check[:2] == ["python", "-c"], check  # python:3.11-slim has no curl or wget
+        assert "/readyz" in check[2], check
+    assert "pg_isready" in health_argv(services["postgres"])
+
+
+def test_nats_runs_jetstream_on_a_named_volume_with_a_jetstream_health_check(
+    compose: dict[str, Any],
+) -> None:
+    nats = compose["services"]["nats"]
+    assert str(nats["image"]).startswith("nats:")
+    args = argv(nats["command"])
+    assert {"-js", "--jetstream"} & set(args), args
+    store = flag_value(args, "-sd", "--store_dir")
+    assert volume_mounts(nats).get(store) in compose["volumes"], "JetStream's store_dir is lost"
+    monitor = flag_value(args, "-m", "--http_port")
+    url = urlsplit(next(a for a in health_argv(nats) if a.startswith("http")))
+    assert (url.port, url.path, url.query) == (int(monitor), "/healthz", "js-enabled-only=true")
+
+
+def test_postgres_keeps_its_data_on_a_named_volume(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert str(postgres["image"]).startswith("postgres:16")
+    pgdata = environment(postgres).get("PGDATA", "/var/lib/postgresql/data")
+    assert volume_mounts(postgres).get(pgdata) in compose["volumes"]
+    assert environment(postgres)["POSTGRES_PASSWORD"] == OPERATOR_ENV["POSTGRES_PASSWORD"]
+
+
+def test_services_wait_for_healthy_servers_and_a_completed_migration(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"].get("restart", "no") == "no"
+    for name in SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["nats"]["condition"] == "service_healthy", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+
+
+def test_one_image_and_only_intake_published(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("migrate", *SERVICES):
+        assert services[name]["image"] == services["migrate"]["image"], name
+        build = services[name]["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile")
+        assert (ROOT / context / (dockerfile or "Dockerfile")).resolve() == DOCKERFILE, name
+    for name in ("processing", "notify", "nats", "postgres"):
+        assert not services[name].get("ports"), f"{name} should not be published"
+    (published,) = services["intake"]["ports"]
+    target = published["target"] if isinstance(published, dict) else published.split(":")[-1]
+    assert str(target).split("/")[0] == environment(services["intake"])["CASEFLOW_INTAKE_PORT"]
+
+
+def test_dockerfile_runs_caseflow_as_a_non_root_user() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    instructions = [line.split(None, 1) for line in lines if re.match(r"^[A-Z]+\s", line)]
+    # No ENTRYPOINT: a compose `command` is the whole argv (what this module runs).
+    assert not [i for i in instructions if i[0] == "ENTRYPOINT"]
+    user = [i[1] for i in instructions if i[0] == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    cmd = [i[1] for i in instructions if i[0] == "CMD"][-1]
+    assert cmd.startswith('["caseflow", "serve", '), cmd
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in lines
+    assert [i[1] for i in instructions if i[0] == "FROM"][-1] == "${PYTHON_IMAGE}"
+
+
+# --- Running the commands -------------------------------------------------------------------
+
+
+def local_argv(command: str | list[str]) -> list[str]:
+    """The compose command with ``caseflow`` taken from this virtualenv."""
+    args = argv(command)
+    assert args[0] == "caseflow", args
+    return [str(CASEFLOW), *args[1:]]
+
+
+def local_database_url(value: str, postgres: Mapping[str, Any], test_url: str) -> str:
+    """The test database instead of the postgres service's, which ``value`` must name."""
+    url = make_url(value)
+    pg = environment(postgres)
+    user = pg.get("POSTGRES_USER", "postgres")
+    assert (url.drivername, url.host, url.port or 5432) == (
+        "postgresql+asyncpg",
+        "postgres",
+        5432,
+    ), value
+    assert (url.username, url.password, url.database) == (
+        user,
+        pg["POSTGRES_PASSWORD"],
+        pg.get("POSTGRES_DB", user),
+    ), f"{value} is not the postgres service's database"
+    return test_url
+
+
+def local_nats_url(value: str, nats: Mapping[str, Any], test_url: str) -> str:
+    """The test nats-server instead of the nats service, which ``value`` must name."""
+    url = urlsplit(value)
+    assert (url.scheme, url.hostname, url.port) == ("nats", "nats", 4222), value
+    assert not {"-p", "--port"} & set(argv(nats["command"])), "nats listens elsewhere"
+    return test_url
+
+
+def local_env(
+    compose: dict[str, Any], name: str, postgres_url: str, nats_url: str, port: int | None
+) -> dict[str, str]:
+    """A service's compose environment, with the addresses of this test's servers."""
+    services = compose["services"]
+    env = environment(services[name])
+    if name == "migrate":
+        assert set(env) == {"CASEFLOW_DATABASE_URL"}, env
+        prefix = "CASEFLOW_"
+    else:
+        prefix = f"CASEFLOW_{name.upper()}_"
+        settings = {field.upper() for field in SERVICES[name].model_fields}
+        names = {key.removeprefix(prefix) for key in env if key.startswith(prefix)}
+        # A misspelt variable would be ignored and the service would run on defaults.
+        assert set(env) == {prefix + n for n in names} and names <= settings, env
+        assert {"DATABASE_URL", "NATS_URL", "HOST", "PORT"} <= names, env
+        # The values as the service would take them (its ports, levels, URL schemes).
+        SERVICES[name].model_validate({n.lower(): env[prefix + n] for n in names})
+    local = dict(env)
+    for key, value in env.items():
+        setting = key.removeprefix(prefix)
+        if setting == "DATABASE_URL":
+            local[key] = local_database_url(value, services["postgres"], postgres_url)
+        elif setting == "NATS_URL":
+            local[key] = local_nats_url(value, services["nats"], nats_url)
+        elif setting == "HOST":
+            assert value == "0.0.0.0", f"{key}={value}: unreachable from outside the container"
+            local[key] = "127.0.0.1"
+        elif setting == "PORT":
+            local[key] = str(port)
+    return local
+
+
+def health_check(service: Mapping[str, Any], env: Mapping[str, str]) -> int:
+    """Run a service's health check here, as Docker would run it in its container."""
+    args = health_argv(service)
+    assert args[0] == "python", args
+    result = subprocess.run(
+        [sys.executable, *args[1:]],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=30,
+    )
+    return result.returncode
+
+
+async def stored_event_types(database_url: str, case_id: str) -> list[str]:
+    engine = create_engine(database_url)
+    try:
+        return [e.event_type for e in await EventLog(engine).read_case(uuid.UUID(case_id))]
+    finally:
+        await engine.dispose()
+
+
+def test_compose_services_run_a_case_end_to_end(
+    compose: dict[str, Any], postgres_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    services = compose["services"]
+    # The working directory is not the source tree, as in the image.
+    migrate = subprocess.run(
+        local_argv(services["migrate"]["command"]),
+        env={**os.environ, **local_env(compose, "migrate", postgres_url, nats_url, None)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert "schema is up to date" in migrate.stdout
+
+    dead_port = devservers.free_port()
+    unreachable = local_env(compose, "intake", postgres_url, nats_url, dead_port)
+    assert health_check(services["intake"], unreachable) != 0, "health check can't fail"
+
+    running: dict[str, ServiceProcess] = {}
+    exit_codes: dict[str, int | str] = {}
+    try:
+        envs = {}
+        for name in SERVICES:
+            port = devservers.free_port()
+            envs[name] = local_env(compose, name, postgres_url, nats_url, port)
+            command = local_argv(services[name]["command"])
+            assert command[1:] == ["serve", name], command
+            running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
+        for name, service in running.items():
+            wait_ready(service, timeout=60)
+            assert health_check(services[name], envs[name]) == 0, name
+
+        intake = running["intake"].base_url
+        response = httpx.post(
+            f"{intake}/cases",
+            json=VALID_APPLICATION,
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        case_id = response.json()["case_id"]
+        events = wait_for_event(intake, case_id, "NotificationSent", timeout=30)
+        expected = ["CaseReceived", "CaseAccepted", "NotificationSent"]
+        assert [e["event_type"] for e in events] == expected
+        # The history is in the database the compose URLs were rewritten to.
+        assert asyncio.run(stored_event_types(postgres_url, case_id)) == expected
+    finally:
+        for name, service in reversed(running.items()):
+            try:
+                exit_codes[name] = service.terminate()
+            except subprocess.TimeoutExpired:
+                exit_codes[name] = "killed: did not stop on SIGTERM"
+    logs = {name: service.logs()[-2000:] for name, service in running.items()}
+    for name, service in running.items():
+        assert "Application shutdown complete" in service.logs(), logs[name]
+    # uvicorn ends a SIGTERM-initiated clean shutdown by re-raising SIGTERM with the default
+    # handler: here that kills the process (-SIGTERM); as PID 1 of a container (no
+    # ENTRYPOINT, no init) the kernel ignores it and the process exits 0.
+    graceful = (0, -signal.SIGTERM)
+    assert all(code in graceful for code in exit_codes.values()), (exit_codes, logs)
+
+
+def test_nats_command_and_health_check_work_with_nats_server(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    nats = compose["services"]["nats"]
+    args = argv(nats["command"])
+    if args[0] == "nats-server":  # the image's entrypoint takes the command with or without
+        args = args[1:]
+    store = flag_value(args, "-sd", "--store_dir")
+    monitor = flag_value(args, "-m", "--http_port")
+    local_store, monitor_port = tmp_path / "jetstream", devservers.free_port()
+    local_args = [
+        str(local_store) if a == store else str(monitor_port) if a == monitor else a for a in args
+    ]
+    client = ["-a", "127.0.0.1", "-p", str(devservers.free_port())]
+    with open(tmp_path / "nats.log", "wb") as log:
+        proc = subprocess.Popen(
+            [devservers.nats_server_binary(), *local_args, *client],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = urlsplit(next(a for a in health_argv(nats) if a.startswith("http")))
+        assert url.hostname in ("127.0.0.1", "localhost")
+        local_url = url._replace(netloc=f"127.0.0.1:{monitor_port}").geturl()
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, (tmp_path / "nats.log").read_text(errors="replace")
+            try:
+                health = httpx.get(local_url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "nats monitoring port never answered"
+                time.sleep(0.1)
+        assert health.status_code == 200, health.text
+        jsz = httpx.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
+        assert Path(jsz["config"]["store_dir"]).is_relative_to(local_store), jsz
+    finally:
+        devservers.stop_process(proc)
