@@ -1,0 +1,92 @@
+"""The three services as real processes, for the end-to-end benchmark.
+
+Adapted from the end-to-end tests' helpers (the benchmark does not import the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from shared import devservers
+
+SERVICES = ("intake", "processing", "notify")
+
+
+@dataclass
+class ServiceProcess:
+    """One running service and where it answers."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the service's log."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (the service drains and exits), SIGKILL if it takes too long."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} exited during start-up:\n{service.tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{service.base_url}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name} not ready after {timeout}s:\n{service.tail()}")
+
+
+@contextlib.contextmanager
+def running_services(
+    database_url: str, nats_url: str, log_dir: Path, **extra: str
+) -> Iterator[dict[str, ServiceProcess]]:
+    """``caseflow serve <name>`` for each service, ready; stopped at the end.
+
+    ``extra`` adds settings to every service (``log_level="warning"`` becomes
+    ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``).
+    """
+    stack: dict[str, ServiceProcess] = {}
+    try:
+        for name in SERVICES:
+            port = devservers.free_port()
+            settings = {"database_url": database_url, "nats_url": nats_url, "port": str(port)}
+            prefix = f"CASEFLOW_{name.upper()}_"
+            env = {prefix + key.upper(): value for key, value in {**settings, **extra}.items()}
+            log_path = log_dir / f"{name}.log"
+            with open(log_path, "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "shared.cli", "serve", name],
+                    env={**os.environ, **env},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            stack[name] = ServiceProcess(name, proc, f"http://127.0.0.1:{port}", log_path)
+        for service in stack.values():
+            _wait_ready(service)
+        yield stack
+    finally:
+        for service in stack.values():
+            with contextlib.suppress(Exception):
+                service.stop()
