@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 from prometheus_client import Counter
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,7 +41,7 @@ from shared.bus.headers import (
 from shared.bus.streams import EVENTS_STREAM, dlq_subject
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.schema import inbox
-from shared.eventlog.store import read_case_in
+from shared.eventlog.store import _insert, read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
 from shared.sql import insert_ignore
 
@@ -59,6 +60,8 @@ class UnitOfWork:
         self.conn = conn
         self.consumer = consumer
         self.appended = False
+        self._heads: dict[uuid.UUID, tuple[int, str | None]] = {}
+        """Each case's version and hash as this transaction last read or wrote them."""
 
     async def claim(self, event_id: uuid.UUID) -> bool:
         """Record the event as handled; False if it was handled before."""
@@ -68,9 +71,21 @@ class UnitOfWork:
             {"consumer": self.consumer, "event_id": event_id, "handled_at": utcnow()},
         )
 
+    async def claim_all(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Record several events as handled at once; the ids that were not handled before."""
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        now = utcnow()
+        rows = [{"consumer": self.consumer, "event_id": i, "handled_at": now} for i in event_ids]
+        result = await self.conn.execute(
+            dialect.insert(inbox).values(rows).on_conflict_do_nothing().returning(inbox.c.event_id)
+        )
+        return set(result.scalars())
+
     async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
         """The case's events as this transaction sees them."""
-        return await read_case_in(self.conn, case_id)
+        events = await read_case_in(self.conn, case_id)
+        self._heads[case_id] = (events[-1].version, events[-1].hash) if events else (0, None)
+        return events
 
     async def append(
         self,
@@ -81,7 +96,21 @@ class UnitOfWork:
         case_kind: str,
     ) -> AppendResult:
         """Append within this unit of work (see :meth:`EventLog.append`)."""
-        result = await append_in(self.conn, case_id, expected_version, events, case_kind=case_kind)
+        head = self._heads.get(case_id)
+        if events and head is not None and head[0] == expected_version:
+            # The handler read the case in this transaction and appends at its head: no
+            # need to read the head again. Should another writer have committed to the case
+            # since, the unique (case_id, version) refuses the insert and the batch is
+            # retried, as a ConcurrencyError from the head check would have it.
+            result = await _insert(self.conn, case_id, case_kind, head[0], head[1], events)
+        else:
+            result = await append_in(
+                self.conn, case_id, expected_version, events, case_kind=case_kind
+            )
+        if result.replayed:
+            self._heads.pop(case_id, None)
+        else:
+            self._heads[case_id] = (result.version, result.events[-1].hash)
         self.appended = self.appended or not result.replayed
         return result
 
@@ -206,10 +235,14 @@ class Consumer:
     async def _transaction(self, events: list[StoredEvent]) -> None:
         async with self.log.writer.begin() as conn:
             uow = UnitOfWork(conn, self.spec.name)
+            # One statement records the whole batch in the inbox (same transaction, so the
+            # same all-or-nothing as claiming each event before handling it).
+            claimed = await uow.claim_all([event.event_id for event in events])
             for event in events:
-                if not await uow.claim(event.event_id):
+                if event.event_id not in claimed:
                     REPEATS.labels(self.spec.name).inc()
                     continue
+                claimed.discard(event.event_id)  # a second copy in this batch is a repeat
                 bound = structlog.contextvars.bound_contextvars(
                     correlation_id=event.correlation_id, event_id=str(event.event_id)
                 )

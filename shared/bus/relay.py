@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -60,30 +61,80 @@ class Relay:
         self.ack_timeout = ack_timeout
         self.wakeup = asyncio.Event()
         event_log.on_append(self.wakeup.set)
+        # While we hold the lease only we move the checkpoint, so our cursor is the stored
+        # one; a round within renew_interval of the last renewal needs no lease transaction.
+        self.renew_interval = lease_seconds / 4
+        self._held: LogCursor | None = None
+        self._renewed_at = 0.0
+        self._standby_until: datetime | None = None
+        """Another relay's lease lasts until then (by our clock, as the UPDATE compares)."""
+        self._leading = False
+        """The last round found our cursor (we hold the lease, or run without one)."""
+
+    async def _take_lease(self, conn: AsyncConnection) -> LogCursor | None:
+        now = utcnow()
+        taken = await conn.execute(
+            sa.update(cp)
+            .where(cp.c.name == self.name)
+            .where(
+                sa.or_(
+                    cp.c.lease_holder.is_(None),
+                    cp.c.lease_holder == self.holder,
+                    cp.c.lease_until < now,
+                )
+            )
+            .values(lease_holder=self.holder, lease_until=now + self.lease)
+            .returning(cp.c.tx_id, cp.c.position)
+        )
+        row = taken.first()
+        return LogCursor(row.tx_id, row.position) if row else None
 
     async def _checkpoint(self, conn: AsyncConnection) -> LogCursor | None:
         """Our cursor, or None when another relay holds the lease."""
-        await insert_ignore(conn, cp, {"name": self.name, "tx_id": 0, "position": 0})
-        now = utcnow()
         if self.use_lease:
-            taken = await conn.execute(
-                sa.update(cp)
-                .where(cp.c.name == self.name)
-                .where(
-                    sa.or_(
-                        cp.c.lease_holder.is_(None),
-                        cp.c.lease_holder == self.holder,
-                        cp.c.lease_until < now,
-                    )
-                )
-                .values(lease_holder=self.holder, lease_until=now + self.lease)
-            )
-            if taken.rowcount != 1:
+            cursor = await self._take_lease(conn)
+            if cursor is not None:
+                self._standby_until = None
+                return cursor
+            lease = (
+                await conn.execute(sa.select(cp.c.lease_until).where(cp.c.name == self.name))
+            ).first()
+            if lease is not None:
+                until = lease.lease_until
+                self._standby_until = until if until.tzinfo else until.replace(tzinfo=UTC)
                 return None
+            # No checkpoint yet: create it, then take the lease.
+            await insert_ignore(conn, cp, {"name": self.name, "tx_id": 0, "position": 0})
+            return await self._take_lease(conn)
+        await insert_ignore(conn, cp, {"name": self.name, "tx_id": 0, "position": 0})
         row = (
             await conn.execute(sa.select(cp.c.tx_id, cp.c.position).where(cp.c.name == self.name))
         ).one()
         return LogCursor(row.tx_id, row.position)
+
+    async def _cursor(self) -> LogCursor | None:
+        """Where to publish from, or None while another relay holds the lease."""
+        cursor: LogCursor | None
+        standby = self._standby_until
+        if self.use_lease and standby is not None and utcnow() < standby:
+            cursor = None  # the lease can't be taken before then: no need to ask
+        elif (
+            self.use_lease
+            and self._held is not None
+            and time.monotonic() - self._renewed_at < self.renew_interval
+        ):
+            cursor = self._held
+        else:
+            async with self.log.writer.begin() as conn:
+                cursor = await self._checkpoint(conn)
+            self._hold(cursor)
+        self._leading = cursor is not None
+        return cursor
+
+    def _hold(self, cursor: LogCursor | None) -> None:
+        """Remember a cursor we just stored (or read) under a renewed lease."""
+        self._held = cursor if self.use_lease else None
+        self._renewed_at = time.monotonic()
 
     async def _save(self, cursor: LogCursor) -> None:
         async with self.log.writer.begin() as conn:
@@ -96,8 +147,13 @@ class Relay:
                 .values(tx_id=cursor.tx_id, position=cursor.position)
             )
             if self.use_lease:
-                query = query.where(cp.c.lease_holder == self.holder)
-            await conn.execute(query)
+                # Saving renews the lease too (the next round then needs no lease transaction).
+                query = query.where(cp.c.lease_holder == self.holder).values(
+                    lease_until=utcnow() + self.lease
+                )
+            saved = await conn.execute(query)
+        # Not saved: we lost the lease. The next round asks the database again.
+        self._hold(cursor if saved.rowcount == 1 else None)
 
     async def _publish(self, events: list[StoredEvent]) -> None:
         futures = []
@@ -116,8 +172,7 @@ class Relay:
 
     async def publish_pending(self) -> int:
         """One round: publish the next batch after the checkpoint. Returns how many."""
-        async with self.log.writer.begin() as conn:
-            cursor = await self._checkpoint(conn)
+        cursor = await self._cursor()
         if cursor is None:
             return 0
         events = await self.log.read_all(cursor, limit=self.batch_size)
@@ -130,9 +185,14 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; wake on commits, and poll at least every second."""
+        retry: float | None = None
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self._listen())
             while not stop.is_set():
+                # Cleared before the round: a commit signalled during the round (after our
+                # read) starts another round at once instead of waiting for the next poll.
+                woken = self.wakeup.is_set()
+                self.wakeup.clear()
                 try:
                     published = await self.publish_pending()
                 except Exception:
@@ -141,9 +201,17 @@ class Relay:
                     await asyncio.sleep(self.poll_interval)
                 if published >= self.batch_size:
                     continue
-                self.wakeup.clear()
+                if published == 0 and self._leading and (woken or retry is not None):
+                    # Told of a commit but found nothing: an older transaction still holds
+                    # the read horizon back. Look again soon (10 ms, doubling) rather than
+                    # at the next poll.
+                    retry = 0.01 if woken or retry is None else retry * 2
+                    if retry >= self.poll_interval:
+                        retry = None
+                else:
+                    retry = None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait(stop), self.poll_interval)
+                    await asyncio.wait_for(self._wait(stop), retry or self.poll_interval)
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
