@@ -23,12 +23,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 import orjson
+import sqlalchemy as sa
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 from prometheus_client import Counter
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,7 +42,7 @@ from shared.bus.headers import (
 from shared.bus.streams import EVENTS_STREAM, dlq_subject
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.schema import inbox
-from shared.eventlog.store import _insert, read_case_in
+from shared.eventlog.store import _insert, _read_cases_in, read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
 from shared.sql import insert_ignore
 
@@ -62,6 +63,12 @@ class UnitOfWork:
         self.appended = False
         self._heads: dict[uuid.UUID, tuple[int, str | None]] = {}
         """Each case's version and hash as this transaction last read or wrote them."""
+        self._histories: dict[uuid.UUID, list[StoredEvent]] = {}
+        """Cases read ahead for this transaction, with what it appended since."""
+
+    async def read_ahead(self, case_ids: Sequence[uuid.UUID]) -> None:
+        """Read the cases the handlers are about to read, all in one query."""
+        self._histories.update(await _read_cases_in(self.conn, case_ids))
 
     async def claim(self, event_id: uuid.UUID) -> bool:
         """Record the event as handled; False if it was handled before."""
@@ -72,18 +79,20 @@ class UnitOfWork:
         )
 
     async def claim_all(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Record several events as handled at once; the ids that were not handled before."""
-        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
-        now = utcnow()
-        rows = [{"consumer": self.consumer, "event_id": i, "handled_at": now} for i in event_ids]
+        """Record several events as handled; the ids that were not handled before."""
+        if self.conn.dialect.name != "postgresql":
+            # SQLite runs in-process: one statement per event costs no round trip.
+            return {event_id for event_id in event_ids if await self.claim(event_id)}
         result = await self.conn.execute(
-            dialect.insert(inbox).values(rows).on_conflict_do_nothing().returning(inbox.c.event_id)
+            _CLAIM_ALL_PG,
+            {"consumer": self.consumer, "event_ids": list(event_ids), "handled_at": utcnow()},
         )
         return set(result.scalars())
 
     async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
         """The case's events as this transaction sees them."""
-        events = await read_case_in(self.conn, case_id)
+        history = self._histories.get(case_id)
+        events = list(history) if history is not None else await read_case_in(self.conn, case_id)
         self._heads[case_id] = (events[-1].version, events[-1].hash) if events else (0, None)
         return events
 
@@ -97,7 +106,8 @@ class UnitOfWork:
     ) -> AppendResult:
         """Append within this unit of work (see :meth:`EventLog.append`)."""
         head = self._heads.get(case_id)
-        if events and head is not None and head[0] == expected_version:
+        at_head = bool(events) and head is not None and head[0] == expected_version
+        if at_head and head is not None:
             # The handler read the case in this transaction and appends at its head: no
             # need to read the head again. Should another writer have committed to the case
             # since, the unique (case_id, version) refuses the insert and the batch is
@@ -111,11 +121,31 @@ class UnitOfWork:
             self._heads.pop(case_id, None)
         else:
             self._heads[case_id] = (result.version, result.events[-1].hash)
+        if at_head and not result.replayed and case_id in self._histories:
+            self._histories[case_id].extend(result.events)  # exactly what a read would show
+        else:
+            self._histories.pop(case_id, None)  # read it from the database next time
         self.appended = self.appended or not result.replayed
         return result
 
 
 Handler = Callable[[StoredEvent, UnitOfWork], Awaitable[None]]
+
+# One statement (one prepared statement) records a whole batch in the inbox, whatever its
+# size: INSERT ... SELECT unnest(array) ... ON CONFLICT DO NOTHING RETURNING event_id.
+_CLAIM_ALL_PG = (
+    postgresql.insert(inbox)
+    .from_select(
+        ["consumer", "event_id", "handled_at"],
+        sa.select(
+            sa.bindparam("consumer", type_=inbox.c.consumer.type),
+            sa.func.unnest(sa.bindparam("event_ids", type_=postgresql.ARRAY(sa.Uuid()))),
+            sa.bindparam("handled_at", type_=inbox.c.handled_at.type),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(inbox.c.event_id)
+)
 
 
 class PoisonMessage(Exception):
@@ -238,6 +268,8 @@ class Consumer:
             # One statement records the whole batch in the inbox (same transaction, so the
             # same all-or-nothing as claiming each event before handling it).
             claimed = await uow.claim_all([event.event_id for event in events])
+            # Handlers read their event's case: read those cases ahead in one query.
+            await uow.read_ahead(list({e.case_id: e for e in events if e.event_id in claimed}))
             for event in events:
                 if event.event_id not in claimed:
                     REPEATS.labels(self.spec.name).inc()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -118,6 +119,18 @@ _READ_CASE = (
     sa.select(*_COLUMNS)
     .where(t.c.case_id == sa.bindparam("case_id", type_=t.c.case_id.type))
     .order_by(t.c.version)
+)
+_READ_CASES = (
+    sa.select(*_COLUMNS)
+    .where(t.c.case_id.in_(sa.bindparam("case_ids", expanding=True, type_=t.c.case_id.type)))
+    .order_by(t.c.case_id, t.c.version)
+)
+# On PostgreSQL an array parameter keeps one statement text (one prepared statement) for
+# any number of cases; an expanding IN would prepare a statement per count.
+_READ_CASES_PG = (
+    sa.select(*_COLUMNS)
+    .where(t.c.case_id == sa.any_(sa.bindparam("case_ids", type_=postgresql.ARRAY(sa.Uuid()))))
+    .order_by(t.c.case_id, t.c.version)
 )
 _INSERT = sa.insert(t).returning(t.c.position, t.c.tx_id, sort_by_parameter_order=True)
 _READ_ALL = (
@@ -276,6 +289,19 @@ async def read_case_in(conn: AsyncConnection, case_id: uuid.UUID) -> list[Stored
     """Every event of one case, in version order, as ``conn`` sees them."""
     rows = await conn.execute(_READ_CASE, {"case_id": case_id})
     return [_row_to_event(r) for r in rows]
+
+
+async def _read_cases_in(
+    conn: AsyncConnection, case_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[StoredEvent]]:
+    """Every event of each case, in version order, as ``conn`` sees them (one query)."""
+    histories: dict[uuid.UUID, list[StoredEvent]] = {case_id: [] for case_id in case_ids}
+    if case_ids:
+        query = _READ_CASES_PG if conn.dialect.name == "postgresql" else _READ_CASES
+        for row in await conn.execute(query, {"case_ids": list(histories)}):
+            event = _row_to_event(row)
+            histories[event.case_id].append(event)
+    return histories
 
 
 class EventLog:
