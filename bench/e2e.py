@@ -353,11 +353,14 @@ def profiling(stack: dict[str, ServiceProcess], folder: Path | None) -> Iterator
     if folder is None:
         yield
         return
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        raise SystemExit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
     folder.mkdir(parents=True, exist_ok=True)
     spies = [
         subprocess.Popen(
             [
-                str(Path(sys.executable).parent / "py-spy"),
+                str(py_spy),
                 "record",
                 "--pid",
                 str(service.proc.pid if service else os.getpid()),
