@@ -97,6 +97,87 @@ def up(
     raise typer.Exit(stack.run())
 
 
+keys_app = typer.Typer(help="The key pair that signs staff tokens.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KEY_DIR_HELP = "folder of jwt-ed25519.pem / jwt-ed25519.pub.pem"
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[Path, typer.Option("--dir", help=KEY_DIR_HELP)] = Path("var/keys"),
+) -> None:
+    """Create the Ed25519 key pair that signs staff tokens, unless it exists."""
+    from shared.auth import SigningKey, ensure_key_pair
+
+    try:
+        pair, created = ensure_key_pair(directory)
+    except FileExistsError as err:
+        raise typer.BadParameter(str(err), param_hint="--dir") from None
+    kid = SigningKey.load(directory).kid
+    state = "created" if created else "already there, kept"
+    typer.echo(f"key pair {state}: {pair.private_path} (private), {pair.public_path} (kid {kid})")
+
+
+@keys_app.command("jwks")
+def keys_jwks(
+    directory: Annotated[Path, typer.Option("--dir", help=KEY_DIR_HELP)] = Path("var/keys"),
+) -> None:
+    """Print the public key(s) as a JWKS document, to publish for other verifiers."""
+    from shared.auth import KeyPair, jwks, load_public_keys
+
+    path = KeyPair(directory).public_path
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} not found; run `caseflow keys init`", param_hint="--dir")
+    typer.echo(json.dumps(jwks(load_public_keys(path)), indent=2))
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="user id (the token's subject)")],
+    role: Annotated[
+        str, typer.Option(help="window_clerk, reviewer, station_head, department_officer, auditor")
+    ],
+    org: Annotated[str, typer.Option(help="organisation code, e.g. xuefeng_station")],
+    name: Annotated[str | None, typer.Option(help="display name")] = None,
+    ttl: Annotated[str, typer.Option(help="lifetime: 12h, 30m, 1h30m, 7d")] = "12h",
+    key_dir: Annotated[Path, typer.Option(help=KEY_DIR_HELP)] = Path("var/keys"),
+) -> None:
+    """Print a staff bearer token signed with the local key (the embedded default)."""
+    from shared.auth import KeyPair, Role, SigningKey, Staff, check_role_fits_org, issue_token
+    from shared.auth import parse_ttl as parse
+    from shared.orgs import UnknownOrganisation, load_organisations
+
+    try:
+        staff_role = Role(role)
+    except ValueError:
+        raise typer.BadParameter(
+            f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}", param_hint="--role"
+        ) from None
+    organisations = load_organisations()
+    try:
+        organisation = organisations.get(org)
+    except UnknownOrganisation as err:
+        known = ", ".join(o.code for o in organisations)
+        raise typer.BadParameter(f"{err}; known: {known}", param_hint="--org") from None
+    try:
+        check_role_fits_org(staff_role, org, organisation.kind.value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--role") from None
+    try:
+        lifetime = parse(ttl)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--ttl") from None
+    if not user.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--user")
+    if not KeyPair(key_dir).private_path.is_file():
+        raise typer.BadParameter(
+            f"no signing key in {key_dir}; run `caseflow keys init --dir {key_dir}`",
+            param_hint="--key-dir",
+        )
+    staff = Staff(user=user.strip(), role=staff_role, org=org, name=name)
+    typer.echo(issue_token(staff, SigningKey.load(key_dir), ttl=lifetime))
+
+
 @app.command()
 def asyncapi(
     output: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,

@@ -29,6 +29,8 @@ LATENCY = Histogram("caseflow_http_request_seconds", "HTTP request latency", ["m
 
 _TITLES = {
     400: "Bad request",
+    401: "Sign-in needed",
+    403: "Not allowed",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",

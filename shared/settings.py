@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -24,6 +25,15 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     relay: bool = Field(default=True, description="run a relay in this process (one leads)")
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    jwt_public_key_file: Path | None = Field(
+        default=Path("var/keys/jwt-ed25519.pub.pem"),
+        description="PEM public key(s) that staff tokens are checked against",
+    )
+    jwks_url: str | None = Field(
+        default=None, description="or an identity provider's JWKS URL (production)"
+    )
+    jwt_issuer: str = "caseflow"
+    jwt_audience: str = "caseflow"
 
     @field_validator("database_url")
     @classmethod
@@ -31,6 +41,13 @@ class ServiceSettings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _web_jwks(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// on a trusted network)")
+        return value or None
 
     @field_validator("nats_url")
     @classmethod

@@ -20,6 +20,7 @@ from types import FrameType
 import httpx
 
 from shared import devservers
+from shared.auth import KeyPair, ensure_key_pair
 from shared.db import migrate
 
 
@@ -44,6 +45,7 @@ class Stack:
         self.nats_port = nats_port
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.key_pair = KeyPair(data_dir / "keys")
 
     def _say(self, text: str) -> None:
         print(f"caseflow: {text}", flush=True)
@@ -65,7 +67,20 @@ class Stack:
         self._say(f"nats-server with JetStream at {url} (data in {self.data_dir / 'jetstream'})")
         return url
 
-    def _start_service(self, service: str, nats_url: str) -> None:
+    def ensure_keys(self) -> None:
+        """The key pair that signs staff tokens (``caseflow keys init``), made if missing."""
+        folder = self.key_pair.directory
+        try:
+            _, created = ensure_key_pair(folder)
+        except FileExistsError as err:
+            raise SystemExit(f"caseflow: {err}") from None
+        self._say(
+            f"staff token key {'created' if created else 'found'} in {folder}; sign a "
+            f"token with: caseflow token --key-dir {folder} --user U --role R --org O"
+        )
+
+    def service_env(self, service: str, nats_url: str) -> dict[str, str]:
+        """The environment a service process starts with."""
         prefix = f"CASEFLOW_{service.upper()}_"
         env = {
             **os.environ,
@@ -74,9 +89,14 @@ class Stack:
             prefix + "HOST": self.host,
             prefix + "PORT": str(self.ports[service]),
         }
+        # Staff tokens are checked against the local key unless the operator named keys.
+        env.setdefault(prefix + "JWT_PUBLIC_KEY_FILE", str(self.key_pair.public_path))
+        return env
+
+    def _start_service(self, service: str, nats_url: str) -> None:
         self.children[service] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "shared.cli", "serve", service],
-            env=env,
+            env=self.service_env(service, nats_url),
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
 
@@ -122,6 +142,7 @@ class Stack:
         try:
             for service, port in self.ports.items():
                 self._check_port_free(port, service)
+            self.ensure_keys()
             nats_url = self.nats_url or self._start_nats()
             migrate(self.database_url)
             self._say(f"event log at {self.database_url}")
