@@ -16,8 +16,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import devservers
+from shared.auth import KeyPair
 from shared.db import create_engine, migrate
 from shared.eventlog import EventLog
+from tests.services import session_keys
 
 TEMPLATE = "caseflow_template"
 
@@ -122,3 +124,10 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A JetStream-enabled nats-server shared by the session (tests use unique streams)."""
     with devservers.nats_server(tmp_path_factory.mktemp("nats")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def auth_keys() -> KeyPair:
+    """The session's temporary token key pair: services started by ``tests.services`` check
+    tokens against ``auth_keys.public_path``; ``tests.services.token_for`` signs with it."""
+    return session_keys()

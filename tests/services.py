@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from shared import devservers
+from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -84,7 +90,13 @@ def service_env(
 ) -> dict[str, str]:
     """The ``CASEFLOW_<SERVICE>_*`` variables for one service."""
     prefix = f"CASEFLOW_{service.upper()}_"
-    env = {"DATABASE_URL": database_url, "NATS_URL": nats_url, "PORT": str(port), **extra}
+    env = {
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "PORT": str(port),
+        "JWT_PUBLIC_KEY_FILE": str(session_keys().public_path),
+        **extra,
+    }
     return {prefix + key.upper(): value for key, value in env.items()}
 
 
@@ -111,6 +123,38 @@ def running_stack(
         for service in stack.values():
             with contextlib.suppress(Exception):
                 service.terminate()
+
+
+@functools.cache
+def session_keys() -> KeyPair:
+    """The test run's token key pair, in a temporary folder removed at exit.
+
+    Service processes started by these helpers check tokens against it; :func:`token_for`
+    signs with it. The ``auth_keys`` fixture hands it to tests.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-keys-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    pair, _ = ensure_key_pair(folder)
+    return pair
+
+
+def token_for(
+    user: str,
+    role: Role | str,
+    org: str,
+    *,
+    name: str | None = None,
+    ttl: timedelta = timedelta(hours=1),
+) -> str:
+    """A bearer token signed with :func:`session_keys`, e.g. ``token_for("li", "reviewer",
+    "xuefeng_station")``. No check that the role fits the org: tests of refusals need that."""
+    staff = Staff(user=user, role=Role(role), org=org, name=name)
+    return issue_token(staff, SigningKey.load(session_keys().directory), ttl=ttl)
+
+
+def staff_headers(user: str, role: Role | str, org: str, **kwargs: Any) -> dict[str, str]:
+    """``{"Authorization": "Bearer …"}`` for :func:`token_for`."""
+    return {"Authorization": f"Bearer {token_for(user, role, org, **kwargs)}"}
 
 
 def wait_for_event(
