@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.processing.delegations_api import router as delegations_router
 from services.processing.handlers import CONSUMERS
 from services.processing.settings import ProcessingSettings
 from shared.runtime import Runtime, create_service_app
@@ -18,4 +19,5 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         runtime,
         title="caseflow processing",
         description="Checks received applications and runs each case's workflow (受理、审查).",
+        routers=[delegations_router],
     )
