@@ -6,7 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Payloads carry more than these fields (status before and after, the action, the
+    # receipt); consumers validate what they use.
+    model_config = ConfigDict(frozen=True, extra="allow")
 
 
 class Applicant(_Payload):
@@ -15,6 +17,8 @@ class Applicant(_Payload):
     name: str = Field(min_length=1, max_length=50)
     phone: str
     id_number: str
+    email: str | None = None
+    village: str | None = None
 
 
 class CaseReceived(_Payload):
@@ -32,11 +36,13 @@ class CaseAccepted(_Payload):
 
 
 class MissingMaterial(_Payload):
-    """One material the applicant still has to bring."""
+    """One material the applicant still has to bring, or bring again."""
 
     code: str
     name_zh: str
     name_en: str
+    problem: str = "missing"
+    reason: str | None = None
 
 
 class CorrectionRequested(_Payload):
@@ -44,6 +50,7 @@ class CorrectionRequested(_Payload):
 
     item_code: str
     missing: list[MissingMaterial] = Field(min_length=1)
+    deadline: str | None = None
 
 
 class NotificationSent(_Payload):

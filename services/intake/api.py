@@ -1,106 +1,243 @@
-"""Intake's HTTP API: hand in an application, read a case and its history."""
+"""Intake's HTTP API: the window. Visitors, applications, and the station's other matters.
+
+``POST /cases`` records ``CaseReceived`` and, in the same transaction, the window's
+decision: acceptance with its dated receipt and case number, or the one-time notice
+listing every missing or defective material (一次性告知) with its deadline.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Request, Response
 
-from services.intake.domain import CASE_KIND, Application, case_id_for, receive
-from shared.events import Actor
-from shared.http import PROBLEM_JSON, correlation_id
-from shared.lifecycle import fold
-from shared.runtime import EventLogDep
+from services.intake.domain import (
+    MATTERS,
+    Application,
+    Visit,
+    case_id_for,
+    start_payload,
+)
+from shared.events import NewEvent
+from shared.http import correlation_id
+from shared.workflow import engine
+from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
+from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
+from shared.workflow.service import CaseService, NotFound, Outcome, parse_model, today_in_china
+from shared.workflow.views import case_view
 
-router = APIRouter(tags=["cases"])
+router = APIRouter(responses=PROBLEMS)
 
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"content": {PROBLEM_JSON: {}}, "description": text}
-    for code, text in (
-        (404, "No such case"),
-        (409, "Idempotency-Key reused"),
-        (422, "The application is not valid"),
+_RECEIPTS = ("CaseAccepted", "CorrectionRequested")
+_MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
+
+
+def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
+    state = outcome.state
+    location = f"/cases/{state.case_id}"
+    response.headers["Location"] = location
+    answer = case_view(
+        state,
+        service.workflow_of(state),
+        service.item_of(state),
+        service.calendar,
+        today_in_china(),
     )
-}
-
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=8,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="A unique key per application (e.g. a UUID); a retry with the same key "
-        "returns the original answer",
-    ),
-]
-
-
-class CaseAccepted(BaseModel):
-    """Intake's answer: the case exists and is being processed."""
-
-    case_id: uuid.UUID
-    status: str
-    links: dict[str, str]
+    answer["recorded"] = [e.event_type for e in outcome.events]
+    receipt = next(
+        (
+            e.payload
+            for e in outcome.events
+            if e.event_type in ("CaseAccepted", "CorrectionRequested")
+        ),
+        None,
+    )
+    answer["receipt"] = receipt
+    return answer
 
 
 @router.post(
     "/cases",
-    status_code=202,
-    response_model=CaseAccepted,
-    responses=_PROBLEMS,
-    summary="Hand in an application (收件)",
+    status_code=201,
+    tags=["applications"],
+    summary="Hand in an application (收件、受理或一次性告知)",
 )
 async def submit_case(
     application: Application,
     idempotency_key: IdempotencyKey,
     request: Request,
     response: Response,
-    log: EventLogDep,
-) -> CaseAccepted:
-    """Record ``CaseReceived``; processing then accepts it or asks for missing materials."""
-    settings = request.app.state.runtime.settings
-    case_id = case_id_for(idempotency_key)
-    actor = Actor(user="window", role="window_clerk", station=settings.station)
-    event = receive(
-        application, idempotency_key, actor=actor, correlation_id=correlation_id(request)
-    )
-    result = await log.append(case_id, 0, [event], case_kind=CASE_KIND)
-    if result.replayed and result.events[0].payload != event.payload:
-        raise HTTPException(
-            409,
-            "this Idempotency-Key was already used for a different "
-            "application; use a new key for a new application",
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """Receive an application for an item of the catalogue (the newest published version,
+    which the case pins with its workflow), and decide on the spot unless asked not to."""
+    item = service.catalogue.get(application.item_code)
+    materials = application.material_list()
+    known = {m.code: m for m in item.materials}
+    unknown = [m.code for m in materials if m.code not in known]
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise engine.Invalid(
+            f"not materials of {item.code}: {', '.join(unknown)} (该事项无此材料); "
+            f"its materials are: {listed}"
         )
-    location = f"/cases/{case_id}"
-    response.headers["Location"] = location
-    return CaseAccepted(
-        case_id=case_id, status="received", links={"self": location, "events": f"{location}/events"}
+    defective = [
+        DefectiveMaterial(code=m.code, reason="original not checked (原件未核验)")
+        for m in materials
+        if known[m.code].original_required and not m.original_checked
+    ]
+    handed_in = {m.code for m in materials}
+    complete = all(m.code in handed_in for m in item.materials) and not defective
+    follow_up = None
+    if application.decide == "now":
+        follow_up = "accept" if complete else "request_correction"
+    workflow = service.workflows.published(item.workflow, item.workflow_version)
+    payload = {
+        "item_code": item.code,
+        "item_version": item.version,
+        "applicant": application.applicant.model_dump(mode="json", exclude_none=True),
+        "materials": sorted(handed_in),
+        "originals_checked": sorted(m.code for m in materials if m.original_checked),
+        "channels": application.notify_by,
+    }
+    if application.reception_id:
+        payload["reception_id"] = str(application.reception_id)
+    outcome = await service.open_case(
+        case_id=case_id_for(idempotency_key),
+        case_kind="application",
+        workflow=workflow,
+        staff=staff,
+        start_payload=payload,
+        item=item,
+        follow_up=follow_up,
+        follow_body=RequestCorrection(defective=defective) if defective else None,
+        correlation_id=correlation_id(request),
+        occurred_at=application.occurred_at,
+        idempotency_key=idempotency_key,
     )
+    if outcome.replayed:
+        response.status_code = 200
+    return _answer(service, outcome, response)
 
 
-@router.get("/cases/{case_id}", responses=_PROBLEMS, summary="A case's current state")
-async def get_case(case_id: uuid.UUID, log: EventLogDep) -> dict[str, Any]:
-    """The state folded from the case's events."""
-    events = await log.read_case(case_id)
-    if not events:
-        raise HTTPException(404, f"no case {case_id}")
-    state = fold(events)
+@router.post(
+    "/matters/{kind}",
+    status_code=201,
+    tags=["matters"],
+    summary="Open a mediation, legal-publicity session, assistance or police-assistance matter",
+)
+async def open_matter(
+    kind: Annotated[
+        str, Path(pattern=r"^(mediation|legal_publicity|assistance|police_assistance)$")
+    ],
+    body: dict[str, Any],
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """The station's other work, each a case with its own small workflow."""
+    model = MATTERS[kind]
+    parsed = parse_model(model, body)
+    workflow = service.workflows.for_kind(kind)
+    outcome = await service.open_case(
+        case_id=case_id_for(idempotency_key, kind),
+        case_kind=kind,
+        workflow=workflow,
+        staff=staff,
+        start_payload=start_payload(parsed),
+        item=None,
+        follow_up=None,
+        correlation_id=correlation_id(request),
+        occurred_at=getattr(parsed, "occurred_at", None),
+        idempotency_key=idempotency_key,
+    )
+    if outcome.replayed:
+        response.status_code = 200
+    return _answer(service, outcome, response)
+
+
+@router.post(
+    "/reception",
+    status_code=201,
+    tags=["reception"],
+    summary="Log a visitor (来访登记), whether or not a case follows",
+)
+async def log_visit(
+    visit: Visit,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """One ``VisitorReceived`` event per visit, in the station's reception log."""
+    if staff.role not in ("window_clerk", "station_head", "reviewer"):
+        raise engine.NotAllowed("visitors are logged by the station's staff")
+    visit_id = case_id_for(idempotency_key, "visit")
+    event = NewEvent(
+        event_id=uuid.uuid5(visit_id, "visit"),
+        event_type="VisitorReceived",
+        occurred_at=visit.occurred_at,
+        actor=staff.actor(),
+        authority=service.own_authority(staff.org),
+        correlation_id=correlation_id(request),
+        payload={**start_payload(visit), "station": staff.org},
+    )
+    result = await service.log.append(visit_id, 0, [event], case_kind="reception")
+    if result.replayed:
+        response.status_code = 200
+    stored = result.events[0]
+    response.headers["Location"] = f"/reception/{visit_id}"
     return {
-        "case_id": str(case_id),
-        "status": state.status,
-        "version": state.version,
-        "item_code": state.item_code,
-        "case_kind": events[0].case_kind,
+        "visit_id": str(visit_id),
+        "station": staff.org,
+        "occurred_at": stored.occurred_at.isoformat(),
+        "purpose": visit.purpose,
     }
 
 
-@router.get("/cases/{case_id}/events", responses=_PROBLEMS, summary="A case's whole history")
-async def get_case_events(case_id: uuid.UUID, log: EventLogDep) -> dict[str, Any]:
+@router.get(
+    "/cases/{case_id}/applicant", tags=["applications"], summary="The applicant's personal data"
+)
+async def get_applicant(
+    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
+) -> dict[str, Any]:
+    """The applicant in full (ID and phone numbers unmasked), for the case's own station."""
+    _, state = await service.load(case_id)
+    if staff.org != state.station or state.applicant is None:
+        raise NotFound(f"no case {case_id}")
+    return {
+        "case_id": str(case_id),
+        "case_number": state.case_number,
+        "applicant": dict(state.applicant),
+    }
+
+
+@router.get("/cases/{case_id}", tags=["applications"], summary="A case's current state")
+async def get_case(case_id: uuid.UUID, service: ServiceDep, staff: ActingDep) -> dict[str, Any]:
+    """The state folded from the case's events."""
+    _, state = await service.load(case_id)
+    if not service.visible(staff, state):
+        raise NotFound(f"no case {case_id}")
+    return case_view(
+        state,
+        service.workflow_of(state),
+        service.item_of(state),
+        service.calendar,
+        today_in_china(),
+    )
+
+
+@router.get("/cases/{case_id}/events", tags=["applications"], summary="A case's whole history")
+async def get_case_events(
+    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
+) -> dict[str, Any]:
     """Every event of the case, in order, with its envelope."""
-    events = await log.read_case(case_id)
-    if not events:
-        raise HTTPException(404, f"no case {case_id}")
+    events, state = await service.load(case_id)
+    if not service.visible(staff, state):
+        raise NotFound(f"no case {case_id}")
     return {"case_id": str(case_id), "events": [e.envelope() for e in events]}

@@ -8,15 +8,22 @@ from services.intake.api import router
 from services.intake.settings import IntakeSettings
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
+from shared.workflow import http as workflow_http
+from shared.workflow.reference import load_reference
+from shared.workflow.wiring import case_service
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
-    """The intake service: receives applications at the window."""
+    """The intake service: the station's window."""
     settings = settings or load_settings(IntakeSettings)
+    reference = load_reference(settings.data_dir)
     runtime = Runtime("intake", settings)
-    return create_service_app(
+    app = create_service_app(
         runtime,
         title="caseflow intake",
-        description="Receives applications at the station's window (收件).",
+        description="The station's window: visitors, applications (收件、受理、一次性告知) "
+        "and the station's other matters (mediation, legal publicity, assistance).",
         routers=[router],
     )
+    workflow_http.install(app, case_service(runtime.log, reference))
+    return app

@@ -1,19 +1,32 @@
-"""Intake's rules: what a valid application is, and the event it becomes. No I/O."""
+"""Intake's rules: what a valid application, visit or matter is at the window. No I/O.
+
+The catalogue check (is the item known, are the materials known) happens against the
+item version the case pins; the shapes are checked here, at the edge.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from shared.catalogue import ITEMS, MATERIALS
-from shared.events import Actor, NewEvent
 from shared.identity import PHONE, id_number_problem
-from shared.messages import Applicant, CaseReceived
 
-CASE_KIND = "application"
 _NAMESPACE = uuid.UUID("6c1f4a52-2f6b-4c55-9a7e-5d8f0f3c1a10")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
 def _id_number(value: str) -> str:
@@ -30,27 +43,25 @@ def _phone(value: str) -> str:
     return value
 
 
-def _item_code(value: str) -> str:
-    if value not in ITEMS:
-        known = ", ".join(sorted(ITEMS))
-        raise ValueError(f"unknown service item {value!r} (未知事项); known items: {known}")
+def _not_future(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("give a time zone, e.g. 2026-11-28T09:30:00+08:00")
+    if value > datetime.now(UTC):
+        raise ValueError("can't be in the future")
     return value
 
 
-def _materials(values: list[str]) -> list[str]:
-    unknown = sorted(set(values) - set(MATERIALS))
-    if unknown:
-        raise ValueError(f"unknown material codes: {', '.join(unknown)} (未知材料)")
-    return sorted(set(values))
+Channel = Literal["sms", "email"]
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-
-
-class ApplicantIn(BaseModel):
-    """The applicant as the window clerk types them in."""
-
+class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ApplicantIn(_In):
+    """The applicant as the window clerk types them in."""
 
     name: Name = Field(description="Full name (姓名)", examples=["王秀英"])
     phone: Annotated[str, AfterValidator(_phone)] = Field(
@@ -59,45 +70,134 @@ class ApplicantIn(BaseModel):
     id_number: Annotated[str, AfterValidator(_id_number)] = Field(
         description="Citizen ID number, GB 11643 (身份证号码)", examples=["11010519491231002X"]
     )
+    email: EmailStr | None = Field(default=None, description="For notices by email (电子邮箱)")
+    village: Code | None = Field(default=None, description="Village code, e.g. gongyu")
 
 
-class Application(BaseModel):
-    """An application handed in at the window."""
+class MaterialIn(_In):
+    """A material handed in, and whether the clerk checked the original (trust level B)."""
 
-    model_config = ConfigDict(extra="forbid")
+    code: Code
+    original_checked: bool = Field(
+        default=False, description="The clerk saw the original (核验原件)"
+    )
 
-    item_code: Annotated[str, AfterValidator(_item_code)] = Field(
-        description="Service item code (事项编码)", examples=["pension"]
+
+OccurredAt = Annotated[
+    datetime | None,
+    AfterValidator(_not_future),
+    Field(
+        default=None,
+        description="When it happened, if earlier than now (a paper form entered late)",
+    ),
+]
+
+
+class Application(_In):
+    """An application handed in at the window (申请)."""
+
+    item_code: Code = Field(
+        description="Service item code (事项编码)", examples=["pension_enrolment"]
     )
     applicant: ApplicantIn
-    materials: Annotated[list[Annotated[str, Field(max_length=64)]], AfterValidator(_materials)] = (
-        Field(
-            default_factory=list,
-            max_length=50,
-            description="Codes of the materials handed in (已交材料)",
-            examples=[["id_card"]],
-        )
+    materials: list[Code | MaterialIn] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Materials handed in: codes, or {code, original_checked}",
+        examples=[[{"code": "id_card", "original_checked": True}, "household_register"]],
     )
+    notify_by: list[Channel] = Field(
+        default_factory=lambda: list[Channel](["sms"]),
+        max_length=2,
+        description="How the applicant wants to be told: sms, email or both",
+    )
+    decide: Literal["now", "later"] = Field(
+        default="now",
+        description="now: accept, or send the one-time correction notice, on the spot; "
+        "later: only receive (the notice is then due within 5 working days)",
+    )
+    reception_id: uuid.UUID | None = Field(default=None, description="The visit it came from")
+    occurred_at: OccurredAt
+
+    @model_validator(mode="after")
+    def _email_if_asked(self) -> Application:
+        if "email" in self.notify_by and not self.applicant.email:
+            raise ValueError("notify_by includes email: give applicant.email")
+        return self
+
+    def material_list(self) -> list[MaterialIn]:
+        """Materials as objects, one per code."""
+        found: dict[str, MaterialIn] = {}
+        for m in self.materials:
+            material = MaterialIn(code=m) if isinstance(m, str) else m
+            if material.code not in found or material.original_checked:
+                found[material.code] = material
+        return [found[code] for code in sorted(found)]
 
 
-def case_id_for(idempotency_key: str) -> uuid.UUID:
+class Visit(_In):
+    """A visitor at the station, whether or not a case follows (来访登记)."""
+
+    visitor_name: Name
+    village: Code | None = None
+    purpose: Literal[
+        "enquiry", "application", "mediation", "legal_advice", "assistance", "police", "other"
+    ]
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    occurred_at: OccurredAt
+
+
+class MediationIn(_In):
+    """A dispute brought for mediation (矛盾纠纷)."""
+
+    title: Text
+    parties: list[Name] = Field(min_length=2, max_length=20)
+    village: Code | None = None
+    summary: Text
+    occurred_at: OccurredAt
+
+
+class PublicityIn(_In):
+    """A legal-publicity session to hold (普法宣传)."""
+
+    topic: Text
+    village: Code | None = None
+    planned_on: date
+    occurred_at: OccurredAt
+
+
+class AssistanceIn(_In):
+    """A person who needs help or rescue (帮扶救助)."""
+
+    person_name: Name
+    village: Code | None = None
+    need: Text
+    urgent: bool = False
+    occurred_at: OccurredAt
+
+
+class PoliceAssistanceIn(_In):
+    """Help the police room asked for (协助公安)."""
+
+    police_unit: Text
+    reference: Annotated[str, StringConstraints(max_length=100)] | None = None
+    summary: Text
+    occurred_at: OccurredAt
+
+
+MATTERS: dict[str, type[_In]] = {
+    "mediation": MediationIn,
+    "legal_publicity": PublicityIn,
+    "assistance": AssistanceIn,
+    "police_assistance": PoliceAssistanceIn,
+}
+
+
+def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:
     """The case an Idempotency-Key creates: the same key always names the same case."""
-    return uuid.uuid5(_NAMESPACE, f"case:{idempotency_key}")
+    return uuid.uuid5(_NAMESPACE, f"{kind}:{idempotency_key}")
 
 
-def receive(
-    application: Application, idempotency_key: str, *, actor: Actor, correlation_id: str
-) -> NewEvent:
-    """The ``CaseReceived`` event for an application (deterministic id, so retries match)."""
-    payload = CaseReceived(
-        item_code=application.item_code,
-        applicant=Applicant(**application.applicant.model_dump()),
-        materials=application.materials,
-    )
-    return NewEvent(
-        event_id=uuid.uuid5(_NAMESPACE, f"received:{idempotency_key}"),
-        event_type="CaseReceived",
-        actor=actor,
-        correlation_id=correlation_id,
-        payload=payload.model_dump(),
-    )
+def start_payload(model: BaseModel) -> dict[str, Any]:
+    """A matter's or visit's starting payload (``occurred_at`` goes on the envelope)."""
+    return model.model_dump(mode="json", exclude={"occurred_at"}, exclude_none=True)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-from shared.catalogue import ITEMS
+from shared.catalogue import Catalogue, load_catalogue
 from shared.messages import Applicant, CorrectionRequested
+
+
+@functools.cache
+def _catalogue() -> Catalogue:
+    return load_catalogue()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +25,8 @@ class Message:
 
 def render(event_type: str, payload: dict[str, object], applicant: Applicant) -> Message:
     """The notice for an accepted case or a correction request."""
-    item = ITEMS[str(payload["item_code"])]
+    version = payload.get("item_version")
+    item = _catalogue().get(str(payload["item_code"]), int(str(version)) if version else None)
     greeting = f"{applicant.name}，您好 / Dear {applicant.name},"
     if event_type == "CaseAccepted":
         return Message(
@@ -30,8 +37,13 @@ def render(event_type: str, payload: dict[str, object], applicant: Applicant) ->
             ),
         )
     if event_type == "CorrectionRequested":
-        missing = CorrectionRequested.model_validate(payload).missing
-        lines = "\n".join(f"  - {m.name_zh} / {m.name_en}" for m in missing)
+        notice = CorrectionRequested.model_validate(payload)
+        lines = "\n".join(
+            f"  - {m.name_zh} / {m.name_en}" + (f"（{m.reason}）" if m.reason else "")
+            for m in notice.missing
+        )
+        if notice.deadline:
+            lines += f"\n请于 {notice.deadline} 前补交 / Please bring them by {notice.deadline}."
         return Message(
             subject=f"补正材料通知 / Materials missing: {item.name_zh}",
             body=(

@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
 
+from fastapi import FastAPI
+from nats.aio.client import Client as NATS
+
+from services.processing import api
+from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
-from services.processing.handlers import CONSUMERS
+from services.processing.dept import AnswerListener, request_publisher
+from services.processing.projection import CASE_KINDS, Projector
 from services.processing.settings import ProcessingSettings
+from shared.bus.consumer import ConsumerSpec
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
+from shared.timers import TimerWheel
+from shared.workflow import http as workflow_http
+from shared.workflow.reference import load_reference
+from shared.workflow.wiring import case_service
 
 
 def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
-    """The processing service: runs each case's workflow."""
+    """The processing service: runs each case's workflow, tasks, clocks and forwarding."""
     settings = settings or load_settings(ProcessingSettings)
-    runtime = Runtime("processing", settings, CONSUMERS)
-    return create_service_app(
+    reference = load_reference(settings.data_dir)
+    runtime = Runtime("processing", settings)
+    service = case_service(runtime.log, reference)
+    projector = Projector(reference)
+    runtime.specs = (
+        ConsumerSpec(
+            name="processing-projection",
+            subjects=tuple(f"caseflow.events.{kind}.>" for kind in CASE_KINDS),
+            handler=projector.handle,
+        ),
+        ConsumerSpec(
+            name="processing-dept",
+            subjects=("caseflow.events.application.CaseForwarded",),
+            handler=request_publisher(service, lambda: runtime.nc),
+        ),
+    )
+    runtime.timers = TimerWheel(runtime.log, Deadlines(service).specs())
+
+    async def answers(nc: NATS, stop: asyncio.Event) -> None:
+        await AnswerListener(service, nc).run(stop)
+
+    runtime.workers.append(answers)
+    app = create_service_app(
         runtime,
         title="caseflow processing",
-        description="Checks received applications and runs each case's workflow (受理、审查).",
-        routers=[delegations_router],
+        description="Runs each case's workflow: worklists, reviews, decisions, delegation "
+        "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
+        routers=[api.router, delegations_router],
     )
+    workflow_http.install(app, service)
+    return app

@@ -11,6 +11,10 @@ EVENTS_STREAM = "CASEFLOW_EVENTS"
 EVENTS_SUBJECTS = "caseflow.events.>"
 DLQ_STREAM = "CASEFLOW_DLQ"
 DLQ_SUBJECTS = "caseflow.dlq.>"
+DEPT_STREAM = "CASEFLOW_DEPT"
+DEPT_SUBJECTS = "caseflow.dept.>"
+"""Forwarded cases to departments (``caseflow.dept.<authority>.requests``) and their
+answers (``caseflow.dept.<authority>.answers``), for integrators on the bus."""
 DUPLICATE_WINDOW_SECONDS = 600.0
 """How long JetStream remembers a Nats-Msg-Id. A relay re-publishes at most the batch it
 had in flight when it stopped, seconds old, so ten minutes leaves a wide margin."""
@@ -24,6 +28,13 @@ def event_subject(case_kind: str, event_type: str) -> str:
         if not _TOKEN.match(token):
             raise ValueError(f"{token!r} can't be a NATS subject token")
     return f"caseflow.events.{case_kind}.{event_type}"
+
+
+def dept_subject(authority: str, kind: str) -> str:
+    """``caseflow.dept.<authority>.requests`` or ``.answers``."""
+    if not _TOKEN.match(authority) or kind not in ("requests", "answers"):
+        raise ValueError(f"no department subject for {authority!r} {kind!r}")
+    return f"caseflow.dept.{authority}.{kind}"
 
 
 def dlq_subject(consumer: str) -> str:
@@ -42,12 +53,22 @@ async def _ensure(js: JetStreamContext, config: api.StreamConfig) -> None:
 
 
 async def declare_streams(js: JetStreamContext) -> None:
-    """Create or update the event and dead-letter streams (file storage)."""
+    """Create or update the event, department and dead-letter streams (file storage)."""
     await _ensure(
         js,
         api.StreamConfig(
             name=EVENTS_STREAM,
             subjects=[EVENTS_SUBJECTS],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        ),
+    )
+    await _ensure(
+        js,
+        api.StreamConfig(
+            name=DEPT_STREAM,
+            subjects=[DEPT_SUBJECTS],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,

@@ -1,0 +1,206 @@
+"""Processing's HTTP API: cases, their actions, worklists.
+
+Every action is ``POST /cases/{case_id}/actions/{action}`` with an ``Idempotency-Key``
+and answers with the case's new state. The actions open to a case are listed in its
+``actions`` field; the workflow definition the case pinned says who may take them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+
+from shared.http import correlation_id
+from shared.workflow import engine
+from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
+from shared.workflow.payloads import BODIES
+from shared.workflow.service import CaseService, NotFound, today_in_china
+from shared.workflow.state import CaseState
+from shared.workflow.tables import case_index, tasks
+from shared.workflow.views import case_view
+
+router = APIRouter(tags=["cases"], responses=PROBLEMS)
+
+ACTION_NAMES = sorted(BODIES)
+
+
+def view(service: CaseService, state: CaseState) -> dict[str, Any]:
+    """The JSON answer for a case."""
+    return case_view(
+        state,
+        service.workflow_of(state),
+        service.item_of(state),
+        service.calendar,
+        today_in_china(),
+    )
+
+
+async def _visible(service: CaseService, case_id: uuid.UUID, staff: engine.Staff) -> CaseState:
+    _, state = await service.load(case_id)
+    if not service.visible(staff, state):
+        raise NotFound(f"no case {case_id}")
+    return state
+
+
+@router.get("/cases/{case_id}", summary="A case: state, clock, tasks, open actions")
+async def get_case(case_id: uuid.UUID, service: ServiceDep, staff: ActingDep) -> dict[str, Any]:
+    """The case folded from its events."""
+    return view(service, await _visible(service, case_id, staff))
+
+
+@router.get("/cases/{case_id}/events", summary="A case's whole history, in order")
+async def get_case_events(
+    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
+) -> dict[str, Any]:
+    """Every event of the case with its envelope: actor, authority, delegation version."""
+    events, state = await service.load(case_id)
+    if not service.visible(staff, state):
+        raise NotFound(f"no case {case_id}")
+    return {"case_id": str(case_id), "events": [e.envelope() for e in events]}
+
+
+@router.get(
+    "/cases/by-number/{case_number}",
+    summary="Find a case by its number (e.g. XF-2026-000123)",
+)
+async def get_case_by_number(
+    case_number: Annotated[str, Path(pattern=r"^[A-Z]{1,8}-\d{4}-\d{6}$")],
+    request: Request,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """The case with that number (as soon as the case list has caught up)."""
+    async with service.log.engine.connect() as conn:
+        found = (
+            await conn.execute(
+                sa.select(case_index.c.case_id).where(case_index.c.case_number == case_number)
+            )
+        ).scalar()
+    if found is None:
+        raise NotFound(f"no case {case_number}")
+    return view(service, await _visible(service, found, staff))
+
+
+@router.post(
+    "/cases/{case_id}/actions/{action}",
+    summary="Take an action on a case (accept, start_review, approve, deliver, …)",
+)
+async def act(
+    case_id: uuid.UUID,
+    action: Annotated[str, Path(pattern=r"^[a-z_]{2,40}$", examples=ACTION_NAMES)],
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+    body: Annotated[dict[str, Any] | None, Body()] = None,
+) -> dict[str, Any]:
+    """Check the action against the workflow, the role and the delegation valid now;
+    record it; answer with the case's new state."""
+    outcome = await service.act(
+        case_id,
+        action,
+        body or {},
+        staff,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id(request),
+    )
+    if outcome.replayed and outcome.events and outcome.events[0].event_type == "ActionRefused":
+        from shared.workflow.service import ActionRefusedError
+
+        payload = outcome.events[0].payload
+        raise ActionRefusedError(
+            engine.Refusal(payload["reason"], payload["message"]), outcome.state
+        )
+    response.headers["Location"] = f"/cases/{case_id}"
+    answer = view(service, outcome.state)
+    answer["recorded"] = [e.event_type for e in outcome.events]
+    return answer
+
+
+@router.get("/cases", summary="Cases of your organisation (the case list)")
+async def list_cases(
+    service: ServiceDep,
+    staff: ActingDep,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    item_code: Annotated[str | None, Query(max_length=64)] = None,
+    case_kind: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Newest first; a station sees its own cases, a department those forwarded to it or
+    in its competence, an auditor all."""
+    query = sa.select(case_index).order_by(case_index.c.opened_at.desc()).limit(limit)
+    query = query.offset(offset)
+    if staff.role == "department_officer":
+        query = query.where(
+            sa.or_(case_index.c.forward_to == staff.org, case_index.c.authority == staff.org)
+        )
+    elif staff.role != "auditor":
+        query = query.where(case_index.c.station == staff.org)
+    for column, value in (
+        (case_index.c.status, status),
+        (case_index.c.item_code, item_code),
+        (case_index.c.case_kind, case_kind),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    async with service.log.engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return {
+        "cases": [
+            {
+                "case_id": str(r["case_id"]),
+                "case_number": r["case_number"],
+                "case_kind": r["case_kind"],
+                "item_code": r["item_code"],
+                "status": r["status"],
+                "station": r["station"],
+                "forward_to": r["forward_to"],
+                "warning": r["warning"],
+                "opened_at": r["opened_at"].isoformat() if r["opened_at"] else None,
+                "version": r["version"],
+            }
+            for r in rows
+        ]
+    }
+
+
+@router.get("/worklist", summary="Open tasks for your role in your organisation")
+async def worklist(
+    service: ServiceDep,
+    staff: ActingDep,
+    mine: Annotated[bool, Query(description="only tasks you claimed")] = False,
+) -> dict[str, Any]:
+    """Tasks waiting for the signed-in staff member's role at their station or authority,
+    late ones (red, then yellow) first."""
+    query = sa.select(tasks).where(tasks.c.org == staff.org, tasks.c.role == staff.role)
+    if mine:
+        query = query.where(tasks.c.claimed_by == staff.user)
+    urgency = sa.case((tasks.c.warning == "red", 0), (tasks.c.warning == "yellow", 1), else_=2)
+    query = query.order_by(urgency, tasks.c.opened_at)
+    async with service.log.engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return {
+        "org": staff.org,
+        "role": staff.role,
+        "tasks": [
+            {
+                "case_id": str(r["case_id"]),
+                "case_number": r["case_number"],
+                "task": r["kind"],
+                "status": r["status"],
+                "claimed_by": r["claimed_by"],
+                "warning": r["warning"],
+                "since": r["opened_at"].isoformat() if r["opened_at"] else None,
+                "links": {
+                    "case": f"/cases/{r['case_id']}",
+                    "claim": f"/cases/{r['case_id']}/actions/claim",
+                },
+            }
+            for r in rows
+        ],
+    }

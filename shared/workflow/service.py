@@ -1,0 +1,455 @@
+"""Taking actions on cases: load, check, record. The application layer between the HTTP
+APIs (intake, processing), timers and consumers on one side and the pure engine on the
+other.
+
+Every action follows the same path: fold the case; is it visible to the actor (404
+otherwise); does the workflow allow the action now (409, nothing recorded); may this
+role take it and does a delegation valid *now* cover it (403, and the refused attempt is
+recorded as ``ActionRefused``); then the engine's events are appended at the version
+that was read (a concurrent change is a 409).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.bus.consumer import UnitOfWork
+from shared.eventlog import AppendResult, EventLog, append_in
+from shared.eventlog.store import read_case_in
+from shared.events import NewEvent, StoredEvent, utcnow
+from shared.workflow import clock as clocks
+from shared.workflow import engine, numbers
+from shared.workflow.definitions import Workflow, WorkflowRegistry
+from shared.workflow.engine import Authority, Refusal, Staff, Step
+from shared.workflow.payloads import ActionBody, body_for
+from shared.workflow.state import CaseState, apply, fold, local_date
+
+NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
+
+APPLICATION = "application"
+MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
+
+
+class NotFound(LookupError):
+    """No such case, or not one the actor may see (HTTP 404)."""
+
+
+class ActionRefusedError(Exception):
+    """A refused attempt, recorded on the case (HTTP 403)."""
+
+    def __init__(self, refusal: Refusal, state: CaseState) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+        self.state = state
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key reused for a different request (HTTP 409)."""
+
+
+class CatalogueLike(Protocol):
+    def get(self, code: str, version: int | None = None) -> Any: ...
+
+
+class OrganisationsLike(Protocol):
+    def get(self, code: str) -> Any: ...
+
+
+class DelegationsLike(Protocol):
+    async def for_delegate(self, org: str) -> list[Any]: ...
+
+
+CheckFn = Any
+"""``shared.delegation.check``: (delegations, *, org, competent_authority, item_code, power,
+at) → Grant | Refusal."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What an action left behind: the case's new state and the events it recorded."""
+
+    state: CaseState
+    events: Sequence[StoredEvent]
+    replayed: bool = False
+
+
+@dataclasses.dataclass
+class CaseService:
+    """Everything an action needs, wired once per process."""
+
+    log: EventLog
+    workflows: WorkflowRegistry
+    catalogue: CatalogueLike
+    calendar: clocks.Calendar
+    organisations: OrganisationsLike
+    delegations: DelegationsLike
+    check: CheckFn
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def load(self, case_id: uuid.UUID) -> tuple[list[StoredEvent], CaseState]:
+        """The case's events and folded state (NotFound if it has none)."""
+        events = await self.log.read_case(case_id)
+        if not events:
+            raise NotFound(f"no case {case_id}")
+        return events, fold(events, self.workflows)
+
+    def workflow_of(self, state: CaseState) -> Workflow:
+        """The workflow version the case pinned at intake."""
+        if not state.workflow or not state.workflow_version:
+            raise NotFound(f"case {state.case_id} has no workflow")
+        return self.workflows.get(state.workflow, state.workflow_version)
+
+    def item_of(self, state: CaseState) -> Any | None:
+        """The catalogue item version the case pinned at intake (None for matters)."""
+        if state.item_code is None:
+            return None
+        return self.catalogue.get(state.item_code, state.item_version)
+
+    def visible(self, staff: Staff, state: CaseState) -> bool:
+        """Whether ``staff`` may see the case: its own station's, an authority's own or
+        forwarded ones, and every case for the city's auditors."""
+        if staff.role == "auditor":
+            return True
+        if staff.org == state.station:
+            return True
+        if staff.role == "department_officer":
+            item = self.item_of(state)
+            return staff.org in {state.forward_to, state.authority, item and item.authority}
+        return False
+
+    # -- acting ------------------------------------------------------------------------
+
+    async def authorise(
+        self, staff: Staff, state: CaseState, step: Step, at: datetime
+    ) -> Authority | Refusal:
+        """In whose name ``staff`` may take ``step`` now, or why not."""
+        item = self.item_of(state)
+        if staff.role == "system":
+            return Authority(state.authority, state.delegation_id, state.delegation_version)
+        if step.power is None or item is None:
+            return Authority(self.own_authority(staff.org))
+        found = await self.delegations.for_delegate(staff.org)
+        result = self.check(
+            found,
+            org=staff.org,
+            competent_authority=item.authority,
+            item_code=item.code,
+            power=step.power,
+            at=at,
+        )
+        if hasattr(result, "authority"):
+            return Authority(result.authority, result.delegation_code, result.delegation_version)
+        return Refusal(str(result.reason), result.message)
+
+    def own_authority(self, org: str) -> str:
+        """A station acts for its town in its own matters; others for themselves."""
+        organisation = self.organisations.get(org)
+        if getattr(organisation, "kind", None) == "station" and organisation.parent:
+            return str(organisation.parent)
+        return org
+
+    async def act(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        body: dict[str, Any] | ActionBody,
+        staff: Staff,
+        *,
+        idempotency_key: str,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        at: datetime | None = None,
+        uow: UnitOfWork | None = None,
+    ) -> Outcome:
+        """Take ``action`` on the case for ``staff``; see the module's docstring.
+
+        With ``uow`` the case is read and written in that transaction (timers, consumers).
+        """
+        if uow is not None:
+            events = await uow.read_case(case_id)
+            if not events:
+                raise NotFound(f"no case {case_id}")
+            state = fold(events, self.workflows)
+        else:
+            events, state = await self.load(case_id)
+        ids = _ids(case_id, idempotency_key)
+        replay = [e for e in events if e.event_id in ids]
+        if replay:
+            if replay[0].payload.get("action") != action:
+                raise IdempotencyConflict("this Idempotency-Key was used for another action")
+            return Outcome(state, replay, replayed=True)
+        if not self.visible(staff, state):
+            raise NotFound(f"no case {case_id}")
+        workflow = self.workflow_of(state)
+        at = at or utcnow()
+        ctx = engine.Context(
+            at=at,
+            calendar=self.calendar,
+            item=self.item_of(state),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        parsed = body if isinstance(body, ActionBody) else _parse(action, body)
+        planned = engine.plan(state, workflow, action, staff)
+        if isinstance(planned, Step) and staff.role != "system":
+            holder = engine.claimed_by_other(state, workflow, planned, staff)
+            if holder is not None:
+                raise engine.NotAllowed(f"the task is claimed by {holder}; ask them or the head")
+        acting: Authority | Refusal = (
+            await self.authorise(staff, state, planned, at)
+            if isinstance(planned, Step)
+            else planned
+        )
+        if isinstance(acting, Refusal):
+            refused = engine.refusal_event(state, action, acting, staff, ctx)
+            refused = refused.model_copy(update={"event_id": ids[0]})
+            result = await self._append(uow, case_id, state, [refused])
+            raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
+        assert isinstance(planned, Step)
+        new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
+        new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
+        new = [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in new]
+        result = await self._append(uow, case_id, state, new)
+        return Outcome(_advance(state, result.events, self.workflows), result.events)
+
+    async def _append(
+        self,
+        uow: UnitOfWork | None,
+        case_id: uuid.UUID,
+        state: CaseState,
+        events: list[NewEvent],
+    ) -> AppendResult:
+        kind = state.case_kind or APPLICATION
+        if uow is not None:
+            return await uow.append(case_id, state.version, events, case_kind=kind)
+        return await self.log.append(case_id, state.version, events, case_kind=kind)
+
+    # -- opening cases -----------------------------------------------------------------
+
+    async def open_case(
+        self,
+        *,
+        case_id: uuid.UUID,
+        case_kind: str,
+        workflow: Workflow,
+        staff: Staff,
+        start_payload: dict[str, Any],
+        item: Any | None,
+        follow_up: str | None,
+        follow_body: ActionBody | None = None,
+        correlation_id: str | None,
+        occurred_at: datetime | None,
+        idempotency_key: str,
+    ) -> Outcome:
+        """Open a case with its workflow's start event and, for applications, the
+        window's decision in the same transaction (acceptance or the one-time notice).
+
+        The case number is drawn in that transaction too: a refused or repeated request
+        leaves no gap in the numbering.
+        """
+        at = utcnow()
+        moment = occurred_at or at
+        ids = _ids(case_id, idempotency_key)
+        existing = await self.log.read_case(case_id)
+        if existing:
+            return self._replayed(existing, start_payload)
+        start = workflow.start
+        if staff.role not in start.roles:
+            refusal = Refusal(
+                "wrong_role",
+                f"{start.action} must be done by: {', '.join(start.roles)} (not {staff.role})",
+            )
+            await self._record_attempt(case_id, start.action, refusal, staff, at, correlation_id)
+            raise ActionRefusedError(refusal, CaseState())
+        acting: Authority | Refusal
+        if start.power is not None and item is not None:
+            step = Step(start.action, start.event, start.power, start)
+            probe = CaseState(item_code=item.code, item_version=item.version)
+            acting = await self.authorise(staff, probe, step, at)
+        else:
+            acting = Authority(self.own_authority(staff.org))
+        if isinstance(acting, Refusal):
+            await self._record_attempt(case_id, start.action, acting, staff, at, correlation_id)
+            raise ActionRefusedError(acting, CaseState())
+        station = staff.org
+        organisation = self.organisations.get(station)
+        prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
+        async with self.log.writer.begin() as conn:
+            number = await numbers.allocate(conn, prefix, local_date(moment).year)
+            payload = {
+                **start_payload,
+                "case_number": number,
+                "station": station,
+                "workflow": {"name": workflow.name, "version": workflow.version},
+                "status_before": "",
+                "status_after": start.target(""),
+                "action": start.action,
+            }
+            first = NewEvent(
+                event_id=ids[0],
+                event_type=start.event,
+                occurred_at=moment,
+                actor=staff.actor(),
+                authority=acting.authority,
+                delegation_id=acting.delegation_id,
+                delegation_version=acting.delegation_version,
+                correlation_id=correlation_id,
+                payload=payload,
+            )
+            new = [first]
+            state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
+            if follow_up is not None:
+                new += await self._follow_up(
+                    state, workflow, follow_up, follow_body, staff, item, moment, correlation_id
+                )
+            new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
+            result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
+            if result.replayed:
+                await conn.rollback()
+                return self._replayed(result.events, start_payload)
+        self.log.appended()
+        return Outcome(fold(result.events, self.workflows), result.events)
+
+    async def _follow_up(
+        self,
+        state: CaseState,
+        workflow: Workflow,
+        action: str,
+        body: ActionBody | None,
+        staff: Staff,
+        item: Any,
+        at: datetime,
+        correlation_id: str | None,
+    ) -> list[NewEvent]:
+        """The window's decision on a fresh application, if the clerk may take it."""
+        try:
+            planned = engine.plan(state, workflow, action, staff)
+        except engine.NotAllowed:
+            return []
+        if isinstance(planned, Refusal):
+            return []
+        acting = await self.authorise(staff, state, planned, utcnow())
+        if isinstance(acting, Refusal):
+            return []  # e.g. a receive-only delegation: the case waits for whoever accepts
+        ctx = engine.Context(
+            at=at, calendar=self.calendar, item=item, correlation_id=correlation_id
+        )
+        parsed = body or body_for(action)()
+        events = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
+        return [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in events]
+
+    def _replayed(self, events: Sequence[StoredEvent], start_payload: dict[str, Any]) -> Outcome:
+        first = events[0].payload
+        for key, value in start_payload.items():
+            if first.get(key) != value:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used for a different request; "
+                    "use a new key for a new one"
+                )
+        return Outcome(fold(events, self.workflows), list(events), replayed=True)
+
+    async def _record_attempt(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        at: datetime,
+        correlation_id: str | None,
+    ) -> None:
+        """A refused attempt to open a case is kept in a stream of its own."""
+        event = NewEvent(
+            event_id=uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}"),
+            event_type="ActionRefused",
+            occurred_at=at,
+            actor=staff.actor(),
+            correlation_id=correlation_id,
+            payload={
+                "action": action,
+                "reason": refusal.reason,
+                "message": refusal.message,
+                "status": "",
+                "would_be_case_id": str(case_id),
+            },
+        )
+        attempt_id = uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}")
+        await self.log.append(attempt_id, 0, [event], case_kind="attempt")
+
+    async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
+        """The case's state as a transaction sees it."""
+        return fold(await read_case_in(conn, case_id), self.workflows)
+
+
+def _ids(case_id: uuid.UUID, key: str) -> list[uuid.UUID]:
+    return [uuid.uuid5(NAMESPACE, f"{case_id}:{key}:{i}") for i in range(4)]
+
+
+def _parse(action: str, raw: dict[str, Any]) -> ActionBody:
+    return parse_model(body_for(action), raw)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], raw: Any) -> M:
+    """Validate a request body; a fault is a :class:`BodyInvalid` (HTTP 422)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise BodyInvalid(err) from None
+
+
+class BodyInvalid(Exception):
+    """The action's body failed validation (HTTP 422)."""
+
+    def __init__(self, err: ValidationError) -> None:
+        super().__init__(str(err))
+        self.errors = err.errors(include_url=False, include_context=False)
+
+
+def _draft(case_id: uuid.UUID, case_kind: str, event: NewEvent, version: int) -> StoredEvent:
+    """A not-yet-stored event, to fold the state the window's decision starts from."""
+    at = event.occurred_at or utcnow()
+    return StoredEvent(
+        position=0,
+        event_id=event.event_id,
+        case_id=case_id,
+        case_kind=case_kind,
+        version=version,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        occurred_at=at,
+        recorded_at=at,
+        actor_user=event.actor.user,
+        actor_role=event.actor.role,
+        actor_station=event.actor.station,
+        authority=event.authority,
+        delegation_id=event.delegation_id,
+        delegation_version=event.delegation_version,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        payload=event.payload,
+        prev_hash=None,
+        hash="",
+    )
+
+
+def _advance(
+    state: CaseState, events: Sequence[StoredEvent], workflows: WorkflowRegistry
+) -> CaseState:
+    for event in events:
+        state = apply(state, event, workflows)
+    return state
+
+
+def today_in_china(at: datetime | None = None) -> date:
+    """Today's date at the station."""
+    return local_date(at or utcnow())
