@@ -27,6 +27,7 @@ from shared.bus.streams import declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
 from shared.settings import ServiceSettings
+from shared.timers import TimerSpec, TimerWheel
 
 log = structlog.get_logger("caseflow.runtime")
 
@@ -37,7 +38,11 @@ class Runtime:
     """Connections and background tasks of one service process."""
 
     def __init__(
-        self, service: str, settings: ServiceSettings, consumers: Sequence[ConsumerSpec] = ()
+        self,
+        service: str,
+        settings: ServiceSettings,
+        consumers: Sequence[ConsumerSpec] = (),
+        timers: Sequence[TimerSpec] = (),
     ) -> None:
         self.service = service
         self.settings = settings
@@ -46,11 +51,16 @@ class Runtime:
         self.log = EventLog(self.engine)
         self.nc: NATS | None = None
         self.consumers: list[Consumer] = []
+        self.timers = TimerWheel(self.log, timers) if timers else None
+        """The durable timers' wheel, when the service has timer kinds to fire."""
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Connect to NATS in the background (retrying) and start relay and consumers."""
+        if self.timers is not None:
+            # Timers need only the database: they fire while NATS is still connecting.
+            self._tasks.append(asyncio.create_task(self.timers.run(self.stop), name="timers"))
         self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
 
     async def _reconnected(self) -> None:
