@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from shared.catalogue.cli import app as catalogue_app
 from shared.settings import DEFAULT_NATS_URL
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(catalogue_app, name="catalogue")
 
 SERVICES = ("intake", "processing", "notify")
 

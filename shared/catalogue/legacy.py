@@ -1,8 +1,8 @@
-"""A placeholder catalogue: a few service items and the materials each one requires.
+"""The placeholder catalogue of the foundation: a few service items and their materials.
 
-The real, versioned catalogue of the station's 27 items replaces this in the workflows
-issue; until then intake validates item codes against it and processing checks
-completeness with it.
+Kept only so that code written against it (``from shared.catalogue import ITEMS, MATERIALS``)
+keeps working while it moves to the versioned catalogue (``load_catalogue``); to be removed
+then. Its codes (``pension``, ``medical_insurance``, ...) are not the catalogue's.
 """
 
 from __future__ import annotations

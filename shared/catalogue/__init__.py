@@ -1,0 +1,49 @@
+"""The service catalogue: versioned items, their materials, and the immutability lock.
+
+``load_catalogue()`` reads and validates the packaged data (or a ``data_dir``); cases use
+``Catalogue.get(code, version)``, which refuses drafts.
+
+``ITEMS`` and ``MATERIALS`` are the foundation's placeholder catalogue (``legacy``), still
+re-exported for the code written against it; they will be removed.
+"""
+
+from shared.catalogue.legacy import ITEMS, MATERIALS
+from shared.catalogue.loader import (
+    Catalogue,
+    CatalogueError,
+    DraftItem,
+    UnknownItem,
+    UnknownMaterial,
+    load_catalogue,
+    lock_catalogue,
+    read_catalogue,
+)
+from shared.catalogue.models import (
+    NOTIFY_STATUSES,
+    Category,
+    Completion,
+    Material,
+    NotifyStatus,
+    ServiceItem,
+    TrustLevel,
+)
+
+__all__ = [
+    "ITEMS",
+    "MATERIALS",
+    "NOTIFY_STATUSES",
+    "Catalogue",
+    "CatalogueError",
+    "Category",
+    "Completion",
+    "DraftItem",
+    "Material",
+    "NotifyStatus",
+    "ServiceItem",
+    "TrustLevel",
+    "UnknownItem",
+    "UnknownMaterial",
+    "load_catalogue",
+    "lock_catalogue",
+    "read_catalogue",
+]
