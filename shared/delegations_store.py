@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.catalogue import Catalogue
 from shared.delegation import (
     CASE_KIND,
     DELEGATION_NAMESPACE,
@@ -41,6 +42,7 @@ from shared.eventlog import ConcurrencyError, EventLog, append_in
 from shared.eventlog.schema import events as events_table
 from shared.eventlog.store import _read_cases_in, read_case_in
 from shared.events import Actor, NewEvent, StoredEvent, utcnow
+from shared.orgs import Organisations
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 SEED_FILE = "delegations.yaml"
@@ -429,8 +431,17 @@ class _SeedFile(BaseModel):
     delegations: list[Instrument] = Field(min_length=1)
 
 
-def load_seed_delegations(data_dir: Path | None = None) -> list[Instrument]:
-    """The instruments in ``<data_dir>/delegations.yaml`` (default: the packaged data)."""
+def load_seed_delegations(
+    data_dir: Path | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+    organisations: Organisations | None = None,
+) -> list[Instrument]:
+    """The instruments in ``<data_dir>/delegations.yaml`` (default: the packaged data).
+
+    Given the catalogue and the organisations, also checks them against those (see
+    :func:`seed_problems`) and raises :class:`SeedError` listing every problem.
+    """
     path = (data_dir or DEFAULT_DATA_DIR) / SEED_FILE
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -443,7 +454,36 @@ def load_seed_delegations(data_dir: Path | None = None) -> list[Instrument]:
     duplicates = sorted({c for c in codes if codes.count(c) > 1})
     if duplicates:
         raise SeedError(f"{path}: codes used twice: {', '.join(duplicates)}")
+    if catalogue is not None and organisations is not None:
+        problems = seed_problems(seed.delegations, catalogue, organisations)
+        if problems:
+            raise SeedError(f"{path}:\n  " + "\n  ".join(problems))
     return seed.delegations
+
+
+def seed_problems(
+    instruments: Iterable[Instrument], catalogue: Catalogue, organisations: Organisations
+) -> list[str]:
+    """What makes instruments unfit for the catalogue: unknown bodies or items, and items
+    whose competent authority is not the delegator (such an instrument grants nothing:
+    no sub-delegation)."""
+    problems = []
+    for inst in instruments:
+        for role in ("delegator", "delegate"):
+            if getattr(inst, role) not in organisations:
+                problems.append(f"{inst.code}: unknown {role} {getattr(inst, role)!r}")
+        for code in inst.items:
+            try:
+                item = catalogue.get(code)
+            except LookupError as err:
+                problems.append(f"{inst.code}: {err}")
+                continue
+            if item.authority != inst.delegator:
+                problems.append(
+                    f"{inst.code}: {code}'s competent authority is {item.authority}, not "
+                    f"{inst.delegator}; the delegation would grant nothing (no sub-delegation)"
+                )
+    return problems
 
 
 def seed_event_id(code: str) -> uuid.UUID:

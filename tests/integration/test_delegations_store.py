@@ -206,3 +206,20 @@ async def test_the_registry_cache_sees_another_processs_changes(db_url: str) -> 
     finally:
         await ours.dispose()
         await theirs.dispose()
+
+
+async def test_seeding_publishes_each_instrument_once(log: EventLog) -> None:
+    seed = store.load_seed_delegations()
+    first = await store.publish_seed(log)
+    assert [o.state.code for o in first] == [i.code for i in seed]
+    assert {o.state.version for o in first} == {1}
+    assert await store.publish_seed(log) == []  # nothing new the second time
+    rows = await index_rows(log)
+    assert len(rows) == len(seed)
+    xuefeng = await store.registry_for(log).for_delegate("xuefeng_station")
+    assert {s.code for s in xuefeng} == {i.code for i in seed if i.delegate == "xuefeng_station"}
+    pension = next(s for s in xuefeng if s.code == "hrss-xuefeng-2021")
+    assert pension.history[0].actor == Actor(
+        user="seed", role="department_officer", station="hc_hrss"
+    )
+    assert pension.published_at == datetime(2021, 11, 9, 16, 0, tzinfo=UTC)  # 10 Nov, 00:00 CST

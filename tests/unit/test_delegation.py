@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from shared.catalogue import Catalogue, Completion, load_catalogue
 from shared.delegation import (
     CASE_KIND,
     CHINA_TZ,
@@ -34,7 +37,9 @@ from shared.delegation import (
     delegation_case_id,
     fold_delegation,
 )
+from shared.delegations_store import SeedError, load_seed_delegations, seed_problems
 from shared.events import Actor, NewEvent, StoredEvent
+from shared.orgs import load_organisations
 
 OFFICER = Actor(user="li.officer", role="department_officer", station="hc_hrss")
 ALL = [Power.RECEIVE, Power.ACCEPT, Power.REVIEW, Power.DECIDE, Power.DELIVER]
@@ -106,11 +111,10 @@ class Stream:
         return state
 
 
-def published(inst: Instrument | None = None) -> Stream:
+def published(inst: Instrument | None = None, at: datetime | None = None) -> Stream:
     stream = Stream()
-    stream.do(
-        lambda s: decide_publish(s, inst or instrument(), actor=OFFICER, at=china(2021, 11, 12))
-    )
+    moment = at or china(2021, 11, 12)
+    stream.do(lambda s: decide_publish(s, inst or instrument(), actor=OFFICER, at=moment))
     return stream
 
 
@@ -544,3 +548,91 @@ def test_authorised_is_preferred_when_two_instruments_grant() -> None:
 def test_check_needs_an_aware_moment() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         ask([], datetime(2025, 1, 1) + timedelta(hours=1))
+
+
+# Seed instruments -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return load_catalogue()
+
+
+def seed_states() -> list[DelegationState]:
+    states = []
+    for inst in load_seed_delegations():
+        state = published(inst, LATER).state
+        assert state is not None
+        states.append(state)
+    return states
+
+
+def test_the_seed_fits_the_catalogue_and_organisations(catalogue: Catalogue) -> None:
+    orgs = load_organisations()
+    seed = load_seed_delegations(catalogue=catalogue, organisations=orgs)
+    assert seed_problems(seed, catalogue, orgs) == []
+    assert {i.delegate for i in seed} == {"xuefeng_station", "longmen_station"}
+
+
+def test_xuefeng_holds_every_item_with_the_powers_its_completion_needs(
+    catalogue: Catalogue,
+) -> None:
+    states = seed_states()
+    forwarding_powers = [Power.RECEIVE, Power.ACCEPT, Power.REVIEW, Power.DELIVER]
+    for item in catalogue.published():
+        for power in Power:
+            verdict = ask(
+                states,
+                LATER,
+                item=item.code,
+                authority=item.authority,
+                power=power,
+            )
+            expected = item.completion is Completion.station or power in forwarding_powers
+            assert isinstance(verdict, Grant) is expected, (item.code, power, verdict)
+            if isinstance(verdict, Grant):
+                assert verdict.authority == item.authority  # entrusted: the city's name
+
+
+def test_longmen_holds_a_narrower_set(catalogue: Catalogue) -> None:
+    states = seed_states()
+
+    def granted(org: str, power: Power) -> set[str]:
+        return {
+            item.code
+            for item in catalogue.published()
+            if isinstance(
+                ask(states, LATER, org=org, item=item.code, authority=item.authority, power=power),
+                Grant,
+            )
+        }
+
+    for power in Power:
+        assert granted("longmen_station", power) < granted("xuefeng_station", power)
+    assert "medical_insurance_enrolment" in granted("longmen_station", Power.RECEIVE)
+    assert "medical_insurance_enrolment" not in granted("longmen_station", Power.ACCEPT)
+    assert "pension_enrolment" in granted("longmen_station", Power.DECIDE)
+    # Longmen opened on 2022-06-01.
+    refused(
+        ask(states, china(2022, 5, 31, 12), org="longmen_station"),
+        RefusalReason.DELEGATION_EXPIRED,
+    )
+
+
+def test_a_bad_seed_file_is_refused(tmp_path: Path, catalogue: Catalogue) -> None:
+    (tmp_path / "delegations.yaml").write_text("delegations: [{code: x}]", encoding="utf-8")
+    with pytest.raises(SeedError, match="not valid"):
+        load_seed_delegations(tmp_path)
+    one = instrument().model_dump(mode="json")
+    (tmp_path / "delegations.yaml").write_text(
+        yaml.safe_dump({"delegations": [one, one]}, allow_unicode=True), encoding="utf-8"
+    )
+    with pytest.raises(SeedError, match="codes used twice: hrss-xuefeng-2021"):
+        load_seed_delegations(tmp_path)
+    stray = instrument(delegator="banqiao_town", document_number="板政发〔2021〕1号")
+    (tmp_path / "delegations.yaml").write_text(
+        yaml.safe_dump({"delegations": [stray.model_dump(mode="json")]}, allow_unicode=True),
+        encoding="utf-8",
+    )
+    with pytest.raises(SeedError, match="pension_enrolment's competent authority is hc_hrss"):
+        load_seed_delegations(tmp_path, catalogue=catalogue, organisations=load_organisations())
