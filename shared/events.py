@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Actor(BaseModel):
@@ -36,6 +36,7 @@ class NewEvent(BaseModel):
     event_type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]{1,63}$")
     schema_version: int = Field(default=1, ge=1)
     occurred_at: datetime | None = None
+    """When it happened; stored in UTC (a time without a zone is taken as UTC)."""
     actor: Actor = SYSTEM_ACTOR
     authority: str | None = None
     delegation_id: str | None = None
@@ -43,6 +44,15 @@ class NewEvent(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # SQLite keeps the wall-clock time and drops the offset: store every moment in UTC
+        # so what is read back (and hashed again by an auditor) is the same moment.
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
 import nats
@@ -54,6 +54,8 @@ class Runtime:
         self.timers = TimerWheel(self.log, timers) if timers else None
         """The durable timers' wheel, when the service has timer kinds to fire."""
         self.stop = asyncio.Event()
+        self.workers: list[Callable[[NATS, asyncio.Event], Coroutine[Any, Any, None]]] = []
+        """More background loops that need NATS (started once it is connected)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -108,6 +110,7 @@ class Runtime:
             consumer = Consumer(spec, self.log, self.nc)
             self.consumers.append(consumer)
             workers.append(consumer.run(self.stop))
+        workers.extend(worker(self.nc, self.stop) for worker in self.workers)
         await asyncio.gather(*workers)
 
     async def _share_wakeups(self, nc: NATS) -> None:

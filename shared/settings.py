@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
     )
     jwt_issuer: str = "caseflow"
     jwt_audience: str = "caseflow"
+    data_dir: Path | None = Field(
+        default=None,
+        description="reference data (catalogue, workflows, organisations, holidays); "
+        "the packaged data when unset",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -8,6 +8,7 @@ services (they finish in-flight work and drain), then nats-server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -134,6 +135,10 @@ class Stack:
             devservers.stop_process(self.children["nats-server"])
         self._say("stopped")
 
+    seed_delegations: bool = True
+    """Publish the packaged delegation instruments that are not yet in the log (the
+    embedded default's city departments delegating to its stations)."""
+
     def run(self) -> int:
         """Start everything, print the addresses and wait for Ctrl-C."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +151,10 @@ class Stack:
             nats_url = self.nats_url or self._start_nats()
             migrate(self.database_url)
             self._say(f"event log at {self.database_url}")
+            if self.seed_delegations:
+                published = asyncio.run(_publish_seed(self.database_url))
+                if published:
+                    self._say(f"published {published} delegation instruments (shared/data)")
             for service in self.ports:
                 self._start_service(service, nats_url)
             self._wait_ready()
@@ -161,3 +170,16 @@ class Stack:
             return 0
         finally:
             self.stop()
+
+
+async def _publish_seed(database_url: str) -> int:
+    """Publish the seed instruments missing from the log; how many were published."""
+    from shared.db import create_engine
+    from shared.delegations_store import publish_seed
+    from shared.eventlog import EventLog
+
+    engine = create_engine(database_url)
+    try:
+        return len(await publish_seed(EventLog(engine)))
+    finally:
+        await engine.dispose()

@@ -15,11 +15,12 @@ from services.processing.projection import CLOCK_TIMER, FORWARD_TIMER, NOTICE_TI
 from shared.bus.consumer import UnitOfWork
 from shared.events import NewEvent, utcnow
 from shared.timers import Timer, TimerSpec
+from shared.workcalendar import CHINA_TZ
 from shared.workflow import clock as clocks
 from shared.workflow import engine
 from shared.workflow.payloads import Empty
 from shared.workflow.service import CaseService
-from shared.workflow.state import CHINA_TZ, fold
+from shared.workflow.state import fold
 
 log = structlog.get_logger("caseflow.processing")
 

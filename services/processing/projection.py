@@ -25,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared import timers
 from shared.bus.consumer import UnitOfWork
 from shared.events import StoredEvent
+from shared.workcalendar import CHINA_TZ
 from shared.workflow import clock as clocks
 from shared.workflow.definitions import Workflow
 from shared.workflow.reference import Reference
 from shared.workflow.service import NAMESPACE
-from shared.workflow.state import CHINA_TZ, CaseState, fold
+from shared.workflow.state import CaseState, fold
 from shared.workflow.tables import case_index, tasks
 
 log = structlog.get_logger("caseflow.processing")

@@ -2,12 +2,8 @@
 
 ``load_catalogue()`` reads and validates the packaged data (or a ``data_dir``); cases use
 ``Catalogue.get(code, version)``, which refuses drafts.
-
-``ITEMS`` and ``MATERIALS`` are the foundation's placeholder catalogue (``legacy``), still
-re-exported for the code written against it; they will be removed.
 """
 
-from shared.catalogue.legacy import ITEMS, MATERIALS
 from shared.catalogue.loader import (
     Catalogue,
     CatalogueError,
@@ -29,8 +25,6 @@ from shared.catalogue.models import (
 )
 
 __all__ = [
-    "ITEMS",
-    "MATERIALS",
     "NOTIFY_STATUSES",
     "Catalogue",
     "CatalogueError",

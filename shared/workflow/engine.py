@@ -17,6 +17,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from shared.events import Actor, NewEvent
+from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow.definitions import SYSTEM_ROLE, Transition, Workflow
 from shared.workflow.payloads import (
@@ -30,7 +31,7 @@ from shared.workflow.payloads import (
     SubmitCorrection,
     TaskRef,
 )
-from shared.workflow.state import CaseState, local_date
+from shared.workflow.state import CaseState
 
 
 class MaterialSpec(Protocol):

@@ -24,12 +24,13 @@ from shared.bus.consumer import UnitOfWork
 from shared.eventlog import AppendResult, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow import engine, numbers
 from shared.workflow.definitions import Workflow, WorkflowRegistry
 from shared.workflow.engine import Authority, Refusal, Staff, Step
 from shared.workflow.payloads import ActionBody, body_for
-from shared.workflow.state import CaseState, apply, fold, local_date
+from shared.workflow.state import CaseState, apply, fold
 
 NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
 

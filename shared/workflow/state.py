@@ -11,26 +11,19 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
 
 from shared.events import StoredEvent
+from shared.workcalendar import local_date
 from shared.workflow.definitions import Workflow, WorkflowRegistry
-
-CHINA_TZ = timezone(timedelta(hours=8))
-"""China keeps one time zone and no daylight saving: working days are dates here."""
 
 NO_CLAIMS: Mapping[str, str] = MappingProxyType({})
 
 
 class IllegalTransition(Exception):
     """An event that the case's status does not allow."""
-
-
-def local_date(moment: datetime) -> date:
-    """The date in China of an aware moment."""
-    return moment.astimezone(CHINA_TZ).date()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.delegation import check
-from shared.delegations_store import DelegationRegistry
+from shared.delegations_store import registry_for
 from shared.eventlog import EventLog
 from shared.workflow.reference import Reference
 from shared.workflow.service import CaseService
@@ -17,6 +17,6 @@ def case_service(log: EventLog, reference: Reference) -> CaseService:
         catalogue=reference.catalogue,
         calendar=reference.calendar,
         organisations=reference.organisations,
-        delegations=DelegationRegistry(log),
+        delegations=registry_for(log),
         check=check,
     )

@@ -15,8 +15,6 @@ import yaml
 from typer.testing import CliRunner
 
 from shared.catalogue import (
-    ITEMS,
-    MATERIALS,
     NOTIFY_STATUSES,
     CatalogueError,
     Category,
@@ -164,12 +162,6 @@ def test_digest_is_canonical() -> None:
     )
     assert same.digest() == item.digest()
     assert item.model_copy(update={"committed_limit_days": 2}).digest() != item.digest()
-
-
-def test_legacy_placeholder_is_still_exported() -> None:
-    assert {"pension", "medical_insurance", "logging_permit"} <= set(ITEMS)
-    assert MATERIALS["id_card"].name_zh == "居民身份证"
-    assert ITEMS["pension"].required[0].code == "id_card"
 
 
 # ------------------------------------------------------- edited copies of the data directory
