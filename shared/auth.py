@@ -107,6 +107,8 @@ class Staff:
     role: Role
     org: str
     name: str | None = None
+    permissions: frozenset[str] = frozenset()
+    """Special permissions granted beside the role (e.g. ``reopen`` a closed case)."""
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -252,6 +254,8 @@ def issue_token(
     }
     if staff.name is not None:
         claims["name"] = staff.name
+    if staff.permissions:
+        claims["perms"] = sorted(staff.permissions)
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
@@ -519,7 +523,10 @@ def _staff(claims: dict[str, Any]) -> Staff:
         ) from None
     if name is not None and not isinstance(name, str):
         raise InvalidToken(_DAMAGED, "claims")
-    return Staff(user=user, role=parsed_role, org=org, name=name)
+    perms = claims.get("perms", [])
+    if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+        raise InvalidToken(_DAMAGED, "claims")
+    return Staff(user=user, role=parsed_role, org=org, name=name, permissions=frozenset(perms))
 
 
 # --- FastAPI ------------------------------------------------------------------------------

@@ -143,6 +143,10 @@ def token(
     name: Annotated[str | None, typer.Option(help="display name")] = None,
     ttl: Annotated[str, typer.Option(help="lifetime: 12h, 30m, 1h30m, 7d")] = "12h",
     key_dir: Annotated[Path, typer.Option(help=KEY_DIR_HELP)] = Path("var/keys"),
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(help="a special permission, e.g. reopen (repeatable)"),
+    ] = None,
 ) -> None:
     """Print a staff bearer token signed with the local key (the embedded default)."""
     from shared.auth import KeyPair, Role, SigningKey, Staff, check_role_fits_org, issue_token
@@ -176,7 +180,13 @@ def token(
             f"no signing key in {key_dir}; run `caseflow keys init --dir {key_dir}`",
             param_hint="--key-dir",
         )
-    staff = Staff(user=user.strip(), role=staff_role, org=org, name=name)
+    staff = Staff(
+        user=user.strip(),
+        role=staff_role,
+        org=org,
+        name=name,
+        permissions=frozenset(permission or ()),
+    )
     typer.echo(issue_token(staff, SigningKey.load(key_dir), ttl=lifetime))
 
 

@@ -145,10 +145,11 @@ def token_for(
     *,
     name: str | None = None,
     ttl: timedelta = timedelta(hours=1),
+    permissions: frozenset[str] = frozenset(),
 ) -> str:
     """A bearer token signed with :func:`session_keys`, e.g. ``token_for("li", "reviewer",
     "xuefeng_station")``. No check that the role fits the org: tests of refusals need that."""
-    staff = Staff(user=user, role=Role(role), org=org, name=name)
+    staff = Staff(user=user, role=Role(role), org=org, name=name, permissions=permissions)
     return issue_token(staff, SigningKey.load(session_keys().directory), ttl=ttl)
 
 

@@ -60,7 +60,7 @@ def acting(staff: StaffDep) -> engine.Staff:
         user=staff.user,
         role=str(staff.role),
         org=staff.org,
-        permissions=frozenset(getattr(staff, "permissions", ()) or ()),
+        permissions=staff.permissions,
     )
 
 

@@ -380,3 +380,14 @@ def test_caseflow_up_leaves_an_operators_key_setting_alone(
     stack.ensure_keys()
     env = stack.service_env("intake", "nats://127.0.0.1:4")
     assert env["CASEFLOW_INTAKE_JWT_PUBLIC_KEY_FILE"] == "/etc/caseflow/jwt.pub.pem"
+
+
+def test_special_permissions_travel_in_the_token(tmp_path: Path) -> None:
+    ensure_key_pair(tmp_path)
+    args = ["token", "--user", "zhao", "--role", "station_head", "--org", "xuefeng_station"]
+    result = runner.invoke(app, [*args, "--key-dir", str(tmp_path), "--permission", "reopen"])
+    assert result.exit_code == 0, result.output
+    verifier = TokenVerifier(load_public_keys(KeyPair(tmp_path).public_path))
+    assert verifier.verify(result.output.strip()).permissions == frozenset({"reopen"})
+    plain = runner.invoke(app, [*args, "--key-dir", str(tmp_path)])
+    assert verifier.verify(plain.output.strip()).permissions == frozenset()
