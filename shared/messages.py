@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -64,9 +66,97 @@ class NotificationSent(_Payload):
     about_event_type: str
 
 
+class ActionRefused(_Payload):
+    """A refused attempt: a wrong role, no delegation valid at that moment, a revoked or
+    suspended one. Recorded on the case; the status is unchanged."""
+
+    action: str
+    reason: str
+    message: str
+    status: str
+
+
+class TaskClaimed(_Payload):
+    """A member of staff took the case's open task."""
+
+    task: str
+    user: str
+
+
+class TaskReleased(_Payload):
+    """A claimed task was given back."""
+
+    task: str
+    user: str
+
+
+class ClockWarningRaised(_Payload):
+    """Yellow at 80 % of the committed limit, red past it; escalated to the station head."""
+
+    level: str
+    epoch: int
+    used: int
+    limit: int
+    legal_limit: int
+    remaining: int
+    escalated_to: str
+
+
+class ForwardOverdue(_Payload):
+    """The department did not answer a forwarded case in time (§43)."""
+
+    to: str
+    deadline: str
+
+
+class VisitorReceived(_Payload):
+    """A visitor at the station, in the reception log."""
+
+    visitor_name: str
+    purpose: str
+    station: str
+    village: str | None = None
+
+
+class DepartmentRequest(_Payload):
+    """A forwarded case, sent to its department on ``caseflow.dept.<authority>.requests``."""
+
+    case_id: str
+    case_number: str | None
+    item_code: str | None
+    item_version: int | None
+    station: str | None
+    authority: str
+    deadline: str | None
+    applicant: dict[str, object] | None
+    materials: list[str]
+    answer_subject: str
+
+
+class DepartmentAnswer(BaseModel):
+    """A department's decision on ``caseflow.dept.<authority>.answers`` (set Nats-Msg-Id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    outcome: Literal["approve", "reject"]
+    officer: str = Field(min_length=1, max_length=100, description="The deciding officer's id")
+    reasons: list[str] = Field(default_factory=list, max_length=20)
+    decision_number: str | None = Field(default=None, max_length=200)
+    opinion: str | None = Field(default=None, max_length=2000)
+
+
 PAYLOADS: dict[str, type[BaseModel]] = {
     "CaseReceived": CaseReceived,
     "CaseAccepted": CaseAccepted,
     "CorrectionRequested": CorrectionRequested,
     "NotificationSent": NotificationSent,
+    "ActionRefused": ActionRefused,
+    "TaskClaimed": TaskClaimed,
+    "TaskReleased": TaskReleased,
+    "ClockWarningRaised": ClockWarningRaised,
+    "ForwardOverdue": ForwardOverdue,
+    "VisitorReceived": VisitorReceived,
 }
+"""Payload models of events that are not a workflow action's body (those come from
+``shared.workflow.payloads``)."""

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 import nats.errors
 import orjson
@@ -21,7 +20,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from shared.bus.consumer import UnitOfWork
 from shared.bus.headers import (
@@ -32,6 +31,7 @@ from shared.bus.headers import (
 )
 from shared.bus.streams import DEPT_STREAM, dept_subject, dlq_subject
 from shared.events import StoredEvent
+from shared.messages import DepartmentAnswer, DepartmentRequest
 from shared.workflow import engine
 from shared.workflow.payloads import Approve, Reject
 from shared.workflow.service import ActionRefusedError, CaseService, NotFound
@@ -40,34 +40,6 @@ from shared.workflow.state import fold
 log = structlog.get_logger("caseflow.processing.dept")
 
 ANSWERS_CONSUMER = "processing-dept-answers"
-
-
-class DepartmentRequest(BaseModel):
-    """What a department receives for a forwarded case."""
-
-    case_id: uuid.UUID
-    case_number: str | None
-    item_code: str | None
-    item_version: int | None
-    station: str | None
-    authority: str
-    deadline: str | None
-    applicant: dict[str, object] | None
-    materials: list[str]
-    answer_subject: str
-
-
-class DepartmentAnswer(BaseModel):
-    """A department's decision on a forwarded case, sent over the bus."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    case_id: uuid.UUID
-    outcome: Literal["approve", "reject"]
-    officer: str = Field(min_length=1, max_length=100, description="The deciding officer's id")
-    reasons: list[str] = Field(default_factory=list, max_length=20)
-    decision_number: str | None = Field(default=None, max_length=200)
-    opinion: str | None = Field(default=None, max_length=2000)
 
 
 def request_publisher(
@@ -82,7 +54,7 @@ def request_publisher(
         state = fold(await uow.read_case(event.case_id), service.workflows)
         authority = str(event.payload["to"])
         request = DepartmentRequest(
-            case_id=event.case_id,
+            case_id=str(event.case_id),
             case_number=state.case_number,
             item_code=state.item_code,
             item_version=state.item_version,
@@ -159,7 +131,7 @@ class AnswerListener:
         )
         try:
             await self.service.act(
-                answer.case_id,
+                uuid.UUID(answer.case_id),
                 answer.outcome,
                 body,
                 officer,

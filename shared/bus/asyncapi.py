@@ -1,20 +1,59 @@
 """The AsyncAPI 3.0 document of caseflow's subjects, generated from the payload schemas.
 
-Generated from the same pydantic models that the handlers validate with, so the document
-can't drift from the code.
+Generated from the same pydantic models that the handlers validate with — the action
+bodies of the workflow definitions, the instruments' payloads and ``shared.messages`` —
+so the document can't drift from the code.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.bus.streams import dlq_subject, event_subject
-from shared.messages import PAYLOADS
+from shared.bus.streams import DEPT_SUBJECTS, dlq_subject
+from shared.delegation import PAYLOADS as DELEGATION_PAYLOADS
+from shared.messages import PAYLOADS, DepartmentAnswer, DepartmentRequest
+from shared.workflow.definitions import load_workflows
+from shared.workflow.payloads import body_for
 
-CASE_KIND = "application"
-CONSUMERS = ("processing", "notify")
+CONSUMERS = (
+    "processing-projection",
+    "processing-dept",
+    "processing-dept-answers",
+    "notify",
+)
+ALL_KINDS = (
+    "application",
+    "mediation",
+    "legal_publicity",
+    "assistance",
+    "police_assistance",
+)
+
+
+@functools.cache
+def event_payloads() -> dict[str, tuple[type[BaseModel], tuple[str, ...]]]:
+    """Every event type → its payload model and the case kinds it occurs in."""
+    found: dict[str, tuple[type[BaseModel], set[str]]] = {}
+
+    def add(event_type: str, model: type[BaseModel], kind: str) -> None:
+        model = PAYLOADS.get(event_type, model)
+        found.setdefault(event_type, (model, set()))[1].add(kind)
+
+    for workflow in load_workflows():
+        for step in (workflow.start, *workflow.transitions):
+            add(step.event, body_for(step.action), workflow.case_kind)
+    for event_type in ("ActionRefused", "TaskClaimed", "TaskReleased", "CallbackCompleted"):
+        for kind in ALL_KINDS:
+            add(event_type, body_for("complete_callback"), kind)
+    for event_type in ("ClockWarningRaised", "ForwardOverdue", "NotificationSent"):
+        add(event_type, PAYLOADS[event_type], "application")
+    add("VisitorReceived", PAYLOADS["VisitorReceived"], "reception")
+    for event_type, model in DELEGATION_PAYLOADS.items():
+        add(event_type, model, "delegation")
+    return {k: (m, tuple(sorted(kinds))) for k, (m, kinds) in sorted(found.items())}
 
 
 class ActorSchema(BaseModel):
@@ -56,7 +95,7 @@ def document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    for event_type, model in PAYLOADS.items():
+    for event_type, (model, kinds) in event_payloads().items():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[f"{event_type}Payload"] = schema
@@ -87,7 +126,8 @@ def document() -> dict[str, Any]:
         }
         channel = event_type
         channels[channel] = {
-            "address": event_subject(CASE_KIND, event_type),
+            "address": f"caseflow.events.{{case_kind}}.{event_type}",
+            "parameters": {"case_kind": {"enum": list(kinds), "description": "the case's kind"}},
             "messages": {event_type: {"$ref": f"#/components/messages/{event_type}"}},
         }
         operations[f"receive{event_type}"] = {
@@ -108,6 +148,29 @@ def document() -> dict[str, Any]:
         },
         "payload": {"description": "the original message body, unchanged"},
     }
+    for name, model, action, summary in (
+        ("DepartmentRequest", DepartmentRequest, "requests", "forwarded cases, to answer"),
+        ("DepartmentAnswer", DepartmentAnswer, "answers", "departments' decisions"),
+    ):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+        messages[name] = {
+            "name": name,
+            "summary": (model.__doc__ or "").strip(),
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+        channels[f"dept-{action}"] = {
+            "address": f"caseflow.dept.{{authority}}.{action}",
+            "parameters": {"authority": {"description": "the authority's code, e.g. hc_forestry"}},
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        operations[f"{'receive' if action == 'requests' else 'send'}{name}"] = {
+            "action": "receive" if action == "requests" else "send",
+            "channel": {"$ref": f"#/channels/dept-{action}"},
+            "summary": f"{summary} (stream CASEFLOW_DEPT on {DEPT_SUBJECTS})",
+        }
     for consumer in CONSUMERS:
         channels[f"dlq-{consumer}"] = {
             "address": dlq_subject(consumer),
@@ -119,7 +182,8 @@ def document() -> dict[str, Any]:
             "title": "caseflow events",
             "version": "0.1.0",
             "description": "Every committed event of the caseflow log, published on NATS "
-            "JetStream (stream CASEFLOW_EVENTS), and the dead letters.",
+            "JetStream (stream CASEFLOW_EVENTS); requests to departments and their answers "
+            "(stream CASEFLOW_DEPT); and the dead letters (stream CASEFLOW_DLQ).",
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},

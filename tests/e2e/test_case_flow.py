@@ -180,7 +180,8 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
         )
         doc = httpx.get(f"{base}/asyncapi.json", timeout=5).json()
         addresses = {c["address"] for c in doc["channels"].values()}
-        assert "caseflow.events.application.CaseReceived" in addresses
+        assert "caseflow.events.{case_kind}.CaseReceived" in addresses
+        assert "caseflow.dept.{authority}.requests" in addresses
         assert "caseflow.dlq.notify" in addresses
     wait_metric = httpx.get(f"{stack['processing'].base_url}/metrics", timeout=5).text
     assert "caseflow_consumer_handled_total" in wait_metric
