@@ -32,7 +32,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
     runtime.specs = (
         ConsumerSpec(
             name="processing-projection",
-            subjects=tuple(f"caseflow.events.{kind}.>" for kind in CASE_KINDS),
+            subjects=tuple(f"caseflow.events.{kind}.>" for kind in (*CASE_KINDS, "reception")),
             handler=projector.handle,
         ),
         ConsumerSpec(

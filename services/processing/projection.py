@@ -60,6 +60,9 @@ class Projector:
 
     async def handle(self, event: StoredEvent, uow: UnitOfWork) -> None:
         """Consumer handler: refresh the case's read models and timers."""
+        if event.case_kind == "reception":
+            await write_visit(uow.conn, event)
+            return
         if event.case_kind not in CASE_KINDS:
             return
         state = fold(await uow.read_case(event.case_id), self.ref.workflows)
@@ -129,6 +132,28 @@ class Projector:
                 )
         except ValueError as err:  # beyond the holiday calendar: say so, keep the case moving
             log.warning("no timer scheduled", case_id=str(state.case_id), error=str(err))
+
+
+async def write_visit(conn: AsyncConnection, event: StoredEvent) -> None:
+    """A visitor in the reception log, listed with the cases (kind ``reception``)."""
+    await conn.execute(sa.delete(case_index).where(case_index.c.case_id == event.case_id))
+    await conn.execute(
+        sa.insert(case_index).values(
+            case_id=event.case_id,
+            case_kind="reception",
+            station=event.payload.get("station") or event.actor_station,
+            authority=event.authority,
+            status="visited",
+            version=event.version,
+            applicant_name=event.payload.get("visitor_name"),
+            opened_at=event.occurred_at,
+            updated_at=event.recorded_at,
+            summary={
+                "purpose": event.payload.get("purpose"),
+                "village": event.payload.get("village"),
+            },
+        )
+    )
 
 
 def summary(state: CaseState) -> dict[str, object]:
