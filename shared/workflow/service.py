@@ -27,7 +27,7 @@ from shared.events import NewEvent, StoredEvent, utcnow
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow import engine, numbers
-from shared.workflow.definitions import Workflow, WorkflowRegistry
+from shared.workflow.definitions import SYSTEM_ROLE, Workflow, WorkflowRegistry
 from shared.workflow.engine import Authority, Refusal, Staff, Step
 from shared.workflow.payloads import ActionBody, body_for
 from shared.workflow.state import CaseState, apply, fold
@@ -117,7 +117,7 @@ class CaseService:
     def visible(self, staff: Staff, state: CaseState) -> bool:
         """Whether ``staff`` may see the case: its own station's, an authority's own or
         forwarded ones, and every case for the city's auditors."""
-        if staff.role == "auditor":
+        if staff.role in ("auditor", SYSTEM_ROLE):
             return True
         if staff.org == state.station:
             return True
