@@ -24,8 +24,8 @@ from shared.http import correlation_id
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
-from shared.workflow.service import CaseService, NotFound, Outcome, parse_model, today_in_china
-from shared.workflow.views import case_view
+from shared.workflow.routes import view
+from shared.workflow.service import CaseService, NotFound, Outcome, parse_model
 
 router = APIRouter(responses=PROBLEMS)
 
@@ -37,13 +37,7 @@ def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[
     state = outcome.state
     location = f"/cases/{state.case_id}"
     response.headers["Location"] = location
-    answer = case_view(
-        state,
-        service.workflow_of(state),
-        service.item_of(state),
-        service.calendar,
-        today_in_china(),
-    )
+    answer = view(service, state)
     answer["recorded"] = [e.event_type for e in outcome.events]
     receipt = next(
         (
@@ -215,29 +209,3 @@ async def get_applicant(
         "case_number": state.case_number,
         "applicant": dict(state.applicant),
     }
-
-
-@router.get("/cases/{case_id}", tags=["applications"], summary="A case's current state")
-async def get_case(case_id: uuid.UUID, service: ServiceDep, staff: ActingDep) -> dict[str, Any]:
-    """The state folded from the case's events."""
-    _, state = await service.load(case_id)
-    if not service.visible(staff, state):
-        raise NotFound(f"no case {case_id}")
-    return case_view(
-        state,
-        service.workflow_of(state),
-        service.item_of(state),
-        service.calendar,
-        today_in_china(),
-    )
-
-
-@router.get("/cases/{case_id}/events", tags=["applications"], summary="A case's whole history")
-async def get_case_events(
-    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
-) -> dict[str, Any]:
-    """Every event of the case, in order, with its envelope."""
-    events, state = await service.load(case_id)
-    if not service.visible(staff, state):
-        raise NotFound(f"no case {case_id}")
-    return {"case_id": str(case_id), "events": [e.envelope() for e in events]}

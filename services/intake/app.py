@@ -10,6 +10,7 @@ from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
 from shared.workflow import http as workflow_http
 from shared.workflow.reference import load_reference
+from shared.workflow.routes import reads
 from shared.workflow.wiring import case_service
 
 
@@ -23,7 +24,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         title="caseflow intake",
         description="The station's window: visitors, applications (收件、受理、一次性告知) "
         "and the station's other matters (mediation, legal publicity, assistance).",
-        routers=[router],
+        routers=[router, reads],
     )
     workflow_http.install(app, case_service(runtime.log, reference))
     return app

@@ -17,49 +17,13 @@ from shared.http import correlation_id
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import BODIES
-from shared.workflow.service import CaseService, NotFound, today_in_china
-from shared.workflow.state import CaseState
+from shared.workflow.routes import view, visible_state
+from shared.workflow.service import NotFound
 from shared.workflow.tables import case_index, tasks
-from shared.workflow.views import case_view
 
 router = APIRouter(tags=["cases"], responses=PROBLEMS)
 
 ACTION_NAMES = sorted(BODIES)
-
-
-def view(service: CaseService, state: CaseState) -> dict[str, Any]:
-    """The JSON answer for a case."""
-    return case_view(
-        state,
-        service.workflow_of(state),
-        service.item_of(state),
-        service.calendar,
-        today_in_china(),
-    )
-
-
-async def _visible(service: CaseService, case_id: uuid.UUID, staff: engine.Staff) -> CaseState:
-    _, state = await service.load(case_id)
-    if not service.visible(staff, state):
-        raise NotFound(f"no case {case_id}")
-    return state
-
-
-@router.get("/cases/{case_id}", summary="A case: state, clock, tasks, open actions")
-async def get_case(case_id: uuid.UUID, service: ServiceDep, staff: ActingDep) -> dict[str, Any]:
-    """The case folded from its events."""
-    return view(service, await _visible(service, case_id, staff))
-
-
-@router.get("/cases/{case_id}/events", summary="A case's whole history, in order")
-async def get_case_events(
-    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
-) -> dict[str, Any]:
-    """Every event of the case with its envelope: actor, authority, delegation version."""
-    events, state = await service.load(case_id)
-    if not service.visible(staff, state):
-        raise NotFound(f"no case {case_id}")
-    return {"case_id": str(case_id), "events": [e.envelope() for e in events]}
 
 
 @router.get(
@@ -81,7 +45,7 @@ async def get_case_by_number(
         ).scalar()
     if found is None:
         raise NotFound(f"no case {case_number}")
-    return view(service, await _visible(service, found, staff))
+    return view(service, await visible_state(service, found, staff))
 
 
 @router.post(

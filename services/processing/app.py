@@ -19,6 +19,7 @@ from shared.settings import load_settings
 from shared.timers import TimerWheel
 from shared.workflow import http as workflow_http
 from shared.workflow.reference import load_reference
+from shared.workflow.routes import reads
 from shared.workflow.wiring import case_service
 
 
@@ -52,7 +53,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         title="caseflow processing",
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
-        routers=[api.router, delegations_router],
+        routers=[reads, api.router, delegations_router],
     )
     workflow_http.install(app, service)
     return app

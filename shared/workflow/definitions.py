@@ -150,13 +150,6 @@ class Workflow(_Frozen):
         """The actions allowed from ``status``, in definition order."""
         return [step.action for step in self.transitions if status in step.from_]
 
-    def is_terminal(self, status: str) -> bool:
-        """No step leads out of ``status`` (reopening aside)."""
-        return (
-            not any(status in step.from_ for step in self.transitions if step.permission is None)
-            or status == "closed"
-        )
-
 
 class WorkflowRegistry:
     """Every workflow definition, by name and version."""
