@@ -56,12 +56,25 @@ def serve(
 @app.command()
 def migrate(
     database_url: Annotated[str, typer.Option(envvar="CASEFLOW_DATABASE_URL")],
+    seed_delegations: Annotated[
+        bool,
+        typer.Option(
+            "--seed-delegations",
+            help="also publish the packaged delegation instruments missing from the log",
+        ),
+    ] = False,
 ) -> None:
     """Bring the database schema to the newest revision (Alembic)."""
+    import asyncio
+
     from shared.db import migrate as run
+    from shared.supervisor import publish_seed_delegations
 
     run(database_url)
     typer.echo("schema is up to date")
+    if seed_delegations:
+        published = asyncio.run(publish_seed_delegations(database_url))
+        typer.echo(f"published {published} delegation instruments")
 
 
 @app.command()

@@ -152,7 +152,7 @@ class Stack:
             migrate(self.database_url)
             self._say(f"event log at {self.database_url}")
             if self.seed_delegations:
-                published = asyncio.run(_publish_seed(self.database_url))
+                published = asyncio.run(publish_seed_delegations(self.database_url))
                 if published:
                     self._say(f"published {published} delegation instruments (shared/data)")
             for service in self.ports:
@@ -172,7 +172,7 @@ class Stack:
             self.stop()
 
 
-async def _publish_seed(database_url: str) -> int:
+async def publish_seed_delegations(database_url: str) -> int:
     """Publish the seed instruments missing from the log; how many were published."""
     from shared.db import create_engine
     from shared.delegations_store import publish_seed

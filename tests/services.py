@@ -104,8 +104,11 @@ def service_env(
 def running_stack(
     database_url: str, nats_url: str, log_dir: Path, **extra: str
 ) -> Iterator[dict[str, ServiceProcess]]:
-    """The three services as processes (``caseflow serve``), ready, stopped at the end."""
+    """The three services as processes (``caseflow serve``), ready, stopped at the end.
+
+    The packaged delegation instruments are published first, as ``caseflow up`` does."""
     stack: dict[str, ServiceProcess] = {}
+    seed_delegations(database_url)
     try:
         for name in SERVICES:
             port = devservers.free_port()
@@ -159,13 +162,19 @@ def staff_headers(user: str, role: Role | str, org: str, **kwargs: Any) -> dict[
 
 
 def wait_for_event(
-    base_url: str, case_id: str, event_type: str, timeout: float = 15.0
+    base_url: str,
+    case_id: str,
+    event_type: str,
+    timeout: float = 15.0,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Poll the case's history until ``event_type`` appears; return the history."""
+    """Poll the case's history until ``event_type`` appears; return the history (read as
+    Xuefeng's window clerk unless ``headers`` say otherwise)."""
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
+    headers = headers or CLERK
     while time.monotonic() < deadline:
-        response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5)
+        response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5, headers=headers)
         if response.status_code == 200:
             events = response.json()["events"]
             if any(e["event_type"] == event_type for e in events):
@@ -182,7 +191,47 @@ VALID_APPLICANT: dict[str, str] = {
     "id_number": "11010519491231002X",
 }
 VALID_APPLICATION: dict[str, Any] = {
-    "item_code": "pension",
+    "item_code": "pension_enrolment",
     "applicant": VALID_APPLICANT,
-    "materials": ["id_card", "household_register"],
+    "materials": [
+        {"code": "id_card", "original_checked": True},
+        {"code": "household_register", "original_checked": True},
+        "application_form",
+    ],
 }
+"""A complete application for a station-completed item: accepted at the window."""
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Staff headers signed on first use (the session's key pair is made lazily)."""
+
+    def __init__(self, user: str, role: str, org: str) -> None:
+        self._args = (user, role, org)
+
+    @functools.cached_property
+    def _headers(self) -> dict[str, str]:
+        return staff_headers(*self._args)
+
+    def __getitem__(self, key: str) -> str:
+        return self._headers[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+CLERK: Mapping[str, str] = _LazyHeaders("li.clerk", "window_clerk", "xuefeng_station")
+REVIEWER: Mapping[str, str] = _LazyHeaders("wang.reviewer", "reviewer", "xuefeng_station")
+HEAD: Mapping[str, str] = _LazyHeaders("zhao.head", "station_head", "xuefeng_station")
+
+
+def seed_delegations(database_url: str) -> int:
+    """Publish the packaged delegation instruments into ``database_url`` (idempotent), as
+    ``caseflow up`` does for the embedded default; how many were published."""
+    import asyncio
+
+    from shared.supervisor import publish_seed_delegations
+
+    return asyncio.run(publish_seed_delegations(database_url))

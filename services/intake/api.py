@@ -19,13 +19,14 @@ from services.intake.domain import (
     case_id_for,
     start_payload,
 )
+from shared.catalogue import DraftItem, UnknownItem
 from shared.events import NewEvent
 from shared.http import correlation_id
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
 from shared.workflow.routes import view
-from shared.workflow.service import CaseService, NotFound, Outcome, parse_model
+from shared.workflow.service import CaseService, FieldInvalid, NotFound, Outcome, parse_model
 
 router = APIRouter(responses=PROBLEMS)
 
@@ -67,15 +68,19 @@ async def submit_case(
 ) -> dict[str, Any]:
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
-    item = service.catalogue.get(application.item_code)
+    try:
+        item = service.catalogue.get(application.item_code)
+    except (UnknownItem, DraftItem) as err:
+        raise FieldInvalid("item_code", f"{err} (未知事项)") from None
     materials = application.material_list()
     known = {m.code: m for m in item.materials}
     unknown = [m.code for m in materials if m.code not in known]
     if unknown:
         listed = ", ".join(sorted(known))
-        raise engine.Invalid(
+        raise FieldInvalid(
+            "materials",
             f"not materials of {item.code}: {', '.join(unknown)} (该事项无此材料); "
-            f"its materials are: {listed}"
+            f"its materials are: {listed}",
         )
     defective = [
         DefectiveMaterial(code=m.code, reason="original not checked (原件未核验)")

@@ -17,6 +17,7 @@ from shared.workflow.service import (
     ActionRefusedError,
     BodyInvalid,
     CaseService,
+    FieldInvalid,
     IdempotencyConflict,
     NotFound,
 )
@@ -90,7 +91,7 @@ def _invalid(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _body_invalid(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BodyInvalid)
+    assert isinstance(exc, BodyInvalid | FieldInvalid)
     errors = [
         {
             "field": ".".join(str(p) for p in e["loc"]) or "body",
@@ -115,5 +116,6 @@ def install(app: FastAPI, service: CaseService) -> None:
     app.add_exception_handler(IdempotencyConflict, _not_allowed)
     app.add_exception_handler(engine.Invalid, _invalid)
     app.add_exception_handler(BodyInvalid, _body_invalid)
+    app.add_exception_handler(FieldInvalid, _body_invalid)
     app.add_exception_handler(UnknownItem, _lookup)
     app.add_exception_handler(DraftItem, _lookup)

@@ -408,6 +408,14 @@ def parse_model(model: type[M], raw: Any) -> M:
         raise BodyInvalid(err) from None
 
 
+class FieldInvalid(Exception):
+    """One field of a request names something that doesn't exist (HTTP 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.errors = [{"loc": tuple(field.split(".")), "msg": message}]
+
+
 class BodyInvalid(Exception):
     """The action's body failed validation (HTTP 422)."""
 

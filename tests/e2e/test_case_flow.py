@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.services import (
+    CLERK,
     VALID_APPLICANT,
     VALID_APPLICATION,
     ServiceProcess,
@@ -30,7 +31,7 @@ def stack(
 def _submit(
     intake: str, body: dict[str, object], key: str | None = None, **headers: str
 ) -> httpx.Response:
-    headers = {"Idempotency-Key": key or uuid.uuid4().hex, **headers}
+    headers = {**CLERK, "Idempotency-Key": key or uuid.uuid4().hex, **headers}
     return httpx.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
 
 
@@ -39,20 +40,33 @@ def test_complete_application_is_accepted_and_the_applicant_told(
 ) -> None:
     intake = stack["intake"].base_url
     response = _submit(intake, VALID_APPLICATION, **{"X-Correlation-ID": "window-7-req-42"})
-    assert response.status_code == 202, response.text
-    case_id = response.json()["case_id"]
+    assert response.status_code == 201, response.text
+    answer = response.json()
+    case_id = answer["case_id"]
     assert response.headers["Location"] == f"/cases/{case_id}"
+    # Accepted at the window, with a dated receipt and a case number.
+    assert answer["status"] == "accepted"
+    assert answer["case_number"].startswith("XF-")
+    assert answer["receipt"]["accepted_on"] and answer["receipt"]["committed_deadline"]
 
     events = wait_for_event(intake, case_id, "NotificationSent")
     assert [e["event_type"] for e in events] == ["CaseReceived", "CaseAccepted", "NotificationSent"]
     assert {e["correlation_id"] for e in events} == {"window-7-req-42"}
-    assert events[1]["causation_id"] == events[0]["event_id"]
     assert events[2]["causation_id"] == events[1]["event_id"]
+    # Acted in the name of the city department, under its delegation to the station.
+    for event in events[:2]:
+        assert event["actor"] == {
+            "user": "li.clerk",
+            "role": "window_clerk",
+            "station": "xuefeng_station",
+        }
+        assert event["authority"] == "hc_hrss"
+        assert event["delegation_id"] and event["delegation_version"] == 1
     assert events[2]["payload"]["recipient"] == "138****5678"
     assert [e["version"] for e in events] == [1, 2, 3]
     assert events[1]["prev_hash"] == events[0]["hash"]
 
-    state = httpx.get(f"{intake}/cases/{case_id}", timeout=5).json()
+    state = httpx.get(f"{intake}/cases/{case_id}", timeout=5, headers=CLERK).json()
     assert state["status"] == "accepted"
     # The applicant's phone and ID number never reach the logs in clear.
     for service in stack.values():
@@ -65,12 +79,16 @@ def test_missing_materials_are_all_listed_in_one_correction_request(
 ) -> None:
     intake = stack["intake"].base_url
     body = {**VALID_APPLICATION, "item_code": "funeral_subsidy", "materials": ["id_card"]}
-    case_id = _submit(intake, body).json()["case_id"]
-    events = wait_for_event(intake, case_id, "NotificationSent")
+    answer = _submit(intake, body).json()
+    assert answer["status"] == "correction_requested"
+    events = wait_for_event(intake, answer["case_id"], "NotificationSent")
     corrections = [e for e in events if e["event_type"] == "CorrectionRequested"]
     assert len(corrections) == 1
-    missing = [m["code"] for m in corrections[0]["payload"]["missing"]]
-    assert missing == ["death_certificate", "bank_card"]
+    listed = {m["code"]: m["problem"] for m in corrections[0]["payload"]["missing"]}
+    # Every missing material, and the ID card whose original wasn't checked, at once.
+    assert listed.pop("id_card") == "defective"
+    assert listed and set(listed.values()) == {"missing"}
+    assert corrections[0]["payload"]["deadline"]
     assert "补正" in str(events[-1]["payload"]["subject"])
 
 
@@ -81,16 +99,17 @@ def test_retry_with_same_idempotency_key_returns_the_same_case(
     key = uuid.uuid4().hex
     first = _submit(intake, VALID_APPLICATION, key)
     second = _submit(intake, VALID_APPLICATION, key)
-    assert first.status_code == second.status_code == 202
-    assert first.json() == second.json()
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["case_id"] == second.json()["case_id"]
+    assert first.json()["case_number"] == second.json()["case_number"]
     case_id = first.json()["case_id"]
     wait_for_event(intake, case_id, "NotificationSent")
     third = _submit(intake, VALID_APPLICATION, key)  # after the case moved on
     assert third.json()["case_id"] == case_id
-    events = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5).json()["events"]
-    assert [e["event_type"] for e in events].count("CaseReceived") == 1
+    events = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5, headers=CLERK).json()
+    assert [e["event_type"] for e in events["events"]].count("CaseReceived") == 1
 
-    other = {**VALID_APPLICATION, "item_code": "birth_certificate"}
+    other = {**VALID_APPLICATION, "applicant": {**VALID_APPLICANT, "name": "李秀兰"}}
     reused = _submit(intake, other, key)
     assert reused.status_code == 409
     assert reused.headers["content-type"] == "application/problem+json"
@@ -118,7 +137,7 @@ def test_retry_with_same_idempotency_key_returns_the_same_case(
             "applicant.phone",
         ),
         ({**VALID_APPLICATION, "materials": ["passport_of_mars"]}, {}, "materials"),
-        ({"item_code": "pension"}, {}, "applicant"),
+        ({"item_code": "pension_enrolment"}, {}, "applicant"),
         (VALID_APPLICATION, {"Idempotency-Key": ""}, "header Idempotency-Key"),
     ],
 )
@@ -127,7 +146,9 @@ def test_bad_applications_get_a_clear_problem_and_store_nothing(
 ) -> None:
     intake = stack["intake"].base_url
     key = headers.get("Idempotency-Key", uuid.uuid4().hex)
-    response = httpx.post(f"{intake}/cases", json=body, headers={"Idempotency-Key": key}, timeout=5)
+    response = httpx.post(
+        f"{intake}/cases", json=body, headers={**CLERK, "Idempotency-Key": key}, timeout=5
+    )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -156,11 +177,30 @@ def test_malformed_requests_are_problems_not_errors(
         stack["intake"].base_url + path,
         content=content,
         timeout=5,
-        headers={"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+        headers={
+            **CLERK,
+            "Idempotency-Key": uuid.uuid4().hex,
+            "Content-Type": "application/json",
+        },
     )
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == status
+
+
+def test_without_a_token_nothing_is_read_or_recorded(stack: dict[str, ServiceProcess]) -> None:
+    intake = stack["intake"].base_url
+    response = httpx.post(
+        f"{intake}/cases",
+        json=VALID_APPLICATION,
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+        timeout=5,
+    )
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    case_id = _submit(intake, VALID_APPLICATION).json()["case_id"]
+    assert httpx.get(f"{intake}/cases/{case_id}", timeout=5).status_code == 401
 
 
 def test_every_service_serves_probes_metrics_docs_and_asyncapi(

@@ -11,15 +11,18 @@ service or a health check that can't pass fails here, not on an operator's machi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -34,11 +37,14 @@ from services.intake.settings import IntakeSettings
 from services.notify.settings import NotifySettings
 from services.processing.settings import ProcessingSettings
 from shared import devservers
+from shared.auth import jwks, load_public_keys
 from shared.db import create_engine
 from shared.eventlog import EventLog
 from tests.services import (
+    CLERK,
     VALID_APPLICATION,
     ServiceProcess,
+    session_keys,
     start_process,
     wait_for_event,
     wait_ready,
@@ -55,7 +61,10 @@ SERVICES: dict[str, type[BaseSettings]] = {
     "processing": ProcessingSettings,
     "notify": NotifySettings,
 }
-OPERATOR_ENV = {"POSTGRES_PASSWORD": "compose-Test_pw.1"}
+OPERATOR_ENV = {
+    "POSTGRES_PASSWORD": "compose-Test_pw.1",
+    "CASEFLOW_JWKS_URL": "https://id.hancheng.example/.well-known/jwks.json",
+}
 """What an operator sets before ``docker compose up``; everything else has a default."""
 
 
@@ -384,7 +393,12 @@ def local_nats_url(value: str, nats: Mapping[str, Any], test_url: str) -> str:
 
 
 def local_env(
-    compose: dict[str, Any], name: str, postgres_url: str, nats_url: str, port: int | None
+    compose: dict[str, Any],
+    name: str,
+    postgres_url: str,
+    nats_url: str,
+    port: int | None,
+    jwks_url: str | None = None,
 ) -> dict[str, str]:
     """A service's compose environment, with the addresses of this test's servers."""
     services = compose["services"]
@@ -413,6 +427,9 @@ def local_env(
             local[key] = "127.0.0.1"
         elif setting == "PORT":
             local[key] = str(port)
+        elif setting == "JWKS_URL" and jwks_url is not None:
+            assert value == OPERATOR_ENV["CASEFLOW_JWKS_URL"], f"{key}={value}"
+            local[key] = jwks_url
     return local
 
 
@@ -437,8 +454,33 @@ async def stored_event_types(database_url: str, case_id: str) -> list[str]:
         await engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def jwks_url() -> Iterator[str]:
+    """A local stand-in for the identity provider: the test session's key as a JWKS."""
+    document = json.dumps(jwks(load_public_keys(session_keys().public_path))).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    finally:
+        server.shutdown()
+
+
 def test_compose_services_run_a_case_end_to_end(
-    compose: dict[str, Any], postgres_url: str, nats_url: str, tmp_path: Path
+    compose: dict[str, Any], postgres_url: str, nats_url: str, tmp_path: Path, jwks_url: str
 ) -> None:
     services = compose["services"]
     # The working directory is not the source tree, as in the image.
@@ -463,7 +505,7 @@ def test_compose_services_run_a_case_end_to_end(
         envs = {}
         for name in SERVICES:
             port = devservers.free_port()
-            envs[name] = local_env(compose, name, postgres_url, nats_url, port)
+            envs[name] = local_env(compose, name, postgres_url, nats_url, port, jwks_url)
             command = local_argv(services[name]["command"])
             assert command[1:] == ["serve", name], command
             running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
@@ -475,10 +517,10 @@ def test_compose_services_run_a_case_end_to_end(
         response = httpx.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
-            headers={"Idempotency-Key": uuid.uuid4().hex},
+            headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
             timeout=10,
         )
-        assert response.status_code == 202, response.text
+        assert response.status_code == 201, response.text
         case_id = response.json()["case_id"]
         events = wait_for_event(intake, case_id, "NotificationSent", timeout=30)
         expected = ["CaseReceived", "CaseAccepted", "NotificationSent"]

@@ -14,6 +14,7 @@ import httpx
 import psutil
 
 from shared import devservers
+from shared.auth import Role, SigningKey, Staff, issue_token
 from tests.services import VALID_APPLICATION, service_env, start_process, wait_for_event
 
 
@@ -90,6 +91,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return alive
 
 
+def _clerk(key_dir: Path) -> dict[str, str]:
+    """A window clerk's token signed with the key ``caseflow up`` made in its data folder."""
+    staff = Staff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
+    return {"Authorization": f"Bearer {issue_token(staff, SigningKey.load(key_dir))}"}
+
+
 def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     data = tmp_path / "var"
     ports = {n: devservers.free_port() for n in ("intake", "processing", "notify", "nats")}
@@ -101,14 +108,16 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
         text = log.read_text()
         for name in ("intake", "processing", "notify"):
             assert f"http://127.0.0.1:{ports[name]}" in text
+        clerk = _clerk(data / "keys")
         response = httpx.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
-            headers={"Idempotency-Key": uuid.uuid4().hex},
+            headers={**clerk, "Idempotency-Key": uuid.uuid4().hex},
             timeout=10,
         )
+        assert response.status_code == 201, response.text
         case_id = response.json()["case_id"]
-        wait_for_event(intake, case_id, "NotificationSent")
+        wait_for_event(intake, case_id, "NotificationSent", headers=clerk)
     finally:
         alive = _stop(proc)
     assert alive == [], f"left behind: {alive}"
@@ -118,7 +127,9 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
     proc = _up(data, ports, log)
     try:
         _wait_line(log, "ready; press Ctrl-C to stop", proc)
-        history = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5).json()["events"]
+        history = httpx.get(
+            f"{intake}/cases/{case_id}/events", timeout=5, headers=_clerk(data / "keys")
+        ).json()["events"]
         assert [e["event_type"] for e in history] == [
             "CaseReceived",
             "CaseAccepted",
@@ -151,12 +162,14 @@ def test_caseflow_up_against_external_postgres_and_nats(
     try:
         _wait_line(log, "ready; press Ctrl-C to stop", proc)
         assert "nats-server with JetStream" not in log.read_text()  # used the external one
+        clerk = _clerk(tmp_path / "var" / "keys")
         response = httpx.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
-            headers={"Idempotency-Key": uuid.uuid4().hex},
+            headers={**clerk, "Idempotency-Key": uuid.uuid4().hex},
             timeout=10,
         )
-        wait_for_event(intake, response.json()["case_id"], "NotificationSent")
+        assert response.status_code == 201, response.text
+        wait_for_event(intake, response.json()["case_id"], "NotificationSent", headers=clerk)
     finally:
         assert _stop(proc) == []
