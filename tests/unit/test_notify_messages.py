@@ -38,7 +38,8 @@ def test_correction_notice_lists_every_material_and_the_deadline() -> None:
 
 def test_acceptance_names_the_item_in_both_languages() -> None:
     message = render(
-        "CaseAccepted", {"item_code": "pension_enrolment", "item_version": 1},
+        "CaseAccepted",
+        {"item_code": "pension_enrolment", "item_version": 1},
         Applicant(**APPLICANT),
     )
     assert "城乡居民基本养老保险参保登记" in message.subject
