@@ -8,6 +8,7 @@ and answers with the case's new state. The actions open to a case are listed in 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -85,6 +86,13 @@ async def act(
     return answer
 
 
+def _iso(moment: datetime | None) -> str | None:
+    """A stored time as ISO 8601 in UTC (SQLite hands times back without their zone)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
 @router.get("/cases", summary="Cases of your organisation (the case list)")
 async def list_cases(
     service: ServiceDep,
@@ -125,7 +133,7 @@ async def list_cases(
                 "station": r["station"],
                 "forward_to": r["forward_to"],
                 "warning": r["warning"],
-                "opened_at": r["opened_at"].isoformat() if r["opened_at"] else None,
+                "opened_at": _iso(r["opened_at"]),
                 "version": r["version"],
             }
             for r in rows
@@ -159,7 +167,7 @@ async def worklist(
                 "status": r["status"],
                 "claimed_by": r["claimed_by"],
                 "warning": r["warning"],
-                "since": r["opened_at"].isoformat() if r["opened_at"] else None,
+                "since": _iso(r["opened_at"]),
                 "links": {
                     "case": f"/cases/{r['case_id']}",
                     "claim": f"/cases/{r['case_id']}/actions/claim",

@@ -138,7 +138,7 @@ def plan(state: CaseState, workflow: Workflow, action: str, staff: Staff) -> Ste
         known = action in workflow.actions()
         allowed = ", ".join(workflow.open_actions(state.status)) or "none"
         why = (
-            f"a case that is {state.status} can't be {action}"
+            f"{action} is not possible while the case is {state.status or 'new'}"
             if known
             else f"{workflow.name} v{workflow.version} has no action {action!r}"
         )
