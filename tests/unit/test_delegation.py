@@ -571,7 +571,24 @@ def test_the_seed_fits_the_catalogue_and_organisations(catalogue: Catalogue) -> 
     orgs = load_organisations()
     seed = load_seed_delegations(catalogue=catalogue, organisations=orgs)
     assert seed_problems(seed, catalogue, orgs) == []
-    assert {i.delegate for i in seed} == {"xuefeng_station", "longmen_station"}
+    assert {i.delegate for i in seed} == {"xuefeng_station", "longmen_station", "banqiao_town"}
+
+
+def test_whoever_a_case_is_forwarded_to_may_decide_it(catalogue: Catalogue) -> None:
+    states = seed_states()
+    for item in catalogue.published():
+        if item.forward_to is None:
+            continue
+        verdict = ask(
+            states,
+            LATER,
+            org=item.forward_to,
+            item=item.code,
+            authority=item.authority,
+            power=Power.DECIDE,
+        )
+        assert isinstance(verdict, Grant), (item.code, item.forward_to, verdict)
+        assert verdict.authority == item.authority
 
 
 def test_xuefeng_holds_every_item_with_the_powers_its_completion_needs(
