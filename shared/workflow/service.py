@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.bus.consumer import UnitOfWork
-from shared.eventlog import AppendResult, EventLog, append_in
+from shared.delegation import Power
+from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
 from shared.workcalendar import local_date
@@ -35,6 +36,8 @@ from shared.workflow.state import CaseState, apply, fold
 NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
 
 APPLICATION = "application"
+RETRIES = 5
+"""How often an action is checked again when another event lands on the case first."""
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
 
 
@@ -143,7 +146,7 @@ class CaseService:
             org=staff.org,
             competent_authority=item.authority,
             item_code=item.code,
-            power=step.power,
+            power=Power(step.power),
             at=at,
         )
         if hasattr(result, "authority"):
@@ -172,8 +175,43 @@ class CaseService:
     ) -> Outcome:
         """Take ``action`` on the case for ``staff``; see the module's docstring.
 
-        With ``uow`` the case is read and written in that transaction (timers, consumers).
+        The caller names no version: the case is read here, and if another event lands
+        between that read and the append (a notification, a timer), the action is checked
+        again against the new state and retried — the same checks, on fresher facts.
+        With ``uow`` the case is read and written in that transaction (timers, consumers),
+        whose caller retries the whole transaction instead.
         """
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return await self._act_once(
+                    case_id,
+                    action,
+                    body,
+                    staff,
+                    idempotency_key=idempotency_key,
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    at=at,
+                    uow=uow,
+                )
+            except ConcurrencyError:
+                if uow is not None or attempt == RETRIES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _act_once(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        body: dict[str, Any] | ActionBody,
+        staff: Staff,
+        *,
+        idempotency_key: str,
+        correlation_id: str | None,
+        causation_id: str | None,
+        at: datetime | None,
+        uow: UnitOfWork | None,
+    ) -> Outcome:
         if uow is not None:
             events = await uow.read_case(case_id)
             if not events:
