@@ -65,16 +65,27 @@ class Projector:
             return
         if event.case_kind not in CASE_KINDS:
             return
-        state = fold(await uow.read_case(event.case_id), self.ref.workflows)
+        events = await uow.read_case(event.case_id)
+        state = fold(events, self.ref.workflows)
         if not state.exists or not state.workflow or not state.workflow_version:
             return
         workflow = self.ref.workflows.get(state.workflow, state.workflow_version)
         await write_rows(uow.conn, state, workflow)
         if state.case_kind == "application":
-            await self.schedule(uow.conn, state, event)
+            forwarded = [e.version for e in events if e.event_type == "CaseForwarded"]
+            await self.schedule(uow.conn, state, event, forwarded[-1] if forwarded else None)
 
-    async def schedule(self, conn: AsyncConnection, state: CaseState, event: StoredEvent) -> None:
-        """Make sure the timers this case needs now exist."""
+    async def schedule(
+        self,
+        conn: AsyncConnection,
+        state: CaseState,
+        event: StoredEvent,
+        forwarded_version: int | None = None,
+    ) -> None:
+        """Make sure the timers this case needs now exist.
+
+        ``forwarded_version`` is the version of the case's latest ``CaseForwarded``: one
+        forwarding, one deadline timer, however many events follow it."""
         assert state.case_id is not None
         item = self.ref.catalogue.get(state.item_code or "", state.item_version)
         calendar = self.ref.calendar
@@ -123,7 +134,7 @@ class Projector:
             if state.status == "forwarded" and state.forward_deadline:
                 await timers.schedule(
                     conn,
-                    timer_id=timer_id(state.case_id, FORWARD_TIMER, state.version),
+                    timer_id=timer_id(state.case_id, FORWARD_TIMER, forwarded_version),
                     case_id=state.case_id,
                     kind=FORWARD_TIMER,
                     due_at=midnight(calendar.add_working_days(state.forward_deadline, 1)),
