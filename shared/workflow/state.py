@@ -114,7 +114,8 @@ class CaseState:
     extended: bool = False
     claims: Mapping[str, str] = dataclasses.field(default_factory=lambda: NO_CLAIMS)
     warnings: frozenset[str] = frozenset()
-    """Warnings raised, as ``level@epoch`` (``yellow@3``)."""
+    """Warnings raised, as ``level@epoch`` (``yellow@3``); a resumption carries them over
+    to its epoch (an extension or a new start does not)."""
     recommendation: str | None = None
     outcome: str | None = None
     rating: int | None = None
@@ -217,6 +218,15 @@ def apply(state: CaseState, event: StoredEvent, workflows: WorkflowRegistry) -> 
             clock = clock.pause(day)
         elif kind in rule.resumes:
             clock = clock.resume(day, event.version)
+            if clock.epoch != state.clock.epoch:
+                # A pause moves the deadline, not the days used: warnings raised still stand
+                # (raising them again for the new epoch would be a second card).
+                old = f"@{state.clock.epoch}"
+                changes["warnings"] = state.warnings | {
+                    w.removesuffix(old) + f"@{clock.epoch}"
+                    for w in state.warnings
+                    if w.endswith(old)
+                }
         elif kind in rule.stops:
             clock = clock.stop(day)
     claims = state.claims
