@@ -67,7 +67,7 @@ class OrganisationsLike(Protocol):
 
 
 class DelegationsLike(Protocol):
-    async def for_delegate(self, org: str) -> list[Any]: ...
+    async def for_delegate(self, org: str, *, conn: AsyncConnection | None = None) -> list[Any]: ...
 
 
 CheckFn = Any
@@ -132,15 +132,24 @@ class CaseService:
     # -- acting ------------------------------------------------------------------------
 
     async def authorise(
-        self, staff: Staff, state: CaseState, step: Step, at: datetime
+        self,
+        staff: Staff,
+        state: CaseState,
+        step: Step,
+        at: datetime,
+        conn: AsyncConnection | None = None,
     ) -> Authority | Refusal:
-        """In whose name ``staff`` may take ``step`` now, or why not."""
+        """In whose name ``staff`` may take ``step`` now, or why not.
+
+        Inside a transaction, pass its ``conn``: checking out a second pooled connection
+        while holding one deadlocks the pool under load (every request waits for a
+        connection that only another waiting request could give back)."""
         item = self.item_of(state)
         if staff.role == "system":
             return Authority(state.authority, state.delegation_id, state.delegation_version)
         if step.power is None or item is None:
             return Authority(self.own_authority(staff.org))
-        found = await self.delegations.for_delegate(staff.org)
+        found = await self.delegations.for_delegate(staff.org, conn=conn)
         result = self.check(
             found,
             org=staff.org,
@@ -243,7 +252,7 @@ class CaseService:
             if holder is not None:
                 raise engine.NotAllowed(f"the task is claimed by {holder}; ask them or the head")
         acting: Authority | Refusal = (
-            await self.authorise(staff, state, planned, at)
+            await self.authorise(staff, state, planned, at, uow.conn if uow else None)
             if isinstance(planned, Step)
             else planned
         )
@@ -347,7 +356,15 @@ class CaseService:
             state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
             if follow_up is not None:
                 new += await self._follow_up(
-                    state, workflow, follow_up, follow_body, staff, item, moment, correlation_id
+                    state,
+                    workflow,
+                    follow_up,
+                    follow_body,
+                    staff,
+                    item,
+                    moment,
+                    correlation_id,
+                    conn,
                 )
             new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
             result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
@@ -367,15 +384,17 @@ class CaseService:
         item: Any,
         at: datetime,
         correlation_id: str | None,
+        conn: AsyncConnection,
     ) -> list[NewEvent]:
-        """The window's decision on a fresh application, if the clerk may take it."""
+        """The window's decision on a fresh application, if the clerk may take it (checked
+        in the caller's transaction ``conn``)."""
         try:
             planned = engine.plan(state, workflow, action, staff)
         except engine.NotAllowed:
             return []
         if isinstance(planned, Refusal):
             return []
-        acting = await self.authorise(staff, state, planned, utcnow())
+        acting = await self.authorise(staff, state, planned, utcnow(), conn)
         if isinstance(acting, Refusal):
             return []  # e.g. a receive-only delegation: the case waits for whoever accepts
         ctx = engine.Context(
