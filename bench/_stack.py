@@ -18,6 +18,9 @@ from pathlib import Path
 import httpx
 
 from shared import devservers
+from shared.db import create_engine
+from shared.delegations_store import publish_seed
+from shared.eventlog import EventLog
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -58,20 +61,36 @@ def _wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{service.name} not ready after {timeout}s:\n{service.tail()}")
 
 
+async def publish_delegations(database_url: str) -> int:
+    """Publish the packaged delegation instruments (idempotent), as ``caseflow up`` does:
+    without them no station may act for a city department. How many were published."""
+    engine = create_engine(database_url)
+    try:
+        return len(await publish_seed(EventLog(engine)))
+    finally:
+        await engine.dispose()
+
+
 @contextlib.contextmanager
 def running_services(
-    database_url: str, nats_url: str, log_dir: Path, **extra: str
+    database_url: str, nats_url: str, log_dir: Path, *, public_key_file: Path, **extra: str
 ) -> Iterator[dict[str, ServiceProcess]]:
     """``caseflow serve <name>`` for each service, ready; stopped at the end.
 
-    ``extra`` adds settings to every service (``log_level="warning"`` becomes
+    Every service checks staff tokens against ``public_key_file`` (PEM). ``extra`` adds
+    settings to every service (``log_level="warning"`` becomes
     ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``).
     """
     stack: dict[str, ServiceProcess] = {}
     try:
         for name in SERVICES:
             port = devservers.free_port()
-            settings = {"database_url": database_url, "nats_url": nats_url, "port": str(port)}
+            settings = {
+                "database_url": database_url,
+                "nats_url": nats_url,
+                "port": str(port),
+                "jwt_public_key_file": str(public_key_file),
+            }
             prefix = f"CASEFLOW_{name.upper()}_"
             env = {prefix + key.upper(): value for key, value in {**settings, **extra}.items()}
             log_path = log_dir / f"{name}.log"

