@@ -211,47 +211,37 @@ def demo(
     ] = "http://127.0.0.1:8002",
     key_dir: Annotated[Path, typer.Option(help=KEY_DIR_HELP)] = Path("var/keys"),
     days: Annotated[int, typer.Option(min=1, max=365, help="how many days back")] = 30,
-    scale: Annotated[float, typer.Option(min=0.1, max=20, help="busier (>1) or quieter")] = 1.0,
+    scale: Annotated[
+        str, typer.Option(help="small, normal (the station's own pace), busy, or a number")
+    ] = "normal",
     seed: Annotated[int, typer.Option(help="same seed, same people and cases")] = 2021,
     tokens: Annotated[Path, typer.Option(help="where to write the staff's tokens")] = Path(
         "var/demo-tokens.json"
     ),
 ) -> None:
     """Load about a month of station activity through the running services' APIs."""
-    from rich.console import Console
-    from rich.table import Table
+    from shared import demo as loader
 
-    from shared.demo import DemoError, Station, run_demo, summary, write_tokens
-
-    console = Console()
     if not (key_dir / "jwt-ed25519.pem").is_file():
         raise typer.BadParameter(
             f"no signing key in {key_dir}: start the stack with `make up` first",
             param_hint="--key-dir",
         )
-    station = Station(intake_url, processing_url, key_dir, seed)
-    write_tokens(station, tokens)
-    console.print(f"staff tokens written to {tokens} (e.g. li.clerk, wang.reviewer, zhao.head)")
     try:
-        with console.status("loading a month of station activity…") as spinner:
-            tally = run_demo(station, days=days, scale=scale, progress=spinner.update)
-    except (DemoError, OSError) as err:
-        console.print(f"[red]demo stopped:[/red] {err}")
-        raise typer.Exit(1) from None
-    done = Table(title="What the demo did")
-    done.add_column("step")
-    done.add_column("count", justify="right")
-    for step, count in sorted(tally.done.items()):
-        done.add_row(step, str(count))
-    console.print(done)
-    cases = Table(title="Cases now (as the city's auditor sees them)")
-    for column in ("kind", "status", "count"):
-        cases.add_column(column)
-    for kind, status, count in summary(station):
-        cases.add_row(kind, status, str(count))
-    console.print(cases)
-    if tally.problems:
-        console.print(f"{len(tally.problems)} steps were refused or not allowed (as in life)")
+        factor = loader.parse_scale(scale)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--scale") from None
+    raise typer.Exit(
+        loader.main(
+            intake_url=intake_url,
+            processing_url=processing_url,
+            key_dir=key_dir,
+            tokens=tokens,
+            days=days,
+            scale=factor,
+            seed=seed,
+        )
+    )
 
 
 @app.command()

@@ -1,73 +1,201 @@
-"""``caseflow demo`` loads station activity through the real APIs, and only once."""
+"""``caseflow demo`` against ``caseflow up``: every kind of case in its expected states,
+through the real APIs, and only once; instruments published through the API if missing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
-import sqlalchemy as sa
+import psutil
 
-from shared.db import create_engine
-from shared.eventlog.schema import events
-from tests.services import running_stack, session_keys, staff_headers
+from shared import devservers
+from shared.catalogue import load_catalogue
+from shared.delegations_store import load_seed_delegations
+from shared.demo import SHOWCASE, Slot, Station, application, ensure_delegations
+from tests.services import service_env, session_keys, start_process, wait_ready
 
-STAFF_EVENTS = sa.select(sa.func.count()).where(
-    events.c.actor_role != "system", events.c.case_kind != "delegation"
-)
+CASEFLOW = str(Path(sys.executable).parent / "caseflow")
+STAFF_EVENTS = "SELECT count(*) FROM events WHERE actor_role != 'system'"
 
 
-async def _count(database_url: str) -> int:
-    engine = create_engine(database_url)
+def _up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    args = [CASEFLOW, "up", "--data-dir", str(data)]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while "ready; press Ctrl-C to stop" not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """Ctrl-C, as an operator stops it; the processes left behind."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    return psutil.wait_procs(children, timeout=10)[1]
+
+
+def _staff_events(data: Path) -> int:
+    with sqlite3.connect(data / "caseflow.db") as db:
+        return int(db.execute(STAFF_EVENTS).fetchone()[0])
+
+
+def _events(processing: str, case_id: str, token: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{processing}/cases/{case_id}/events",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    events: list[dict[str, Any]] = answer.json()["events"]
+    return events
+
+
+def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify", "nats")}
+    proc = _up(data, ports, tmp_path / "up.log")
+    intake, processing = (f"http://127.0.0.1:{ports[n]}" for n in ("intake", "processing"))
+    tokens = tmp_path / "demo-tokens.json"
+    command = [
+        CASEFLOW, "demo", "--intake-url", intake, "--processing-url", processing,
+        "--key-dir", str(data / "keys"), "--tokens", str(tokens),
+        "--days", "3", "--scale", "small",
+    ]  # fmt: skip
     try:
-        async with engine.connect() as conn:
-            return int((await conn.execute(STAFF_EVENTS)).scalar_one())
-    finally:
-        await engine.dispose()
-
-
-def test_demo_loads_every_kind_of_case_once(sqlite_url: str, nats_url: str, tmp_path: Path) -> None:
-    with running_stack(sqlite_url, nats_url, tmp_path) as stack:
-        tokens = tmp_path / "demo-tokens.json"
-        command = [
-            str(Path(sys.executable).parent / "caseflow"),
-            "demo",
-            "--intake-url",
-            stack["intake"].base_url,
-            "--processing-url",
-            stack["processing"].base_url,
-            "--key-dir",
-            str(session_keys().directory),
-            "--days",
-            "12",
-            "--tokens",
-            str(tokens),
-        ]
         first = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert "What the demo did" in first.stdout
-        after_first = asyncio.run(_count(sqlite_url))
+        assert "Cases by kind and status" in first.stdout
+        staff_events = _staff_events(data)
 
         roster = json.loads(tokens.read_text("utf-8"))
-        assert roster["li.clerk"]["role"] == "window_clerk"
-        cases = httpx.get(
-            f"{stack['processing'].base_url}/cases",
+        token = {user: entry["token"] for user, entry in roster.items()}
+        assert roster["li.clerk"] | {"token": ""} == {
+            "role": "window_clerk", "org": "xuefeng_station", "name": "李娜", "token": ""
+        }  # fmt: skip
+        listed = httpx.get(
+            f"{processing}/cases",
             params={"limit": 500},
-            headers=staff_headers("gao.auditor", "auditor", "hc_justice"),
+            headers={"Authorization": f"Bearer {token['gao.auditor']}"},
             timeout=10,
         ).json()["cases"]
-        kinds = Counter(c["case_kind"] for c in cases)
-        for kind in ("application", "mediation", "legal_publicity", "assistance"):
+        kinds = Counter(c["case_kind"] for c in listed)
+        for kind in ("application", "reception", "mediation", "legal_publicity", "assistance"):
             assert kinds[kind] >= 1, kinds
-        assert kinds["reception"] >= kinds["application"] - 2  # a visit per application
-        statuses = {c["status"] for c in cases if c["case_kind"] == "application"}
-        assert {"closed", "accepted", "in_review"} & statuses, statuses
-        assert {c["station"] for c in cases} >= {"xuefeng_station", "longmen_station"}
+        assert kinds["police_assistance"] >= 1, kinds
+        assert kinds["application"] >= len(SHOWCASE), kinds
+        assert kinds["reception"] >= kinds["application"], kinds  # a visit per application
+
+        # The showcase's paths, whatever the day: each ends where it should.
+        statuses = Counter(c["status"] for c in listed if c["case_kind"] == "application")
+        for status in (
+            "closed", "not_accepted", "withdrawn", "suspended", "correction_requested",
+            "forwarded", "in_review", "accepted", "approved",
+        ):  # fmt: skip
+            assert statuses[status] >= 1, (status, statuses)
+        assert statuses["closed"] >= 5, statuses
+
+        # A forwarded case was decided by the department it went to, in its own name …
+        decided = {}
+        for case in listed:
+            if (
+                case["case_kind"] == "application"
+                and case["forward_to"]
+                and (case["status"] == "closed")
+            ):
+                for event in _events(processing, case["case_id"], token["gao.auditor"]):
+                    if event["event_type"] in ("CaseApproved", "CaseRejected"):
+                        decided[case["item_code"]] = event
+        assert decided["logging_permit"]["actor"]["user"] == "officer.hc_forestry"
+        assert decided["logging_permit"]["authority"] == "hc_forestry"
+        # … or by the town, under the civil affairs bureau's delegation.
+        rejected = decided["minimum_living_allowance"]
+        assert rejected["event_type"] == "CaseRejected"
+        assert rejected["actor"]["station"] == "banqiao_town"
+        assert rejected["authority"] == "hc_civil_affairs"
+        assert rejected["delegation_id"] == "civil-affairs-banqiao-2021"
+
+        # Poor ratings: one call-back done, one waiting on the station head's worklist.
+        worklist = httpx.get(
+            f"{processing}/worklist",
+            headers={"Authorization": f"Bearer {token['zhao.head']}"},
+            timeout=10,
+        ).json()["tasks"]
+        assert "call_back" in {t["task"] for t in worklist}, worklist
+
+        # Stations are kept apart: Longmen's cases exist, Xuefeng's clerk doesn't see them.
+        assert {c["station"] for c in listed} == {"xuefeng_station", "longmen_station"}
+        mine = httpx.get(
+            f"{processing}/cases",
+            params={"limit": 500},
+            headers={"Authorization": f"Bearer {token['li.clerk']}"},
+            timeout=10,
+        ).json()["cases"]
+        assert mine and {c["station"] for c in mine} == {"xuefeng_station"}
 
         again = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert asyncio.run(_count(sqlite_url)) == after_first  # the same seed adds nothing
+        assert "already there" in again.stdout
+        assert _staff_events(data) == staff_events  # the same seed adds nothing
+    finally:
+        left = _stop(proc)
+    assert left == [], f"left behind: {left}"
+
+
+def test_demo_publishes_missing_delegations_through_the_api(
+    sqlite_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """A deployment whose log has no instruments yet: the demo publishes them as an
+    officer of each delegating body, and its cases are then handled under them."""
+    services = {}
+    try:
+        for name in ("intake", "processing"):
+            port = devservers.free_port()
+            services[name] = start_process(
+                name,
+                [sys.executable, "-m", "shared.cli", "serve", name],
+                service_env(name, sqlite_url, nats_url, port),
+                port,
+                tmp_path,
+            )
+        for service in services.values():
+            wait_ready(service)
+        station = Station(
+            services["intake"].base_url,
+            services["processing"].base_url,
+            session_keys().directory,
+            seed=7,
+        )
+        assert station.get("/delegations", "gao.auditor")["delegations"] == []
+        instruments = load_seed_delegations()
+        assert ensure_delegations(station) == len(instruments)
+        assert ensure_delegations(station) == 0
+        for instrument in instruments:
+            stored = station.get(f"/delegations/{instrument.code}", "gao.auditor")
+            assert stored["instrument"] == instrument.model_dump(mode="json")
+            assert stored["history"][0]["actor"]["user"] == f"officer.{instrument.delegator}"
+
+        slot = Slot("application", date.today() - timedelta(days=2), 0, seed=7)
+        application(station, slot, load_catalogue(), SHOWCASE[0])  # pension, to closed
+        (case_id,) = station.tally.versions
+        events = _events(station.processing, case_id, station.tokens["gao.auditor"])
+        assert events[-1]["event_type"] == "CaseClosed"
+        assert events[-1]["delegation_id"] == "hrss-xuefeng-2021"
+        assert station.tally.problems == []
+    finally:
+        for service in services.values():
+            service.terminate()
