@@ -89,12 +89,14 @@ class Workflow(_Frozen):
         if self.start.from_ or not self.start.to:
             raise ValueError("start must have no 'from' and a 'to'")
         statuses = self.statuses
+        # Only a 'to' reaches a status: a status named in 'from' alone is a typo.
+        reached = {self.start.to, *(step.to for step in self.transitions if step.to)}
         seen: dict[tuple[str, str], str] = {}
         for step in self.transitions:
             if not step.from_:
                 raise ValueError(f"{step.action}: 'from' must name at least one status")
             for status in step.from_:
-                if status not in statuses:
+                if status not in reached:
                     raise ValueError(f"{step.action}: status {status!r} is never reached")
                 key = (status, step.action)
                 if key in seen:
