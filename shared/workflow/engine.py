@@ -451,9 +451,15 @@ def _rate(
     return payload
 
 
-def _task_for(state: CaseState, workflow: Workflow, body: ActionBody, staff: Staff) -> str:
+def _task_for(
+    state: CaseState, workflow: Workflow, body: ActionBody, staff: Staff, any_role: bool = False
+) -> str:
     assert isinstance(body, TaskRef)
-    mine = [t for t in state.tasks(workflow) if t.role == staff.role and t.org == staff.org]
+    mine = [
+        t
+        for t in state.tasks(workflow)
+        if (any_role or t.role == staff.role) and t.org == staff.org
+    ]
     if body.task is not None:
         mine = [t for t in mine if t.kind == body.task]
     if not mine:
@@ -486,7 +492,8 @@ def _release(
     _today: date,
     _payload: _Payload,
 ) -> _Payload:
-    task = _task_for(state, workflow, body, staff)
+    # the head releases any of the station's tasks, whoever's role works it
+    task = _task_for(state, workflow, body, staff, any_role=staff.role == "station_head")
     holder = state.claims.get(task)
     if holder is None:
         raise NotAllowed(f"task {task} is not claimed")
