@@ -20,6 +20,9 @@ from shared.workcalendar import local_date
 from shared.workflow.definitions import Workflow, WorkflowRegistry
 
 NO_CLAIMS: Mapping[str, str] = MappingProxyType({})
+STANDING_TASKS = frozenset({"call_back", "escalation"})
+"""Tasks no status opens (a call-back after a poor rating, a late clock's escalation): a
+status change leaves their claims alone."""
 
 
 class IllegalTransition(Exception):
@@ -231,7 +234,9 @@ def apply(state: CaseState, event: StoredEvent, workflows: WorkflowRegistry) -> 
             clock = clock.stop(day)
     claims = state.claims
     if status != state.status and claims:
-        claims = NO_CLAIMS  # a new status opens new tasks, unclaimed
+        # a new status opens new tasks, unclaimed; a call-back or an escalation goes on
+        standing = {k: v for k, v in claims.items() if k in STANDING_TASKS}
+        claims = MappingProxyType(standing) if standing else NO_CLAIMS
     match kind:
         case "CaseAccepted" | "CaseDeemedAccepted":
             changes["accepted_on"] = _payload_date(payload.get("accepted_on")) or day
