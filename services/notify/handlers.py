@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from services.notify.channels import Channel, LogChannel
+from services.notify.channels.log import Channel, LogChannel
 from services.notify.messages import render
 from shared.bus.consumer import ConsumerSpec, UnitOfWork
 from shared.events import NewEvent, StoredEvent
