@@ -56,14 +56,37 @@ class CorrectionRequested(_Payload):
 
 
 class NotificationSent(_Payload):
-    """The applicant was told; the recipient is stored masked."""
+    """Somebody was told (送达): who (masked), over which channel, about which event."""
+
+    channel: str
+    recipient: str
+    """Masked: ``138****5678``, ``w***@example.cn``, or the webhook's host."""
+    language: str
+    subject: str
+    body_sha256: str
+    about_event_type: str
+    audience: str = "applicant"
+    """``applicant``, ``staff:<org>:<role>`` or ``webhook:<subscription id>``."""
+    delivery_id: str | None = None
+    """The idempotency key the receiver saw."""
+    about_event_id: str | None = None
+    attempts: int = 1
+    provider_message_id: str | None = None
+
+
+class NotificationFailed(_Payload):
+    """A notice could not be delivered after every retry; it waits as a dead letter."""
 
     channel: str
     recipient: str
     language: str
     subject: str
-    body_sha256: str
     about_event_type: str
+    audience: str
+    delivery_id: str
+    about_event_id: str
+    attempts: int
+    reason: str
 
 
 class ActionRefused(_Payload):
