@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from services.notify.cli import app as notify_app
 from shared.catalogue.cli import app as catalogue_app
 from shared.settings import DEFAULT_NATS_URL
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(notify_app, name="notify")
 
 SERVICES = ("intake", "processing", "notify")
 

@@ -56,6 +56,10 @@ class Runtime:
         self.stop = asyncio.Event()
         self.workers: list[Callable[[NATS, asyncio.Event], Coroutine[Any, Any, None]]] = []
         """More background loops that need NATS (started once it is connected)."""
+        self.background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
+        """Background loops that need only the database (started at once)."""
+        self.on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        """Closers run after the background work has stopped (HTTP clients, servers)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -63,6 +67,8 @@ class Runtime:
         if self.timers is not None:
             # Timers need only the database: they fire while NATS is still connecting.
             self._tasks.append(asyncio.create_task(self.timers.run(self.stop), name="timers"))
+        for loop in self.background:
+            self._tasks.append(asyncio.create_task(loop(self.stop), name=loop.__name__))
         self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
 
     async def _reconnected(self) -> None:
@@ -149,6 +155,11 @@ class Runtime:
         if self.nc is not None and self.nc.is_connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.drain(), grace)
+        for close in self.on_shutdown:
+            try:
+                await close()
+            except Exception as err:
+                log.warning("closing failed", error=repr(err))
         await self.engine.dispose()
         log.info("stopped")
 

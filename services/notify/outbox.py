@@ -1,0 +1,439 @@
+"""Notify's outbox of deliveries: planned in the consumer's transaction, claimed with a
+lease by a dispatcher, finished together with the case's ``NotificationSent`` or
+``NotificationFailed`` event.
+
+Exactly once in effect:
+
+- a delivery's id is derived from (event, channel, recipient) and inserted with ON
+  CONFLICT DO NOTHING, so a redelivered event plans nothing new;
+- a dispatcher claims due rows by setting a lease (PostgreSQL: ``FOR UPDATE SKIP
+  LOCKED``; SQLite: in a ``BEGIN IMMEDIATE`` transaction), so two notify replicas never
+  send the same delivery at the same time; a crashed sender's lease runs out and the
+  delivery is sent again, with the same id as the receiver's idempotency key;
+- finishing is ``UPDATE … WHERE status = 'pending'`` in the transaction that appends the
+  event, so the case records each outcome once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notify.model import ChannelName, Notice, Outgoing, Recipient
+from services.notify.schema import deliveries as d
+from shared.bus.consumer import UnitOfWork
+from shared.eventlog import EventLog
+from shared.events import NewEvent, utcnow
+from shared.messages import NotificationFailed, NotificationSent
+from shared.sql import insert_ignore
+
+_EVENTS = uuid.UUID("0b8f5d7e-2c4a-4d6e-8f1a-3b5c7d9e1f20")
+
+PENDING, SENT, FAILED, CANCELLED = "pending", "sent", "failed", "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One row of the outbox."""
+
+    delivery_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    case_id: uuid.UUID
+    case_kind: str
+    station: str | None
+    channel: ChannelName
+    audience: str
+    address: str
+    masked: str
+    language: str
+    template: str | None
+    subject: str
+    body: str
+    subscription_id: uuid.UUID | None
+    status: str
+    attempts: int
+    rounds: int
+    next_attempt_at: datetime
+    last_error: str | None
+    provider_message_id: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    failed_at: datetime | None
+    correlation_id: str | None
+
+    @property
+    def recipient(self) -> Recipient:
+        """Who it goes to."""
+        return Recipient(self.audience, self.address, self.masked, self.language)
+
+    def outgoing(self, *, secret: str | None = None, attempt: int = 1) -> Outgoing:
+        """What the channel sends."""
+        if self.channel == "webhook":
+            return Outgoing(
+                delivery_id=self.delivery_id,
+                channel=self.channel,
+                recipient=self.recipient,
+                event_type=self.event_type,
+                body=self.body.encode(),
+                secret=secret,
+                attempt=attempt,
+            )
+        return Outgoing(
+            delivery_id=self.delivery_id,
+            channel=self.channel,
+            recipient=self.recipient,
+            event_type=self.event_type,
+            notice=Notice(self.subject, self.body, self.language),
+            attempt=attempt,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The row without personal data or message text, for the API and the CLI."""
+        return {
+            "delivery_id": str(self.delivery_id),
+            "case_id": str(self.case_id),
+            "event_id": str(self.event_id),
+            "event_type": self.event_type,
+            "station": self.station,
+            "channel": self.channel,
+            "audience": self.audience,
+            "recipient": self.masked,
+            "language": self.language,
+            "template": self.template,
+            "subject": self.subject if self.channel != "webhook" else None,
+            "subscription_id": str(self.subscription_id) if self.subscription_id else None,
+            "status": self.status,
+            "attempts": self.attempts,
+            "rounds": self.rounds,
+            "last_error": self.last_error,
+            "created_at": self.created_at.isoformat(),
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "failed_at": self.failed_at.isoformat() if self.failed_at else None,
+        }
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=utcnow().tzinfo)
+
+
+def _delivery(row: sa.Row[Any]) -> Delivery:
+    m = row._mapping
+    values = {f.name: m[f.name] for f in dataclasses.fields(Delivery)}
+    for key in ("next_attempt_at", "created_at", "sent_at", "failed_at"):
+        values[key] = _aware(values[key])
+    return Delivery(**values)
+
+
+async def plan(
+    conn: AsyncConnection,
+    *,
+    delivery_id: uuid.UUID,
+    event_id: uuid.UUID,
+    event_type: str,
+    case_id: uuid.UUID,
+    case_kind: str,
+    station: str | None,
+    channel: ChannelName,
+    recipient: Recipient,
+    subject: str,
+    body: str,
+    template: str | None = None,
+    subscription_id: uuid.UUID | None = None,
+    correlation_id: str | None = None,
+) -> bool:
+    """Add a pending delivery in the caller's transaction; False if it exists already."""
+    now = utcnow()
+    return await insert_ignore(
+        conn,
+        d,
+        {
+            "delivery_id": delivery_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "case_id": case_id,
+            "case_kind": case_kind,
+            "station": station,
+            "channel": channel,
+            "audience": recipient.audience,
+            "address": recipient.address,
+            "masked": recipient.masked,
+            "language": recipient.language,
+            "template": template,
+            "subject": subject,
+            "body": body,
+            "subscription_id": subscription_id,
+            "status": PENDING,
+            "attempts": 0,
+            "rounds": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "correlation_id": correlation_id,
+        },
+    )
+
+
+async def claim(
+    event_log: EventLog, channel: str, limit: int, owner: str, lease: timedelta
+) -> list[Delivery]:
+    """Lease up to ``limit`` due deliveries of ``channel`` to ``owner``."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    due = (
+        sa.select(d.c.delivery_id)
+        .where(
+            d.c.status == PENDING,
+            d.c.channel == channel,
+            d.c.next_attempt_at <= now,
+            sa.or_(d.c.leased_until.is_(None), d.c.leased_until < now),
+        )
+        .order_by(d.c.next_attempt_at)
+        .limit(limit)
+    )
+    async with event_log.writer.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list((await conn.execute(due)).scalars())
+        if not ids:
+            return []
+        result = await conn.execute(
+            d.update()
+            .where(d.c.delivery_id.in_(ids))
+            .values(leased_until=now + lease, lease_owner=owner)
+            .returning(*d.c)
+        )
+        return sorted((_delivery(r) for r in result), key=lambda x: x.next_attempt_at)
+
+
+async def begin_attempt(
+    event_log: EventLog, delivery_id: uuid.UUID, owner: str, lease: timedelta
+) -> int:
+    """Count an attempt and renew the lease; the attempt's number (0: no longer ours)."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            d.update()
+            .where(d.c.delivery_id == delivery_id, d.c.status == PENDING, d.c.lease_owner == owner)
+            .values(attempts=d.c.attempts + 1, leased_until=utcnow() + lease)
+            .returning(d.c.attempts)
+        )
+        attempts = result.scalar_one_or_none()
+    return int(attempts or 0)
+
+
+async def note_error(event_log: EventLog, delivery_id: uuid.UUID, error: str) -> None:
+    """Keep the latest error on the row (for operators), without ending the delivery."""
+    async with event_log.writer.begin() as conn:
+        await conn.execute(
+            d.update().where(d.c.delivery_id == delivery_id).values(last_error=error[:2000])
+        )
+
+
+async def release(event_log: EventLog, delivery_ids: Sequence[uuid.UUID], owner: str) -> None:
+    """Give leases back (shutting down): another dispatcher may send them at once."""
+    if not delivery_ids:
+        return
+    async with event_log.writer.begin() as conn:
+        await conn.execute(
+            d.update()
+            .where(
+                d.c.delivery_id.in_(list(delivery_ids)),
+                d.c.status == PENDING,
+                d.c.lease_owner == owner,
+            )
+            .values(leased_until=None, lease_owner=None)
+        )
+
+
+async def postpone(event_log: EventLog, delivery_id: uuid.UUID, until: datetime) -> None:
+    """Leave a delivery pending until ``until`` (its subscription is paused)."""
+    async with event_log.writer.begin() as conn:
+        await conn.execute(
+            d.update()
+            .where(d.c.delivery_id == delivery_id, d.c.status == PENDING)
+            .values(next_attempt_at=until, leased_until=None, lease_owner=None)
+        )
+
+
+def _body_sha256(delivery: Delivery) -> str:
+    return hashlib.sha256(delivery.body.encode()).hexdigest()
+
+
+def _subject(delivery: Delivery) -> str:
+    # A webhook has no subject: the record names the event it carried instead.
+    return delivery.subject if delivery.channel != "webhook" else delivery.event_type
+
+
+async def _finish(
+    event_log: EventLog,
+    delivery: Delivery,
+    values: dict[str, Any],
+    event: NewEvent,
+) -> bool:
+    """Set the row's outcome and append the case's event in one transaction."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            d.update()
+            .where(d.c.delivery_id == delivery.delivery_id, d.c.status == PENDING)
+            .values(leased_until=None, lease_owner=None, **values)
+        )
+        if result.rowcount != 1:
+            return False  # finished elsewhere (another replica, an operator)
+        uow = UnitOfWork(conn, "notify-delivery")
+        history = await uow.read_case(delivery.case_id)
+        head = history[-1].version if history else 0
+        await uow.append(delivery.case_id, head, [event], case_kind=delivery.case_kind)
+    event_log.appended()
+    return True
+
+
+async def mark_sent(
+    event_log: EventLog,
+    delivery: Delivery,
+    *,
+    attempts: int,
+    provider_message_id: str | None,
+) -> bool:
+    """The receiver took it: the row is sent and the case records ``NotificationSent``."""
+    payload = NotificationSent(
+        channel=delivery.channel,
+        recipient=delivery.masked,
+        language=delivery.language,
+        subject=_subject(delivery),
+        body_sha256=_body_sha256(delivery),
+        about_event_type=delivery.event_type,
+        audience=delivery.audience,
+        delivery_id=str(delivery.delivery_id),
+        about_event_id=str(delivery.event_id),
+        attempts=attempts,
+        provider_message_id=provider_message_id,
+    )
+    event = NewEvent(
+        event_id=uuid.uuid5(_EVENTS, f"sent:{delivery.delivery_id}"),
+        event_type="NotificationSent",
+        correlation_id=delivery.correlation_id,
+        causation_id=str(delivery.event_id),
+        payload=payload.model_dump(mode="json"),
+    )
+    values = {
+        "status": SENT,
+        "sent_at": utcnow(),
+        "attempts": attempts,
+        "provider_message_id": (provider_message_id or "")[:200] or None,
+    }
+    return await _finish(event_log, delivery, values, event)
+
+
+async def mark_failed(
+    event_log: EventLog, delivery: Delivery, *, attempts: int, reason: str
+) -> bool:
+    """Given up: the row becomes a dead letter and the case records ``NotificationFailed``."""
+    payload = NotificationFailed(
+        channel=delivery.channel,
+        recipient=delivery.masked,
+        language=delivery.language,
+        subject=_subject(delivery),
+        about_event_type=delivery.event_type,
+        audience=delivery.audience,
+        delivery_id=str(delivery.delivery_id),
+        about_event_id=str(delivery.event_id),
+        attempts=attempts,
+        reason=reason[:1000],
+    )
+    event = NewEvent(
+        event_id=uuid.uuid5(_EVENTS, f"failed:{delivery.delivery_id}:{delivery.rounds}"),
+        event_type="NotificationFailed",
+        correlation_id=delivery.correlation_id,
+        causation_id=str(delivery.event_id),
+        payload=payload.model_dump(mode="json"),
+    )
+    values = {
+        "status": FAILED,
+        "failed_at": utcnow(),
+        "attempts": attempts,
+        "last_error": reason[:2000],
+    }
+    return await _finish(event_log, delivery, values, event)
+
+
+async def cancel(conn: AsyncConnection, subscription_id: uuid.UUID) -> int:
+    """Cancel the pending deliveries of a deleted subscription."""
+    result = await conn.execute(
+        d.update()
+        .where(d.c.subscription_id == subscription_id, d.c.status == PENDING)
+        .values(status=CANCELLED, leased_until=None, lease_owner=None)
+    )
+    return int(result.rowcount or 0)
+
+
+async def get(event_log: EventLog, delivery_id: uuid.UUID) -> Delivery | None:
+    """One delivery, or None."""
+    async with event_log.engine.connect() as conn:
+        row = (await conn.execute(sa.select(d).where(d.c.delivery_id == delivery_id))).first()
+    return _delivery(row) if row else None
+
+
+async def find(
+    event_log: EventLog,
+    *,
+    status: str | None = None,
+    station: str | None = None,
+    case_id: uuid.UUID | None = None,
+    channel: str | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    """Deliveries, newest first, filtered."""
+    query = sa.select(d)
+    if status:
+        query = query.where(d.c.status == status)
+    if station:
+        query = query.where(d.c.station == station)
+    if case_id:
+        query = query.where(d.c.case_id == case_id)
+    if channel:
+        query = query.where(d.c.channel == channel)
+    query = query.order_by(d.c.created_at.desc(), d.c.delivery_id).limit(limit)
+    async with event_log.engine.connect() as conn:
+        return [_delivery(r) for r in await conn.execute(query)]
+
+
+async def redrive(
+    event_log: EventLog, delivery_ids: Sequence[uuid.UUID], *, station: str | None = None
+) -> list[uuid.UUID]:
+    """Send dead letters again, from a fresh set of attempts; the ids taken up."""
+    if not delivery_ids:
+        return []
+    query = (
+        d.update()
+        .where(d.c.delivery_id.in_(list(delivery_ids)), d.c.status == FAILED)
+        .values(
+            status=PENDING,
+            attempts=0,
+            rounds=d.c.rounds + 1,
+            next_attempt_at=utcnow(),
+            failed_at=None,
+            leased_until=None,
+            lease_owner=None,
+        )
+        .returning(d.c.delivery_id)
+    )
+    if station is not None:
+        query = query.where(d.c.station == station)
+    async with event_log.writer.begin() as conn:
+        return list((await conn.execute(query)).scalars())
+
+
+async def counts(event_log: EventLog) -> dict[str, int]:
+    """How many deliveries are in each status."""
+    async with event_log.engine.connect() as conn:
+        rows = await conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))
+        return {str(status): int(n) for status, n in rows}

@@ -1,0 +1,148 @@
+"""Notify's consumer: for each event, plan who is told what, over which channel.
+
+Planning only writes the outbox, in the consumer's transaction (with the inbox record),
+so a redelivered event plans nothing twice and no channel can hold the consumer up;
+the :class:`~services.notify.dispatcher.Dispatcher` sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+import orjson
+
+from services.notify import outbox, subscriptions
+from services.notify.model import PlannedNotice, Recipient, delivery_id
+from shared.bus.consumer import ConsumerSpec, UnitOfWork
+from shared.events import StoredEvent, utcnow
+from shared.identity import mask_id_number, mask_phone, mask_text
+
+NOT_NOTIFIED = frozenset({"NotificationSent", "NotificationFailed"})
+"""notify's own records: telling somebody about them would never end."""
+
+
+class NoticePlanner(Protocol):
+    """The rules: which notices an event calls for (see services/notify/rules.py)."""
+
+    def plan(self, event: StoredEvent, history: Sequence[StoredEvent]) -> list[PlannedNotice]:
+        """The notices for ``event``; ``history`` ends with it."""
+        ...
+
+
+def _mask_email(value: str) -> str:
+    name, _, domain = value.partition("@")
+    return f"{name[:1]}***@{domain}" if domain else "***"
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """A copy of a payload with personal data masked (integrators get no ID numbers)."""
+    if isinstance(value, dict):
+        return {k: masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, str):
+        if key == "id_number":
+            return mask_id_number(value)
+        if key == "phone":
+            return mask_phone(value)
+        if key == "email":
+            return _mask_email(value)
+        return mask_text(value)
+    return value
+
+
+def webhook_body(event: StoredEvent) -> bytes:
+    """What a webhook carries: the event's envelope, personal data masked.
+
+    The shape follows Standard Webhooks: ``type``, ``timestamp`` and ``data``.
+    """
+    envelope = event.envelope()
+    envelope["payload"] = masked(envelope["payload"])
+    return orjson.dumps(
+        {"type": event.event_type, "timestamp": event.recorded_at.isoformat(), "data": envelope}
+    )
+
+
+def station_of(history: Sequence[StoredEvent]) -> str | None:
+    """The station the case belongs to."""
+    if not history:
+        return None
+    first = history[0]
+    station = first.payload.get("station")
+    return str(station) if station else first.actor_station
+
+
+def planning_consumer(
+    planner: NoticePlanner,
+    *,
+    wake: Callable[[], None] | None = None,
+    max_age: timedelta = timedelta(days=3),
+    name: str = "notify",
+) -> ConsumerSpec:
+    """The consumer that plans deliveries for every event on the bus.
+
+    Events recorded more than ``max_age`` ago are not notified: a notice about last
+    month's acceptance, sent because a new notify replays the stream, would only confuse.
+    """
+
+    async def handle(event: StoredEvent, uow: UnitOfWork) -> None:
+        if event.event_type in NOT_NOTIFIED or utcnow() - event.recorded_at > max_age:
+            return
+        history = [e for e in await uow.read_case(event.case_id) if e.version <= event.version]
+        station = station_of(history)
+        planned = 0
+        for notice in planner.plan(event, history):
+            planned += await outbox.plan(
+                uow.conn,
+                delivery_id=delivery_id(event.event_id, notice.channel, notice.recipient),
+                event_id=event.event_id,
+                event_type=event.event_type,
+                case_id=event.case_id,
+                case_kind=event.case_kind,
+                station=station,
+                channel=notice.channel,
+                recipient=notice.recipient,
+                subject=notice.notice.subject,
+                body=notice.notice.body,
+                template=notice.template,
+                correlation_id=event.correlation_id,
+            )
+        if station is not None:
+            body: bytes | None = None
+            for sub in await subscriptions.for_event(uow.conn, station, event.event_type):
+                body = body or webhook_body(event)
+                recipient = Recipient(
+                    audience=f"webhook:{sub.subscription_id}",
+                    address=sub.url,
+                    masked=_host(sub.url),
+                )
+                planned += await outbox.plan(
+                    uow.conn,
+                    delivery_id=delivery_id(event.event_id, "webhook", recipient),
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    case_id=event.case_id,
+                    case_kind=event.case_kind,
+                    station=station,
+                    channel="webhook",
+                    recipient=recipient,
+                    subject=event.event_type,
+                    body=body.decode(),
+                    subscription_id=sub.subscription_id,
+                    correlation_id=event.correlation_id,
+                )
+        if planned and wake is not None:
+            # The rows are visible once this transaction commits, a moment from now.
+            asyncio.get_running_loop().call_later(0.05, wake)
+
+    return ConsumerSpec(name=name, subjects=("caseflow.events.>",), handler=handle)
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"

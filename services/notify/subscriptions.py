@@ -1,0 +1,157 @@
+"""Webhook subscriptions: which station's events an integrator wants, and where."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.notify import outbox
+from services.notify.schema import subscriptions as s
+from shared.eventlog import EventLog
+from shared.events import utcnow
+
+ACTIVE, PAUSED = "active", "paused"
+ALL_EVENTS = "*"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Subscription:
+    """An integrator's subscription to a station's events."""
+
+    subscription_id: uuid.UUID
+    station: str
+    event_types: tuple[str, ...]
+    url: str
+    secret: str
+    description: str | None
+    status: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    def wants(self, event_type: str) -> bool:
+        """Whether an event of this type goes to this subscription."""
+        return self.status == ACTIVE and (
+            ALL_EVENTS in self.event_types or event_type in self.event_types
+        )
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the secret."""
+        return {
+            "subscription_id": str(self.subscription_id),
+            "station": self.station,
+            "event_types": list(self.event_types),
+            "url": self.url,
+            "description": self.description,
+            "status": self.status,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _subscription(row: sa.Row[Any]) -> Subscription:
+    m = row._mapping
+    return Subscription(
+        subscription_id=m["subscription_id"],
+        station=m["station"],
+        event_types=tuple(m["event_types"]),
+        url=m["url"],
+        secret=m["secret"],
+        description=m["description"],
+        status=m["status"],
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+async def create(
+    event_log: EventLog,
+    *,
+    station: str,
+    event_types: Sequence[str],
+    url: str,
+    secret: str,
+    created_by: str,
+    description: str | None = None,
+    subscription_id: uuid.UUID | None = None,
+) -> Subscription:
+    """Add a subscription (an existing id is returned as it is: idempotent creation)."""
+    sid = subscription_id or uuid.uuid4()
+    now = utcnow()
+    async with event_log.writer.begin() as conn:
+        existing = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).first()
+        if existing is not None:
+            return _subscription(existing)
+        await conn.execute(
+            s.insert().values(
+                subscription_id=sid,
+                station=station,
+                event_types=list(event_types),
+                url=url,
+                secret=secret,
+                description=description,
+                status=ACTIVE,
+                created_by=created_by,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        row = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).one()
+    return _subscription(row)
+
+
+async def get(event_log: EventLog, subscription_id: uuid.UUID) -> Subscription | None:
+    """One subscription, or None."""
+    async with event_log.engine.connect() as conn:
+        row = (
+            await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
+        ).first()
+    return _subscription(row) if row else None
+
+
+async def listed(event_log: EventLog, station: str | None = None) -> list[Subscription]:
+    """Subscriptions, of one station or all, oldest first."""
+    query = sa.select(s).order_by(s.c.created_at, s.c.subscription_id)
+    if station is not None:
+        query = query.where(s.c.station == station)
+    async with event_log.engine.connect() as conn:
+        return [_subscription(r) for r in await conn.execute(query)]
+
+
+async def for_event(conn: AsyncConnection, station: str, event_type: str) -> list[Subscription]:
+    """Active subscriptions of ``station`` that want ``event_type`` (in a transaction)."""
+    rows = await conn.execute(sa.select(s).where(s.c.station == station, s.c.status == ACTIVE))
+    return [sub for sub in map(_subscription, rows) if sub.wants(event_type)]
+
+
+async def set_status(
+    event_log: EventLog, subscription_id: uuid.UUID, status: str
+) -> Subscription | None:
+    """Pause or resume; None if there is no such subscription."""
+    async with event_log.writer.begin() as conn:
+        await conn.execute(
+            s.update()
+            .where(s.c.subscription_id == subscription_id)
+            .values(status=status, updated_at=utcnow())
+        )
+        row = (
+            await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
+        ).first()
+    return _subscription(row) if row else None
+
+
+async def delete(event_log: EventLog, subscription_id: uuid.UUID) -> int | None:
+    """Delete it and cancel its pending deliveries (how many); None if it didn't exist."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(s.delete().where(s.c.subscription_id == subscription_id))
+        if result.rowcount != 1:
+            return None
+        return await outbox.cancel(conn, subscription_id)
