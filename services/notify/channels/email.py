@@ -1,0 +1,171 @@
+"""Email over SMTP (aiosmtplib): one connection and one message per ``send``.
+
+The delivery id is the message's ``Message-ID`` (``<{delivery_id}@caseflow>``), so a
+retried delivery carries the same id and a mailbox or a mail client that de-duplicates
+by ``Message-ID`` shows it once. It is repeated in ``X-Caseflow-Delivery-Id``.
+
+Replies are sorted as RFC 5321 sorts them: a 4xx reply (greylisting, a full queue) is
+worth trying again, a 5xx reply (no such mailbox, refused sender, failed
+authentication) is not, nor is a server that lacks what the settings ask for (STARTTLS,
+AUTH). Refused connections, timeouts, dropped connections and failed TLS handshakes are
+worth trying again. Error texts name the recipient only masked.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.policy
+import email.utils
+from email.headerregistry import Address
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from services.notify.model import (
+    ChannelName,
+    DeliveryError,
+    Outgoing,
+    PermanentDeliveryError,
+    Recipient,
+)
+from shared.events import utcnow
+from shared.identity import mask_text
+
+
+class EmailSettings(BaseModel):
+    """How notify reaches its SMTP server (``CASEFLOW_NOTIFY_SMTP__HOST`` and so on)."""
+
+    host: str = Field(min_length=1, description="SMTP server")
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str = Field(
+        default="noreply@caseflow.local", description="envelope sender and From address"
+    )
+    sender_name: str = Field(default="薛峰中心村政务服务站", description="display name in From")
+    username: str | None = Field(default=None, description="AUTH user; none: no AUTH")
+    password: SecretStr | None = None
+    starttls: bool = Field(default=True, description="upgrade with STARTTLS (port 587)")
+    use_tls: bool = Field(default=False, description="implicit TLS from the start (port 465)")
+    validate_certs: bool = True
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle to check the server's certificate against"
+    )
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="connect and per-command timeout"
+    )
+
+    @field_validator("sender")
+    @classmethod
+    def _check_sender(cls, value: str) -> str:
+        if _address(value) is None:
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailSettings:
+        if self.starttls and self.use_tls:
+            raise ValueError("starttls and use_tls exclude each other: choose one")
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        return self
+
+
+def _address(value: str) -> Address | None:
+    """``value`` as an address, or None if it is none (``a@``, ``@b``, ``a b@c``)."""
+    try:
+        return Address(addr_spec=value)
+    except (ValueError, IndexError, email.errors.HeaderParseError):
+        return None
+
+
+def message_id(message: Outgoing) -> str:
+    """The ``Message-ID`` of a delivery: the same on every attempt."""
+    return f"<{message.delivery_id}@caseflow>"
+
+
+def _scrub(text: str, recipient: Recipient) -> str:
+    """A server's reply text without the recipient's address or other personal data."""
+    return mask_text(text.replace(recipient.address, recipient.masked))
+
+
+class EmailChannel:
+    """Sends each notice as a plain-text UTF-8 email."""
+
+    name: ChannelName = "email"
+
+    def __init__(self, settings: EmailSettings) -> None:
+        self.settings = settings
+
+    def build(self, message: Outgoing) -> EmailMessage:
+        """The email for ``message`` (raises :class:`PermanentDeliveryError` if it can't be
+        one: no notice, or an address that is none)."""
+        notice = message.notice
+        if notice is None:
+            raise PermanentDeliveryError("an email needs a rendered notice")
+        to = _address(message.recipient.address)
+        if to is None:
+            raise PermanentDeliveryError(f"not an email address: {message.recipient.masked}")
+        mail = EmailMessage(policy=email.policy.SMTP)
+        mail.set_content(notice.body, subtype="plain", charset="utf-8")  # clears Content-*
+        mail["Content-Language"] = notice.language
+        mail["From"] = Address(self.settings.sender_name, addr_spec=self.settings.sender)
+        mail["To"] = to
+        mail["Subject"] = notice.subject
+        mail["Date"] = email.utils.format_datetime(utcnow())
+        mail["Message-ID"] = message_id(message)
+        mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+        mail["X-Caseflow-Delivery-Id"] = str(message.delivery_id)
+        mail["X-Caseflow-Event-Type"] = message.event_type
+        return mail
+
+    async def send(self, message: Outgoing) -> str | None:
+        """Hand the email to the SMTP server; returns its ``Message-ID``."""
+        mail = self.build(message)
+        s = self.settings
+        recipient = message.recipient
+        try:
+            await aiosmtplib.send(
+                mail,
+                sender=s.sender,
+                recipients=[recipient.address],
+                hostname=s.host,
+                port=s.port,
+                username=s.username,
+                password=s.password.get_secret_value() if s.password else None,
+                use_tls=s.use_tls,
+                start_tls=s.starttls,
+                validate_certs=s.validate_certs,
+                cert_bundle=str(s.ca_file) if s.ca_file else None,
+                timeout=s.timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            codes = [refused.code for refused in err.recipients]
+            text = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+            kind = PermanentDeliveryError if any(c >= 500 for c in codes) else DeliveryError
+            raise kind(f"SMTP server refused the recipient: {_scrub(text, recipient)}") from None
+        except aiosmtplib.SMTPResponseException as err:
+            kind = PermanentDeliveryError if err.code >= 500 else DeliveryError
+            raise kind(
+                f"SMTP server answered {err.code}: {_scrub(err.message, recipient)}"
+            ) from None
+        except aiosmtplib.SMTPTimeoutError:
+            raise DeliveryError(
+                f"SMTP server did not answer within {s.timeout_seconds:g} s"
+            ) from None
+        except OSError as err:  # refused, dropped, TLS failures (SMTPConnectError and kin)
+            raise DeliveryError(
+                f"SMTP server unreachable: {type(err).__name__}: {_scrub(str(err), recipient)}"
+            ) from None
+        except aiosmtplib.SMTPException as err:
+            # aiosmtplib's own refusals: STARTTLS or AUTH configured but not offered, no
+            # SMTPUTF8 for an address that needs it. The settings must change first.
+            raise PermanentDeliveryError(
+                f"SMTP settings do not fit the server: {_scrub(str(err), recipient)}"
+            ) from None
+        except ValueError:  # an address aiosmtplib can't send safely
+            raise PermanentDeliveryError(f"unsendable address: {recipient.masked}") from None
+        return message_id(message)
+
+    async def aclose(self) -> None:
+        """Nothing held between sends: every send opens and closes its connection."""

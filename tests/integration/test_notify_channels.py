@@ -1,0 +1,481 @@
+"""The three delivery channels against their real sandbox receivers: an aiosmtpd SMTP
+server, a Tencent-style SMS gateway checking TC3 signatures and a Standard Webhooks
+receiver, both served by uvicorn on free ports."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
+
+from services.notify.channels.email import EmailChannel
+from services.notify.channels.sms import SmsChannel
+from services.notify.channels.webhook import WebhookChannel, generate_secret
+from services.notify.model import DeliveryError, Notice, Outgoing, PermanentDeliveryError, Recipient
+from services.notify.sandbox import Mailbox, SmsGateway, WebhookReceiver
+from shared.devservers import free_port
+
+SUBJECT = "受理通知：您的申请已受理（XF-2026-000123）"
+BODY = (
+    "王女士：\n您于2026年3月2日提交的《村民建房申请》已受理，受理编号 XF-2026-000123。\n"
+    "薛峰中心村政务服务站"
+)
+ADDRESS = "wang.fang@example.cn"
+PHONE = "13800138000"
+
+
+def _email(address: str = ADDRESS, delivery: uuid.UUID | None = None) -> Outgoing:
+    return Outgoing(
+        delivery_id=delivery or uuid.uuid4(),
+        channel="email",
+        recipient=Recipient("applicant", address, "w***@example.cn"),
+        event_type="CaseAccepted",
+        notice=Notice(SUBJECT, BODY),
+    )
+
+
+def _sms(phone: str = PHONE, delivery: uuid.UUID | None = None) -> Outgoing:
+    return Outgoing(
+        delivery_id=delivery or uuid.uuid4(),
+        channel="sms",
+        recipient=Recipient("applicant", phone, "138****8000"),
+        event_type="CaseAccepted",
+        notice=Notice(SUBJECT, BODY),
+    )
+
+
+def _hook(url: str, secret: str, delivery: uuid.UUID | None = None) -> Outgoing:
+    body = json.dumps(
+        {"type": "CaseAccepted", "case_number": "XF-2026-000123"}, ensure_ascii=False
+    ).encode()
+    return Outgoing(
+        delivery_id=delivery or uuid.uuid4(),
+        channel="webhook",
+        recipient=Recipient("webhook:sub-1", url, "127.0.0.1"),
+        event_type="CaseAccepted",
+        body=body,
+        secret=secret,
+    )
+
+
+def _exactly(err: pytest.ExceptionInfo[DeliveryError], kind: type[DeliveryError]) -> None:
+    """``PermanentDeliveryError`` is a ``DeliveryError``: the class must be exactly ``kind``."""
+    assert type(err.value) is kind, f"{type(err.value).__name__}: {err.value}"
+
+
+# --------------------------------------------------------------------------- email
+
+
+@pytest.fixture
+async def mailbox(tmp_path: Path) -> AsyncIterator[Mailbox]:
+    async with Mailbox(folder=tmp_path / "outbox") as box:
+        yield box
+
+
+@pytest.fixture
+def email(mailbox: Mailbox) -> EmailChannel:
+    return EmailChannel(mailbox.settings(timeout_seconds=2))
+
+
+async def test_email_delivered_and_read_back(
+    email: EmailChannel, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    message = _email()
+    sent = await email.send(message)
+    assert sent == f"<{message.delivery_id}@caseflow>"
+    got = mailbox.by_message_id(sent)
+    assert got is not None and mailbox.messages == [got]
+    assert got["Subject"] == SUBJECT
+    assert got["To"].addresses[0].addr_spec == ADDRESS
+    assert got["From"].addresses[0].display_name == "薛峰中心村政务服务站"
+    assert got["X-Caseflow-Delivery-Id"] == str(message.delivery_id)
+    assert got["X-Caseflow-Event-Type"] == "CaseAccepted"
+    assert got["Content-Language"] == "zh-CN"
+    part = got.get_body(("plain",))
+    assert part is not None and part.get_content_charset() == "utf-8"
+    # Text is base64 in canonical form (CRLF line ends, RFC 2045 6.8).
+    assert part.get_content().replace("\r\n", "\n").rstrip("\n") == BODY
+    # On the wire the Chinese subject is RFC 2047 encoded: plain ASCII headers.
+    (eml,) = (tmp_path / "outbox").glob("*.eml")
+    raw_subject = next(
+        line for line in eml.read_bytes().splitlines() if line.startswith(b"Subject:")
+    )
+    assert raw_subject.isascii() and b"=?utf-8?" in raw_subject
+
+
+async def test_email_sent_twice_is_in_the_mailbox_once(
+    email: EmailChannel, mailbox: Mailbox
+) -> None:
+    message = _email()
+    first = await email.send(message)
+    again = await email.send(message)
+    assert first == again
+    assert len(mailbox.messages) == 1
+    assert mailbox.duplicates == 1 and mailbox.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "at", "kind"),
+    [
+        (451, "data", DeliveryError),
+        (450, "rcpt", DeliveryError),
+        (550, "rcpt", PermanentDeliveryError),
+        (554, "data", PermanentDeliveryError),
+    ],
+)
+async def test_email_replies_sorted(
+    email: EmailChannel,
+    mailbox: Mailbox,
+    code: int,
+    at: str,
+    kind: type[DeliveryError],
+) -> None:
+    mailbox.fail_next(1, code, at="rcpt" if at == "rcpt" else "data")
+    message = _email()
+    with pytest.raises(DeliveryError) as err:
+        await email.send(message)
+    _exactly(err, kind)
+    assert str(code) in str(err.value)
+    assert ADDRESS not in str(err.value)
+    assert mailbox.messages == []
+    # The failure was for that one message: the next attempt goes through.
+    assert await email.send(message) == f"<{message.delivery_id}@caseflow>"
+    assert len(mailbox.messages) == 1
+
+
+@pytest.mark.parametrize("address", ["wang.fang@", "@example.cn", "wang fang@example.cn"])
+async def test_email_to_no_address_is_permanent(
+    email: EmailChannel, mailbox: Mailbox, address: str
+) -> None:
+    with pytest.raises(DeliveryError) as err:
+        await email.send(_email(address))
+    _exactly(err, PermanentDeliveryError)
+    assert mailbox.attempts == 0
+
+
+async def test_email_server_down_is_transient() -> None:
+    channel = EmailChannel(
+        Mailbox(port=free_port()).settings(timeout_seconds=1)  # never started
+    )
+    with pytest.raises(DeliveryError) as err:
+        await channel.send(_email())
+    _exactly(err, DeliveryError)
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caseflow-sandbox")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_email_over_starttls_with_auth(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with Mailbox(tls_context=context, credentials=("station", "s3cret")) as box:
+        good = box.settings(
+            starttls=True, ca_file=cert, username="station", password="s3cret", timeout_seconds=2
+        )
+        message = _email()
+        assert await EmailChannel(good).send(message) == f"<{message.delivery_id}@caseflow>"
+        assert len(box.messages) == 1
+        # A wrong password is a 535: no use trying again.
+        with pytest.raises(DeliveryError) as err:
+            await EmailChannel(good.model_copy(update={"password": SecretStr("wrong")})).send(
+                _email()
+            )
+        _exactly(err, PermanentDeliveryError)
+        # Without STARTTLS the server offers no AUTH: the settings must change.
+        with pytest.raises(DeliveryError) as err:
+            await EmailChannel(good.model_copy(update={"starttls": False})).send(_email())
+        _exactly(err, PermanentDeliveryError)
+        # The certificate is checked: without the CA file it is not trusted.
+        with pytest.raises(DeliveryError) as err:
+            await EmailChannel(good.model_copy(update={"ca_file": None})).send(_email())
+        assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
+        assert len(box.messages) == 1
+
+
+# --------------------------------------------------------------------------- SMS
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[SmsGateway]:
+    async with SmsGateway(folder=tmp_path / "sms") as gw:
+        yield gw
+
+
+@pytest.fixture
+async def sms(gateway: SmsGateway) -> AsyncIterator[SmsChannel]:
+    channel = SmsChannel(gateway.settings(timeout_seconds=0.4))
+    yield channel
+    await channel.aclose()
+
+
+async def test_sms_accepted_with_a_valid_signature(
+    sms: SmsChannel, gateway: SmsGateway, tmp_path: Path
+) -> None:
+    message = _sms()
+    serial = await sms.send(message)
+    (got,) = gateway.received
+    assert serial == got.serial_no and serial
+    assert got.phone == "+8613800138000"
+    assert got.text == BODY
+    assert got.session_context == str(message.delivery_id)
+    assert got.sign_name == "薛峰中心村政务服务站"
+    (call,) = gateway.calls
+    assert call.delivery_id_header == str(message.delivery_id)
+    assert gateway.refusals == []
+    (kept,) = (tmp_path / "sms").glob("*.json")
+    assert json.loads(kept.read_text())["text"] == BODY
+
+
+async def test_sms_sent_twice_is_sent_once(sms: SmsChannel, gateway: SmsGateway) -> None:
+    message = _sms()
+    first = await sms.send(message)
+    again = await sms.send(message)
+    assert first == again
+    assert len(gateway.received) == 1 and gateway.duplicates == 1
+    key = str(message.delivery_id)
+    assert [c.session_context for c in gateway.calls] == [key, key]
+    assert [c.duplicate for c in gateway.calls] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, DeliveryError),
+        (503, DeliveryError),
+        (429, DeliveryError),
+        (408, DeliveryError),
+        (400, PermanentDeliveryError),
+        (404, PermanentDeliveryError),
+    ],
+)
+async def test_sms_http_failures_sorted(
+    sms: SmsChannel, gateway: SmsGateway, status: int, kind: type[DeliveryError]
+) -> None:
+    gateway.fail_next(1, status)
+    with pytest.raises(DeliveryError) as err:
+        await sms.send(_sms())
+    _exactly(err, kind)
+    assert gateway.received == []
+    assert await sms.send(_sms())
+    assert len(gateway.received) == 1
+
+
+async def test_sms_hang_beyond_the_timeout_then_retry_is_not_sent_twice(
+    sms: SmsChannel, gateway: SmsGateway
+) -> None:
+    gateway.hang_next(1, seconds=0.8)
+    message = _sms()
+    with pytest.raises(DeliveryError) as err:
+        await sms.send(message)
+    _exactly(err, DeliveryError)
+    assert "0.4" in str(err.value)
+    # The slow gateway still sends it; the answer was lost. The retry carries the same
+    # SessionContext, so the gateway acknowledges it without sending it again.
+    await gateway.wait_for(1, within=3)
+    serial = await sms.send(message)
+    assert serial == gateway.received[0].serial_no
+    assert len(gateway.received) == 1 and gateway.duplicates == 1
+
+
+async def test_sms_wrong_secret_key_is_refused(gateway: SmsGateway) -> None:
+    # Permanent: the same key fails every time, so retrying only delays the dead letter
+    # that tells the operator; once the key is fixed the dead letter can be re-driven.
+    channel = SmsChannel(gateway.settings(secret_key="not-the-key", timeout_seconds=0.4))
+    try:
+        with pytest.raises(DeliveryError) as err:
+            await channel.send(_sms())
+    finally:
+        await channel.aclose()
+    _exactly(err, PermanentDeliveryError)
+    assert "AuthFailure.SignatureFailure" in str(err.value)
+    assert gateway.refusals == ["AuthFailure.SignatureFailure"]
+    assert gateway.received == [] and gateway.calls == []
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("LimitExceeded.PhoneNumberDailyLimit", DeliveryError),
+        ("InternalError.Timeout", DeliveryError),
+        ("FailedOperation.PhoneNumberInBlacklist", PermanentDeliveryError),
+    ],
+)
+async def test_sms_error_codes_sorted(
+    sms: SmsChannel, gateway: SmsGateway, code: str, kind: type[DeliveryError]
+) -> None:
+    gateway.refuse_next(1, code)
+    with pytest.raises(DeliveryError) as err:
+        await sms.send(_sms())
+    _exactly(err, kind)
+    assert code in str(err.value)
+
+
+async def test_sms_wrong_number_is_permanent_and_masked(
+    sms: SmsChannel, gateway: SmsGateway
+) -> None:
+    with pytest.raises(DeliveryError) as err:
+        await sms.send(_sms(phone="1380013800"))  # ten digits
+    _exactly(err, PermanentDeliveryError)
+    assert "InvalidParameterValue.IncorrectPhoneNumber" in str(err.value)
+    assert "1380013800" not in str(err.value)
+    assert gateway.received == []
+
+
+async def test_sms_gateway_down_is_transient() -> None:
+    gateway = SmsGateway()
+    gateway.url = f"http://127.0.0.1:{free_port()}"  # never started
+    channel = SmsChannel(gateway.settings(timeout_seconds=0.4))
+    try:
+        with pytest.raises(DeliveryError) as err:
+            await channel.send(_sms())
+    finally:
+        await channel.aclose()
+    _exactly(err, DeliveryError)
+
+
+# --------------------------------------------------------------------------- webhooks
+
+SECRET = generate_secret()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver(SECRET) as r:
+        yield r
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[WebhookChannel]:
+    channel = WebhookChannel(timeout=0.4)
+    yield channel
+    await channel.aclose()
+
+
+def test_generated_secrets() -> None:
+    one, two = generate_secret(), generate_secret()
+    assert one != two
+    assert one.startswith("whsec_") and len(base64.b64decode(one.removeprefix("whsec_"))) == 32
+
+
+async def test_webhook_signed_and_verified(
+    webhook: WebhookChannel, receiver: WebhookReceiver
+) -> None:
+    message = _hook(receiver.endpoint("/caseflow"), SECRET)
+    receipt = await webhook.send(message)
+    (got,) = receiver.received
+    assert receipt == got.receipt and receipt
+    assert got.verified and got.path == "/caseflow"
+    assert got.webhook_id == str(message.delivery_id)
+    assert got.body == message.body
+    assert abs(got.timestamp - datetime.now(UTC).timestamp()) < 5
+    # The signature checked by hand: HMAC-SHA256 over "id.timestamp.body", key from whsec_.
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    signed = f"{got.webhook_id}.{got.timestamp}.".encode() + got.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert got.signature == f"v1,{expected}"
+
+
+async def test_webhook_with_a_wrong_secret_is_rejected(
+    webhook: WebhookChannel, receiver: WebhookReceiver
+) -> None:
+    with pytest.raises(DeliveryError) as err:
+        await webhook.send(_hook(receiver.endpoint(), generate_secret()))
+    _exactly(err, PermanentDeliveryError)
+    assert "401" in str(err.value)
+    assert receiver.rejected == 1 and receiver.received == []
+
+
+async def test_webhook_sent_twice_is_received_once(
+    webhook: WebhookChannel, receiver: WebhookReceiver
+) -> None:
+    message = _hook(receiver.endpoint(), SECRET)
+    first = await webhook.send(message)
+    again = await webhook.send(message)
+    assert first == again
+    assert len(receiver.received) == 1 and receiver.duplicates == 1
+    assert [c.webhook_id for c in receiver.calls] == [str(message.delivery_id)] * 2
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, DeliveryError),
+        (502, DeliveryError),
+        (429, DeliveryError),
+        (408, DeliveryError),
+        (410, PermanentDeliveryError),
+        (404, PermanentDeliveryError),
+        (400, PermanentDeliveryError),
+        (301, PermanentDeliveryError),
+    ],
+)
+async def test_webhook_answers_sorted(
+    webhook: WebhookChannel, receiver: WebhookReceiver, status: int, kind: type[DeliveryError]
+) -> None:
+    receiver.fail_next(1, status)
+    with pytest.raises(DeliveryError) as err:
+        await webhook.send(_hook(receiver.endpoint(), SECRET))
+    _exactly(err, kind)
+    assert str(status) in str(err.value)
+    assert await webhook.send(_hook(receiver.endpoint(), SECRET))
+
+
+async def test_webhook_hang_beyond_the_timeout_is_transient(
+    webhook: WebhookChannel, receiver: WebhookReceiver
+) -> None:
+    receiver.hang_next(1, seconds=0.8)
+    with pytest.raises(DeliveryError) as err:
+        await webhook.send(_hook(receiver.endpoint(), SECRET))
+    _exactly(err, DeliveryError)
+
+
+async def test_webhook_receiver_down_or_bad_url(webhook: WebhookChannel) -> None:
+    with pytest.raises(DeliveryError) as err:
+        await webhook.send(_hook(f"http://127.0.0.1:{free_port()}/hooks", SECRET))
+    _exactly(err, DeliveryError)
+    with pytest.raises(DeliveryError) as err:
+        await webhook.send(_hook("ftp://127.0.0.1/hooks", SECRET))
+    _exactly(err, PermanentDeliveryError)
