@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import ClassVar
 
 import httpx
 
@@ -47,6 +48,8 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.key_pair = KeyPair(data_dir / "keys")
+        self.notify_env: dict[str, str] = {}
+        """Where notify sends email and SMS: the sandbox's receivers, unless configured."""
 
     def _say(self, text: str) -> None:
         print(f"caseflow: {text}", flush=True)
@@ -67,6 +70,49 @@ class Stack:
         url = f"nats://127.0.0.1:{self.nats_port}"
         self._say(f"nats-server with JetStream at {url} (data in {self.data_dir / 'jetstream'})")
         return url
+
+    sandbox_ports: ClassVar[dict[str, int]] = {"smtp": 8025, "sms": 8004, "webhook": 8005}
+    """The embedded default's local mailbox, SMS gateway and webhook receiver."""
+
+    def _start_sandbox(self) -> None:
+        """Local receivers for notify's email and SMS (nothing leaves the machine): what
+        would have been sent is written under ``<data dir>/outbox``. Skipped when the
+        operator configured a real SMTP server or SMS gateway for notify."""
+        if any(
+            k.startswith(("CASEFLOW_NOTIFY_SMTP__", "CASEFLOW_NOTIFY_SMS__")) for k in os.environ
+        ):
+            self._say("notify uses the SMTP server and SMS gateway configured in the environment")
+            return
+        for what, port in self.sandbox_ports.items():
+            self._check_port_free(port, f"sandbox {what}")
+        folder = self.data_dir / "outbox"
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "services.notify.sandbox",
+                "--folder",
+                str(folder),
+                *(f"--{k}-port={v}" for k, v in self.sandbox_ports.items()),
+            ],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.children["sandbox"] = proc
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line.startswith("#"):
+                break
+            name, _, value = line.partition("=")
+            if name.startswith("CASEFLOW_NOTIFY_"):
+                self.notify_env[name] = value
+        if proc.poll() is not None or not self.notify_env:
+            raise SystemExit("caseflow: the notification sandbox did not start")
+        self._say(
+            f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']} and SMS gateway "
+            f"http://127.0.0.1:{self.sandbox_ports['sms']}: what notify sends is in {folder}"
+        )
 
     def ensure_keys(self) -> None:
         """The key pair that signs staff tokens (``caseflow keys init``), made if missing."""
@@ -92,6 +138,8 @@ class Stack:
         }
         # Staff tokens are checked against the local key unless the operator named keys.
         env.setdefault(prefix + "JWT_PUBLIC_KEY_FILE", str(self.key_pair.public_path))
+        if service == "notify":
+            env.update(self.notify_env)
         return env
 
     def _start_service(self, service: str, nats_url: str) -> None:
@@ -155,6 +203,7 @@ class Stack:
                 published = asyncio.run(publish_seed_delegations(self.database_url))
                 if published:
                     self._say(f"published {published} delegation instruments (shared/data)")
+            self._start_sandbox()
             for service in self.ports:
                 self._start_service(service, nats_url)
             self._wait_ready()

@@ -427,6 +427,10 @@ class _HttpReceiver:
         """Answer the next ``count`` requests with HTTP ``status`` and do nothing else."""
         self._faults.extend([_HttpFault(status=status)] * count)
 
+    def clear_faults(self) -> None:
+        """Forget the failures still to come: answer normally again."""
+        self._faults.clear()
+
     def hang_next(self, count: int = 1, seconds: float = 30.0) -> None:
         """Hold the next ``count`` requests ``seconds`` before handling them (a slow
         receiver: a client that gave up meanwhile has its message handled all the same)."""

@@ -1,0 +1,250 @@
+"""Notify's HTTP API: webhook subscriptions for integrators, dead letters for operators,
+and who was told what about a case.
+
+A station head manages their own station's subscriptions and dead letters; staff with
+the ``operate`` permission (``caseflow token --permission operate``) manage every
+station's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.notify import outbox, subscriptions
+from services.notify.channels.webhook import generate_secret
+from shared.auth import Role, Staff, StaffDep
+from shared.bus.asyncapi import event_payloads
+from shared.runtime import EventLogDep
+
+OPERATE = "operate"
+_KEYS = uuid.UUID("9e7d5c3b-1a2f-4e6d-8c0b-2a4f6e8d0c1b")
+
+router = APIRouter(tags=["notifications"])
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=8,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A unique key per request (e.g. a UUID); a retry with the same key "
+        "returns the original answer",
+    ),
+]
+SubscriptionId = Annotated[uuid.UUID, Path(description="the subscription's id")]
+DeliveryId = Annotated[uuid.UUID, Path(description="the delivery's id")]
+
+
+class SubscriptionIn(BaseModel):
+    """A new webhook subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        max_length=2000,
+        description="Where to POST: https://…, or http:// on a trusted network",
+        examples=["https://dept.example.gov.cn/caseflow/webhook"],
+    )
+    event_types: list[str] = Field(
+        min_length=1,
+        max_length=100,
+        description='Event types to receive, or ["*"] for all',
+        examples=[["CaseAccepted", "CaseApproved", "CaseRejected"]],
+    )
+    station: str | None = Field(
+        default=None, max_length=64, description="Whose cases; your own station when unset"
+    )
+    description: str | None = Field(default=None, max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or len(value) < 10:
+            raise ValueError("must be a web address starting with https:// (or http://)")
+        return value
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        if value == [subscriptions.ALL_EVENTS]:
+            return value
+        known = event_payloads()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; see /asyncapi.json for the list"
+            )
+        return sorted(set(value))
+
+
+class StatusIn(BaseModel):
+    """Pause or resume a subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["active", "paused"]
+
+
+class RedriveIn(BaseModel):
+    """Which dead letters to send again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivery_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+def _operator(staff: Staff) -> bool:
+    return OPERATE in staff.permissions
+
+
+def _station_for(staff: Staff, station: str | None) -> str:
+    """The station ``staff`` may manage: their own as station head, any as operator."""
+    if _operator(staff):
+        if station is None and staff.role is not Role.station_head:
+            raise HTTPException(422, "say which station: give 'station'")
+        return station or staff.org
+    if staff.role is not Role.station_head:
+        raise HTTPException(
+            403, "only a station head (or staff with the operate permission) can do this"
+        )
+    if station is not None and station != staff.org:
+        raise HTTPException(403, f"you manage {staff.org}'s notifications, not {station}'s")
+    return staff.org
+
+
+def _check_owner(staff: Staff, station: str | None) -> None:
+    if _operator(staff):
+        return
+    _station_for(staff, station)
+
+
+async def _subscription(
+    event_log: EventLogDep, staff: Staff, subscription_id: uuid.UUID
+) -> subscriptions.Subscription:
+    sub = await subscriptions.get(event_log, subscription_id)
+    if sub is None or not (_operator(staff) or sub.station == staff.org):
+        raise HTTPException(404, "no such webhook subscription")
+    _check_owner(staff, sub.station)
+    return sub
+
+
+@router.post(
+    "/webhooks",
+    status_code=201,
+    summary="Subscribe a web address to a station's events",
+    responses={403: {"description": "Not a station head"}, 422: {"description": "Invalid"}},
+)
+async def create_webhook(
+    body: SubscriptionIn,
+    staff: StaffDep,
+    event_log: EventLogDep,
+    response: Response,
+    idempotency_key: IdempotencyKey,
+) -> dict[str, Any]:
+    """Every matching event of the station's cases is POSTed to ``url``, signed as
+    Standard Webhooks do (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
+    HMAC-SHA256 over ``id.timestamp.body`` with the secret answered here, once)."""
+    station = _station_for(staff, body.station)
+    sid = uuid.uuid5(_KEYS, f"{staff.user}:{idempotency_key}")
+    sub = await subscriptions.create(
+        event_log,
+        subscription_id=sid,
+        station=station,
+        event_types=body.event_types,
+        url=body.url,
+        secret=generate_secret(),
+        created_by=staff.user,
+        description=body.description,
+    )
+    response.headers["Location"] = f"/webhooks/{sub.subscription_id}"
+    return {**sub.public(), "secret": sub.secret}
+
+
+@router.get("/webhooks", summary="Webhook subscriptions")
+async def list_webhooks(
+    staff: StaffDep,
+    event_log: EventLogDep,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Your station's subscriptions (an operator: every station's, or one's)."""
+    if _operator(staff):
+        found = await subscriptions.listed(event_log, station)
+    else:
+        found = await subscriptions.listed(event_log, _station_for(staff, station))
+    return {"subscriptions": [s.public() for s in found]}
+
+
+@router.get("/webhooks/{subscription_id}", summary="One webhook subscription")
+async def get_webhook(
+    subscription_id: SubscriptionId, staff: StaffDep, event_log: EventLogDep
+) -> dict[str, Any]:
+    """The subscription (without its secret)."""
+    return (await _subscription(event_log, staff, subscription_id)).public()
+
+
+@router.patch("/webhooks/{subscription_id}", summary="Pause or resume a subscription")
+async def patch_webhook(
+    subscription_id: SubscriptionId, body: StatusIn, staff: StaffDep, event_log: EventLogDep
+) -> dict[str, Any]:
+    """While paused, no new deliveries are planned and those waiting are held."""
+    await _subscription(event_log, staff, subscription_id)
+    sub = await subscriptions.set_status(event_log, subscription_id, body.status)
+    if sub is None:
+        raise HTTPException(404, "no such webhook subscription")
+    return sub.public()
+
+
+@router.delete("/webhooks/{subscription_id}", summary="Delete a subscription")
+async def delete_webhook(
+    subscription_id: SubscriptionId, staff: StaffDep, event_log: EventLogDep
+) -> dict[str, Any]:
+    """Deletes it and cancels its deliveries still waiting."""
+    await _subscription(event_log, staff, subscription_id)
+    cancelled = await subscriptions.delete(event_log, subscription_id)
+    if cancelled is None:
+        raise HTTPException(404, "no such webhook subscription")
+    return {"deleted": str(subscription_id), "cancelled_deliveries": cancelled}
+
+
+@router.get("/dead-letters", summary="Notices given up on")
+async def list_dead_letters(
+    staff: StaffDep,
+    event_log: EventLogDep,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[Literal["email", "sms", "webhook"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Deliveries that failed after every retry, newest first, with the reason."""
+    scope = station if _operator(staff) else _station_for(staff, station)
+    found = await outbox.find(
+        event_log, status=outbox.FAILED, station=scope, channel=channel, limit=limit
+    )
+    return {"dead_letters": [d.public() for d in found]}
+
+
+@router.post("/dead-letters/redrive", summary="Send dead letters again")
+async def redrive_dead_letters(
+    body: RedriveIn, staff: StaffDep, event_log: EventLogDep
+) -> dict[str, Any]:
+    """Each named dead letter is sent again with a fresh set of attempts, under the same
+    idempotency key; ids that are not (or no longer) dead letters are listed apart."""
+    scope = None if _operator(staff) else _station_for(staff, None)
+    taken = await outbox.redrive(event_log, body.delivery_ids, station=scope)
+    skipped = [str(i) for i in body.delivery_ids if i not in set(taken)]
+    return {"redriven": [str(i) for i in taken], "not_dead_letters": skipped}
+
+
+@router.get("/cases/{case_id}/deliveries", summary="Who was told what about a case")
+async def case_deliveries(
+    case_id: Annotated[uuid.UUID, Path()], staff: StaffDep, event_log: EventLogDep
+) -> dict[str, Any]:
+    """Every planned notice of the case, its status and attempts (recipients masked)."""
+    found = await outbox.find(event_log, case_id=case_id, limit=1000)
+    if not _operator(staff) and staff.role is not Role.auditor:
+        found = [d for d in found if d.station == staff.org]
+    return {"deliveries": [d.public() for d in found]}
