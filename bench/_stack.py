@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from services.notify import sandbox
 from shared import devservers
 from shared.db import create_engine
 from shared.delegations_store import publish_seed
@@ -82,6 +83,8 @@ def running_services(
     ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``).
     """
     stack: dict[str, ServiceProcess] = {}
+    # Notify sends real email and SMS, to the sandbox's mailbox and gateway.
+    sandbox_proc, sandbox_env = sandbox.spawn(log_dir / "outbox")
     try:
         for name in SERVICES:
             port = devservers.free_port()
@@ -93,6 +96,8 @@ def running_services(
             }
             prefix = f"CASEFLOW_{name.upper()}_"
             env = {prefix + key.upper(): value for key, value in {**settings, **extra}.items()}
+            if name == "notify":
+                env = {**sandbox_env, **env}
             log_path = log_dir / f"{name}.log"
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(
@@ -109,3 +114,4 @@ def running_services(
         for service in stack.values():
             with contextlib.suppress(Exception):
                 service.stop()
+        devservers.stop_process(sandbox_proc)

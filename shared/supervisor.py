@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import httpx
 
+from services.notify import sandbox
 from shared import devservers
 from shared.auth import KeyPair, ensure_key_pair
 from shared.db import migrate
@@ -86,29 +87,16 @@ class Stack:
         for what, port in self.sandbox_ports.items():
             self._check_port_free(port, f"sandbox {what}")
         folder = self.data_dir / "outbox"
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "services.notify.sandbox",
-                "--folder",
-                str(folder),
-                *(f"--{k}-port={v}" for k, v in self.sandbox_ports.items()),
-            ],
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            proc, self.notify_env = sandbox.spawn(
+                folder,
+                smtp_port=self.sandbox_ports["smtp"],
+                sms_port=self.sandbox_ports["sms"],
+                webhook_port=self.sandbox_ports["webhook"],
+            )
+        except RuntimeError as err:
+            raise SystemExit(f"caseflow: {err}") from None
         self.children["sandbox"] = proc
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode().strip()
-            if line.startswith("#"):
-                break
-            name, _, value = line.partition("=")
-            if name.startswith("CASEFLOW_NOTIFY_"):
-                self.notify_env[name] = value
-        if proc.poll() is not None or not self.notify_env:
-            raise SystemExit("caseflow: the notification sandbox did not start")
         self._say(
             f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']} and SMS gateway "
             f"http://127.0.0.1:{self.sandbox_ports['sms']}: what notify sends is in {folder}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from services.notify import sandbox
 from shared import devservers
 from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
 
@@ -95,9 +96,23 @@ def service_env(
         "NATS_URL": nats_url,
         "PORT": str(port),
         "JWT_PUBLIC_KEY_FILE": str(session_keys().public_path),
+        **(session_sandbox() if service == "notify" and "SMTP__HOST" not in extra else {}),
         **extra,
     }
     return {prefix + key.upper(): value for key, value in env.items()}
+
+
+@functools.cache
+def session_sandbox() -> dict[str, str]:
+    """Notify's channel settings (without the ``CASEFLOW_NOTIFY_`` prefix) pointing at one
+    sandbox mailbox and SMS gateway shared by the test run (a process stopped at exit),
+    so every notify a test starts really sends its email and SMS. Tests that look at what
+    was received run a sandbox of their own and pass its settings instead."""
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-outbox-"))
+    proc, env = sandbox.spawn(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(devservers.stop_process, proc)
+    return {k.removeprefix("CASEFLOW_NOTIFY_"): v for k, v in env.items()}
 
 
 @contextlib.contextmanager

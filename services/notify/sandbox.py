@@ -34,6 +34,8 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -913,6 +915,42 @@ async def _run(args: argparse.Namespace) -> None:
             print(f"{name}={value}", flush=True)
         print(f"# webhook endpoint: {sandbox.webhooks.endpoint()}", flush=True)
         await stop.wait()
+
+
+def spawn(
+    folder: Path, *, smtp_port: int = 0, sms_port: int = 0, webhook_port: int = 0
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Run the sandbox as a child process (its own session: Ctrl-C reaches only the
+    parent); the process and the ``CASEFLOW_NOTIFY_*`` variables that point notify at it.
+    The caller stops the process (SIGTERM)."""
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "services.notify.sandbox",
+            f"--folder={folder}",
+            f"--smtp-port={smtp_port}",
+            f"--sms-port={sms_port}",
+            f"--webhook-port={webhook_port}",
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    for raw in proc.stdout:
+        line = raw.decode().strip()
+        if line.startswith("#"):
+            break
+        name, _, value = line.partition("=")
+        if name.startswith("CASEFLOW_NOTIFY_"):
+            env[name] = value
+    # The sandbox logs what it takes to stdout: keep the pipe from filling up.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    if not env:
+        proc.terminate()
+        raise RuntimeError(f"the notification sandbox did not start (exit {proc.poll()})")
+    return proc, env
 
 
 def main(argv: Sequence[str] | None = None) -> None:
