@@ -23,12 +23,37 @@ class Applicant(_Payload):
     village: str | None = None
 
 
+Channel = Literal["sms", "email"]
+"""How an applicant is told."""
+
+
 class CaseReceived(_Payload):
-    """An application was handed in at the window."""
+    """An application was handed in at the window (schema version 2)."""
 
     item_code: str
     applicant: Applicant
     materials: list[str]
+    language: Literal["zh-CN", "en"] = Field(
+        default="zh-CN", description="The language of the applicant's notices (通知语言)"
+    )
+    channels: list[Channel] = Field(
+        default_factory=lambda: list[Channel](["sms"]),
+        description="How the applicant is told: sms, email or both (通知方式)",
+    )
+
+
+class CaseReceivedV1(_Payload):
+    """Schema version 1 of ``CaseReceived``, before applicants chose their notice language.
+
+    Still in the log (the log is never rewritten) and on the bus as stored; caseflow's
+    consumers read it upcast to version 2 (``shared.upcasting``)."""
+
+    item_code: str
+    applicant: Applicant
+    materials: list[str]
+    channels: list[Channel] | None = Field(
+        default=None, description="Absent in the earliest events: read as sms"
+    )
 
 
 class CaseAccepted(_Payload):
@@ -183,3 +208,8 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 }
 """Payload models of events that are not a workflow action's body (those come from
 ``shared.workflow.payloads``)."""
+
+EARLIER_PAYLOADS: dict[tuple[str, int], type[BaseModel]] = {
+    ("CaseReceived", 1): CaseReceivedV1,
+}
+"""Payload models of earlier schema versions still in the log: (event type, version)."""

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import nats
 import stamina
 import structlog
+import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -215,6 +216,17 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
 async def asyncapi_document() -> dict[str, Any]:
     """The subjects and message schemas on NATS."""
     return asyncapi.document()
+
+
+@probes.get(
+    "/asyncapi.yaml",
+    summary="AsyncAPI document of the bus, as YAML",
+    response_class=PlainTextResponse,
+)
+async def asyncapi_yaml() -> PlainTextResponse:
+    """The same document as ``/asyncapi.json``, in YAML."""
+    text = yaml.safe_dump(asyncapi.document(), allow_unicode=True, sort_keys=False)
+    return PlainTextResponse(text, media_type="application/yaml")
 
 
 def create_service_app(

@@ -100,6 +100,7 @@ async def submit_case(
         "materials": sorted(handed_in),
         "originals_checked": sorted(m.code for m in materials if m.original_checked),
         "channels": application.notify_by,
+        "language": application.language,
     }
     if application.reception_id:
         payload["reception_id"] = str(application.reception_id)

@@ -111,6 +111,10 @@ class Application(_In):
         max_length=2,
         description="How the applicant wants to be told: sms, email or both",
     )
+    language: Literal["zh-CN", "en"] = Field(
+        default="zh-CN",
+        description="The language of the applicant's notices (通知语言): zh-CN or en",
+    )
     decide: Literal["now", "later"] = Field(
         default="now",
         description="now: accept, or send the one-time correction notice, on the spot; "

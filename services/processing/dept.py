@@ -40,6 +40,8 @@ from shared.workflow.state import fold
 log = structlog.get_logger("caseflow.processing.dept")
 
 ANSWERS_CONSUMER = "processing-dept-answers"
+ANSWERS_FILTER = "caseflow.dept.*.answers"
+"""Every department's answers."""
 
 
 def request_publisher(
@@ -86,7 +88,7 @@ class AnswerListener:
     async def run(self, stop: asyncio.Event) -> None:
         config = api.ConsumerConfig(
             durable_name=ANSWERS_CONSUMER,
-            filter_subject="caseflow.dept.*.answers",
+            filter_subject=ANSWERS_FILTER,
             ack_policy=api.AckPolicy.EXPLICIT,
             max_deliver=5,
             ack_wait=30,

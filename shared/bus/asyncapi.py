@@ -2,58 +2,162 @@
 
 Generated from the same pydantic models that the handlers validate with — the action
 bodies of the workflow definitions, the instruments' payloads and ``shared.messages`` —
-so the document can't drift from the code.
+and from the upcasters' current versions (``shared.upcasting``), so the document can't
+drift from the code. It describes caseflow as the application: caseflow *sends* events,
+department requests and dead letters, and *receives* department answers.
+
+What it covers:
+
+- every event type, per case kind, on ``caseflow.events.<case_kind>.<EventType>``: those
+  the workflow definitions record and those the code records outside them (refusals,
+  task claims, clock warnings, overdue forwards, notices sent or given up on, visits,
+  delegation instruments), each message with its ``x-schema-version`` and, where the
+  log still holds older versions, those versions as messages of their own;
+- the department subjects ``caseflow.dept.<authority>.requests`` and ``.answers``;
+- the dead letters ``caseflow.dlq.<consumer>`` of every consumer (:data:`CONSUMERS`),
+  with the reason headers, and where notify keeps the deliveries it gave up on;
+- the internal wake-up subject the relays listen on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.bus.streams import DEPT_SUBJECTS, dlq_subject
+from shared.bus.headers import (
+    CORRELATION_HEADER,
+    DLQ_CONSUMER_HEADER,
+    DLQ_REASON_HEADER,
+    DLQ_SUBJECT_HEADER,
+    MSG_ID_HEADER,
+)
+from shared.bus.streams import (
+    DEPT_STREAM,
+    DEPT_SUBJECTS,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    dlq_subject,
+)
+from shared.catalogue import load_catalogue
 from shared.delegation import PAYLOADS as DELEGATION_PAYLOADS
-from shared.messages import PAYLOADS, DepartmentAnswer, DepartmentRequest
+from shared.messages import (
+    EARLIER_PAYLOADS,
+    PAYLOADS,
+    DepartmentAnswer,
+    DepartmentRequest,
+    NotificationFailed,
+)
+from shared.upcasting import current_version
 from shared.workflow.definitions import load_workflows
 from shared.workflow.payloads import body_for
 
-CONSUMERS = (
-    "processing-projection",
-    "processing-dept",
-    "processing-dept-answers",
-    "notify",
+WAKE_SUBJECT = "caseflow.internal.relay.wake"
+"""Core NATS (no stream): a process that committed events wakes the leading relay."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerDoc:
+    """A durable consumer of caseflow's: what it reads, and where its dead letters go."""
+
+    name: str
+    service: str
+    stream: str
+    subjects: tuple[str, ...]
+    summary: str
+
+    @property
+    def dead_letters(self) -> str:
+        """``caseflow.dlq.<name>``."""
+        return dlq_subject(self.name)
+
+
+_MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
+
+CONSUMERS: tuple[ConsumerDoc, ...] = (
+    ConsumerDoc(
+        "processing-projection",
+        "processing",
+        EVENTS_STREAM,
+        tuple(f"caseflow.events.{kind}.>" for kind in ("application", *_MATTER_KINDS, "reception")),
+        "Keeps the case lists, worklists and timers (case_index, tasks, timers)",
+    ),
+    ConsumerDoc(
+        "processing-dept",
+        "processing",
+        EVENTS_STREAM,
+        ("caseflow.events.application.CaseForwarded",),
+        "Publishes each forwarded case to its department (caseflow.dept.<authority>.requests)",
+    ),
+    ConsumerDoc(
+        "processing-dept-answers",
+        "processing",
+        DEPT_STREAM,
+        ("caseflow.dept.*.answers",),
+        "Records each department's answer as that authority's decision",
+    ),
+    ConsumerDoc(
+        "notify",
+        "notify",
+        EVENTS_STREAM,
+        ("caseflow.events.>",),
+        "Plans the notices an event calls for (applicant, staff, webhooks) into notify's outbox",
+    ),
 )
-ALL_KINDS = (
-    "application",
-    "mediation",
-    "legal_publicity",
-    "assistance",
-    "police_assistance",
-)
+"""Every durable consumer caseflow's services run (tests compare them with the code)."""
+
+
+@functools.cache
+def workflow_kinds() -> tuple[str, ...]:
+    """The case kinds the workflow definitions run, sorted."""
+    return tuple(sorted({workflow.case_kind for workflow in load_workflows()}))
+
+
+def _code_events() -> list[tuple[str, type[BaseModel], tuple[str, ...]]]:
+    """Events the code records outside the workflows' transition tables, with their kinds."""
+    every = workflow_kinds()
+    told = (*every, "reception")  # notify tells about what happens to cases and visits
+    found: list[tuple[str, type[BaseModel], tuple[str, ...]]] = [
+        # A refused attempt; a refused opening is kept in an "attempt" stream of its own.
+        ("ActionRefused", PAYLOADS["ActionRefused"], (*every, "attempt")),
+        ("TaskClaimed", PAYLOADS["TaskClaimed"], every),
+        ("TaskReleased", PAYLOADS["TaskReleased"], every),
+        ("CallbackCompleted", body_for("complete_callback"), every),
+        ("ClockWarningRaised", PAYLOADS["ClockWarningRaised"], ("application",)),
+        ("ForwardOverdue", PAYLOADS["ForwardOverdue"], ("application",)),
+        ("NotificationSent", PAYLOADS["NotificationSent"], told),
+        ("NotificationFailed", NotificationFailed, told),
+        ("VisitorReceived", PAYLOADS["VisitorReceived"], ("reception",)),
+    ]
+    found += [(t, model, ("delegation",)) for t, model in DELEGATION_PAYLOADS.items()]
+    return found
 
 
 @functools.cache
 def event_payloads() -> dict[str, tuple[type[BaseModel], tuple[str, ...]]]:
-    """Every event type → its payload model and the case kinds it occurs in."""
+    """Every event type → its current payload model and the case kinds it occurs in."""
     found: dict[str, tuple[type[BaseModel], set[str]]] = {}
 
-    def add(event_type: str, model: type[BaseModel], kind: str) -> None:
+    def add(event_type: str, model: type[BaseModel], kinds: tuple[str, ...]) -> None:
         model = PAYLOADS.get(event_type, model)
-        found.setdefault(event_type, (model, set()))[1].add(kind)
+        found.setdefault(event_type, (model, set()))[1].update(kinds)
 
     for workflow in load_workflows():
         for step in (workflow.start, *workflow.transitions):
-            add(step.event, body_for(step.action), workflow.case_kind)
-    for event_type in ("ActionRefused", "TaskClaimed", "TaskReleased", "CallbackCompleted"):
-        for kind in ALL_KINDS:
-            add(event_type, body_for("complete_callback"), kind)
-    for event_type in ("ClockWarningRaised", "ForwardOverdue", "NotificationSent"):
-        add(event_type, PAYLOADS[event_type], "application")
-    add("VisitorReceived", PAYLOADS["VisitorReceived"], "reception")
-    for event_type, model in DELEGATION_PAYLOADS.items():
-        add(event_type, model, "delegation")
+            add(step.event, body_for(step.action), (workflow.case_kind,))
+    for event_type, model, kinds in _code_events():
+        add(event_type, model, kinds)
     return {k: (m, tuple(sorted(kinds))) for k, (m, kinds) in sorted(found.items())}
+
+
+def department_authorities() -> tuple[str, ...]:
+    """Authorities that cases are forwarded to (any catalogue version, drafts included)."""
+    return tuple(
+        sorted({item.forward_to for item in load_catalogue().entries() if item.forward_to})
+    )
 
 
 class ActorSchema(BaseModel):
@@ -65,7 +169,7 @@ class ActorSchema(BaseModel):
 
 
 class EnvelopeSchema(BaseModel):
-    """Every event on ``caseflow.events.>``: the envelope around the payload."""
+    """Every event on ``caseflow.events.>``: the envelope around the payload, as stored."""
 
     position: int = Field(description="global position in the log")
     event_id: str = Field(description="also the Nats-Msg-Id header")
@@ -73,7 +177,10 @@ class EnvelopeSchema(BaseModel):
     case_kind: str
     version: int = Field(description="per-case version, from 1")
     event_type: str
-    schema_version: int
+    schema_version: int = Field(
+        description="version of the payload's schema (x-schema-version of the message); "
+        "the bus carries events as stored, so older versions appear too"
+    )
     occurred_at: str = Field(description="ISO 8601: when it happened")
     recorded_at: str = Field(description="ISO 8601: when the log recorded it")
     actor: ActorSchema
@@ -84,110 +191,339 @@ class EnvelopeSchema(BaseModel):
     causation_id: str | None
     payload: dict[str, Any]
     prev_hash: str | None = Field(description="hash of the case's previous event")
-    hash: str = Field(description="SHA-256 over the canonical encoding")
+    hash: str = Field(
+        description="SHA-256 over the canonical encoding of the event as stored (the "
+        "version and payload the log holds)"
+    )
+
+
+_EVENT_HEADERS = {
+    "type": "object",
+    "properties": {
+        MSG_ID_HEADER: {"type": "string", "description": "the event id (JetStream de-duplicates)"},
+        CORRELATION_HEADER: {"type": "string", "description": "the request that caused it"},
+    },
+}
+
+_DEAD_LETTER_REASONS = [
+    "not a caseflow event envelope: … (undecodable; dead-lettered at once)",
+    "<EventType> schema version N is newer than this code knows (version M); upgrade the "
+    "consumer, then re-drive the message (dead-lettered at once)",
+    "<ExceptionType>: … (the handler failed on every one of max_deliver attempts, 5)",
+    "undecodable answer: … / answer not taken: … (processing-dept-answers only)",
+]
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    return schema
+
+
+_RECORDED = {
+    "action": {"type": "string", "description": "the workflow action that recorded it"},
+    "status_before": {"type": "string", "description": "the case's status before"},
+    "status_after": {"type": "string", "description": "the case's status after"},
+}
+"""What the engine adds to every event a workflow step records."""
+_OPENED = {
+    "case_number": {"type": ["string", "null"], "description": "e.g. XF-2026-000123"},
+    "station": {"type": "string", "description": "the station that opened the case"},
+    "workflow": {
+        "type": "object",
+        "description": "the workflow version the case pins",
+        "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
+    },
+}
+"""What every case's first event adds (the item version, for applications, is pinned too)."""
+
+
+def _event_schema(
+    model: type[BaseModel], schemas: dict[str, Any], *, recorded: bool, opened: bool
+) -> dict[str, Any]:
+    """The stored payload: the model's fields, and what the engine adds to a step's body.
+
+    An event of a workflow step stores the action's body plus the engine's fields (and,
+    per action, e.g. the receipt or the forwarding deadline), so the schema stays open.
+    """
+    schema = _schema(model, schemas)
+    schema["additionalProperties"] = True
+    properties = schema.setdefault("properties", {})
+    if recorded:
+        for name, spec in (*_RECORDED.items(), *(_OPENED.items() if opened else ())):
+            properties.setdefault(name, spec)
+    if opened:
+        schema["description"] = (
+            f"{schema.get('description', '')} The case's first event: it also carries what "
+            "the case was opened with (for matters, the body of intake's POST "
+            "/matters/{kind})."
+        ).strip()
+    return schema
+
+
+def _event_message(
+    event_type: str,
+    version: int,
+    model: type[BaseModel],
+    schema_name: str,
+    *,
+    current: int,
+) -> dict[str, Any]:
+    summary = inspect.cleandoc(model.__doc__ or "")
+    if version < current:
+        summary += (
+            f"\n\nAn earlier schema version still in the log, published as stored; "
+            f"caseflow's consumers read it upcast to version {current}."
+        )
+    elif current > 1:
+        summary += (
+            f"\n\nEvents stored before version {current} are published as stored, with "
+            f"their own schema_version ({', '.join(str(v) for v in range(1, current))})."
+        )
+    return {
+        "name": event_type,
+        "title": f"{event_type} v{version}",
+        "summary": summary,
+        "contentType": "application/json",
+        "x-schema-version": version,
+        "x-current-schema-version": current,
+        "headers": _EVENT_HEADERS,
+        "payload": {
+            "allOf": [
+                {"$ref": "#/components/schemas/Envelope"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "event_type": {"const": event_type},
+                        "schema_version": {"const": version},
+                        "payload": {"$ref": f"#/components/schemas/{schema_name}"},
+                    },
+                },
+            ]
+        },
+    }
 
 
 def document() -> dict[str, Any]:
     """The AsyncAPI document as a JSON-ready dict."""
-    envelope = EnvelopeSchema.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas: dict[str, Any] = {"Envelope": envelope}
-    schemas.update(envelope.pop("$defs", {}))
+    schemas: dict[str, Any] = {}
+    schemas["Envelope"] = _schema(EnvelopeSchema, schemas)
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
+    workflows = list(load_workflows())
+    opened = {workflow.start.event for workflow in workflows}
+    recorded = opened | {event for workflow in workflows for event in workflow.event_types}
     for event_type, (model, kinds) in event_payloads().items():
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[f"{event_type}Payload"] = schema
-        messages[event_type] = {
-            "name": event_type,
-            "title": event_type,
-            "summary": (model.__doc__ or "").strip(),
-            "contentType": "application/json",
-            "headers": {
-                "type": "object",
-                "properties": {
-                    "Nats-Msg-Id": {"type": "string", "description": "the event id"},
-                    "Caseflow-Correlation-Id": {"type": "string"},
-                },
-            },
-            "payload": {
-                "allOf": [
-                    {"$ref": "#/components/schemas/Envelope"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "event_type": {"const": event_type},
-                            "payload": {"$ref": f"#/components/schemas/{event_type}Payload"},
-                        },
-                    },
-                ]
-            },
-        }
-        channel = event_type
-        channels[channel] = {
+        current = current_version(event_type)
+        flags = {"recorded": event_type in recorded, "opened": event_type in opened}
+        schemas[f"{event_type}Payload"] = _event_schema(model, schemas, **flags)
+        messages[event_type] = _event_message(
+            event_type, current, model, f"{event_type}Payload", current=current
+        )
+        in_channel = {event_type: {"$ref": f"#/components/messages/{event_type}"}}
+        for version in range(1, current):
+            earlier = EARLIER_PAYLOADS.get((event_type, version), model)
+            key = f"{event_type}V{version}"
+            schemas[f"{key}Payload"] = _event_schema(earlier, schemas, **flags)
+            messages[key] = _event_message(
+                event_type, version, earlier, f"{key}Payload", current=current
+            )
+            in_channel[key] = {"$ref": f"#/components/messages/{key}"}
+        channels[event_type] = {
             "address": f"caseflow.events.{{case_kind}}.{event_type}",
+            "title": event_type,
+            "description": f"{event_type} events (stream {EVENTS_STREAM})",
             "parameters": {"case_kind": {"enum": list(kinds), "description": "the case's kind"}},
-            "messages": {event_type: {"$ref": f"#/components/messages/{event_type}"}},
+            "messages": in_channel,
         }
-        operations[f"receive{event_type}"] = {
-            "action": "receive",
-            "channel": {"$ref": f"#/channels/{channel}"},
+        operations[f"publish{event_type}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{event_type}"},
             "summary": f"{event_type} events, published by the relay in log order",
+            "messages": [{"$ref": f"#/channels/{event_type}/messages/{k}"} for k in in_channel],
         }
-    messages["DeadLetter"] = {
-        "name": "DeadLetter",
-        "summary": "A message a consumer could not handle, with the reason in its headers",
-        "headers": {
-            "type": "object",
-            "properties": {
-                "Caseflow-Dead-Letter-Reason": {"type": "string"},
-                "Caseflow-Original-Subject": {"type": "string"},
-                "Caseflow-Consumer": {"type": "string"},
-            },
-        },
-        "payload": {"description": "the original message body, unchanged"},
+    _departments(channels, messages, operations, schemas)
+    _dead_letters(channels, messages, operations)
+    channels["relay-wake"] = {
+        "address": WAKE_SUBJECT,
+        "title": "relay wake-up",
+        "description": "Core NATS, no stream: sent after a commit so the leading relay (in "
+        "any process) publishes at once instead of at its next poll. Internal.",
+        "messages": {"RelayWake": {"$ref": "#/components/messages/RelayWake"}},
     }
-    for name, model, action, summary in (
-        ("DepartmentRequest", DepartmentRequest, "requests", "forwarded cases, to answer"),
-        ("DepartmentAnswer", DepartmentAnswer, "answers", "departments' decisions"),
-    ):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = schema
-        messages[name] = {
-            "name": name,
-            "summary": (model.__doc__ or "").strip(),
-            "contentType": "application/json",
-            "payload": {"$ref": f"#/components/schemas/{name}"},
-        }
-        channels[f"dept-{action}"] = {
-            "address": f"caseflow.dept.{{authority}}.{action}",
-            "parameters": {"authority": {"description": "the authority's code, e.g. hc_forestry"}},
-            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-        }
-        operations[f"{'receive' if action == 'requests' else 'send'}{name}"] = {
-            "action": "receive" if action == "requests" else "send",
-            "channel": {"$ref": f"#/channels/dept-{action}"},
-            "summary": f"{summary} (stream CASEFLOW_DEPT on {DEPT_SUBJECTS})",
-        }
-    for consumer in CONSUMERS:
-        channels[f"dlq-{consumer}"] = {
-            "address": dlq_subject(consumer),
-            "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
-        }
+    messages["RelayWake"] = {
+        "name": "RelayWake",
+        "summary": "An empty message: there are new events in the log",
+        "x-schema-version": 1,
+        "x-current-schema-version": 1,
+        "payload": {"type": "string", "maxLength": 0},
+    }
+    operations["wakeRelay"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/relay-wake"},
+        "summary": "every process, after it commits events; every relay listens",
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "caseflow events",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "description": "Every committed event of the caseflow log, published on NATS "
-            "JetStream (stream CASEFLOW_EVENTS); requests to departments and their answers "
-            "(stream CASEFLOW_DEPT); and the dead letters (stream CASEFLOW_DLQ).",
+            f"JetStream (stream {EVENTS_STREAM}) as stored, with its payload's "
+            "schema_version; requests to departments and their answers (stream "
+            f"{DEPT_STREAM}); and the dead letters of caseflow's consumers (stream "
+            f"{DLQ_STREAM}). Payload schemas are versioned per event type: a message's "
+            "x-schema-version is the version it describes, x-current-schema-version the "
+            "one caseflow writes now; caseflow's consumers upcast older ones.",
         },
         "defaultContentType": "application/json",
         "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
+        "x-caseflow-consumers": {
+            c.name: {
+                "service": c.service,
+                "stream": c.stream,
+                "subjects": list(c.subjects),
+                "summary": c.summary,
+                "deadLetters": {"$ref": f"#/channels/dlq-{c.name}"},
+            }
+            for c in CONSUMERS
+        },
     }
+
+
+def _departments(
+    channels: dict[str, Any],
+    messages: dict[str, Any],
+    operations: dict[str, Any],
+    schemas: dict[str, Any],
+) -> None:
+    authorities = list(department_authorities())
+    parameter = {
+        "enum": authorities,
+        "description": "the authority's code (the items' forward_to), e.g. hc_forestry",
+    }
+    headers = {
+        "DepartmentRequest": {
+            MSG_ID_HEADER: {
+                "type": "string",
+                "description": "the CaseForwarded event's id: one request per forwarding",
+            }
+        },
+        "DepartmentAnswer": {
+            MSG_ID_HEADER: {
+                "type": "string",
+                "description": "a stable id per decision: caseflow records an answer once "
+                "per id (JetStream drops a repeat within 10 minutes, the idempotency key "
+                "dept-answer:<id> ever after); without it the stream sequence is used",
+            }
+        },
+    }
+    for name, model, kind, action, summary in (
+        (
+            "DepartmentRequest",
+            DepartmentRequest,
+            "requests",
+            "send",
+            "A forwarded case for its department to decide; answer on its answer_subject. "
+            "A department system reads it with a durable pull consumer of its own on "
+            f"stream {DEPT_STREAM} (e.g. dept-<authority>) and acks after its answer "
+            "was stored",
+        ),
+        (
+            "DepartmentAnswer",
+            DepartmentAnswer,
+            "answers",
+            "receive",
+            "A department's decision, recorded as that authority's approve or reject by "
+            "the officer it names; an undecodable or impossible answer goes to "
+            f"{dlq_subject('processing-dept-answers')}",
+        ),
+    ):
+        schemas[name] = _schema(model, schemas)
+        messages[name] = {
+            "name": name,
+            "title": f"{name} v1",
+            "summary": inspect.cleandoc(model.__doc__ or ""),
+            "description": summary,
+            "contentType": "application/json",
+            "x-schema-version": 1,
+            "x-current-schema-version": 1,
+            "headers": {"type": "object", "properties": headers[name]},
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+        channels[f"dept-{kind}"] = {
+            "address": f"caseflow.dept.{{authority}}.{kind}",
+            "title": f"department {kind}",
+            "description": f"stream {DEPT_STREAM} on {DEPT_SUBJECTS}",
+            "parameters": {"authority": parameter},
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        operations[f"{action}{name}"] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/dept-{kind}"},
+            "summary": summary,
+        }
+
+
+def _dead_letters(
+    channels: dict[str, Any], messages: dict[str, Any], operations: dict[str, Any]
+) -> None:
+    messages["DeadLetter"] = {
+        "name": "DeadLetter",
+        "title": "DeadLetter",
+        "summary": "A message a consumer could not handle, unchanged, with the reason in "
+        "its headers",
+        "description": "Reasons: " + "; ".join(_DEAD_LETTER_REASONS),
+        "x-schema-version": 1,
+        "x-current-schema-version": 1,
+        "headers": {
+            "type": "object",
+            "required": [DLQ_REASON_HEADER, DLQ_SUBJECT_HEADER, DLQ_CONSUMER_HEADER],
+            "properties": {
+                DLQ_REASON_HEADER: {
+                    "type": "string",
+                    "maxLength": 1000,
+                    "description": "why it was dead-lettered",
+                    "examples": _DEAD_LETTER_REASONS,
+                },
+                DLQ_SUBJECT_HEADER: {"type": "string", "description": "where it was read"},
+                DLQ_CONSUMER_HEADER: {"type": "string", "description": "the consumer"},
+                MSG_ID_HEADER: {
+                    "type": "string",
+                    "description": "<consumer>:<the original Nats-Msg-Id>, when it had one "
+                    "(event consumers)",
+                },
+            },
+        },
+        "payload": {"description": "the original message body, unchanged"},
+    }
+    for consumer in CONSUMERS:
+        description = (
+            f"Dead letters of {consumer.service}'s consumer {consumer.name} "
+            f"({consumer.summary}; reads {', '.join(consumer.subjects)} on stream "
+            f"{consumer.stream}). Stream {DLQ_STREAM}."
+        )
+        if consumer.name == "notify":
+            description += (
+                " Only events notify could not plan land here. Deliveries it planned but "
+                "gave up on (a channel refused, or every retry failed) are not bus "
+                "messages: they stay in notify's outbox as delivery dead letters "
+                "(GET /dead-letters, re-drive with POST /dead-letters/redrive or `caseflow "
+                "notify redrive`), and the case records NotificationFailed "
+                "(caseflow.events.<case_kind>.NotificationFailed)."
+            )
+        channels[f"dlq-{consumer.name}"] = {
+            "address": consumer.dead_letters,
+            "title": f"dead letters of {consumer.name}",
+            "description": description,
+            "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+        }
+        operations[f"deadLetter-{consumer.name}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/dlq-{consumer.name}"},
+            "summary": f"{consumer.name} gives up on a message",
+        }

@@ -7,10 +7,15 @@ A fetched batch is handled in one transaction (one commit, one fsync); if any me
 it fails, the batch is rolled back and handled one message at a time, so one bad message
 can't hold back the others.
 
+Handlers see every event at the current version of its payload: the decoded message and
+the histories a :class:`UnitOfWork` reads are upcast (``shared.upcasting``); the log
+itself keeps what was stored.
+
 Handler errors are retried with backoff (``nak`` with a delay) up to ``max_deliver``
 times, then the message goes to ``caseflow.dlq.<consumer>`` with the reason. Messages
-that can't be decoded go there at once. Infrastructure errors (database down) are
-retried without limit: they say nothing about the message.
+that can't be decoded go there at once, and so do events of a schema version newer than
+the code knows. Infrastructure errors (database down) are retried without limit: they
+say nothing about the message.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from shared.eventlog.schema import inbox
 from shared.eventlog.store import _insert, _read_cases_in, read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
 from shared.sql import insert_ignore
+from shared.upcasting import UpcastError, upcast, upcast_all
 
 log = structlog.get_logger("caseflow.consumer")
 
@@ -67,8 +73,14 @@ class UnitOfWork:
         """Cases read ahead for this transaction, with what it appended since."""
 
     async def read_ahead(self, case_ids: Sequence[uuid.UUID]) -> None:
-        """Read the cases the handlers are about to read, all in one query."""
-        self._histories.update(await _read_cases_in(self.conn, case_ids))
+        """Read the cases the handlers are about to read, all in one query (upcast)."""
+        for case_id, events in (await _read_cases_in(self.conn, case_ids)).items():
+            try:
+                self._histories[case_id] = upcast_all(events)
+            except UpcastError:
+                # Only a handler that reads this case fails (read_case reads it again and
+                # says why); the others of the batch go on.
+                self._histories.pop(case_id, None)
 
     async def claim(self, event_id: uuid.UUID) -> bool:
         """Record the event as handled; False if it was handled before."""
@@ -90,9 +102,16 @@ class UnitOfWork:
         return set(result.scalars())
 
     async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
-        """The case's events as this transaction sees them."""
+        """The case's events as this transaction sees them, each at the current version of
+        its payload (upcast copies; ``hash`` and ``prev_hash`` stay the stored ones).
+
+        Raises :class:`~shared.upcasting.SchemaTooNew` if the case holds an event newer
+        than this code knows."""
         history = self._histories.get(case_id)
-        events = list(history) if history is not None else await read_case_in(self.conn, case_id)
+        if history is not None:
+            events = list(history)
+        else:
+            events = upcast_all(await read_case_in(self.conn, case_id))
         self._heads[case_id] = (events[-1].version, events[-1].hash) if events else (0, None)
         return events
 
@@ -170,10 +189,15 @@ class ConsumerSpec:
 
 
 def _decode(msg: Msg) -> StoredEvent:
+    """The message's event, upcast to the current version of its payload."""
     try:
-        return StoredEvent.from_envelope(orjson.loads(msg.data))
+        event = StoredEvent.from_envelope(orjson.loads(msg.data))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise PoisonMessage(f"not a caseflow event envelope: {err!r}") from err
+    try:
+        return upcast(event)
+    except UpcastError as err:
+        raise PoisonMessage(str(err)) from err
 
 
 def _is_transient(err: BaseException) -> bool:

@@ -25,6 +25,7 @@ from shared.delegation import Power
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.upcasting import current_version, upcast
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow import engine, numbers
@@ -344,6 +345,7 @@ class CaseService:
             first = NewEvent(
                 event_id=ids[0],
                 event_type=start.event,
+                schema_version=current_version(start.event),
                 occurred_at=moment,
                 actor=staff.actor(),
                 authority=acting.authority,
@@ -405,7 +407,9 @@ class CaseService:
         return [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in events]
 
     def _replayed(self, events: Sequence[StoredEvent], start_payload: dict[str, Any]) -> Outcome:
-        first = events[0].payload
+        # Compared at the current schema version: a retry of a request stored before an
+        # upgrade (a v1 CaseReceived has no language) is still the same request.
+        first = upcast(events[0]).payload
         for key, value in start_payload.items():
             if first.get(key) != value:
                 raise IdempotencyConflict(
