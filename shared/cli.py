@@ -36,12 +36,12 @@ def serve(
         raise typer.BadParameter(f"must be one of {', '.join(SERVICES)}", param_hint="SERVICE")
     module = __import__(f"services.{service}.app", fromlist=["create_app"])
     settings_module = __import__(f"services.{service}.settings", fromlist=["x"])
-    from shared.settings import load_settings
+    from shared.settings import ServiceSettings, load_settings
 
     settings_cls = next(
         v
-        for k, v in vars(settings_module).items()
-        if k.endswith("Settings") and k != "ServiceSettings"
+        for v in vars(settings_module).values()
+        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
     )
     settings = load_settings(settings_cls)
     configure_logging(service, settings.log_level)

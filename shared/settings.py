@@ -72,7 +72,7 @@ def load_settings(cls: type[S]) -> S:
     except ValidationError as err:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = [
-            f"  {prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            f"  {prefix}{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             f" (got {e.get('input')!r})"
             for e in err.errors()
         ]

@@ -1,0 +1,363 @@
+"""Notices over real channels, end to end: a case walked through its lifecycle on the real
+stack leaves exactly the expected emails in an SMTP server, requests at an SMS gateway and
+signed webhook calls, each once — also with notify killed in the middle of a send and
+started again — and the case's history lists every one. Failing channels end in
+``NotificationFailed`` and a dead letter that the API and the CLI re-drive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from services.notify.sandbox import Sandbox
+from shared import devservers
+from tests.services import (
+    CLERK,
+    HEAD,
+    REVIEWER,
+    VALID_APPLICANT,
+    VALID_APPLICATION,
+    running_stack,
+    service_env,
+    start_process,
+    wait_ready,
+)
+
+pytestmark = [pytest.mark.nats]
+
+EMAIL = "wang.xiuying@example.cn"
+APPLICANT_EVENTS = {"CaseReceived", "CaseAccepted", "CaseApproved", "CaseDelivered"}
+"""What the applicant of a station-completed item hears about on the happy path (the
+issue: on receipt, acceptance, decision and delivery)."""
+
+FAST_RETRIES = {
+    "DISPATCH__MAX_ATTEMPTS": "3",
+    "DISPATCH__WAIT_INITIAL_SECONDS": "0.05",
+    "DISPATCH__WAIT_MAX_SECONDS": "0.2",
+    "DISPATCH__WAIT_JITTER_SECONDS": "0.05",
+    "DISPATCH__POLL_SECONDS": "0.2",
+    "DISPATCH__SMS__TIMEOUT_SECONDS": "1.5",
+    "DISPATCH__EMAIL__TIMEOUT_SECONDS": "3",
+    "DISPATCH__WEBHOOK__TIMEOUT_SECONDS": "3",
+}
+
+
+class ThreadedSandbox:
+    """The sandbox receivers on an event loop of their own (the test itself is sync)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.sandbox = Sandbox()
+
+    def __enter__(self) -> Sandbox:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(20)
+        return self.sandbox
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with ThreadedSandbox() as running:
+        yield running
+
+
+def notify_extra(sandbox: Sandbox) -> dict[str, str]:
+    """Notify's settings pointing at the sandbox, without the ``CASEFLOW_NOTIFY_`` prefix
+    (``running_stack`` adds each service's own)."""
+    env = {k.removeprefix("CASEFLOW_NOTIFY_"): v for k, v in sandbox.environment().items()}
+    return {**env, **FAST_RETRIES}
+
+
+def post(url: str, who: Any, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.post(
+        url, json=body or {}, headers={**who, "Idempotency-Key": uuid.uuid4().hex}, timeout=15
+    )
+
+
+def act(processing: str, case_id: str, action: str, who: Any, **body: Any) -> None:
+    response = post(f"{processing}/cases/{case_id}/actions/{action}", who, body)
+    assert response.status_code == 200, response.text
+
+
+def events_of(intake: str, case_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{intake}/cases/{case_id}/events", headers=CLERK, timeout=10)
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def deliveries_of(notify: str, case_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{notify}/cases/{case_id}/deliveries", headers=HEAD, timeout=10)
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["deliveries"]
+    return found
+
+
+def wait_until(check: Any, timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, f"timed out waiting for {what}"
+            return result
+        time.sleep(0.2)
+
+
+def settled(notify: str, case_id: str, case_events: int) -> list[dict[str, Any]] | None:
+    """The case's deliveries once every event was planned (a webhook per event, the
+    applicant's delivery notice) and none is pending."""
+    found = deliveries_of(notify, case_id)
+    webhooks = sum(d["channel"] == "webhook" for d in found)
+    told_of_delivery = any(
+        d["audience"] == "applicant" and d["event_type"] == "CaseDelivered" for d in found
+    )
+    if webhooks < case_events or not told_of_delivery:
+        return None
+    return None if any(d["status"] == "pending" for d in found) else found
+
+
+def apply(intake: str, **extra: Any) -> str:
+    body = {
+        **VALID_APPLICATION,
+        "applicant": {**VALID_APPLICANT, "email": EMAIL},
+        "notify_by": ["sms", "email"],
+        **extra,
+    }
+    response = post(f"{intake}/cases", CLERK, body)
+    assert response.status_code == 201, response.text
+    case_id: str = response.json()["case_id"]
+    return case_id
+
+
+def subscribe(notify: str, sandbox: Sandbox) -> str:
+    response = post(
+        f"{notify}/webhooks",
+        HEAD,
+        {"url": sandbox.webhooks.endpoint("/caseflow"), "event_types": ["*"]},
+    )
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["secret"]
+    assert secret.startswith("whsec_")
+    sandbox.webhooks.add_secret(secret)
+    return secret
+
+
+def restart(stack: dict[str, Any], database_url: str, nats_url: str, extra: dict[str, str]) -> None:
+    """Start notify again on a new port (the old process is gone)."""
+    old = stack["notify"]
+    port = devservers.free_port()
+    stack["notify"] = start_process(
+        "notify",
+        [sys.executable, "-m", "shared.cli", "serve", "notify"],
+        service_env("notify", database_url, nats_url, port, **extra),
+        port,
+        Path(old.log_path).parent,
+    )
+    wait_ready(stack["notify"])
+
+
+def test_lifecycle_tells_each_person_once_across_a_notify_crash(
+    db_url: str, nats_url: str, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    extra = notify_extra(sandbox)
+    with running_stack(db_url, nats_url, tmp_path, **extra) as stack:
+        intake = stack["intake"].base_url
+        processing = stack["processing"].base_url
+        secret = subscribe(stack["notify"].base_url, sandbox)
+
+        # The gateway holds the first SMS (the receipt or the acceptance) longer than
+        # notify waits: notify is killed while that send is in flight.
+        sandbox.sms.hang_next(1, seconds=2.5)
+        case_id = apply(intake)
+        wait_until(lambda: sandbox.sms.calls, 30, "the first SMS request")
+        stack["notify"].proc.send_signal(signal.SIGKILL)
+        stack["notify"].proc.wait(10)
+        # Meanwhile the case moves on; notify is not there to hear it.
+        act(processing, case_id, "start_review", REVIEWER)
+        restart(stack, db_url, nats_url, extra)
+        notify = stack["notify"].base_url
+        act(
+            processing,
+            case_id,
+            "complete_review",
+            REVIEWER,
+            recommendation="approve",
+            opinion="材料齐全",
+        )
+        act(processing, case_id, "approve", HEAD)
+        act(processing, case_id, "deliver", CLERK, method="in_person")
+
+        history = wait_until(
+            lambda: (
+                (h := events_of(intake, case_id))
+                and any(e["event_type"] == "CaseDelivered" for e in h)
+                and h
+            ),
+            30,
+            "delivery",
+        )
+        case_events = [e for e in history if not e["event_type"].startswith("Notification")]
+        deliveries = wait_until(
+            lambda: settled(notify, case_id, len(case_events)), 90, "every notice sent"
+        )
+        assert {d["status"] for d in deliveries} == {"sent"}, deliveries
+        history = wait_until(
+            lambda: (
+                (h := events_of(intake, case_id))
+                and sum(e["event_type"] == "NotificationSent" for e in h) >= len(deliveries)
+                and h
+            ),
+            30,
+            "the case to record every notice",
+        )
+
+    by_channel: dict[str, list[dict[str, Any]]] = {"email": [], "sms": [], "webhook": []}
+    for d in deliveries:
+        by_channel[d["channel"]].append(d)
+
+    # The applicant: SMS and email (both chosen) on receipt, acceptance, decision, delivery.
+    applicant = [d for d in deliveries if d["audience"] == "applicant"]
+    assert Counter((d["channel"], d["event_type"]) for d in applicant) == Counter(
+        {(c, e): 1 for c in ("sms", "email") for e in APPLICANT_EVENTS}
+    )
+    # Staff hear of their new tasks by email: the reviewer of the accepted case, the head
+    # of the reviewed one, the clerk of the approved one.
+    staff = {(d["audience"], d["event_type"]) for d in deliveries if d["audience"] != "applicant"}
+    assert ("staff:xuefeng_station:reviewer", "CaseAccepted") in staff, staff
+    assert ("staff:xuefeng_station:window_clerk", "CaseApproved") in staff, staff
+
+    # Email: exactly one message per email delivery, none other, Message-ID = delivery id.
+    mail = sandbox.mailbox.messages
+    assert sorted(m["Message-ID"] for m in mail) == sorted(
+        f"<{d['delivery_id']}@caseflow>" for d in by_channel["email"]
+    )
+    for message in mail:
+        text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for secret_value in (VALID_APPLICANT["phone"], VALID_APPLICANT["id_number"]):
+            assert secret_value not in str(message["Subject"]) and secret_value not in text
+
+    # SMS: one per delivery, keyed by its id; the crash made notify send one twice, and
+    # the gateway saw the same key both times.
+    sms = sandbox.sms.received
+    assert sorted(s.session_context for s in sms) == sorted(
+        d["delivery_id"] for d in by_channel["sms"]
+    )
+    assert all(s.phone == "+86" + VALID_APPLICANT["phone"] for s in sms)
+    repeated = [c for c in sandbox.sms.calls if c.duplicate]
+    assert repeated, "the send cut off by the crash was not repeated after the restart"
+    assert {c.session_context for c in repeated} <= {s.session_context for s in sms}
+
+    # Webhooks: one signed call per event of the case (notify's own records excepted).
+    calls = sandbox.webhooks.received
+    assert sorted(c.webhook_id for c in calls) == sorted(
+        d["delivery_id"] for d in by_channel["webhook"]
+    )
+    assert sorted(c.json()["type"] for c in calls) == sorted(e["event_type"] for e in case_events)
+    verifier = Webhook(secret)
+    for call in calls:
+        verifier.verify(
+            call.body,
+            {
+                "webhook-id": call.webhook_id,
+                "webhook-timestamp": str(call.timestamp),
+                "webhook-signature": call.signature,
+            },
+        )
+        assert VALID_APPLICANT["id_number"] not in call.body.decode()
+
+    # The case's history lists every notice once, masked.
+    sent = [e for e in history if e["event_type"] == "NotificationSent"]
+    assert sorted(e["payload"]["delivery_id"] for e in sent) == sorted(
+        d["delivery_id"] for d in deliveries
+    )
+    for e in sent:
+        assert VALID_APPLICANT["phone"] not in str(e["payload"])
+        assert EMAIL not in str(e["payload"])
+
+
+def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
+    db_url: str, nats_url: str, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    extra = notify_extra(sandbox)
+    with running_stack(db_url, nats_url, tmp_path, **extra) as stack:
+        intake = stack["intake"].base_url
+        notify = stack["notify"].base_url
+        sandbox.sms.fail_next(1000, status=503)  # the gateway is down
+        case_id = apply(intake, notify_by=["sms"])
+
+        def failed() -> list[dict[str, Any]]:
+            return [d for d in deliveries_of(notify, case_id) if d["status"] == "failed"]
+
+        dead = wait_until(lambda: len(failed()) == 2 and failed(), 60, "two dead letters")
+        assert {d["event_type"] for d in dead} == {"CaseReceived", "CaseAccepted"}
+        assert all(d["attempts"] == 3 and "503" in (d["last_error"] or "") for d in dead)
+        # Email was not held up by the failing gateway: the reviewer heard of the new task.
+        assert [str(m["To"]) for m in sandbox.mailbox.messages] == [
+            "xf-review@xuefeng.banqiao.gov.example"
+        ]
+
+        listed = httpx.get(f"{notify}/dead-letters", headers=HEAD, timeout=10).json()
+        assert {d["delivery_id"] for d in listed["dead_letters"]} >= {
+            d["delivery_id"] for d in dead
+        }
+        history = events_of(intake, case_id)
+        failures = [e for e in history if e["event_type"] == "NotificationFailed"]
+        assert sorted(e["payload"]["delivery_id"] for e in failures) == sorted(
+            d["delivery_id"] for d in dead
+        )
+        assert all(e["payload"]["recipient"] == "138****5678" for e in failures)
+
+        # The gateway is back: one dead letter over the API, the other from the CLI.
+        sandbox.sms.clear_faults()
+        first, second = dead
+        answer = post(
+            f"{notify}/dead-letters/redrive", HEAD, {"delivery_ids": [first["delivery_id"]]}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["redriven"] == [first["delivery_id"]]
+        cli = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "notify", "redrive", second["delivery_id"]],
+            env={"CASEFLOW_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 0, cli.stderr + cli.stdout
+        wait_until(
+            lambda: all(d["status"] == "sent" for d in deliveries_of(notify, case_id)),
+            60,
+            "the re-driven notices",
+        )
+        assert sorted(s.session_context for s in sandbox.sms.received) == sorted(
+            d["delivery_id"] for d in dead
+        )
+        history = events_of(intake, case_id)
+        sms = [
+            e["event_type"]
+            for e in history
+            if e["event_type"].startswith("Notification") and e["payload"]["channel"] == "sms"
+        ]
+        # each SMS given up on, then sent when re-driven: both facts stay in the record
+        assert sms == ["NotificationFailed"] * 2 + ["NotificationSent"] * 2
