@@ -64,8 +64,8 @@ class Condition(BaseModel):
     def holds(self, payload: dict[str, Any]) -> bool:
         """Whether the event's payload meets the condition."""
         if self.rating_at_most is not None:
-            rating = payload.get("rating")
-            if not isinstance(rating, int) or rating > self.rating_at_most:
+            score = payload.get("score")
+            if not isinstance(score, int) or score > self.rating_at_most:
                 return False
         return self.levels is None or payload.get("level") in self.levels
 
