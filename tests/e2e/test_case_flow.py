@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -93,7 +94,20 @@ def test_missing_materials_are_all_listed_in_one_correction_request(
     assert listed.pop("id_card") == "defective"
     assert listed and set(listed.values()) == {"missing"}
     assert corrections[0]["payload"]["deadline"]
-    assert "补正" in str(events[-1]["payload"]["subject"])
+    # the applicant's notice of it (the receipt's may come first)
+    deadline = time.monotonic() + 15
+    while not (
+        notices := [
+            e
+            for e in events
+            if e["event_type"] == "NotificationSent"
+            and e["payload"]["about_event_type"] == "CorrectionRequested"
+        ]
+    ):
+        assert time.monotonic() < deadline, "no notice of the correction request"
+        time.sleep(0.1)
+        events = wait_for_event(intake, answer["case_id"], "NotificationSent")
+    assert "补正" in str(notices[0]["payload"]["subject"])
 
 
 def test_retry_with_same_idempotency_key_returns_the_same_case(
