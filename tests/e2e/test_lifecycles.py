@@ -278,7 +278,7 @@ class Station:
         return [
             e["event_type"]
             for e in self.events(case_id, who)
-            if e["event_type"] != "NotificationSent"
+            if not e["event_type"].startswith("Notification")
         ]
 
     def worklist(self, who: Person) -> list[dict[str, Any]]:
@@ -332,9 +332,9 @@ class Station:
         listed = httpx.get(f"{self.processing}/cases", headers=who.headers, timeout=5)
         assert case_id not in [c["case_id"] for c in listed.json()["cases"]]
         assert case_id not in [t["case_id"] for t in self.worklist(who)]
-        before = len(self.events(case_id, AUDITOR))
+        before = len(self.history(case_id, AUDITOR))
         assert self.attempt(case_id, "claim", who).status_code == 404
-        assert len(self.events(case_id, AUDITOR)) == before  # nothing recorded
+        assert len(self.history(case_id, AUDITOR)) == before  # nothing recorded
 
     # -- whole stretches ---------------------------------------------------------------
 
