@@ -361,3 +361,52 @@ def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
         ]
         # each SMS given up on, then sent when re-driven: both facts stay in the record
         assert sms == ["NotificationFailed"] * 2 + ["NotificationSent"] * 2
+
+
+def test_webhook_subscriptions_are_managed_by_the_station_head(
+    sqlite_url: str, nats_url: str, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    with running_stack(sqlite_url, nats_url, tmp_path, **notify_extra(sandbox)) as stack:
+        intake = stack["intake"].base_url
+        notify = stack["notify"].base_url
+        hooks = f"{notify}/webhooks"
+        url = sandbox.webhooks.endpoint("/managed")
+        # Only a station head (or an operator) subscribes; types are checked.
+        denied = post(hooks, CLERK, {"url": url, "event_types": ["CaseAccepted"]})
+        assert denied.status_code == 403
+        assert denied.headers["content-type"].startswith("application/problem+json")
+        typo = post(hooks, HEAD, {"url": url, "event_types": ["CaseAcepted"]})
+        assert typo.status_code == 422 and "CaseAcepted" in typo.json()["detail"]
+        created = post(hooks, HEAD, {"url": url, "event_types": ["CaseAccepted"]})
+        assert created.status_code == 201, created.text
+        sub = created.json()
+        sandbox.webhooks.add_secret(sub["secret"])
+        listed = httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"]
+        assert [s["subscription_id"] for s in listed] == [sub["subscription_id"]]
+        assert "secret" not in listed[0]
+
+        def calls() -> list[str]:
+            return [c.json()["data"]["case_id"] for c in sandbox.webhooks.received]
+
+        # Paused: nothing is planned for it.
+        paused = httpx.patch(
+            f"{hooks}/{sub['subscription_id']}", json={"status": "paused"}, headers=HEAD
+        )
+        assert paused.status_code == 200 and paused.json()["status"] == "paused"
+        quiet = apply(intake)
+        wait_until(
+            lambda: any(d["event_type"] == "CaseAccepted" for d in deliveries_of(notify, quiet)),
+            30,
+            "the acceptance's other notices",
+        )
+        # Active again: the next acceptance is posted, once, signed.
+        httpx.patch(f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD)
+        heard = apply(intake)
+        wait_until(lambda: heard in calls(), 30, "the webhook call")
+        assert quiet not in calls() and calls().count(heard) == 1
+
+        deleted = httpx.delete(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+        assert deleted.status_code == 200
+        assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
+        gone = httpx.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+        assert gone.status_code == 404
