@@ -6,10 +6,14 @@ Tencent Cloud's ``SendSms`` with its TC3 signature; Standard Webhooks) and behav
 careful receiver would: they check signatures, keep every message, and count a repeat
 of the same idempotency key (``Message-ID``, ``SessionContext``, ``webhook-id``) once.
 Each can be told to fail or hang for the next N requests, and can write what it got
-into a folder (``var/outbox/{email,sms,webhook}/``) for a person to read.
+into a folder (``var/outbox/{email,sms,webhook}/``) for a person to read. The mailbox and
+the webhook receiver can also fail the *first* attempt of a chosen share of messages
+(``fail_first_attempt_of``): picked by a hash of the idempotency key, so the same
+messages are picked on every run, and each picked one is refused once, then taken.
 
 - :class:`Mailbox`: aiosmtpd in its own thread (``Controller``); ``await start()`` /
-  ``await stop()`` or ``async with``; ``messages``, ``duplicates``, ``fail_next()``.
+  ``await stop()`` or ``async with``; ``messages``, ``duplicates``, ``fail_next()``,
+  ``fail_first_attempt_of()``.
 - :class:`SmsGateway` and :class:`WebhookReceiver`: ASGI apps (Starlette), served by
   uvicorn in the caller's event loop (:func:`serve_asgi`); ``async with`` starts them
   on a free port and sets ``url``.
@@ -28,6 +32,7 @@ import contextlib
 import dataclasses
 import email
 import email.policy
+import hashlib
 import hmac
 import json
 import re
@@ -90,6 +95,41 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def picked_for_failure(key: str, fraction: float, seed: int = 0) -> bool:
+    """Whether ``fail_first_attempt_of(fraction, seed)`` picks the message whose
+    idempotency key is ``key`` (a ``Message-ID`` as sent, angle brackets included; a
+    ``webhook-id``). A hash of seed and key decides: the same keys on every run, about
+    ``fraction`` of them, and a sender can count in advance how many first attempts fail."""
+    if fraction <= 0:
+        return False
+    if fraction >= 1:
+        return True
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
+@dataclasses.dataclass(slots=True)
+class _FirstAttempts:
+    """Refuse the first arrival of each picked key, take it from then on."""
+
+    fraction: float
+    seed: int
+    seen: set[str] = dataclasses.field(default_factory=set)
+    refused: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction <= 1:
+            raise ValueError("fraction is a share of messages, from 0 to 1")
+
+    def refuse(self, key: str) -> bool:
+        """Whether to refuse this arrival of ``key`` (its first, if it is picked)."""
+        if key in self.seen or not picked_for_failure(key, self.fraction, self.seed):
+            return False
+        self.seen.add(key)
+        self.refused += 1
+        return True
+
+
 async def _until(condition: Any, count: int, within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while condition() < count:
@@ -118,6 +158,10 @@ _REPLIES = {
 }
 
 
+def _reply(code: int) -> str:
+    return _REPLIES.get(code, f"{code} {code // 100}.0.0 Sandbox failure")
+
+
 class _Controller(Controller):
     """aiosmtpd's threaded controller, able to listen on a free port (``port=0``): the
     port is read back from the socket before the controller's readiness probe."""
@@ -139,9 +183,12 @@ class Mailbox:
     ``messages`` holds each distinct message once (by ``Message-ID``, as a mailbox shows
     them); a repeat is accepted (250) and counted in ``duplicates``. ``fail_next(n, code)``
     answers the next ``n`` messages with ``code`` instead, after ``RCPT TO`` or after
-    ``DATA``. With ``tls_context`` it offers (and requires) STARTTLS; with
-    ``credentials`` it requires AUTH (over TLS). The server runs in its own thread
-    (aiosmtpd's ``Controller``), so it answers even while the caller's loop is busy.
+    ``DATA``; ``fail_first_attempt_of(fraction)`` answers 451 to the first arrival of
+    about ``fraction`` of the ``Message-ID``s (counted in ``first_attempt_failures``)
+    and takes each when it comes again. With ``tls_context`` it offers (and requires)
+    STARTTLS; with ``credentials`` it requires AUTH (over TLS). The server runs in its
+    own thread (aiosmtpd's ``Controller``), so it answers even while the caller's loop is
+    busy.
     """
 
     def __init__(
@@ -164,6 +211,8 @@ class Mailbox:
         self._messages: list[EmailMessage] = []
         self._by_id: dict[str, EmailMessage] = {}
         self._faults: collections.deque[_SmtpFault] = collections.deque()
+        self._first_attempts: _FirstAttempts | None = None
+        self._first_attempt_code = 451
         self._lock = threading.Lock()
         self._controller: _Controller | None = None
 
@@ -241,12 +290,33 @@ class Mailbox:
         with self._lock:
             self._faults.extend([_SmtpFault(code, at)] * count)
 
+    def fail_first_attempt_of(self, fraction: float, seed: int = 0, code: int = 451) -> None:
+        """From now on, answer ``code`` after ``DATA`` to the first arrival of each message
+        whose ``Message-ID`` is picked (:func:`picked_for_failure`: about ``fraction`` of
+        them, the same ones for the same ``seed``), and take it when it comes again; a
+        message without a ``Message-ID`` is never picked. ``fraction=0`` stops it. Unlike
+        :meth:`fail_next`, which fails whatever comes next, this fails chosen messages once
+        each, however the sender interleaves them."""
+        if not 400 <= code < 600:
+            raise ValueError("an SMTP failure is a 4xx or 5xx reply")
+        picker = _FirstAttempts(fraction, seed)  # checks the fraction
+        with self._lock:
+            self._first_attempts = picker if fraction > 0 else None
+            self._first_attempt_code = code
+
+    @property
+    def first_attempt_failures(self) -> int:
+        """First attempts refused by :meth:`fail_first_attempt_of`."""
+        with self._lock:
+            return self._first_attempts.refused if self._first_attempts else 0
+
     def clear(self) -> None:
-        """Forget messages, counts and pending failures."""
+        """Forget messages, counts and pending failures (``fail_first_attempt_of`` too)."""
         with self._lock:
             self._messages.clear()
             self._by_id.clear()
             self._faults.clear()
+            self._first_attempts = None
             self.duplicates = self.attempts = 0
 
     # -- the handler's side (in the server's thread)
@@ -272,17 +342,18 @@ class Mailbox:
             if self._faults and self._faults[0].at == at:
                 fault = self._faults.popleft()
                 self.attempts += 1
-                return _REPLIES.get(
-                    fault.code, f"{fault.code} {fault.code // 100}.0.0 Sandbox failure"
-                )
+                return _reply(fault.code)
         return None
 
     def _deliver(self, content: bytes) -> str:
         parsed = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
-        message_id = str(parsed.get("Message-ID", "")).strip() or f"<{uuid.uuid4()}@sandbox>"
+        given = str(parsed.get("Message-ID", "")).strip()
+        message_id = given or f"<{uuid.uuid4()}@sandbox>"
         with self._lock:
             self.attempts += 1
+            if given and self._first_attempts is not None and self._first_attempts.refuse(given):
+                return _reply(self._first_attempt_code)
             if message_id in self._by_id:
                 self.duplicates += 1
                 return "250 2.0.0 Already delivered (sandbox)"
@@ -347,7 +418,9 @@ async def serve_asgi(
     """Serve ``app`` with uvicorn in this event loop; yields its base URL
     (``http://127.0.0.1:<port>``). ``port=0`` takes a free port (bound before uvicorn
     starts, so no other process can take it in between)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it every answer (headers, then body) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
@@ -741,7 +814,8 @@ class WebhookReceiver(_HttpReceiver):
     keeps the first call of each ``webhook-id``; a repeat is answered 200 with the same
     receipt and counted in ``duplicates``; ``calls`` lists every accepted call. The
     answer is ``{"id": "<receipt>"}``. Failures: ``fail_next`` (e.g. 500 or 410),
-    ``hang_next``.
+    ``hang_next``, and ``fail_first_attempt_of`` (the first call of about a given share
+    of the ``webhook-id``s answered 500, counted in ``first_attempt_failures``).
     """
 
     name = "webhook receiver"
@@ -757,6 +831,8 @@ class WebhookReceiver(_HttpReceiver):
         self.duplicates = 0
         self.rejected = 0
         self._by_id: dict[str, ReceivedWebhook] = {}
+        self._first_attempts: _FirstAttempts | None = None
+        self._first_attempt_status = 500
         self.app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=["POST"])])
 
     def endpoint(self, path: str = "/hooks") -> str:
@@ -764,6 +840,23 @@ class WebhookReceiver(_HttpReceiver):
         if self.url is None:
             raise RuntimeError("start the receiver first")
         return f"{self.url}{path}"
+
+    def fail_first_attempt_of(self, fraction: float, seed: int = 0, status: int = 500) -> None:
+        """From now on, answer HTTP ``status`` to the first call of each ``webhook-id``
+        that is picked (:func:`picked_for_failure`: about ``fraction`` of them, the same
+        ones for the same ``seed``), before any check, and handle it normally when it
+        comes again. ``fraction=0`` stops it. Unlike :meth:`fail_next`, which fails
+        whatever comes next, this fails chosen deliveries once each."""
+        if not 400 <= status < 600:
+            raise ValueError("a failure is a 4xx or 5xx answer")
+        picker = _FirstAttempts(fraction, seed)  # checks the fraction
+        self._first_attempts = picker if fraction > 0 else None
+        self._first_attempt_status = status
+
+    @property
+    def first_attempt_failures(self) -> int:
+        """First calls refused by :meth:`fail_first_attempt_of`."""
+        return self._first_attempts.refused if self._first_attempts else 0
 
     def add_secret(self, secret: str) -> None:
         """Accept calls signed with ``secret`` too."""
@@ -790,6 +883,9 @@ class WebhookReceiver(_HttpReceiver):
             return injected
         headers = dict(request.headers)
         webhook_id = headers.get("webhook-id", "")
+        if webhook_id and self._first_attempts and self._first_attempts.refuse(webhook_id):
+            status = self._first_attempt_status
+            return PlainTextResponse(f"sandbox failure {status} (first attempt)", status)
         if not webhook_id:
             self.rejected += 1
             return PlainTextResponse("missing webhook-id", status_code=400)

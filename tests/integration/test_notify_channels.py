@@ -479,3 +479,55 @@ async def test_webhook_receiver_down_or_bad_url(webhook: WebhookChannel) -> None
     with pytest.raises(DeliveryError) as err:
         await webhook.send(_hook("ftp://127.0.0.1/hooks", SECRET))
     _exactly(err, PermanentDeliveryError)
+
+
+# --------------------------------------------------------------------------- first attempts
+
+
+async def test_fail_first_attempt_of_picked_messages_once() -> None:
+    from services.notify.sandbox import picked_for_failure
+
+    share, seed = 0.25, 3
+    keys = [uuid.uuid5(uuid.NAMESPACE_URL, f"delivery-{i}") for i in range(30)]
+    async with Mailbox() as box, WebhookReceiver(SECRET) as hooks:
+        box.fail_first_attempt_of(share, seed)
+        hooks.fail_first_attempt_of(share, seed)
+        email = EmailChannel(box.settings(timeout_seconds=2))
+        webhook = WebhookChannel(timeout=2)
+        try:
+            for key in keys:
+                for channel, message, idempotency_key, code in (
+                    (email, _email(delivery=key), f"<{key}@caseflow>", "451"),
+                    (webhook, _hook(hooks.endpoint(), SECRET, key), str(key), "500"),
+                ):
+                    if picked_for_failure(idempotency_key, share, seed):
+                        with pytest.raises(DeliveryError) as err:
+                            await channel.send(message)
+                        _exactly(err, DeliveryError)  # worth trying again
+                        assert code in str(err.value)
+                    assert await channel.send(message)  # taken
+                    assert await channel.send(message)  # a repeat: acknowledged, not refused
+        finally:
+            await webhook.aclose()
+    mails = sum(picked_for_failure(f"<{k}@caseflow>", share, seed) for k in keys)
+    calls = sum(picked_for_failure(str(k), share, seed) for k in keys)
+    assert 0 < mails < len(keys) and 0 < calls < len(keys)
+    assert box.first_attempt_failures == mails
+    assert len(box.messages) == len(keys) and box.duplicates == len(keys)
+    assert box.attempts == 2 * len(keys) + mails
+    assert hooks.first_attempt_failures == calls
+    assert len(hooks.received) == len(keys) and hooks.duplicates == len(keys)
+    assert len(hooks.calls) == 2 * len(keys) and hooks.rejected == 0
+    # Deterministic per seed, about the share asked for, and checked.
+    assert [picked_for_failure(str(k), share, seed) for k in keys] == [
+        picked_for_failure(str(k), share, seed) for k in keys
+    ]
+    assert {k for k in keys if picked_for_failure(str(k), share, seed)} != {
+        k for k in keys if picked_for_failure(str(k), share, seed + 1)
+    }
+    many = [str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))) for i in range(10_000)]
+    assert 0.09 < sum(picked_for_failure(k, 0.1) for k in many) / len(many) < 0.11
+    with pytest.raises(ValueError):
+        box.fail_first_attempt_of(1.5)
+    with pytest.raises(ValueError):
+        hooks.fail_first_attempt_of(0.1, status=200)
