@@ -37,14 +37,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import types
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -145,19 +143,6 @@ OTHER = "other (not caseflow)"
 
 CONNECTIONS_PER_CLIENT = 8
 """httpcore scans every connection of a pool for each request: keep pools small."""
-
-
-def _answer_sniffio_directly() -> None:
-    """Keep httpcore's per-request ``import sniffio`` cheap in the load generator.
-
-    Without sniffio installed, every request's failed import searches ``sys.path`` again,
-    which made the load generator the busiest process of the benchmark. The load generator
-    only runs asyncio, so a stand-in module answers that.
-    """
-    if importlib.util.find_spec("sniffio") is None:
-        stand_in = types.ModuleType("sniffio")
-        stand_in.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-        sys.modules["sniffio"] = stand_in
 
 
 class Clients:
@@ -681,7 +666,6 @@ async def measure(
     sub = await js.subscribe(
         SUBJECT, cb=notified, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW
     )
-    _answer_sniffio_directly()
     count = max(4, -(-args.concurrency // CONNECTIONS_PER_CLIENT))
     desk = Desk(
         Clients(stack["intake"].base_url, count),

@@ -160,8 +160,9 @@ class Dispatcher:
         """Send until nothing is due or in flight (tests and benchmarks; bound it with
         ``asyncio.timeout``)."""
         while True:
+            idle = not self.busy  # before claiming: a send finishing meanwhile may leave more due
             started = await self.dispatch_due()
-            if not started and not self.busy:
+            if idle and not started:
                 return
             await asyncio.sleep(0.02)
 
