@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from services.notify.cli import app as notify_app
+from shared.audit.cli import app as audit_app
 from shared.catalogue.cli import app as catalogue_app
+from shared.projections.cli import app as projections_app
 from shared.settings import DEFAULT_NATS_URL
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(notify_app, name="notify")
+app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
 
 SERVICES = ("intake", "processing", "notify")
 

@@ -1,0 +1,1 @@
+"""Audit replays: case timelines, state as of a moment, tamper evidence, reports."""

@@ -1,0 +1,10 @@
+"""``caseflow audit``: what a city auditor runs against the log or an exported copy."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Audit the log: timelines, tamper evidence, export and replay, reports.",
+    no_args_is_help=True,
+)
