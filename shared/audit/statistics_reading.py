@@ -7,10 +7,15 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit.statistics import StationReport, StatisticsError, StatisticsRow, build_report
+from shared.audit.statistics import (
+    ItemNames,
+    StationReport,
+    StatisticsError,
+    StatisticsRow,
+    build_report,
+)
 from shared.orgs import Organisations, OrgKind
 from shared.projections.statistics_tables import STATISTICS_MEASURES, station_statistics
-from shared.workflow.reference import Reference
 
 
 def scope_of(
@@ -60,7 +65,8 @@ async def read_rows(
 
 async def read_statistics(
     conn: AsyncConnection,
-    reference: Reference,
+    organisations: Organisations,
+    catalogue: ItemNames | None,
     *,
     start: date,
     end: date,
@@ -68,14 +74,11 @@ async def read_statistics(
     town: str | None = None,
 ) -> StationReport:
     """The report of a station (or of a town's stations) over a period."""
-    scope, stations = scope_of(reference.organisations, station=station, town=town)
+    scope, stations = scope_of(organisations, station=station, town=town)
     if end < start:
         raise StatisticsError(f"the period ends ({end}) before it starts ({start})")
     rows = await read_rows(conn, stations, start, end)
-    names = {
-        s: (reference.organisations.get(s).name_zh, reference.organisations.get(s).name_en)
-        for s in stations
-    }
+    names = {s: (organisations.get(s).name_zh, organisations.get(s).name_en) for s in stations}
     return build_report(
         rows,
         stations=stations,
@@ -83,5 +86,5 @@ async def read_statistics(
         end=end,
         scope=scope,
         station_names=names,
-        catalogue=reference.catalogue,
+        catalogue=catalogue,
     )

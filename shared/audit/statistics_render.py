@@ -81,22 +81,25 @@ def headline(report: StationReport) -> list[tuple[str, str, str]]:
 # -- terminal ---------------------------------------------------------------------------
 
 
-def _lines_table(title: str, lines: Sequence[Line]) -> Table:
+def _lines_table(title: str, lines: Sequence[Line], *, rates: bool) -> Table:
+    """A section's lines: the counts, or (``rates``) the time limits and satisfaction."""
     table = Table(title=title, title_justify="left")
-    table.add_column("事项 Matter")
-    for name in SHOWN:
-        zh, en = MEASURE_LABELS[name]
-        table.add_column(f"{zh}\n{en}", justify="right")
-    for name in RATES:
-        zh, en = RATE_LABELS[name]
-        table.add_column(f"{zh}\n{en}", justify="right")
+    table.add_column("事项 Matter", min_width=28, max_width=48)
+    names = RATES if rates else SHOWN
+    labels = RATE_LABELS if rates else MEASURE_LABELS
+    for name in names:
+        zh, en = labels[name]
+        table.add_column(f"{zh}\n{en}", justify="right", max_width=18)
     for line in lines:
-        table.add_row(
-            f"{line.name_zh}\n{line.name_en}",
-            *(str(line.counts[name]) for name in SHOWN),
-            *_rate_cells(line),
-        )
+        cells = _rate_cells(line) if rates else [str(line.counts[n]) for n in SHOWN]
+        table.add_row(f"{line.name_zh}\n{line.name_en}", *cells)
     return table
+
+
+def _section(console: Console, title: str, lines: Sequence[Line]) -> None:
+    console.print(_lines_table(title, lines, rates=False))
+    rates_title = f"{title} — 时限与满意度 time limits and satisfaction"
+    console.print(_lines_table(rates_title, lines, rates=True))
 
 
 def render_table(report: StationReport, console: Console) -> None:
@@ -118,11 +121,11 @@ def render_table(report: StationReport, console: Console) -> None:
         for _, zh, en, count in report.visitors:
             visitors.add_row(f"{zh} {en}", str(count))
         console.print(visitors)
-    console.print(_lines_table("按类别 By kind of matter", report.kinds))
+    _section(console, "按类别 By kind of matter", report.kinds)
     if report.items:
-        console.print(_lines_table("便民服务按事项 Convenience services by item", report.items))
+        _section(console, "便民服务按事项 Convenience services by item", report.items)
     if len(report.by_station) > 1:
-        console.print(_lines_table("按服务站 By station", report.by_station))
+        _section(console, "按服务站 By station", report.by_station)
 
 
 # -- JSON and CSV -----------------------------------------------------------------------
