@@ -17,7 +17,7 @@ from shared.events import StoredEvent
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow.definitions import Workflow, WorkflowRegistry
-from shared.workflow.state import CaseState, IllegalTransition, apply
+from shared.workflow.state import Clock
 
 APPLICATION = "application"
 RECEPTION = "reception"
@@ -60,13 +60,22 @@ class CatalogueLike(Protocol):
 
 @dataclasses.dataclass(slots=True)
 class CaseTally:
-    """What the statistics keep of one case: its fold and the limits its clock runs to.
+    """What the statistics keep of one case: where it stands in its workflow, its
+    working-day clock and the limits the clock runs to.
 
-    ``seen`` is the version of the case's last event taken into account (events that
-    move nothing the statistics count are passed over, but still seen)."""
+    The status moves by the pinned workflow's own transition table and the clock by the
+    workflow's clock rule and :class:`shared.workflow.state.Clock`, exactly as the case's
+    fold (``shared.workflow.state.apply``) moves them; only what the statistics need is
+    kept, so that a rebuild stays cheap per event (the full fold copies a large state per
+    event). ``seen`` is the version of the case's last event taken into account."""
 
-    state: CaseState = dataclasses.field(default_factory=CaseState)
     seen: int = 0
+    workflow: Workflow | None = None
+    station: str = ""
+    item_code: str | None = None
+    item_version: int | None = None
+    status: str = ""
+    clock: Clock = dataclasses.field(default_factory=Clock)
     committed: int | None = None
     legal: int | None = None
 
@@ -85,11 +94,11 @@ class StatisticsTally:
         self.catalogue = catalogue
         self._workflows: dict[tuple[str, int], Workflow | None] = {}
 
-    def workflow(self, state: CaseState) -> Workflow | None:
-        """The workflow the case pinned, if it is known."""
-        if not state.workflow or not state.workflow_version:
+    def workflow(self, pinned: Any) -> Workflow | None:
+        """The workflow a case pinned (``{"name", "version"}``), if it is known."""
+        if not isinstance(pinned, dict) or not pinned.get("name") or not pinned.get("version"):
             return None
-        key = (state.workflow, state.workflow_version)
+        key = (str(pinned["name"]), int(pinned["version"]))
         if key not in self._workflows:
             try:
                 self._workflows[key] = self.workflows.get(*key)
@@ -106,48 +115,70 @@ class StatisticsTally:
 
     def step(self, case: CaseTally, event: StoredEvent) -> tuple[StatisticsKey, Deltas] | None:
         """Take ``event`` (the case's next one) into ``case``; what it adds, if anything."""
+        first = case.seen == 0
         case.seen = event.version
-        before = case.state
-        workflow = self.workflow(before) if before.exists else None
-        if before.exists and (workflow is None or event.event_type not in workflow.event_types):
-            return None  # a fact that moves nothing counted: notices, claims, warnings…
-        try:
-            after = apply(before, event, self.workflows)
-        except IllegalTransition:
-            return None  # the table does not allow it: the audit reports it, we count nothing
-        if not before.exists:  # personal data has no place in a counter's memory
-            after = dataclasses.replace(after, applicant=None, details={})
-        case.state = after
         kind = event.event_type
-        deltas: Deltas = {}
-        if not before.exists:
-            deltas["received"] = 1
+        payload = event.payload
+        if first:
+            case.workflow = self.workflow(payload.get("workflow"))
+            case.station = payload.get("station") or event.actor_station or ""
+            case.item_code = payload.get("item_code")
+            case.item_version = payload.get("item_version")
+        workflow = case.workflow
+        if workflow is None or kind not in workflow.event_types:
+            return None  # a fact that moves nothing counted: notices, claims, warnings…
+        before = case.status
+        after = workflow.table.get((before, kind))
+        if after is None:
+            return None  # the table does not allow it: the audit reports it, we count nothing
+        case.status = after
+        day = local_date(event.occurred_at)
+        rule = workflow.clock
+        if rule is not None:
+            clock = case.clock
+            if kind in rule.starts:
+                started = payload.get("accepted_on")
+                on = date.fromisoformat(started) if isinstance(started, str) else day
+                case.clock = clock.start(on, event.version)
+            elif kind in rule.pauses:
+                case.clock = clock.pause(day)
+            elif kind in rule.resumes:
+                case.clock = clock.resume(day, event.version)
+            elif kind in rule.stops:
+                case.clock = clock.stop(day)
+        deltas: Deltas
+        if first:
+            deltas = {"received": 1}
         elif kind in COUNTED:
-            deltas[COUNTED[kind]] = 1
+            deltas = {COUNTED[kind]: 1}
             if kind in ("CaseAccepted", "CaseDeemedAccepted"):
-                self._limits(case, event.payload)
+                self._limits(case, payload)
         elif kind in DECISIONS:
-            deltas[DECISIONS[kind]] = 1
-            upstream = before.status == "forwarded"
-            deltas["completed_upstream" if upstream else "completed_at_station"] = 1
-            deltas.update(self._timing(case, local_date(event.occurred_at)))
+            upstream = before == "forwarded"
+            deltas = {
+                DECISIONS[kind]: 1,
+                "completed_upstream" if upstream else "completed_at_station": 1,
+                **self._timing(case, day),
+            }
         elif kind in MATTER_DONE:
-            deltas["completed_at_station"] = 1
+            deltas = {"completed_at_station": 1}
         elif kind == "SatisfactionRated":
-            score = int(event.payload.get("score", 0))
-            deltas.update(ratings=1, rating_sum=score, poor_ratings=int(score <= POOR_RATING))
-        if not deltas:
+            score = int(payload.get("score", 0))
+            deltas = {"ratings": 1, "rating_sum": score, "poor_ratings": int(score <= POOR_RATING)}
+        elif kind == "DeadlineExtended":
+            case.clock = case.clock.extend(int(payload.get("days", 0)), event.version)
             return None
-        item = (after.item_code or "") if after.case_kind == APPLICATION else ""
-        key = (after.station or "", local_date(event.occurred_at), event.case_kind, item)
-        return key, deltas
+        else:
+            return None
+        item = (case.item_code or "") if event.case_kind == APPLICATION else ""
+        return (case.station, day, event.case_kind, item), deltas
 
     def _limits(self, case: CaseTally, receipt: Mapping[str, Any]) -> None:
         committed = receipt.get("committed_limit_days")
         legal = receipt.get("legal_limit_days")
-        if (committed is None or legal is None) and self.catalogue and case.state.item_code:
+        if (committed is None or legal is None) and self.catalogue and case.item_code:
             try:
-                item = self.catalogue.get(case.state.item_code, case.state.item_version)
+                item = self.catalogue.get(case.item_code, case.item_version)
             except LookupError:
                 item = None
             if item is not None:
@@ -157,7 +188,7 @@ class StatisticsTally:
         case.legal = int(legal) if legal is not None else None
 
     def _timing(self, case: CaseTally, day: date) -> Deltas:
-        clock = case.state.clock
+        clock = case.clock
         if clock.started_on is None or case.committed is None or case.legal is None:
             return {}
         try:

@@ -36,6 +36,8 @@ from shared.http import PROBLEM_JSON
 from shared.projections import Projection
 from shared.projections.statistics import DelegationUsageProjection, StatisticsProjection
 from shared.projections.statistics_tables import delegation_usage, station_statistics
+from shared.projections.tally import CASE_KINDS, CaseTally, StatisticsTally
+from shared.workflow.state import CaseState, apply
 from tests.services import session_keys, staff_headers
 from tests.statistics_story import (
     EXPECTED_XUEFENG_NOVEMBER,
@@ -181,6 +183,36 @@ def test_delegation_usage_counts_actions_and_the_refusal_citing_the_instrument(
     assert decided == 4 + 1  # L A B I approved at the station, and I's extension
 
 
+def test_the_counters_fold_moves_status_and_clock_as_the_case_fold_does(
+    story: tuple[str, Rows],
+) -> None:
+    """The statistics keep a small fold of their own (for speed); after every event of
+    every case it must agree with ``shared.workflow.state`` on the status and the clock."""
+    url, _ = story
+
+    async def check() -> int:
+        engine = create_engine(url)
+        try:
+            events = await EventLog(engine).read_all(START, limit=100_000)
+        finally:
+            await engine.dispose()
+        tally = StatisticsTally(REFERENCE.workflows, REFERENCE.calendar, REFERENCE.catalogue)
+        cases: dict[Any, tuple[CaseTally, CaseState]] = {}
+        compared = 0
+        for event in events:
+            if event.case_kind not in CASE_KINDS:
+                continue
+            mine, theirs = cases.get(event.case_id, (CaseTally(), CaseState()))
+            tally.step(mine, event)
+            theirs = apply(theirs, event, REFERENCE.workflows)
+            cases[event.case_id] = (mine, theirs)
+            assert (mine.status, mine.clock) == (theirs.status, theirs.clock), event.event_type
+            compared += 1
+        return compared
+
+    assert asyncio.run(check()) == 77  # every event of the story's cases
+
+
 # -- any split of the log gives the same rows -------------------------------------------
 
 
@@ -318,7 +350,10 @@ def test_cli_refuses_a_bad_period_and_a_missing_database(tmp_path: Path) -> None
         "--from", "2026-11-30", "--to", "2026-11-01",
     )  # fmt: skip
     assert backwards.exit_code == 2 and "is before --from" in backwards.output
-    not_a_day = _cli(*_november("x", "--station", "xuefeng_station")[:3], "--to", "30.11.2026")
+    not_a_day = _cli(
+        "--database-url", f"sqlite+aiosqlite:///{tmp_path}/x.db", "--station", "xuefeng_station",
+        "--from", "2026-11-01", "--to", "30.11.2026",
+    )  # fmt: skip
     assert not_a_day.exit_code == 2 and "is not a date" in not_a_day.output
     nowhere = f"sqlite+aiosqlite:///{tmp_path}/none.db"
     missing = _cli(*_november(nowhere, "--station", "xuefeng_station"))
