@@ -122,6 +122,13 @@ class ActionRefused(_Payload):
     reason: str
     message: str
     status: str
+    delegation_id: str | None = Field(
+        default=None, description="The delegation the refusal cites (revoked, suspended…)"
+    )
+    delegation_version: int | None = None
+    power: str | None = Field(
+        default=None, description="The delegated power the action needed (收件、受理…)"
+    )
 
 
 class TaskClaimed(_Payload):

@@ -13,6 +13,7 @@ from services.processing.delegations_api import router as delegations_router
 from services.processing.dept import AnswerListener, request_publisher
 from services.processing.projection import CASE_KINDS, Projector
 from services.processing.settings import ProcessingSettings
+from services.processing.statistics_api import router as statistics_router
 from shared.bus.consumer import ConsumerSpec
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
@@ -53,7 +54,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         title="caseflow processing",
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
-        routers=[reads, api.router, delegations_router],
+        routers=[reads, api.router, delegations_router, statistics_router],
     )
     workflow_http.install(app, service)
     return app

@@ -8,3 +8,8 @@ app = typer.Typer(
     help="Audit the log: timelines, tamper evidence, export and replay, reports.",
     no_args_is_help=True,
 )
+
+# The station statistics report (from the statistics projection).
+from shared.audit import statistics_cli  # noqa: E402
+
+app.command("statistics")(statistics_cli.statistics)

@@ -78,6 +78,20 @@ class Refusal:
 
     reason: str
     message: str
+    delegation_id: str | None = None
+    """The delegation the refusal is about, if one came close (revoked, suspended…)."""
+    delegation_version: int | None = None
+    power: str | None = None
+    """The delegated power the action needed, if the delegation check refused it."""
+
+    def cited(self) -> dict[str, Any]:
+        """The payload fields that name the delegation and power, where known."""
+        fields = {
+            "delegation_id": self.delegation_id,
+            "delegation_version": self.delegation_version,
+            "power": self.power,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +189,7 @@ def refusal_event(
             "reason": refusal.reason,
             "message": refusal.message,
             "status": state.status,
+            **refusal.cited(),
         },
     )
 

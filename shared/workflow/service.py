@@ -161,7 +161,13 @@ class CaseService:
         )
         if hasattr(result, "authority"):
             return Authority(result.authority, result.delegation_code, result.delegation_version)
-        return Refusal(str(result.reason), result.message)
+        return Refusal(
+            str(result.reason),
+            result.message,
+            getattr(result, "delegation_code", None),
+            getattr(result, "delegation_version", None),
+            step.power,
+        )
 
     def own_authority(self, org: str) -> str:
         """A station acts for its town in its own matters; others for themselves."""
@@ -326,7 +332,15 @@ class CaseService:
         else:
             acting = Authority(self.own_authority(staff.org))
         if isinstance(acting, Refusal):
-            await self._record_attempt(case_id, start.action, acting, staff, at, correlation_id)
+            await self._record_attempt(
+                case_id,
+                start.action,
+                acting,
+                staff,
+                at,
+                correlation_id,
+                item.code if item is not None else None,
+            )
             raise ActionRefusedError(acting, CaseState())
         station = staff.org
         organisation = self.organisations.get(station)
@@ -426,6 +440,7 @@ class CaseService:
         staff: Staff,
         at: datetime,
         correlation_id: str | None,
+        item_code: str | None = None,
     ) -> None:
         """A refused attempt to open a case is kept in a stream of its own."""
         event = NewEvent(
@@ -440,6 +455,8 @@ class CaseService:
                 "message": refusal.message,
                 "status": "",
                 "would_be_case_id": str(case_id),
+                **refusal.cited(),
+                **({"item_code": item_code} if item_code else {}),
             },
         )
         attempt_id = uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}")
