@@ -8,3 +8,9 @@ app = typer.Typer(
     help="Audit the log: timelines, tamper evidence, export and replay, reports.",
     no_args_is_help=True,
 )
+
+# Case timelines, the case as of a moment, and the delegation compliance report.
+from shared.audit import case_cli  # noqa: E402
+
+app.command("case")(case_cli.case)
+app.command("compliance")(case_cli.compliance)
