@@ -103,6 +103,8 @@ def _local(moment: datetime) -> str:
 def _clock(clock: ClockPoint | None) -> str:
     if clock is None:
         return "—"
+    if not clock.started:
+        return f"not started ({clock.limit} working days once accepted)"
     state = "paused" if clock.paused else "running" if clock.running else "stopped"
     text = f"{clock.used}/{clock.limit} used, {clock.paused_days} paused, {clock.remaining} left"
     text += f" ({state}{', ' + clock.level if clock.level else ''})"
@@ -272,6 +274,8 @@ def render_compliance(report: ComplianceReport, console: Console) -> None:
             j.message,
         )
     console.print(table)
+    if not report.refused:
+        console.print("Refused attempts: none")
     refused = Table(title="Refused attempts")
     for column in ("occurred", "case", "v", "action", "actor", "reason", "message"):
         refused.add_column(column, overflow="fold")
@@ -285,7 +289,8 @@ def render_compliance(report: ComplianceReport, console: Console) -> None:
             r.reason,
             r.message,
         )
-    console.print(refused)
+    if report.refused:
+        console.print(refused)
     verdict = (
         "every action was within a delegation (or the authority's own)"
         if report.compliant

@@ -84,6 +84,7 @@ class ClockPoint:
     """A case's working-day clock read as of one day."""
 
     as_of: date
+    started: bool
     used: int
     paused_days: int
     remaining: int
@@ -261,6 +262,7 @@ def _clock(state: CaseState, reference: Reference, day: date) -> ClockPoint | No
         return None
     return ClockPoint(
         as_of=day,
+        started=state.clock.started_on is not None,
         used=reading.used,
         paused_days=reading.paused_days,
         remaining=reading.remaining,
