@@ -172,7 +172,7 @@ def render_timeline(timeline: Timeline, console: Console) -> None:
             str(e.position),
             e.event_type,
             _local(e.occurred_at),
-            _local(e.recorded_at) if e.recorded_at != e.occurred_at else "same",
+            "same" if _local(e.recorded_at) == _local(e.occurred_at) else _local(e.recorded_at),
             f"{e.actor_user} ({e.actor_role}@{e.actor_station or '—'})",
             e.authority or "",
             _delegation(e),
