@@ -152,11 +152,14 @@ def judge(
     workflows: WorkflowRegistry,
     catalogue: ItemLookup,
     register: Register,
+    until: datetime | None = None,
 ) -> Judgement | None:
     """Check ``event`` again, if it is a staff action under a power over a catalogue item.
 
     ``before`` and ``after`` are the case's states around the event. None for facts, the
-    system's own steps (timers) and matters (no catalogue item, no delegation).
+    system's own steps (timers) and matters (no catalogue item, no delegation). With
+    ``until`` (a timeline as of a moment), the check at ``recorded_at`` is made only if
+    that moment is not later.
     """
     if event.actor_role == SYSTEM_ROLE or not after.workflow or not after.workflow_version:
         return None
@@ -180,7 +183,7 @@ def judge(
     first = _verdict(event, item, Power(step.power), register, event.occurred_at)
     use, message, code, version = first
     when_recorded = None
-    if event.recorded_at != event.occurred_at:
+    if event.recorded_at != event.occurred_at and (until is None or event.recorded_at <= until):
         later = _verdict(event, item, Power(step.power), register, event.recorded_at)[0]
         when_recorded = later if later is not use else None
     return Judgement(

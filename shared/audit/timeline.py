@@ -316,6 +316,7 @@ def build_timeline(
             workflows=reference.workflows,
             catalogue=reference.catalogue,
             register=register,
+            until=as_of,
         )
         entries.append(
             Entry(

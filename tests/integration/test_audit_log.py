@@ -29,9 +29,9 @@ from tests.audit_helpers import (
 CODE = "hrss-audit-2026"
 
 
-async def caseflow(*args: str) -> Result:
+async def caseflow(*args: str, env: dict[str, str] | None = None) -> Result:
     """Run the ``caseflow`` command (its own event loop, in a thread)."""
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def write(log: EventLog, script: CaseScript) -> None:
@@ -133,6 +133,10 @@ async def test_bad_actions_written_into_the_log_are_classified_and_located(
     # Twice the same: nothing in the output depends on when it is run.
     again = await caseflow("audit", "case", "XF-2026-000901", "--json", *url)
     assert again.output == timeline.output
+    from_env = await caseflow(
+        "audit", "case", "XF-2026-000901", "--json", env={"CASEFLOW_DATABASE_URL": db_url}
+    )
+    assert from_env.output == timeline.output
     shown = await caseflow("audit", "case", data["case_id"], *url)
     assert shown.exit_code == 0, shown.output
     assert "PersonalDataViewed" in shown.output and "NOT VALID" in shown.output

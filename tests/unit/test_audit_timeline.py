@@ -254,3 +254,23 @@ def test_the_step_is_found_by_status_and_action(reference: Reference) -> None:
     assert accept is not None and accept.action == "accept"
     assert step_of(workflow, "accepted", events[1]) is None  # not from that status
     assert register_from([]) == []
+
+
+def test_an_action_entered_while_its_delegation_was_suspended_says_so(
+    reference: Reference,
+) -> None:
+    stream = troubled_delegation()
+    entered = china(11, 18, 11)  # suspended since 10:00
+    script = received_and_accepted(
+        CaseScript("XF-2026-000506"), china(11, 17), (CODE, 1), recorded_at=entered
+    )
+    timeline = build_timeline(script.stored(), reference, stream.events)
+    judged = [e.judgement for e in timeline.entries]
+    assert [(j.use, j.when_recorded) for j in judged if j] == [
+        (Use.WITHIN, Use.WHILE_SUSPENDED),
+        (Use.WITHIN, Use.WHILE_SUSPENDED),
+    ]
+    assert all(e.delegation_valid for e in timeline.entries)  # valid when it happened
+    # As things stood before the entry, the entry's moment is not yet part of the story.
+    before_entry = build_timeline(script.stored(), reference, stream.events, as_of=china(11, 18))
+    assert [e.judgement.when_recorded for e in before_entry.entries if e.judgement] == [None, None]
