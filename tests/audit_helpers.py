@@ -130,6 +130,7 @@ class CaseScript:
     number: str
     item_code: str = "funeral_subsidy"
     station: str = STATION
+    workflow: str = "station_item"
     case_id: uuid.UUID = dataclasses.field(init=False)
     drafts: list[tuple[NewEvent, datetime | None]] = dataclasses.field(default_factory=list)
 
@@ -158,7 +159,7 @@ class CaseScript:
                 item_version=1,
                 case_number=self.number,
                 station=self.station,
-                workflow={"name": "station_item", "version": 1},
+                workflow={"name": self.workflow, "version": 1},
                 applicant=APPLICANT,
                 materials=[],
                 channels=["sms"],

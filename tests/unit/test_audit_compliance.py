@@ -279,3 +279,62 @@ def test_matters_and_the_system_s_own_steps_are_not_delegated_actions(
     )
     assert [a.event_type for a in report.actions] == ["CaseReceived", "CaseAccepted"]
     assert CLERK.user == report.actions[0].actor_user
+
+
+def test_the_competent_authority_acts_in_its_own_right_and_another_does_not(
+    reference: Reference,
+) -> None:
+    medsec = Actor(user="sun.officer", role="department_officer", station="hc_medical_security")
+    station_power = Stream("medsec-forwarded-2026")
+    station_power.do(
+        lambda s: decide_publish(
+            s,
+            instrument(
+                "medsec-forwarded-2026",
+                delegator="hc_medical_security",
+                items=["medical_reimbursement"],
+                powers=[Power.RECEIVE, Power.ACCEPT, Power.REVIEW, Power.DELIVER],
+                document_number="韩医保发〔2026〕5号",
+            ),
+            actor=medsec,
+            at=china(1, 6),
+        )
+    )
+    code = ("medsec-forwarded-2026", 1)
+    health = Actor(user="he.officer", role="department_officer", station="hc_health")
+    decided: dict[str, Actor] = {"XF-2026-000901": medsec, "XF-2026-000902": health}
+    scripts = []
+    for number, officer in decided.items():
+        script = received_and_accepted(
+            CaseScript(number, item_code="medical_reimbursement", workflow="forwarded_item"),
+            china(11, 16),
+            code,
+        )
+        script.add("ReviewStarted", china(11, 17), REVIEWER, action="start_review", delegation=code)
+        script.add(
+            "ReviewCompleted", china(11, 17, 10), REVIEWER, action="complete_review",
+            delegation=code, recommendation="approve",
+        )  # fmt: skip
+        script.add("CaseForwarded", china(11, 17, 11), REVIEWER, action="forward", delegation=code)
+        script.add(
+            "CaseApproved", china(11, 20), officer, action="approve",
+            authority=officer.station,
+        )  # fmt: skip
+        scripts.append(script)
+    report = compliance_report(
+        [s.stored() for s in scripts],
+        reference,
+        register_from(station_power.events),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    approvals = [(a.case_number, a.judgement.use) for a in report.actions if a.version == 6]
+    assert approvals == [
+        ("XF-2026-000901", Use.OWN_COMPETENCE),
+        ("XF-2026-000902", Use.OUTSIDE),
+    ]
+    assert report.counts()["within"] == 10  # receive to forward, both cases
+    own = next(a for a in report.actions if a.judgement.use is Use.OWN_COMPETENCE)
+    assert own.judgement.valid_for(None, None) and not own.judgement.valid_for(*code)
+    assert not report.compliant
