@@ -217,12 +217,12 @@ def case(
         ),
     ] = None,
     basis: Annotated[
-        Basis,
+        Basis | None,
         typer.Option(
-            help="with --as-of: what had happened by then (occurred) or what the system "
-            "knew by then (recorded)"
+            help="with --as-of: what had happened by then (occurred, the default) or what "
+            "the system knew by then (recorded)"
         ),
-    ] = Basis.OCCURRED,
+    ] = None,
     database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """A case's timeline, or the case as it stood at a moment.
@@ -231,10 +231,13 @@ def case(
     and after, and the clock after it.
     """
     moment = _moment(as_of, "--as-of")
+    if basis is not None and moment is None:
+        raise _fail("--basis goes with --as-of: as of which moment?", 2)
+    sense = basis or Basis.OCCURRED
     reference = _reference()
     timeline = _read(
         database_url,
-        lambda conn: read_timeline(conn, ref, reference, as_of=moment, basis=basis),
+        lambda conn: read_timeline(conn, ref, reference, as_of=moment, basis=sense),
     )
     if as_json:
         _json(timeline.as_json())

@@ -153,6 +153,8 @@ async def test_a_user_s_mistakes_are_named_without_a_traceback(log: EventLog, db
     assert garbled.exit_code == 1 and "neither a case number" in garbled.output
     naive = await caseflow("audit", "case", "XF-2026-000901", "--as-of", "2026-11-18 12:00", *url)
     assert naive.exit_code == 2 and "time zone" in naive.output
+    alone = await caseflow("audit", "case", "XF-2026-000901", "--basis", "recorded", *url)
+    assert alone.exit_code == 2 and "--basis goes with --as-of" in alone.output
     station = await caseflow(
         "audit", "compliance", "--station", "nowhere", "--from", "2026-11-01", "--to", "2026-11-30",
         *url,
