@@ -120,6 +120,14 @@ async def test_a_late_paper_form_read_by_the_auditor(stack: Stack) -> None:
     assert opened.json()["applicant"]["id_number"] == VALID_APPLICANT["id_number"]
     after_read = (await stack.intake.get(f"/cases/{case_id}", headers=CLERK)).json()
     assert after_read["status"] == "accepted"  # a fact: the status is unchanged
+    # The history shows the applicant masked: no way round the reason.
+    history = await stack.intake.get(f"/cases/{case_id}/events", headers=CLERK)
+    assert history.status_code == 200 and "PersonalDataViewed" in history.text
+    received = history.json()["events"][0]["payload"]["applicant"]
+    assert received["name"] == VALID_APPLICANT["name"]
+    assert received["id_number"].startswith("110") and "*" in received["id_number"]
+    for secret in (VALID_APPLICANT["id_number"], VALID_APPLICANT["phone"]):
+        assert secret not in history.text
 
     assert (await act(stack, case_id, "start_review", REVIEWER)).status_code == 200
     review = {"recommendation": "approve", "opinion": "材料齐全 / complete"}
