@@ -173,6 +173,14 @@ class VisitorReceived(_Payload):
     village: str | None = None
 
 
+class PersonalDataViewed(_Payload):
+    """A member of staff opened the applicant's personal data (ID and phone numbers in
+    full), and said why. A fact on the case: the status is unchanged, nobody is told."""
+
+    reason: str = Field(min_length=1, max_length=500, description="Why (查看理由)")
+    fields: list[str] = Field(description="What was shown, e.g. name, phone, id_number")
+
+
 class DepartmentRequest(_Payload):
     """A forwarded case, sent to its department on ``caseflow.dept.<authority>.requests``."""
 
@@ -212,6 +220,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "ClockWarningRaised": ClockWarningRaised,
     "ForwardOverdue": ForwardOverdue,
     "VisitorReceived": VisitorReceived,
+    "PersonalDataViewed": PersonalDataViewed,
 }
 """Payload models of events that are not a workflow action's body (those come from
 ``shared.workflow.payloads``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from services.intake.domain import (
     MATTERS,
@@ -20,17 +20,27 @@ from services.intake.domain import (
     start_payload,
 )
 from shared.catalogue import DraftItem, UnknownItem
+from shared.eventlog import ConcurrencyError
 from shared.events import NewEvent
 from shared.http import correlation_id
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
 from shared.workflow.routes import view
-from shared.workflow.service import CaseService, FieldInvalid, NotFound, Outcome, parse_model
+from shared.workflow.service import (
+    RETRIES,
+    CaseService,
+    FieldInvalid,
+    NotFound,
+    Outcome,
+    parse_model,
+)
 
 router = APIRouter(responses=PROBLEMS)
 
 _RECEIPTS = ("CaseAccepted", "CorrectionRequested")
+MAX_REASON = 500
+"""The longest reason for opening personal data (the payload schema's limit)."""
 _MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
 
 
@@ -200,16 +210,58 @@ async def log_visit(
     }
 
 
+READ_REASON = Query(
+    description="Why you open the applicant's personal data (查看理由), e.g. "
+    "'applicant called about the case'; every opening is recorded on the case",
+    examples=["申请人来电咨询 / applicant called about the case"],
+)
+_NEED_REASON = (
+    "say why you open this applicant's personal data: add ?reason=… to the address, e.g. "
+    "reason=applicant called about the case (查看个人信息须填写理由); every opening is "
+    "recorded on the case"
+)
+
+
 @router.get(
     "/cases/{case_id}/applicant", tags=["applications"], summary="The applicant's personal data"
 )
 async def get_applicant(
-    case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
+    case_id: uuid.UUID,
+    request: Request,
+    service: ServiceDep,
+    staff: ActingDep,
+    reason: Annotated[str | None, READ_REASON] = None,
 ) -> dict[str, Any]:
-    """The applicant in full (ID and phone numbers unmasked), for the case's own station."""
-    _, state = await service.load(case_id)
-    if staff.org != state.station or state.applicant is None:
-        raise NotFound(f"no case {case_id}")
+    """The applicant in full (ID and phone numbers unmasked), for the case's own station.
+
+    Each opening is recorded on the case as ``PersonalDataViewed`` (who, role, station,
+    when, why): the auditor sees it in the case's timeline; the status is unchanged and
+    nobody is notified.
+    """
+    why = (reason or "").strip()
+    if not why:
+        raise FieldInvalid("reason", _NEED_REASON)
+    if len(why) > MAX_REASON:
+        raise FieldInvalid("reason", f"at most {MAX_REASON} characters, please")
+    for _attempt in range(RETRIES):
+        _, state = await service.load(case_id)
+        if staff.org != state.station or state.applicant is None:
+            raise NotFound(f"no case {case_id}")
+        viewed = NewEvent(
+            event_type="PersonalDataViewed",
+            actor=staff.actor(),
+            correlation_id=correlation_id(request),
+            payload={"reason": why, "fields": sorted(state.applicant)},
+        )
+        try:
+            await service.log.append(
+                case_id, state.version, [viewed], case_kind=state.case_kind or "application"
+            )
+        except ConcurrencyError:
+            continue  # another event landed first: record the reading after it
+        break
+    else:
+        raise ConcurrencyError(case_id, state.version, state.version + 1)
     return {
         "case_id": str(case_id),
         "case_number": state.case_number,

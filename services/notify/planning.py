@@ -20,8 +20,9 @@ from shared.bus.consumer import ConsumerSpec, UnitOfWork
 from shared.events import StoredEvent, utcnow
 from shared.identity import mask_id_number, mask_phone, mask_text
 
-NOT_NOTIFIED = frozenset({"NotificationSent", "NotificationFailed"})
-"""notify's own records: telling somebody about them would never end."""
+NOT_NOTIFIED = frozenset({"NotificationSent", "NotificationFailed", "PersonalDataViewed"})
+"""notify's own records (telling somebody about them would never end) and the audit's
+record of staff reading personal data (for auditors, not for subscribers)."""
 
 
 class NoticePlanner(Protocol):

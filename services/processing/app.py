@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from services.processing import api
+from services.processing.audit_api import router as audit_router
 from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
 from services.processing.dept import AnswerListener, request_publisher
@@ -54,7 +55,8 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         title="caseflow processing",
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
-        routers=[reads, api.router, delegations_router, statistics_router],
+        routers=[reads, api.router, delegations_router, statistics_router, audit_router],
     )
     workflow_http.install(app, service)
+    app.state.reference = reference  # the audit API reads the log against it
     return app

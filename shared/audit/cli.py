@@ -13,3 +13,9 @@ app = typer.Typer(
 from shared.audit import statistics_cli  # noqa: E402
 
 app.command("statistics")(statistics_cli.statistics)
+
+# Case timelines, the case as of a moment, and the delegation compliance report.
+from shared.audit import case_cli  # noqa: E402
+
+app.command("case")(case_cli.case)
+app.command("compliance")(case_cli.compliance)

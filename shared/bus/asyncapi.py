@@ -131,6 +131,7 @@ def _code_events() -> list[tuple[str, type[BaseModel], tuple[str, ...]]]:
         ("NotificationSent", PAYLOADS["NotificationSent"], told),
         ("NotificationFailed", NotificationFailed, told),
         ("VisitorReceived", PAYLOADS["VisitorReceived"], ("reception",)),
+        ("PersonalDataViewed", PAYLOADS["PersonalDataViewed"], ("application",)),
     ]
     found += [(t, model, ("delegation",)) for t, model in DELEGATION_PAYLOADS.items()]
     return found

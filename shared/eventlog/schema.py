@@ -38,6 +38,8 @@ events = sa.Table(
     sa.Column("tx_id", sa.BigInteger(), nullable=False, server_default="0"),
     sa.UniqueConstraint("case_id", "version", name="uq_events_case_version"),
     sa.Index("ix_events_tx_position", "tx_id", "position"),
+    # The audit reads the delegation register's streams by kind (migration 0009).
+    sa.Index("ix_events_kind_case_version", "case_kind", "case_id", "version"),
 )
 
 inbox = sa.Table(

@@ -7,11 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from shared.events import StoredEvent
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, ServiceDep
 from shared.workflow.service import CaseService, NotFound, today_in_china
 from shared.workflow.state import CaseState
-from shared.workflow.views import case_view
+from shared.workflow.views import case_view, masked_applicant
 
 reads = APIRouter(tags=["cases"], responses=PROBLEMS)
 
@@ -45,8 +46,19 @@ async def get_case(case_id: uuid.UUID, service: ServiceDep, staff: ActingDep) ->
 async def get_case_events(
     case_id: uuid.UUID, service: ServiceDep, staff: ActingDep
 ) -> dict[str, Any]:
-    """Every event of the case with its envelope: actor, authority, delegation version."""
+    """Every event of the case with its envelope: actor, authority, delegation version.
+
+    The applicant's ID and phone numbers are masked here, as in the case view: opening
+    them in full takes a reason (``GET /cases/{id}/applicant``), and is recorded."""
     events, state = await service.load(case_id)
     if not service.visible(staff, state):
         raise NotFound(f"no case {case_id}")
-    return {"case_id": str(case_id), "events": [e.envelope() for e in events]}
+    return {"case_id": str(case_id), "events": [_masked(e) for e in events]}
+
+
+def _masked(event: StoredEvent) -> dict[str, Any]:
+    envelope = event.envelope()
+    applicant = envelope["payload"].get("applicant")
+    if isinstance(applicant, dict):
+        envelope["payload"] = {**envelope["payload"], "applicant": masked_applicant(applicant)}
+    return envelope

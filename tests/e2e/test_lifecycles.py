@@ -327,7 +327,11 @@ class Station:
             for base in (self.intake, self.processing):
                 response = httpx.get(f"{base}{path}", headers=who.headers, timeout=5)
                 assert response.status_code == 404, (path, response.text)
-        applicant = httpx.get(f"{self.intake}/cases/{case_id}/applicant", headers=who.headers)
+        applicant = httpx.get(
+            f"{self.intake}/cases/{case_id}/applicant",
+            params={"reason": "checking a visitor's question"},
+            headers=who.headers,
+        )
         assert applicant.status_code == 404, applicant.text
         listed = httpx.get(f"{self.processing}/cases", headers=who.headers, timeout=5)
         assert case_id not in [c["case_id"] for c in listed.json()["cases"]]

@@ -15,6 +15,7 @@ import pytest
 
 from services.notify import templates
 from services.notify.model import PlannedNotice
+from services.notify.planning import NOT_NOTIFIED
 from services.notify.rules import Planner, RulesError, load_rules
 from shared.events import StoredEvent
 from shared.workflow.state import Task, fold
@@ -301,3 +302,16 @@ def test_a_template_typo_is_an_error_not_a_blank(tmp_path: Path) -> None:
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ applicant.nmae }}").render(applicant={"name": "王秀英"})
     assert templates.environment().undefined is jinja2.StrictUndefined
+
+
+def test_a_reading_of_personal_data_tells_nobody(planner: Planner) -> None:
+    events = history(planner, "CaseAccepted")
+    viewed = stored(
+        events[0].case_id,
+        len(events) + 1,
+        "PersonalDataViewed",
+        {"reason": "申请人来电 / the applicant called", "fields": ["id_number", "name", "phone"]},
+    )
+    assert planner.plan(viewed, [*events, viewed]) == []
+    # Nor the station's webhook subscribers: the planning consumer passes it over.
+    assert "PersonalDataViewed" in NOT_NOTIFIED
