@@ -13,6 +13,7 @@ from services.processing.delegations_api import router as delegations_router
 from services.processing.dept import AnswerListener, request_publisher
 from services.processing.projection import CASE_KINDS, Projector
 from services.processing.settings import ProcessingSettings
+from shared.audit.writer import Checkpointer
 from shared.bus.consumer import ConsumerSpec
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
@@ -48,6 +49,11 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         await AnswerListener(service, nc).run(stop)
 
     runtime.workers.append(answers)
+    if settings.audit_checkpoints:
+        checkpointer = Checkpointer(
+            runtime.engine, settings.audit_key_file, settings.audit_checkpoint_interval_seconds
+        )
+        runtime.background.append(checkpointer.run)
     app = create_service_app(
         runtime,
         title="caseflow processing",

@@ -32,15 +32,20 @@ def public(key: Ed25519PrivateKey) -> dict[str, Ed25519PublicKey]:
     return keys_by_id([key.public_key()])
 
 
-async def fill(log: EventLog, cases: int = 6, per_case: int = 4) -> list[uuid.UUID]:
+async def fill(
+    log: EventLog, cases: int = 6, per_case: int = 4, station: str = "xuefeng_station"
+) -> list[uuid.UUID]:
     """Cases whose events interleave in the log (round-robin appends)."""
     ids = [uuid.uuid4() for _ in range(cases)]
+    actor = Actor(user="clerk-1", role="window_clerk", station=station)
     for version in range(per_case):
         for n, case in enumerate(ids):
-            payload: dict[str, Any] = {"step": version, "case": n}
+            payload: dict[str, Any] = {"step": version, "case": n, "名": "张三"}
+            if version == 0:
+                payload["station"] = station
             if version == 1:
                 payload["case_number"] = f"XF-2026-{n:06d}"
-            event = NewEvent(event_type=f"Step{version}", actor=CLERK, payload=payload)
+            event = NewEvent(event_type=f"Step{version}", actor=actor, payload=payload)
             await log.append(case, version, [event], case_kind="application")
     return ids
 
