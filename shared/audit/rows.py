@@ -44,6 +44,9 @@ COLUMNS = (
 )
 """The events table's columns, in its order."""
 
+assert set(COLUMNS) - {"position", "hash", "tx_id"} == set(HASHED_FIELDS)
+
+_NOT_HASHED = ("position", "hash", "tx_id")
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -54,7 +57,11 @@ def row_hash(row: EventRow) -> str:
     Same encoding as :func:`shared.eventlog.hashing.canonical_bytes`, on values that are
     already in canonical text form (a test pins the two together).
     """
-    doc = {name: row[name] for name in HASHED_FIELDS}
+    doc = dict(row)
+    # Everything but what the database assigns (and the hash itself). A row with a column
+    # too many or too few hashes differently, which is what tampering should do.
+    for name in _NOT_HASHED:
+        doc.pop(name, None)
     return hashlib.sha256(orjson.dumps(doc, option=_CANONICAL)).hexdigest()
 
 

@@ -1,8 +1,8 @@
 """Reading the log for an audit: every row in position order, in the portable row form.
 
-PostgreSQL is read with asyncpg directly (one keyset-paged query per batch, times and
-UUIDs turned into their canonical text by the server, the next batch fetched while the
-current one is checked): the verifier's throughput depends on it. SQLite is read through
+PostgreSQL is read with asyncpg directly (a server-side cursor in one read-only snapshot,
+times and UUIDs turned into their canonical text by the server, the next batch fetched
+while the current one is checked): the verifier's throughput depends on it. SQLite is read through
 the same engine, converting its stored text.
 """
 
@@ -26,7 +26,7 @@ SELECT position, event_id::text, case_id::text, case_kind, version, event_type,
        schema_version, {_TIME.format(col="occurred_at")}, {_TIME.format(col="recorded_at")},
        actor_user, actor_role, actor_station, authority, delegation_id, delegation_version,
        correlation_id, causation_id, payload::text, prev_hash, hash, tx_id
-FROM events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3
+FROM events WHERE position > $1 AND position <= $2 ORDER BY position
 """
 _SQLITE_SELECT = sa.text(
     f"SELECT {', '.join(COLUMNS)} FROM events "
@@ -73,30 +73,28 @@ async def stream_rows(
 async def _pg_pages(
     engine: AsyncEngine, after: int, upto: int, batch: int
 ) -> AsyncIterator[list[EventRow]]:
+    """One server-side cursor over the range (one plan, an index scan in position order);
+    the next page is fetched while the caller checks the current one."""
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         apg = raw.driver_connection
         assert apg is not None
-        statement = await apg.prepare(_PG_SELECT)
-
-        async def page(start: int) -> list[Any]:
-            return list(await statement.fetch(start, upto, batch))
-
-        pending: asyncio.Task[list[Any]] | None = asyncio.create_task(page(after))
-        try:
-            while pending is not None:
-                records = await pending
-                pending = None
-                if len(records) == batch:
-                    # asyncpg decodes the next page while this one is being checked.
-                    pending = asyncio.create_task(page(records[-1][0]))
-                if records:
-                    yield [_pg_row(r) for r in records]
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+        async with apg.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await apg.cursor(_PG_SELECT, after, upto)
+            pending: asyncio.Task[list[Any]] | None = asyncio.create_task(cursor.fetch(batch))
+            try:
+                while pending is not None:
+                    records = await pending
+                    pending = None
+                    if len(records) == batch:
+                        pending = asyncio.create_task(cursor.fetch(batch))
+                    if records:
+                        yield [_pg_row(r) for r in records]
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
         await conn.rollback()
 
 

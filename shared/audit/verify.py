@@ -38,11 +38,11 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.audit.checkpoint import (
+    LEAF_SIZE,
     Checkpoint,
     LeafFormatError,
     Leaves,
     decode_leaves,
-    leaf_record,
     signature_valid,
 )
 from shared.audit.rows import EventRow, row_hash
@@ -103,13 +103,18 @@ class Report:
         return doc
 
 
+_BEYOND = 2**63
+_NO_CHECKPOINT = Checkpoint(0, _BEYOND, _BEYOND, 0, b"", None, "", "", "", "")
+_NO_LEAVES = Leaves((), b"")
+
+
 @dataclasses.dataclass(slots=True)
 class _Case:
     version: int
     hash: str
     position: int
     event_id: str
-    signed_hash: str | None  # the signed leaf's hash of the event at `version`, if covered
+    signed_hash: bytes | None  # the signed leaf's hash of the event at `version`, if covered
     number: str | None = None
 
 
@@ -240,6 +245,13 @@ class Verifier:
                 self.covered_upto = cp.upto_position
         return trusted
 
+    def _current(self) -> tuple[Checkpoint, Leaves, int, int, Sequence[int]]:
+        """The checkpoint rows may fall in now, its leaves, bounds and positions."""
+        if self._cp < len(self._checkpoints):
+            cp, leaves = self._checkpoints[self._cp]
+            return cp, leaves, cp.after_position, cp.upto_position, leaves.positions
+        return _NO_CHECKPOINT, _NO_LEAVES, _BEYOND, _BEYOND, ()
+
     def _close_checkpoint(self) -> None:
         """Every leaf of the current checkpoint not matched yet has no row at its position."""
         cp, leaves = self._checkpoints[self._cp]
@@ -261,6 +273,9 @@ class Verifier:
         """Check the next rows (ascending positions, continuing from the previous call)."""
         checkpoints = self._checkpoints
         cases = self._cases
+        covered = 0
+        leaf = self._leaf
+        cp, leaves, after, upto, positions = self._current()
         for row in rows:
             position = row["position"]
             if position <= self._last_position:
@@ -298,34 +313,41 @@ class Verifier:
                 )
 
             # signed leaves
-            signed_hash: str | None = None
+            signed_hash: bytes | None = None
             seq = 0
-            while self._cp < len(checkpoints) and position > checkpoints[self._cp][0].upto_position:
-                self._close_checkpoint()
-            if self._cp < len(checkpoints) and position > checkpoints[self._cp][0].after_position:
-                cp, leaves = checkpoints[self._cp]
+            if position > upto:
+                self._leaf = leaf
+                while (
+                    self._cp < len(checkpoints)
+                    and position > checkpoints[self._cp][0].upto_position
+                ):
+                    self._close_checkpoint()
+                leaf = 0
+                cp, leaves, after, upto, positions = self._current()
+            if position > after:
                 seq = cp.seq
-                self.covered += 1
-                positions = leaves.positions
-                while self._leaf < len(positions) and positions[self._leaf] < position:
-                    self._leaf_without_row(cp, leaves, self._leaf)
-                    self._leaf += 1
-                if self._leaf < len(positions) and positions[self._leaf] == position:
-                    record = leaves.record(self._leaf)
-                    self._leaf += 1
-                    actual = leaf_record(row["event_id"], case_id, stored)
-                    signed_hash = record[32:].hex()
+                covered += 1
+                while leaf < len(positions) and positions[leaf] < position:
+                    self._leaf_without_row(cp, leaves, leaf)
+                    leaf += 1
+                if leaf < len(positions) and positions[leaf] == position:
+                    record = leaves.records[leaf * LEAF_SIZE : (leaf + 1) * LEAF_SIZE]
+                    leaf += 1
+                    actual = bytes.fromhex(
+                        row["event_id"].replace("-", "") + case_id.replace("-", "") + stored
+                    )
+                    signed_hash = record[32:]
                     if actual != record:
                         if actual[:32] == record[:32]:
-                            self._changed_hash(row, case, cp.seq, signed_hash, content_ok)
+                            self._changed_hash(row, case, seq, signed_hash.hex(), content_ok)
                         else:
-                            self._leaf_without_row(cp, leaves, self._leaf - 1)
-                            self._extra(row, cp.seq)
+                            self._leaf_without_row(cp, leaves, leaf - 1)
+                            self._extra(row, seq)
                             signed_hash = None
                 else:
-                    self._extra(row, cp.seq)
+                    self._extra(row, seq)
             else:
-                # After the signed ranges: kept so a signed event moved here can be found.
+                # Outside the signed ranges: kept so a signed event moved here can be found.
                 self._tail[row["event_id"]] = _Row(
                     position, row["event_id"], case_id, row["version"], 0
                 )
@@ -375,6 +397,8 @@ class Verifier:
             case.position = position
             case.event_id = row["event_id"]
             case.signed_hash = signed_hash
+        self._leaf = leaf
+        self.covered += covered
 
     def _finding(
         self,
@@ -401,7 +425,7 @@ class Verifier:
         """Same event at its signed position, but not the hash that was signed."""
         position = row["position"]
         if content_ok and case is not None and case.signed_hash and case.version:
-            relinked = dict(row, prev_hash=case.signed_hash)
+            relinked = dict(row, prev_hash=case.signed_hash.hex())
             if row_hash(relinked) == signed:
                 self._add(
                     ("relinked", position),
