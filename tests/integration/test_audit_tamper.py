@@ -265,3 +265,30 @@ async def test_a_checkpoint_never_signs_a_range_a_late_commit_could_still_enter(
         assert report.ok and report.covered_events == 10, report.findings
     finally:
         await engine.dispose()
+
+
+async def test_the_service_loop_signs_new_events_periodically(
+    log: EventLog, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from shared.audit.writer import Checkpointer
+
+    key_file = tmp_path / "keys" / "audit-ed25519.pem"
+    stop = asyncio.Event()
+    loop = asyncio.create_task(Checkpointer(log.engine, key_file, 0.05).run(stop))
+    try:
+        await fill(log, cases=2)
+        for _ in range(200):
+            report = await verify(log, key)
+            if report.covered_events == 8:
+                break
+            await asyncio.sleep(0.05)
+        await fill(log, cases=1)
+        for _ in range(200):
+            report = await verify(log, key)
+            if report.covered_events == 12:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await loop
+    assert report.ok and report.covered_events == 12 and report.checkpoints >= 2
