@@ -154,31 +154,38 @@ class KeyPair:
     """Where one Ed25519 key pair lives on disk."""
 
     directory: Path
+    private_name: str = PRIVATE_KEY_NAME
+    public_name: str = PUBLIC_KEY_NAME
 
     @property
     def private_path(self) -> Path:
-        return self.directory / PRIVATE_KEY_NAME
+        return self.directory / self.private_name
 
     @property
     def public_path(self) -> Path:
-        return self.directory / PUBLIC_KEY_NAME
+        return self.directory / self.public_name
 
     def exists(self) -> bool:
         return self.private_path.is_file() and self.public_path.is_file()
 
 
-def ensure_key_pair(directory: Path = DEFAULT_KEY_DIR) -> tuple[KeyPair, bool]:
+def ensure_key_pair(
+    directory: Path = DEFAULT_KEY_DIR,
+    *,
+    private_name: str = PRIVATE_KEY_NAME,
+    public_name: str = PUBLIC_KEY_NAME,
+) -> tuple[KeyPair, bool]:
     """Create the signing key pair in ``directory`` unless it is there; ``(pair, created)``.
 
     The private key is written owner-only (0600). An existing pair is never replaced: that
-    would sign everyone out.
+    would sign everyone out. Other key pairs (the audit's) pass their own file names.
     """
-    pair = KeyPair(directory)
+    pair = KeyPair(directory, private_name, public_name)
     if pair.exists():
         return pair, False
     if pair.private_path.exists() or pair.public_path.exists():
         raise FileExistsError(
-            f"{directory} holds only half a key pair ({PRIVATE_KEY_NAME} and {PUBLIC_KEY_NAME} "
+            f"{directory} holds only half a key pair ({private_name} and {public_name} "
             "belong together); move the leftover file away and try again"
         )
     directory.mkdir(parents=True, exist_ok=True)

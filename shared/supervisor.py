@@ -23,6 +23,7 @@ import httpx
 
 from services.notify import sandbox
 from shared import devservers
+from shared.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.auth import KeyPair, ensure_key_pair
 from shared.db import migrate
 
@@ -113,6 +114,8 @@ class Stack:
             f"staff token key {'created' if created else 'found'} in {folder}; sign a "
             f"token with: caseflow token --key-dir {folder} --user U --role R --org O"
         )
+        audit, created = ensure_audit_key(folder / DEFAULT_AUDIT_KEY_FILE.name)
+        self._say(f"audit checkpoint key {'created' if created else 'found'}: {audit.public_path}")
 
     def service_env(self, service: str, nats_url: str) -> dict[str, str]:
         """The environment a service process starts with."""
@@ -126,6 +129,9 @@ class Stack:
         }
         # Staff tokens are checked against the local key unless the operator named keys.
         env.setdefault(prefix + "JWT_PUBLIC_KEY_FILE", str(self.key_pair.public_path))
+        if service == "processing":
+            audit_key = self.key_pair.directory / DEFAULT_AUDIT_KEY_FILE.name
+            env.setdefault(prefix + "AUDIT_KEY_FILE", str(audit_key))
         if service == "notify":
             env.update(self.notify_env)
         return env

@@ -15,6 +15,7 @@ from services.processing.dept import AnswerListener, request_publisher
 from services.processing.projection import CASE_KINDS, Projector
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
+from shared.audit.writer import Checkpointer
 from shared.bus.consumer import ConsumerSpec
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
@@ -50,6 +51,11 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         await AnswerListener(service, nc).run(stop)
 
     runtime.workers.append(answers)
+    if settings.audit_checkpoints:
+        checkpointer = Checkpointer(
+            runtime.engine, settings.audit_key_file, settings.audit_checkpoint_interval_seconds
+        )
+        runtime.background.append(checkpointer.run)
     app = create_service_app(
         runtime,
         title="caseflow processing",

@@ -1,5 +1,7 @@
 """Processing's settings (environment prefix ``CASEFLOW_PROCESSING_``)."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -14,3 +16,13 @@ class ProcessingSettings(ServiceSettings):
     )
 
     port: int = Field(default=8002, ge=1, le=65535)
+    audit_key_file: Path = Field(
+        default=Path("var/keys/audit-ed25519.pem"),
+        description="the audit's Ed25519 private key that signs checkpoints of the log",
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often new events are covered by a checkpoint"
+    )
+    audit_checkpoints: bool = Field(
+        default=True, description="sign checkpoints in this process (any number may: one wins)"
+    )

@@ -19,3 +19,8 @@ from shared.audit import case_cli  # noqa: E402
 
 app.command("case")(case_cli.case)
 app.command("compliance")(case_cli.compliance)
+
+# Tamper evidence, export and replay (shared.audit.integrity_cli).
+from shared.audit.integrity_cli import register as _register_integrity  # noqa: E402
+
+_register_integrity(app)
