@@ -95,6 +95,12 @@ async def _begin(
     resumed: list[str] = []
     done: list[int] = []
     to_empty: list[sa.Table] = []
+    if log.engine.dialect.name == "postgresql":
+        # Fresh statistics: after a bulk load (an imported bundle) the planner may think
+        # the log is small and sort all of it for every batch instead of walking the index.
+        async with log.engine.connect() as conn:
+            await conn.execute(sa.text("ANALYZE events"))
+            await conn.commit()
     async with log.writer.begin() as conn:
         for projection in sorted(chosen, key=lambda p: p.name):
             name = projection.name
