@@ -14,9 +14,11 @@ clears the projection's rebuild mark and gives the lease back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -161,6 +163,41 @@ async def rebuild(
     for projection in chosen:
         reset(projection)
     started = time.perf_counter()
+    with _young_collections_only():
+        return await _rebuild(log, chosen, holder, lease, restart, progress, batch_size, started)
+
+
+@contextlib.contextmanager
+def _young_collections_only() -> Iterator[None]:
+    """Collect cycles among the young objects after each batch (``collected``), instead of
+    letting the collector run every few hundred allocations: the cases kept in memory are
+    hundreds of thousands of objects, and the automatic collections scanning them again
+    and again took a third of a rebuild's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def collected() -> None:
+    """The young generations' cycles, after a batch (see :func:`_young_collections_only`)."""
+    gc.collect(1)
+
+
+async def _rebuild(
+    log: EventLog,
+    chosen: Sequence[Projection],
+    holder: str,
+    lease: timedelta,
+    restart: bool,
+    progress: Progress | None,
+    batch_size: int,
+    started: float,
+) -> RebuildResult:
+    engine = log.engine
     cursors, resumed, done = await _begin(log, chosen, holder, lease, restart)
     applied = 0
     reading: asyncio.Task[list[StoredEvent]] | None = None
@@ -183,6 +220,7 @@ async def rebuild(
                     await _apply(conn, projection, batch, cursors, holder, lease)
             applied += len(batch)
             done += len(batch)
+            collected()
             if progress is not None:
                 progress(done, max(total, done))
             if reading is None:
