@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -15,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.eventlog import START, EventLog, LogCursor
+from shared.eventlog import START, EventLog
 from shared.eventlog.schema import events as events_table
 from shared.eventlog.store import read_case_in
-from shared.events import utcnow
+from shared.events import Actor, NewEvent, utcnow
 from shared.projections import checkpoints as cps
 from shared.projections.cases import (
     CASE_KINDS,
@@ -302,16 +304,10 @@ async def test_status_and_unknown_names(engine: AsyncEngine, log: EventLog) -> N
 
 
 def _host() -> str:
-    import socket
-
     return socket.gethostname()
 
 
-async def _one_more_visit() -> tuple[Any, int, list[Any]]:
-    import uuid
-
-    from shared.events import Actor, NewEvent
-
+async def _one_more_visit() -> tuple[uuid.UUID, int, list[NewEvent]]:
     event = NewEvent(
         event_type="VisitorReceived",
         occurred_at=utcnow(),
@@ -320,6 +316,3 @@ async def _one_more_visit() -> tuple[Any, int, list[Any]]:
         payload={"visitor_name": "访客", "purpose": "other", "station": "xuefeng_station"},
     )
     return uuid.uuid4(), 0, [event]
-
-
-_ = LogCursor  # re-exported names used in assertions above
