@@ -59,6 +59,8 @@ class Runtime:
         """More background loops that need NATS (started once it is connected)."""
         self.background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
         """Background loops that need only the database (started at once)."""
+        self.on_wake: list[Callable[[], None]] = []
+        """Called when some process says it committed events (the relay's wake-up message)."""
         self.on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = []
         """Closers run after the background work has stopped (HTTP clients, servers)."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +115,13 @@ class Runtime:
 
             await self.nc.subscribe(WAKE_SUBJECT, cb=wake)
             workers.append(relay.run(self.stop))
+        if self.on_wake:
+
+            async def woken(_msg: Msg) -> None:
+                for callback in self.on_wake:
+                    callback()
+
+            await self.nc.subscribe(WAKE_SUBJECT, cb=woken)
         for spec in self.specs:
             consumer = Consumer(spec, self.log, self.nc)
             self.consumers.append(consumer)

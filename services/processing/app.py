@@ -12,11 +12,14 @@ from services.processing.audit_api import router as audit_router
 from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
 from services.processing.dept import AnswerListener, request_publisher
-from services.processing.projection import CASE_KINDS, Projector
+from services.processing.projection import Projector
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
 from shared.audit.writer import Checkpointer
 from shared.bus.consumer import ConsumerSpec
+from shared.projections.cases import CASE_KINDS
+from shared.projections.registry import projections
+from shared.projections.runner import ProjectionRunner
 from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
 from shared.timers import TimerWheel
@@ -46,6 +49,10 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         ),
     )
     runtime.timers = TimerWheel(runtime.log, Deadlines(service).specs())
+    for projection in projections(reference):  # the read models, each from its checkpoint
+        runner = ProjectionRunner(runtime.log, projection)
+        runtime.background.append(runner.run)
+        runtime.on_wake.append(runner.wake)
 
     async def answers(nc: NATS, stop: asyncio.Event) -> None:
         await AnswerListener(service, nc).run(stop)

@@ -83,7 +83,8 @@ CONSUMERS: tuple[ConsumerDoc, ...] = (
         "processing",
         EVENTS_STREAM,
         tuple(f"caseflow.events.{kind}.>" for kind in ("application", *_MATTER_KINDS, "reception")),
-        "Keeps the case lists, worklists and timers (case_index, tasks, timers)",
+        "Schedules the timers each application needs (notice window, clock warnings, "
+        "forwarding deadline); the case lists are a projection with its own checkpoint",
     ),
     ConsumerDoc(
         "processing-dept",

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.bus.headers import CORRELATION_HEADER, MSG_ID_HEADER
 from shared.bus.streams import event_subject
@@ -221,24 +222,30 @@ class Relay:
             for waiter in waiters:
                 waiter.cancel()
 
-    @contextlib.asynccontextmanager
-    async def _listen(self) -> Any:
+    def _listen(self) -> contextlib.AbstractAsyncContextManager[None]:
         """On PostgreSQL, LISTEN for commits from any process; SQLite relies on polling."""
-        if self.log.engine.dialect.name != "postgresql":
-            yield
-            return
-        conn = await self.log.engine.connect()
-        try:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
+        return listen_for_commits(self.log.engine, self.wakeup.set)
 
-            def _notified(*_: object) -> None:
-                self.wakeup.set()
 
-            await driver.add_listener("caseflow_events", _notified)
-            yield
-            with contextlib.suppress(Exception):
-                await driver.remove_listener("caseflow_events", _notified)
-        finally:
-            await conn.close()
+@contextlib.asynccontextmanager
+async def listen_for_commits(engine: AsyncEngine, on_commit: Callable[[], None]) -> Any:
+    """While open, call ``on_commit`` whenever any process commits events (PostgreSQL's
+    LISTEN on ``caseflow_events``, notified by a statement trigger); a no-op on SQLite."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    conn = await engine.connect()
+    try:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+
+        def _notified(*_: object) -> None:
+            on_commit()
+
+        await driver.add_listener("caseflow_events", _notified)
+        yield
+        with contextlib.suppress(Exception):
+            await driver.remove_listener("caseflow_events", _notified)
+    finally:
+        await conn.close()

@@ -4,6 +4,12 @@ A projection is told the next events in the log's read order (``LogCursor`` orde
 brings its tables up to date within the transaction it is handed; the runner moves the
 projection's checkpoint in that same transaction. Dropping a projection's tables and
 replaying the log from the start must give the same rows as the live ones.
+
+A projection may also have a ``reset()`` method (optional, not part of the protocol): the
+runner calls it whenever the tables may have changed under the projection (another writer
+or a rebuild held the lease meanwhile, or a batch failed), so that it drops its caches.
+Runner: ``shared.projections.runner``; rebuild: ``shared.projections.rebuild.rebuild``;
+the list of projections: ``shared.projections.registry.projections``.
 """
 
 from __future__ import annotations

@@ -168,6 +168,21 @@ class CaseState:
         return found
 
 
+_FIELDS = frozenset(f.name for f in dataclasses.fields(CaseState))
+
+
+def _evolve(state: CaseState, **changes: Any) -> CaseState:
+    """``dataclasses.replace`` for the fold's hot path: a copy with ``changes``, made without
+    running ``__init__`` again (CaseState has no ``__post_init__``, and every field is set
+    on the original), which makes a rebuild's fold several times faster."""
+    assert changes.keys() <= _FIELDS, changes.keys() - _FIELDS
+    new = object.__new__(CaseState)
+    fields = new.__dict__
+    fields.update(state.__dict__)
+    fields.update(changes)
+    return new
+
+
 def _payload_date(value: Any) -> date | None:
     return date.fromisoformat(value) if isinstance(value, str) else None
 
@@ -177,7 +192,7 @@ def apply(state: CaseState, event: StoredEvent, workflows: WorkflowRegistry) -> 
     payload = event.payload
     if state.version == 0:
         pinned = payload.get("workflow") or {}
-        state = dataclasses.replace(
+        state = _evolve(
             state,
             case_id=event.case_id,
             case_kind=event.case_kind,
@@ -286,7 +301,7 @@ def apply(state: CaseState, event: StoredEvent, workflows: WorkflowRegistry) -> 
     changes["clock"] = clock
     changes["claims"] = claims
     changes["updated_at"] = event.recorded_at
-    return dataclasses.replace(state, **changes)
+    return _evolve(state, **changes)
 
 
 def fold(events: Iterable[StoredEvent], workflows: WorkflowRegistry) -> CaseState:

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from services.processing.projection import write_rows
 from shared.db import create_engine
 from shared.delegations_store import publish_seed
 from shared.eventlog import EventLog
 from shared.eventlog.store import read_case_in
+from shared.projections.cases import write_rows
 from shared.workflow import engine
 from shared.workflow.payloads import BODIES
 from shared.workflow.reference import load_reference

@@ -39,11 +39,11 @@ from hypothesis.stateful import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.processing.projection import summary, write_rows
 from shared.db import create_engine
 from shared.delegations_store import publish_seed
 from shared.eventlog import EventLog
 from shared.events import NewEvent, StoredEvent
+from shared.projections.cases import summary, write_rows
 from shared.workcalendar import CHINA_TZ
 from shared.workflow import engine
 from shared.workflow.definitions import Workflow

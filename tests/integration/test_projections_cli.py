@@ -1,0 +1,147 @@
+"""``caseflow projections status`` and ``rebuild`` against real databases: the figures,
+the progress and the rows; Ctrl-C in the middle of a rebuild and running it again; the
+user's mistakes answered with a message, not a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from shared.cli import app
+from shared.db import create_engine
+from shared.eventlog import EventLog
+from shared.projections import checkpoints as cps
+from shared.workflow.reference import load_reference
+from tests.integration.test_projections import NAME, folded, head, snapshot
+from tests.projection_mix import Mix
+
+REFERENCE = load_reference()
+runner = CliRunner()
+
+
+def _mix(url: str, seed: int, **sizes: int) -> int:
+    """Put a mix of cases into the log; how many events it holds."""
+
+    async def go() -> int:
+        engine = create_engine(url)
+        try:
+            await Mix(EventLog(engine), REFERENCE, seed=seed).run(**sizes)
+            return await head(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _checkpoint(url: str) -> cps.Checkpoint | None:
+    async def go() -> cps.Checkpoint | None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await cps.load(conn, NAME)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _state(url: str) -> tuple[cps.Checkpoint | None, bool]:
+    """The checkpoint, and whether the rows equal the fold of the log."""
+
+    async def go() -> tuple[cps.Checkpoint | None, bool]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                found = await cps.load(conn, NAME)
+            return found, await snapshot(engine) == await folded(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_status_then_rebuild(db_url: str) -> None:
+    events = _mix(db_url, 21, applications=8, matters=2, visits=2)
+    result = runner.invoke(app, ["projections", "status", "--database-url", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    [before] = json.loads(result.stdout)
+    assert before["name"] == NAME
+    assert before["tables"] == ["case_index", "tasks"]
+    assert (before["state"], before["lag"], before["events_applied"]) == (
+        "not started",
+        events,
+        0,
+    )
+
+    result = runner.invoke(app, ["projections", "rebuild", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert f"rebuilt {NAME}: {events:,} events" in result.stdout
+    checkpoint, equal = _state(db_url)
+    assert equal
+    assert checkpoint is not None and checkpoint.events_applied == events
+
+    result = runner.invoke(app, ["projections", "status", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert NAME in result.stdout and "up to date" in result.stdout
+
+
+def test_mistakes_get_a_message(db_url: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["projections", "rebuild", "nope", "--database-url", db_url])
+    assert result.exit_code == 2
+    assert "no projection named nope (there are: case_lists)" in result.output
+    assert "Traceback" not in result.output
+
+    empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    result = runner.invoke(app, ["projections", "status", "--database-url", empty])
+    assert result.exit_code == 1
+    assert "no caseflow schema yet" in result.output and "caseflow migrate" in result.output
+
+    result = runner.invoke(app, ["projections", "status", "--database-url", "nonsense://x"])
+    assert result.exit_code == 2
+    assert "bad --database-url" in result.output
+
+
+def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
+    events = _mix(db_url, 22, applications=20, matters=4, visits=4)
+    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", "--batch-size", "1"]
+    env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # interrupt once some batches are in
+            checkpoint = _checkpoint(db_url)
+            if checkpoint is not None and checkpoint.events_applied >= 5:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the rebuild made no progress"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted after" in err.decode() and "again to continue" in err.decode()
+    assert "Traceback" not in err.decode()
+    stopped, _ = _state(db_url)
+    assert stopped is not None and stopped.rebuilding
+    assert 5 <= stopped.events_applied < events
+    assert stopped.lease_holder is None
+
+    result = runner.invoke(app, ["projections", "rebuild", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert f"continued ({NAME}) {NAME}: {events - stopped.events_applied:,} events" in (
+        result.stdout
+    )
+    finished, equal = _state(db_url)
+    assert equal
+    assert finished is not None and not finished.rebuilding
+    assert finished.events_applied == events
