@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,43 @@ async def _insert(conn: Any, rows: list[dict[str, Any]]) -> int:
         await conn.execute(sa.insert(events_table), rows)
         await conn.commit()
     return len(rows)
+
+
+def lengthened(template: Template, events: int = 50) -> tuple[Template, int]:
+    """The template with its longest case grown to ``events`` events by the station head
+    opening the applicant's data again and again (``PersonalDataViewed``, a fact that
+    leaves the status alone), and the index of that case: the timeline benchmark's case."""
+    index = max(range(len(template.cases)), key=lambda i: len(template.cases[i]))
+    case = list(template.cases[index])
+    last = case[-1]
+    while len(case) < events:
+        n = len(case)
+        case.append(
+            dataclasses.replace(
+                last,
+                event_id=uuid.uuid5(NAMESPACE, f"viewed:{last.case_id}:{n}"),
+                version=n + 1,
+                event_type="PersonalDataViewed",
+                schema_version=1,
+                occurred_at=last.occurred_at + timedelta(minutes=n),
+                recorded_at=last.recorded_at + timedelta(minutes=n),
+                actor_user="zhao.head",
+                actor_role="station_head",
+                authority=None,
+                delegation_id=None,
+                delegation_version=None,
+                causation_id=None,
+                payload={"reason": "核对材料 checking the file", "fields": ["id_number", "phone"]},
+            )
+        )
+    cases = [*template.cases[:index], case, *template.cases[index + 1 :]]
+    return Template(template.once, cases), index
+
+
+def case_number_of(case: Sequence[StoredEvent]) -> str:
+    """The case number of copy 1 of a template case (copy 1 keeps the template's numbers)."""
+    for event in case:
+        number = event.payload.get("case_number")
+        if isinstance(number, str):
+            return number
+    raise ValueError("the case has no number")

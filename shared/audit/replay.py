@@ -32,13 +32,10 @@ class ReplayRefused(Exception):
 
 
 async def rebuild_read_models(engine: AsyncEngine) -> None:
-    """Rebuild every read model from the replayed log.
+    """Rebuild every read model (every registered projection) from the replayed log."""
+    from shared.projections.rebuild import rebuild
 
-    TODO(issue 5, merge): call ``shared.projections``' rebuild over all registered
-    projections here (being written in another branch); until then a replayed database has
-    the log and checkpoints but empty read models.
-    """
-    del engine
+    await rebuild(engine, restart=True)
 
 
 async def _existing_events(engine: AsyncEngine) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from shared.projections import Projection
 from shared.projections.cases import CaseLists
+from shared.projections.statistics import statistics_projections
 from shared.workflow.reference import Reference
 
 
@@ -17,6 +18,7 @@ def projections(reference: Reference) -> list[Projection]:
     """A fresh instance of every projection (in the order they are rebuilt and listed)."""
     return [
         CaseLists(reference.workflows),
+        *statistics_projections(reference),
     ]
 
 
