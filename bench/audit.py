@@ -68,10 +68,15 @@ class CpuMeter:
         self.postmaster = psutil.Process(postmaster) if postmaster else None
 
     def _postgres(self) -> float:
+        """Live server processes, plus the backends that have exited (reaped by the
+        postmaster: its children's times)."""
         if self.postmaster is None:
             return 0.0
         total = 0.0
-        for proc in [self.postmaster, *self.postmaster.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = self.postmaster.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        for proc in self.postmaster.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
