@@ -11,13 +11,17 @@ service or a health check that can't pass fails here, not on an operator's machi
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +41,7 @@ from services.intake.settings import IntakeSettings
 from services.notify.settings import NotifySettings
 from services.processing.settings import ProcessingSettings
 from shared import devservers
+from shared.audit.keys import ensure_audit_key
 from shared.auth import jwks, load_public_keys
 from shared.db import create_engine
 from shared.eventlog import EventLog
@@ -299,7 +304,25 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_SMS_SDK_APP_ID": sandbox["SMS__SDK_APP_ID"],
         "CASEFLOW_SMS_SIGN_NAME": sandbox["SMS__SIGN_NAME"],
         "CASEFLOW_SMS_TEMPLATE_ID": sandbox["SMS__TEMPLATE_ID"],
+        "CASEFLOW_AUDIT_KEY_FILE": str(session_audit_key()),
     }
+
+
+@functools.cache
+def session_audit_key() -> Path:
+    """The operator's checkpoint signing key (``caseflow audit init-key``), for the run."""
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-audit-key-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    pair, _ = ensure_audit_key(folder / "audit-ed25519.pem")
+    return pair.private_path
+
+
+def local_secret(value: str, service: Mapping[str, Any], secrets: Mapping[str, Any]) -> str:
+    """The host file of the compose secret mounted at ``value`` (``/run/secrets/<name>``)."""
+    name = value.removeprefix("/run/secrets/")
+    assert value == f"/run/secrets/{name}", f"{value} is not where compose mounts secrets"
+    assert name in service.get("secrets", []), f"{name} is not given to the service"
+    return str(secrets[name]["file"])
 
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
@@ -462,6 +485,8 @@ def local_env(
             local[key] = "127.0.0.1"
         elif setting == "PORT":
             local[key] = str(port)
+        elif setting.endswith("_FILE") and value.startswith("/run/secrets/"):
+            local[key] = local_secret(value, services[name], compose.get("secrets", {}))
         elif setting == "JWKS_URL" and jwks_url is not None:
             assert value == OPERATOR_ENV["CASEFLOW_JWKS_URL"], f"{key}={value}"
             local[key] = jwks_url
@@ -573,6 +598,8 @@ def test_compose_services_run_a_case_end_to_end(
     logs = {name: service.logs()[-2000:] for name, service in running.items()}
     for name, service in running.items():
         assert "Application shutdown complete" in service.logs(), logs[name]
+    # Processing signs the log's checkpoints with the operator's key from its first round.
+    assert "checkpoint signed" in running["processing"].logs(), logs["processing"]
     # uvicorn ends a SIGTERM-initiated clean shutdown by re-raising SIGTERM with the default
     # handler: here that kills the process (-SIGTERM); as PID 1 of a container (no
     # ENTRYPOINT, no init) the kernel ignores it and the process exits 0.
