@@ -29,6 +29,7 @@ from shared.audit.keys import (
     read_public_keys,
 )
 from shared.audit.verify import Report
+from shared.settings import DEFAULT_DATABASE_URL
 
 if TYPE_CHECKING:
     from shared.audit.bundle import Bundle
@@ -107,7 +108,9 @@ def public_key(key_file: KeyFile = DEFAULT_AUDIT_KEY_FILE) -> None:
     typer.echo(public_pem(key), nl=False)
 
 
-def checkpoint(database_url: DatabaseUrl, key_file: KeyFile = DEFAULT_AUDIT_KEY_FILE) -> None:
+def checkpoint(
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL, key_file: KeyFile = DEFAULT_AUDIT_KEY_FILE
+) -> None:
     """Sign checkpoints over every event not yet covered (the service does it periodically)."""
     from shared.audit.writer import CheckpointBusy, write_all
 
@@ -169,9 +172,9 @@ def _print_report(report: Report, title: str) -> None:
 
 def verify(
     database_url: Annotated[
-        str | None,
+        str,
         typer.Option("--database-url", envvar="CASEFLOW_DATABASE_URL", help="the log to verify"),
-    ] = None,
+    ] = DEFAULT_DATABASE_URL,
     bundle: Annotated[
         Path | None, typer.Option("--bundle", help="verify an exported bundle instead")
     ] = None,
@@ -183,12 +186,10 @@ def verify(
     checkpoint; name each tampered event. Exit 0 if clean, 1 if anything was found."""
     if bundle is not None:
         report, title = _verify_bundle(bundle, public_key_file), f"bundle {bundle}"
-    elif database_url:
+    else:
         _check_url(database_url)
         keys = _public_keys(public_key_file, key_file)
         report, title = _verify_database(database_url, keys), "the log"
-    else:
-        raise _fail("name --database-url (or CASEFLOW_DATABASE_URL) or --bundle")
     if as_json:
         typer.echo(orjson.dumps(report.as_dict()).decode())
     else:
@@ -249,7 +250,6 @@ def _date(text: str | None, option: str) -> dt.date | None:
 
 def export(
     out: Annotated[Path, typer.Option("--out", help="a new folder for the bundle")],
-    database_url: DatabaseUrl,
     date_from: Annotated[
         str | None, typer.Option("--from", help="first day (local date, YYYY-MM-DD)")
     ] = None,
@@ -259,6 +259,7 @@ def export(
     station: Annotated[str | None, typer.Option("--station", help="a station's code")] = None,
     public_key_file: PublicKeyFile = None,
     key_file: KeyFile = DEFAULT_AUDIT_KEY_FILE,
+    database_url: DatabaseUrl = DEFAULT_DATABASE_URL,
 ) -> None:
     """Write a portable, verifiable bundle: events as JSON Lines, the signed checkpoints
     and a manifest with the files' hashes and the public key."""

@@ -19,6 +19,7 @@ from shared.audit.statistics import StationReport, StatisticsError
 from shared.audit.statistics_reading import read_statistics
 from shared.audit.statistics_render import render_table, to_csv, to_html, to_json
 from shared.db import create_engine
+from shared.settings import DEFAULT_DATABASE_URL
 from shared.workflow.reference import load_reference
 
 WIDTH = 200
@@ -90,14 +91,6 @@ def _report(
 
 
 def statistics(
-    database_url: Annotated[
-        str,
-        typer.Option(
-            "--database-url",
-            envvar="CASEFLOW_DATABASE_URL",
-            help="the log's database (live, or replayed from an export)",
-        ),
-    ],
     start: Annotated[str, typer.Option("--from", help="first day, e.g. 2026-11-01")],
     end: Annotated[str, typer.Option("--to", help="last day (included), e.g. 2026-11-30")],
     station: Annotated[
@@ -113,6 +106,14 @@ def statistics(
     out: Annotated[
         Path | None, typer.Option("--out", help="write to this file instead of stdout")
     ] = None,
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            envvar="CASEFLOW_DATABASE_URL",
+            help="the log's database (live, or replayed from an export)",
+        ),
+    ] = DEFAULT_DATABASE_URL,
 ) -> None:
     """The station statistics (站点统计) of a station or a town over a period: people
     received, matters handled by kind, completed at the station vs forwarded, on-time

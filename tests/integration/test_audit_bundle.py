@@ -171,7 +171,7 @@ def test_a_tampered_bundle_is_not_replayed_and_bad_input_is_a_clear_message(
     assert kinds == {"modified"}
 
     for args, message in [
-        (("verify",), "--database-url"),
+        (("verify",), "no public key file"),  # the embedded default log, but no key here
         (("verify", "--database-url", "mysql://x"), "must start with"),
         (("verify", "--bundle", str(tmp_path)), "not an audit bundle"),
         (
