@@ -32,7 +32,7 @@ DatabaseUrl = Annotated[
     str, typer.Option(envvar="CASEFLOW_DATABASE_URL", help="the event log's database")
 ]
 T = TypeVar("T")
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # a message stays one line
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -167,7 +167,7 @@ async def test_the_live_rows_and_a_rebuild_equal_the_fold_of_the_log(
     events = await head(engine)
     assert (await checkpoint(engine)).events_applied == events
 
-    result = await rebuild(engine, reference=REFERENCE, batch_size=50)
+    result = await rebuild(engine, [NAME], reference=REFERENCE, batch_size=50)
     assert result.names == (NAME,)
     assert result.events == events
     assert result.resumed == ()
@@ -195,7 +195,7 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
 
     with pytest.raises(Interrupted):
         await rebuild(
-            engine, reference=REFERENCE, batch_size=40, progress=stop_after_the_first_batch
+            engine, [NAME], reference=REFERENCE, batch_size=40, progress=stop_after_the_first_batch
         )
     assert calls == [(0, events), (40, events)]
     stopped = await checkpoint(engine)
@@ -208,7 +208,11 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
 
     calls.clear()
     result = await rebuild(
-        engine, reference=REFERENCE, batch_size=40, progress=lambda d, t: calls.append((d, t))
+        engine,
+        [NAME],
+        reference=REFERENCE,
+        batch_size=40,
+        progress=lambda d, t: calls.append((d, t)),
     )
     assert result.resumed == (NAME,)
     assert result.events == events - 40, "continued, not started again"
@@ -217,7 +221,7 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
     assert await snapshot(engine) == live
     assert not (await checkpoint(engine)).rebuilding
 
-    again = await rebuild(engine, reference=REFERENCE, restart=True)
+    again = await rebuild(engine, [NAME], reference=REFERENCE, restart=True)
     assert again.events == events and again.resumed == ()
     assert await snapshot(engine) == live
 
@@ -226,6 +230,7 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
     with pytest.raises(Interrupted):
         await rebuild(
             engine,
+            [NAME],
             reference=REFERENCE,
             restart=True,
             batch_size=40,
@@ -235,7 +240,7 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
     assert await runner.catch_up() == events - 40
     assert await snapshot(engine) == live
     assert (await checkpoint(engine)).rebuilding, "only a rebuild clears its mark"
-    last = await rebuild(engine, reference=REFERENCE)
+    last = await rebuild(engine, [NAME], reference=REFERENCE)
     assert (last.resumed, last.events) == ((NAME,), 0)
     assert not (await checkpoint(engine)).rebuilding
 
@@ -250,7 +255,7 @@ async def test_a_rebuild_while_cases_move_and_the_live_runner_runs(
             Mix(log, REFERENCE, seed=14).run(applications=15, matters=4, visits=3)
         )
         await asyncio.sleep(0.05)
-        result = await rebuild(engine, reference=REFERENCE, batch_size=25)
+        result = await rebuild(engine, [NAME], reference=REFERENCE, batch_size=25)
         assert result.events > 0
         await moving
         runner.wake()
@@ -270,11 +275,11 @@ async def test_one_writer_at_a_time(engine: AsyncEngine, log: EventLog) -> None:
         await cps.seize(conn, NAME, "rebuild@elsewhere:1:x", timedelta(seconds=30))
     assert await first.step() == 0
     with pytest.raises(RebuildRunning, match="being rebuilt by rebuild@elsewhere"):
-        await rebuild(engine, reference=REFERENCE)
+        await rebuild(engine, [NAME], reference=REFERENCE)
     # a crashed rebuild on this host (its process is gone) doesn't block the next one
     async with log.writer.begin() as conn:
         await cps.seize(conn, NAME, f"rebuild@{_host()}:999999999:x", timedelta(seconds=30))
-    result = await rebuild(engine, reference=REFERENCE)
+    result = await rebuild(engine, [NAME], reference=REFERENCE)
     assert result.events == await head(engine)
     # the lease given back, a live runner goes on
     await log.append(*(await _one_more_visit()), case_kind=RECEPTION)

@@ -72,8 +72,9 @@ def test_status_then_rebuild(db_url: str) -> None:
     events = _mix(db_url, 21, applications=8, matters=2, visits=2)
     result = runner.invoke(app, ["projections", "status", "--database-url", db_url, "--json"])
     assert result.exit_code == 0, result.output
-    [before] = json.loads(result.stdout)
-    assert before["name"] == NAME
+    listed = json.loads(result.stdout)
+    assert [p["name"] for p in listed] == [NAME, "statistics", "delegation_usage"]
+    before = listed[0]
     assert before["tables"] == ["case_index", "tasks"]
     assert (before["state"], before["lag"], before["events_applied"]) == (
         "not started",
@@ -81,7 +82,7 @@ def test_status_then_rebuild(db_url: str) -> None:
         0,
     )
 
-    result = runner.invoke(app, ["projections", "rebuild", "--database-url", db_url])
+    result = runner.invoke(app, ["projections", "rebuild", NAME, "--database-url", db_url])
     assert result.exit_code == 0, result.output
     assert f"rebuilt {NAME}: {events:,} events" in result.stdout
     checkpoint, equal = _state(db_url)
@@ -96,7 +97,10 @@ def test_status_then_rebuild(db_url: str) -> None:
 def test_mistakes_get_a_message(db_url: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["projections", "rebuild", "nope", "--database-url", db_url])
     assert result.exit_code == 2
-    assert "no projection named nope (there are: case_lists)" in result.output
+    assert (
+        "no projection named nope (there are: case_lists, statistics, delegation_usage)"
+        in result.output
+    )
     assert "Traceback" not in result.output
 
     empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
@@ -111,7 +115,7 @@ def test_mistakes_get_a_message(db_url: str, tmp_path: Path) -> None:
 
 def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     events = _mix(db_url, 22, applications=20, matters=4, visits=4)
-    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", "--batch-size", "1"]
+    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", NAME, "--batch-size", "1"]
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -136,7 +140,7 @@ def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     assert 5 <= stopped.events_applied < events
     assert stopped.lease_holder is None
 
-    result = runner.invoke(app, ["projections", "rebuild", "--database-url", db_url])
+    result = runner.invoke(app, ["projections", "rebuild", NAME, "--database-url", db_url])
     assert result.exit_code == 0, result.output
     assert f"continued ({NAME}) {NAME}: {events - stopped.events_applied:,} events" in (
         result.stdout
