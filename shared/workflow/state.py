@@ -23,6 +23,10 @@ NO_CLAIMS: Mapping[str, str] = MappingProxyType({})
 STANDING_TASKS = frozenset({"call_back", "escalation"})
 """Tasks no status opens (a call-back after a poor rating, a late clock's escalation): a
 status change leaves their claims alone."""
+NOT_WORK = frozenset({"NotificationSent", "NotificationFailed", "PersonalDataViewed"})
+"""Facts about a case that are not work on it: telling someone, or opening the applicant's
+data. They leave ``updated_at`` (the case list's "updated", the worklist's "since") alone, so
+a notice or a reading never resets how long a task has waited."""
 
 
 class IllegalTransition(Exception):
@@ -300,7 +304,8 @@ def apply(state: CaseState, event: StoredEvent, workflows: WorkflowRegistry) -> 
             pass
     changes["clock"] = clock
     changes["claims"] = claims
-    changes["updated_at"] = event.recorded_at
+    if event.event_type not in NOT_WORK:
+        changes["updated_at"] = event.recorded_at
     return _evolve(state, **changes)
 
 

@@ -162,7 +162,9 @@ async def test_the_live_rows_and_a_rebuild_equal_the_fold_of_the_log(
     kinds = {row["case_kind"] for row in live["case_index"]}
     assert kinds == {*CASE_KINDS, RECEPTION}, kinds
     assert len(live["tasks"]) > 5
-    assert {row["status"] for row in live["case_index"]} > {"visited", "accepted"}
+    statuses = {row["status"] for row in live["case_index"]}
+    # the mix's paths interleave with I/O, so which statuses it ends in varies a little
+    assert "visited" in statuses and len(statuses) >= 5, statuses
     assert live == await folded(engine)
     events = await head(engine)
     assert (await checkpoint(engine)).events_applied == events

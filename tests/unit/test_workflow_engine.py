@@ -873,3 +873,14 @@ def test_a_case_keeps_the_workflow_version_it_pinned() -> None:
     assert (state.status, state.workflow_version) == ("signed_off", 2)
     assert state.tasks(v2) == [Task("decide", "station_head", "xuefeng_station")]
     assert case.act("approve", HEAD, RECEIVED).status == "approved"
+
+
+def test_notices_and_readings_of_personal_data_do_not_reset_how_long_a_task_has_waited() -> None:
+    case = History()
+    received = case.state.updated_at
+    later = cst(D(2026, 2, 13), 15)
+    viewed = case.fact("PersonalDataViewed", later, reason="核对 checking", fields=["phone"])
+    told = case.fact("NotificationSent", later, channel="sms", audience="applicant")
+    assert viewed.updated_at == told.updated_at == received
+    claimed = case.fact("TaskClaimed", later, task="acceptance", user="li.clerk")
+    assert claimed.updated_at == later, "claiming a task is work on the case"
