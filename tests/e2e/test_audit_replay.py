@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from shared.cli import app
 from shared.db import create_engine
 from shared.demo import Station, plan, run_demo, settle
 from shared.projections.statistics_tables import delegation_usage, station_statistics
+from shared.workcalendar import CHINA_TZ
 from shared.workflow.tables import case_index, tasks
 from tests.conftest import fresh_postgres_db, fresh_sqlite_db
 from tests.services import ServiceProcess, running_stack, session_keys
@@ -124,8 +125,7 @@ def test_an_export_verifies_and_replays_to_the_same_timelines_and_reports(
         station = Station(
             stack["intake"].base_url, stack["processing"].base_url, session_keys().directory, 5
         )
-        today = date.today()
-        run_demo(station, plan(5, 3, 0.5, today))
+        run_demo(station, plan(5, 3, 0.5, datetime.now(CHINA_TZ).date()))
         settle(station)
         wait_until_quiet(live)
         assert caseflow("audit", "checkpoint", env=env).returncode == 0
@@ -159,15 +159,14 @@ def test_an_export_verifies_and_replays_to_the_same_timelines_and_reports(
         assert cli_json("audit", "case", number, "--json", database_url=auditor_db) == cli_json(
             "audit", "case", number, "--json", database_url=live
         ), number
-    period = [
-        "--station",
-        STATION,
-        "--from",
-        str(today - timedelta(days=60)),
-        "--to",
-        str(today),
-    ]
+    today = datetime.now(CHINA_TZ).date()  # the demo's days are days at the station
+    period = ["--station", STATION, "--from", str(today - timedelta(days=60)), "--to", str(today)]
+    reports = {}
     for report in ("compliance", "statistics"):
         args = ["audit", report, *period, "--format", "json"]
-        assert cli_json(*args, database_url=auditor_db) == cli_json(*args, database_url=live)
+        reports[report] = cli_json(*args, database_url=live)
+        assert cli_json(*args, database_url=auditor_db) == reports[report], report
+    assert len(reports["compliance"]["actions"]) > 10, reports["compliance"]
+    assert reports["statistics"]["matters_handled"] > 3, reports["statistics"]
+    assert reports["statistics"]["people_received"] > 0, reports["statistics"]
     assert rows(auditor_db) == live_rows
