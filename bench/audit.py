@@ -14,8 +14,10 @@ its longest case is grown to 50 events. Then, timed:
   statistics, delegation usage) from an empty start: events/s (target ≥ 200,000);
 - *verify*: ``caseflow audit verify`` of every hash, link and checkpoint: events/s (target
   ≥ 100,000);
-- *timeline*: ``caseflow audit case`` of the 50-event case by its number, one at a time:
-  p50/p99 latency (target p99 ≤ 5 ms).
+- *timeline*: the 50-event case's timeline by its number (``read_timeline``, what
+  ``caseflow audit case`` and the API call: resolve the number, read the case and the
+  delegation register, judge every event), one at a time on one connection: p50/p99
+  latency (target p99 ≤ 5 ms).
 
 CPU seconds of this process and of PostgreSQL's processes are measured for each phase, to
 say where the time goes.
