@@ -157,11 +157,11 @@ def judge(
     """Check ``event`` again, if it is a staff action under a power over a catalogue item.
 
     ``before`` and ``after`` are the case's states around the event. None for facts, the
-    system's own steps (timers) and matters (no catalogue item, no delegation). With
-    ``until`` (a timeline as of a moment), the check at ``recorded_at`` is made only if
-    that moment is not later.
+    system's own steps (timers: steps the workflow gives the ``system`` role) and matters
+    (no catalogue item, no delegation). With ``until`` (a timeline as of a moment), the
+    check at ``recorded_at`` is made only if that moment is not later.
     """
-    if event.actor_role == SYSTEM_ROLE or not after.workflow or not after.workflow_version:
+    if not after.workflow or not after.workflow_version:
         return None
     if after.item_code is None:
         return None
@@ -169,6 +169,8 @@ def judge(
     step = step_of(workflow, before.status, event)
     if step is None or step.power is None:
         return None
+    if event.actor_role == SYSTEM_ROLE and SYSTEM_ROLE in step.roles:
+        return None  # the system's own step; any other "by the system" is a wrong role
     item = catalogue.get(after.item_code, after.item_version)
     if event.actor_role not in step.roles:
         return Judgement(

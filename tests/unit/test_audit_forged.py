@@ -1,0 +1,85 @@
+"""Events a faulty or bypassed writer could have forged, read by the audit without a
+database: each is judged and named, and none hides the rest of the story."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from shared.audit.compliance import compliance_report
+from shared.audit.judge import Use, register_from
+from shared.audit.timeline import build_timeline
+from shared.delegation import decide_publish
+from shared.events import Actor
+from shared.workflow.reference import Reference, load_reference
+from tests.audit_helpers import (
+    CLERK,
+    OFFICER,
+    REVIEWER,
+    CaseScript,
+    Stream,
+    china,
+    instrument,
+    received_and_accepted,
+)
+
+CODE = "hrss-audit-2026"
+SYSTEM = Actor(user="system", role="system")
+START, END = date(2026, 11, 1), date(2026, 11, 30)
+
+
+@pytest.fixture(scope="module")
+def reference() -> Reference:
+    return load_reference()
+
+
+def delegation() -> Stream:
+    stream = Stream(CODE)
+    stream.do(lambda s: decide_publish(s, instrument(CODE), actor=OFFICER, at=china(1, 6)))
+    return stream
+
+
+def reviewed(number: str) -> CaseScript:
+    script = received_and_accepted(CaseScript(number), china(11, 16), (CODE, 1))
+    script.add(
+        "ReviewStarted", china(11, 17), REVIEWER, action="start_review", delegation=(CODE, 1)
+    )
+    return script.add(
+        "ReviewCompleted", china(11, 17, 10), REVIEWER, action="complete_review",
+        delegation=(CODE, 1), recommendation="approve",
+    )  # fmt: skip
+
+
+def test_a_decision_recorded_as_the_system_s_is_a_wrong_role(reference: Reference) -> None:
+    stream = delegation()
+    script = reviewed("XF-2026-000701")
+    script.add("CaseApproved", china(11, 18), SYSTEM, action="approve", delegation=(CODE, 1))
+    # The system's own step (deemed acceptance) stays out of the check.
+    deemed = CaseScript("XF-2026-000702").add(
+        "CaseReceived", china(11, 16), CLERK, action="receive", delegation=(CODE, 1)
+    )
+    deemed.add("CaseDeemedAccepted", china(11, 25), SYSTEM, action="deem_accepted")
+
+    timeline = build_timeline(script.stored(), reference, stream.events)
+    approved = timeline.entries[-1]
+    assert approved.judgement is not None
+    assert approved.judgement.use is Use.WRONG_ROLE
+    assert "not system" in approved.judgement.message
+    assert approved.delegation_valid is False
+
+    report = compliance_report(
+        [script.stored(), deemed.stored(first_position=50)],
+        reference,
+        register_from(stream.events),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    assert [(a.case_number, a.event_type, a.judgement.use) for a in report.actions][-1] == (
+        "XF-2026-000701",
+        "CaseApproved",
+        Use.WRONG_ROLE,
+    )
+    assert "CaseDeemedAccepted" not in [a.event_type for a in report.actions]
+    assert report.counts()["wrong_role"] == 1 and not report.compliant
