@@ -130,7 +130,8 @@ def _delegation(entry: Any) -> str:
         return entry.delegation_id or ""
     mark = "valid" if entry.delegation_valid else "NOT VALID"
     named = f"{entry.delegation_id} v{entry.delegation_version}" if entry.delegation_id else "none"
-    text = f"{named}: {mark} ({entry.judgement.use.value}, {entry.judgement.power})"
+    why = ", ".join(w for w in (entry.judgement.use.value, entry.judgement.power) if w)
+    text = f"{named}: {mark} ({why})"
     if entry.judgement.when_recorded:
         text += f"; at entry: {entry.judgement.when_recorded.value}"
     return text
@@ -166,6 +167,8 @@ def render_timeline(timeline: Timeline, console: Console) -> None:
             if e.status_before == e.status_after
             else f"{e.status_before or '—'} → {e.status_after}"
         )
+        if e.not_allowed:
+            status = f"{e.status_before or '—'} (NOT ALLOWED by the workflow: read on as before)"
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, ""))
         table.add_row(
             str(e.version),

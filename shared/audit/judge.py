@@ -53,6 +53,9 @@ class Use(enum.StrEnum):
     """The delegation's validity period did not contain the day."""
     WRONG_ROLE = "wrong_role"
     """The workflow does not let the actor's role take this step."""
+    NOT_ALLOWED = "not_allowed"
+    """The workflow allows no such step from the case's status then (the case is read on
+    as it stood before the event)."""
 
 
 _BY_REFUSAL = {
@@ -197,6 +200,35 @@ def judge(
         in_force_id=code,
         in_force_version=version,
         when_recorded=when_recorded,
+    )
+
+
+def not_allowed(
+    event: StoredEvent, before: CaseState, workflows: WorkflowRegistry, error: Exception
+) -> Judgement:
+    """The verdict on an event the workflow table does not allow after ``before`` (or
+    that names a workflow there is none of): a finding, not the end of the story."""
+    action = str(event.payload.get("action") or event.event_type)
+    power = ""
+    if before.workflow and before.workflow_version:
+        try:
+            workflow = workflows.get(before.workflow, before.workflow_version)
+        except LookupError:
+            workflow = None
+        if workflow is not None:
+            steps = [s for s in workflow.transitions if s.event == event.event_type]
+            named = [s for s in steps if s.action == action] or steps
+            power = (named[0].power or "") if named else ""
+    status = before.status or "new"
+    return Judgement(
+        action=action,
+        power=power,
+        use=Use.NOT_ALLOWED,
+        message=(
+            f"not allowed by the workflow from status {status} ({error}); "
+            f"the case is read on as it stood before this event"
+        ),
+        checked_at=event.occurred_at,
     )
 
 

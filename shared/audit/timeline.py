@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from shared.audit.judge import Judgement, judge, register_from
+from shared.audit.judge import Judgement, Use, judge, not_allowed, register_from
 from shared.events import StoredEvent
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
@@ -126,6 +126,14 @@ class Entry:
     clock: ClockPoint | None
     details: dict[str, Any]
 
+    @property
+    def not_allowed(self) -> str | None:
+        """Why the workflow did not allow this event then (None: it did); the status and
+        the clock stay as they were before it."""
+        if self.judgement is not None and self.judgement.use is Use.NOT_ALLOWED:
+            return self.judgement.message
+        return None
+
     def as_json(self) -> dict[str, Any]:
         """JSON-ready."""
         return {
@@ -149,6 +157,7 @@ class Entry:
             },
             "status_before": self.status_before,
             "status_after": self.status_after,
+            "not_allowed": self.not_allowed,
             "clock": self.clock.as_json() if self.clock else None,
             "details": self.details,
         }
@@ -302,22 +311,22 @@ def build_timeline(
     state = CaseState()
     for event in chosen:
         before = state
+        judgement: Judgement | None
         try:
             state = apply(state, event, reference.workflows)
         except (IllegalTransition, UnknownWorkflow) as err:
-            raise TimelineError(
-                f"event {event.version} ({event.event_type}, position {event.position}) "
-                f"can't follow the events before it: {err}"
-            ) from None
-        judgement = judge(
-            event,
-            before,
-            state,
-            workflows=reference.workflows,
-            catalogue=reference.catalogue,
-            register=register,
-            until=as_of,
-        )
+            # A finding on this event; the rest of the history is still told.
+            judgement = not_allowed(event, before, reference.workflows, err)
+        else:
+            judgement = judge(
+                event,
+                before,
+                state,
+                workflows=reference.workflows,
+                catalogue=reference.catalogue,
+                register=register,
+                until=as_of,
+            )
         entries.append(
             Entry(
                 position=event.position,

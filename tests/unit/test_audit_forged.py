@@ -15,6 +15,7 @@ from shared.events import Actor
 from shared.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
     CLERK,
+    HEAD,
     OFFICER,
     REVIEWER,
     CaseScript,
@@ -83,3 +84,61 @@ def test_a_decision_recorded_as_the_system_s_is_a_wrong_role(reference: Referenc
     )
     assert "CaseDeemedAccepted" not in [a.event_type for a in report.actions]
     assert report.counts()["wrong_role"] == 1 and not report.compliant
+
+
+def forged_decision() -> CaseScript:
+    """A decision written straight after acceptance (no review), then the case goes on
+    as the workflow allows from where it really stood."""
+    script = received_and_accepted(CaseScript("XF-2026-000703"), china(11, 16), (CODE, 1))
+    script.add("CaseApproved", china(11, 16, 10), HEAD, action="approve", delegation=(CODE, 1))
+    return script.add(
+        "ReviewStarted", china(11, 17), REVIEWER, action="start_review", delegation=(CODE, 1)
+    )
+
+
+def test_an_event_the_workflow_does_not_allow_is_marked_and_the_story_goes_on(
+    reference: Reference,
+) -> None:
+    stream = delegation()
+    timeline = build_timeline(forged_decision().stored(), reference, stream.events)
+    assert [e.event_type for e in timeline.entries] == [
+        "CaseReceived",
+        "CaseAccepted",
+        "CaseApproved",
+        "ReviewStarted",
+    ]
+    forged = timeline.entries[2]
+    assert forged.not_allowed is not None
+    assert "not allowed by the workflow from status accepted" in forged.not_allowed
+    assert (forged.status_before, forged.status_after) == ("accepted", "accepted")
+    assert forged.delegation_valid is False
+    assert forged.judgement is not None and forged.judgement.power == "decide"
+    assert forged.as_json()["not_allowed"] == forged.not_allowed
+    review = timeline.entries[3]
+    assert review.not_allowed is None and review.delegation_valid is True
+    assert (review.status_before, review.status_after) == ("accepted", "in_review")
+    assert timeline.standing.status == "in_review" and timeline.standing.outcome is None
+
+
+def test_compliance_lists_an_event_the_workflow_does_not_allow(reference: Reference) -> None:
+    stream = delegation()
+    clean = received_and_accepted(CaseScript("XF-2026-000704"), china(11, 18), (CODE, 1))
+    report = compliance_report(
+        [forged_decision().stored(), clean.stored(first_position=50)],
+        reference,
+        register_from(stream.events),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    found = [(a.case_number, a.event_type, a.judgement.use) for a in report.actions]
+    assert found == [
+        ("XF-2026-000703", "CaseReceived", Use.WITHIN),
+        ("XF-2026-000703", "CaseAccepted", Use.WITHIN),
+        ("XF-2026-000703", "CaseApproved", Use.NOT_ALLOWED),
+        ("XF-2026-000703", "ReviewStarted", Use.WITHIN),
+        ("XF-2026-000704", "CaseReceived", Use.WITHIN),
+        ("XF-2026-000704", "CaseAccepted", Use.WITHIN),
+    ]
+    assert report.counts()["not_allowed"] == 1 and not report.compliant
+    assert report.as_json()["actions"][2]["use"] == "not_allowed"
