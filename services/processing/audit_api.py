@@ -100,7 +100,8 @@ async def compliance(
 ) -> dict[str, Any]:
     """Each action under a delegated power in the period (days in China), checked again
     from the log: within, outside, after revocation, while suspended, expired, wrong
-    role; and the refused attempts with their reasons."""
+    role, citing the wrong instrument, not allowed by the workflow; and the refused
+    attempts with their reasons."""
     require_role(staff, Role.auditor)
     reference = _reference(request)
     if station not in reference.organisations:

@@ -324,8 +324,8 @@ def compliance(
     """Delegation compliance of a station over a period.
 
     Each action under a delegated power, checked again from the log (within, outside,
-    after revocation, while suspended, expired, wrong role), and the refused attempts
-    with their reasons.
+    after revocation, while suspended, expired, wrong role, citing the wrong instrument,
+    not allowed by the workflow), and the refused attempts with their reasons.
     """
     fmt = output.lower()
     if fmt not in ("table", "csv", "json"):

@@ -53,6 +53,9 @@ class Use(enum.StrEnum):
     """The delegation's validity period did not contain the day."""
     WRONG_ROLE = "wrong_role"
     """The workflow does not let the actor's role take this step."""
+    WRONG_INSTRUMENT = "wrong_instrument"
+    """Covered then, but the event cites another delegation (or version) than the one in
+    force, or cites one for the competent authority's own act."""
     NOT_ALLOWED = "not_allowed"
     """The workflow allows no such step from the case's status then (the case is read on
     as it stood before the event)."""
@@ -185,11 +188,13 @@ def judge(
             ),
             checked_at=event.occurred_at,
         )
-    first = _verdict(event, item, Power(step.power), register, event.occurred_at)
+    first = _as_cited(event, _verdict(event, item, Power(step.power), register, event.occurred_at))
     use, message, code, version = first
     when_recorded = None
     if event.recorded_at != event.occurred_at and (until is None or event.recorded_at <= until):
-        later = _verdict(event, item, Power(step.power), register, event.recorded_at)[0]
+        later = _as_cited(
+            event, _verdict(event, item, Power(step.power), register, event.recorded_at)
+        )[0]
         when_recorded = later if later is not use else None
     return Judgement(
         action=step.action,
@@ -232,9 +237,29 @@ def not_allowed(
     )
 
 
+Verdict = tuple[Use, str, str | None, int | None]
+"""How the action stood, why, and the delegation (id, version) in force for it."""
+
+
+def _as_cited(event: StoredEvent, verdict: Verdict) -> Verdict:
+    """``verdict`` against the delegation the event cites: an action covered by one
+    instrument but citing another (or an older version, or any for the authority's own
+    act) did not rest on what it claims."""
+    use, message, code, version = verdict
+    cited = (event.delegation_id, event.delegation_version)
+    if use is Use.WITHIN and cited != (code, version):
+        return Use.WRONG_INSTRUMENT, message, code, version
+    if use is Use.OWN_COMPETENCE and event.delegation_id is not None:
+        message += (
+            f"; yet the event cites {event.delegation_id} (version {event.delegation_version})"
+        )
+        return Use.WRONG_INSTRUMENT, message, code, version
+    return verdict
+
+
 def _verdict(
     event: StoredEvent, item: Any, power: Power, register: Register, at: datetime
-) -> tuple[Use, str, str | None, int | None]:
+) -> Verdict:
     org = event.actor_station
     if not org:
         return Use.OUTSIDE, "the event names no organisation for its actor", None, None

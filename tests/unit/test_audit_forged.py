@@ -3,6 +3,8 @@ database: each is judged and named, and none hides the rest of the story."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from shared.audit.compliance import compliance_report
 from shared.audit.judge import Use, register_from
 from shared.audit.timeline import build_timeline
-from shared.delegation import decide_publish
+from shared.delegation import decide_publish, decide_revoke
 from shared.events import Actor
 from shared.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
@@ -142,3 +144,54 @@ def test_compliance_lists_an_event_the_workflow_does_not_allow(reference: Refere
     ]
     assert report.counts()["not_allowed"] == 1 and not report.compliant
     assert report.as_json()["actions"][2]["use"] == "not_allowed"
+
+
+def test_an_action_citing_another_instrument_than_the_one_in_force_is_not_compliant(
+    reference: Reference,
+) -> None:
+    # Version 1 was revoked on 10 Nov; version 1 of another instrument covers the item.
+    old = Stream("hrss-old-2026")
+    old.do(
+        lambda s: decide_publish(
+            s, instrument("hrss-old-2026", document_number="韩人社发〔2026〕1号"),
+            actor=OFFICER, at=china(1, 6),
+        )
+    )  # fmt: skip
+    old.do(
+        lambda s: decide_revoke(s, "hrss-old-2026", reason="替换", actor=OFFICER, at=china(11, 10))
+    )
+    new = delegation()
+    cites_old = received_and_accepted(
+        CaseScript("XF-2026-000705"), china(11, 16), ("hrss-old-2026", 1)
+    )
+    cites_new = received_and_accepted(CaseScript("XF-2026-000706"), china(11, 16), (CODE, 1))
+    report = compliance_report(
+        [cites_old.stored(), cites_new.stored(first_position=50)],
+        reference,
+        register_from([*old.events, *new.events]),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    found = [(a.case_number, a.judgement.use) for a in report.actions]
+    assert found == [
+        ("XF-2026-000705", Use.WRONG_INSTRUMENT),
+        ("XF-2026-000705", Use.WRONG_INSTRUMENT),
+        ("XF-2026-000706", Use.WITHIN),
+        ("XF-2026-000706", Use.WITHIN),
+    ]
+    assert not report.compliant
+    counts = report.counts()
+    assert (counts["wrong_instrument"], counts["within"]) == (2, 2)
+    assert report.as_json()["counts"] == counts
+    rows = list(csv.DictReader(io.StringIO(report.csv())))
+    assert [r["use"] for r in rows] == [u.value for _, u in found]
+    wrong = report.actions[0]
+    assert (wrong.judgement.in_force_id, wrong.delegation_id) == (CODE, "hrss-old-2026")
+    assert "the event recorded hrss-old-2026 (version 1)" in wrong.judgement.message
+    assert not wrong.judgement.valid_for(wrong.delegation_id, wrong.delegation_version)
+    # The timeline says the same of the same event.
+    timeline = build_timeline(cites_old.stored(), reference, [*old.events, *new.events])
+    assert [e.delegation_valid for e in timeline.entries] == [False, False]
+    assert timeline.entries[0].judgement is not None
+    assert timeline.entries[0].judgement.use is Use.WRONG_INSTRUMENT

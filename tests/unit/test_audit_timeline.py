@@ -146,7 +146,8 @@ def test_an_event_that_names_an_older_version_than_the_one_in_force_is_not_valid
     timeline = build_timeline(script.stored(), reference, stream.events)
     received = timeline.entries[0]
     assert received.judgement is not None
-    assert received.judgement.use is Use.WITHIN  # covered, but by version 3 by then
+    assert received.judgement.use is Use.WRONG_INSTRUMENT  # covered, but by version 3 by then
+    assert received.judgement.in_force_version == 3
     assert received.delegation_valid is False
     assert "recorded hrss-audit-2026 (version 1)" in received.judgement.message
 
