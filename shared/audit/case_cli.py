@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit.compliance import ComplianceError, ComplianceReport
+from shared.audit.compliance import ComplianceError, ComplianceReport, check_period
 from shared.audit.reading import CaseNotFound, read_compliance, read_timeline
-from shared.audit.timeline import Basis, ClockPoint, Timeline, TimelineError
+from shared.audit.timeline import Basis, ClockPoint, Timeline, TimelineError, check_moment
 from shared.db import create_engine
 from shared.delegation import DelegationError
 from shared.settings import DEFAULT_DATABASE_URL
@@ -122,6 +122,10 @@ def _moment(value: str | None, option: str) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         raise _fail(f"{option} needs a time zone, e.g. 2026-11-28T09:30:00+08:00", 2)
+    try:
+        check_moment(moment)
+    except TimelineError as err:
+        raise _fail(f"{option} {err}", 2) from None
     return moment
 
 
@@ -333,6 +337,10 @@ def compliance(
     first, last = _day(start, "--from"), _day(end, "--to")
     if last < first:
         raise _fail(f"--to {last} is before --from {first}", 2)
+    try:
+        check_period(first, last)
+    except ComplianceError as err:
+        raise _fail(str(err), 2) from None
     reference = _reference()
     if station not in reference.organisations:
         known = ", ".join(o.code for o in reference.organisations if str(o.kind.value) == "station")

@@ -18,7 +18,7 @@ import io
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.audit.judge import Judgement, Register, Use, judge, not_allowed
@@ -193,6 +193,18 @@ class ComplianceError(ValueError):
     """A case's events that can't be told as one history (names the event)."""
 
 
+def check_period(start: date, end: date) -> None:
+    """Refuse a period that ends before it starts, or whose days in China have no moment
+    in UTC (the first and last days of the calendar)."""
+    if end < start:
+        raise ComplianceError(f"the period ends ({end}) before it starts ({start})")
+    if start <= date.min or end >= date.max:
+        raise ComplianceError(
+            f"the period {start} to {end} is out of range: give days between "
+            f"{date.min + timedelta(days=1)} and {date.max - timedelta(days=1)}"
+        )
+
+
 def _in_period(event: StoredEvent, start: date, end: date) -> bool:
     return start <= local_date(event.occurred_at) <= end
 
@@ -211,8 +223,7 @@ def compliance_report(
     ``histories`` are whole case streams (each in version order); cases of other
     stations, and events outside the period, are passed over.
     """
-    if end < start:
-        raise ComplianceError(f"the period ends ({end}) before it starts ({start})")
+    check_period(start, end)
     actions: list[CheckedAction] = []
     refused: list[RefusedAttempt] = []
     for history in histories:

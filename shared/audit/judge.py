@@ -56,6 +56,9 @@ class Use(enum.StrEnum):
     WRONG_INSTRUMENT = "wrong_instrument"
     """Covered then, but the event cites another delegation (or version) than the one in
     force, or cites one for the competent authority's own act."""
+    UNKNOWN_ITEM = "unknown_item"
+    """The case names a catalogue item (or version) the catalogue does not hold: the
+    action can't be checked against any delegation."""
     NOT_ALLOWED = "not_allowed"
     """The workflow allows no such step from the case's status then (the case is read on
     as it stood before the event)."""
@@ -177,7 +180,16 @@ def judge(
         return None
     if event.actor_role == SYSTEM_ROLE and SYSTEM_ROLE in step.roles:
         return None  # the system's own step; any other "by the system" is a wrong role
-    item = catalogue.get(after.item_code, after.item_version)
+    try:
+        item = catalogue.get(after.item_code, after.item_version)
+    except LookupError as err:
+        return Judgement(
+            action=step.action,
+            power=step.power,
+            use=Use.UNKNOWN_ITEM,
+            message=f"the catalogue does not hold the case's item ({err}): nothing to check it by",
+            checked_at=event.occurred_at,
+        )
     if event.actor_role not in step.roles:
         return Judgement(
             action=step.action,

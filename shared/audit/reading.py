@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit.compliance import ComplianceReport, compliance_report
+from shared.audit.compliance import ComplianceReport, check_period, compliance_report
 from shared.audit.judge import register_from
 from shared.audit.timeline import Basis, Timeline, build_timeline
 from shared.delegation import CASE_KIND as DELEGATION_KIND
@@ -136,6 +136,7 @@ async def read_compliance(
     conn: AsyncConnection, reference: Reference, *, station: str, start: date, end: date
 ) -> ComplianceReport:
     """The delegation compliance report (see :func:`compliance_report`)."""
+    check_period(start, end)
     histories = await read_station_histories(conn, station, start, end)
     register = register_from(await read_delegation_events(conn))
     return compliance_report(histories, reference, register, station=station, start=start, end=end)

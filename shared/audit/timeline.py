@@ -26,7 +26,7 @@ import dataclasses
 import enum
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from shared.audit.judge import Judgement, Use, judge, not_allowed, register_from
@@ -250,10 +250,24 @@ class Timeline:
         }
 
 
-def counted(events: Iterable[StoredEvent], at: datetime, basis: Basis) -> list[StoredEvent]:
-    """The events that count as of ``at`` in the sense ``basis``, in the given order."""
+def check_moment(at: datetime) -> None:
+    """Refuse a moment the timeline can't use: without a time zone, or so near the ends
+    of the calendar that it has no date in UTC or in China."""
     if at.tzinfo is None:
         raise TimelineError("a moment needs a time zone, e.g. 2026-11-28T09:30:00+08:00")
+    try:
+        at.astimezone(UTC)
+        local_date(at)
+    except OverflowError:
+        raise TimelineError(
+            f"{at.isoformat()} is out of range: it has no date in UTC or in China "
+            "(give a moment between 0001-01-02 and 9999-12-30)"
+        ) from None
+
+
+def counted(events: Iterable[StoredEvent], at: datetime, basis: Basis) -> list[StoredEvent]:
+    """The events that count as of ``at`` in the sense ``basis``, in the given order."""
+    check_moment(at)
     if basis is Basis.OCCURRED:
         return [e for e in events if e.occurred_at <= at]
     return [e for e in events if e.recorded_at <= at]

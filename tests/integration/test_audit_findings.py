@@ -16,6 +16,8 @@ from tests.audit_helpers import (
     instrument,
     received_and_accepted,
 )
+from tests.integration.test_audit_api import AUDITOR, Stack, problem
+from tests.integration.test_audit_api import stack as stack  # the services, as a fixture
 from tests.integration.test_audit_log import caseflow, write
 
 CODE = "hrss-audit-2026"
@@ -72,3 +74,54 @@ async def test_an_event_the_workflow_does_not_allow_hides_nothing(
     data = json.loads(report.output)
     assert [a["use"] for a in data["actions"]] == ["within", "within", "not_allowed", "within"]
     assert data["counts"]["not_allowed"] == 1 and data["compliant"] is False
+
+
+async def test_an_unknown_item_and_out_of_range_moments_are_named_not_crashed(
+    log: EventLog, db_url: str
+) -> None:
+    await store.publish(log, instrument(CODE), actor=OFFICER, at=china(1, 6))
+    unknown = CaseScript("XF-2026-000521", item_code="no_such_item")
+    await write(log, received_and_accepted(unknown, china(11, 16), (CODE, 1)))
+    url = ("--database-url", db_url)
+
+    timeline = await caseflow("audit", "case", "XF-2026-000521", "--json", *url)
+    assert timeline.exit_code == 0, timeline.output
+    checks = [e["delegation"]["check"] for e in json.loads(timeline.output)["events"]]
+    assert [c["use"] for c in checks] == ["unknown_item", "unknown_item"]
+    report = await caseflow("audit", "compliance", *PERIOD, "--format", "json", *url)
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.output)["counts"]["unknown_item"] == 2
+
+    for moment in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-12:00"):
+        far = await caseflow("audit", "case", "XF-2026-000521", "--as-of", moment, *url)
+        assert far.exit_code == 2, far.output
+        assert "out of range" in far.output and "Traceback" not in far.output
+    early = await caseflow(
+        "audit", "compliance", "--station", "xuefeng_station", "--from", "0001-01-01",
+        "--to", "2026-11-30", *url,
+    )  # fmt: skip
+    assert early.exit_code == 2 and "out of range" in early.output, early.output
+
+
+async def test_the_api_answers_the_same_findings_and_problems(stack: Stack) -> None:
+    await store.publish(stack.log, instrument(CODE), actor=OFFICER, at=china(1, 6))
+    unknown = CaseScript("XF-2026-000522", item_code="no_such_item")
+    await write(stack.log, received_and_accepted(unknown, china(11, 16), (CODE, 1)))
+    path = "/audit/cases/XF-2026-000522/timeline"
+
+    found = await stack.processing.get(path, headers=AUDITOR)
+    assert found.status_code == 200, found.text
+    assert [e["delegation"]["check"]["use"] for e in found.json()["events"]] == [
+        "unknown_item",
+        "unknown_item",
+    ]
+    far = await stack.processing.get(
+        path, params={"as_of": "0001-01-01T00:00:00+14:00"}, headers=AUDITOR
+    )
+    assert "out of range" in problem(far, 422)["detail"]
+    early = await stack.processing.get(
+        "/audit/compliance",
+        params={"station": "xuefeng_station", "from": "0001-01-01", "to": "2026-11-30"},
+        headers=AUDITOR,
+    )
+    assert "out of range" in problem(early, 422)["detail"]

@@ -216,6 +216,7 @@ def test_every_kind_of_use_is_classified_and_the_refusals_listed(reference: Refe
         "expired": 2,
         "wrong_role": 1,
         "wrong_instrument": 0,
+        "unknown_item": 0,
         "not_allowed": 0,
     }
     approve = next(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 
-from shared.audit.compliance import compliance_report
+from shared.audit.compliance import ComplianceError, check_period, compliance_report
 from shared.audit.judge import Use, register_from
-from shared.audit.timeline import build_timeline
+from shared.audit.timeline import TimelineError, build_timeline
 from shared.delegation import decide_publish, decide_revoke
 from shared.events import Actor
 from shared.workflow.reference import Reference, load_reference
@@ -195,3 +195,44 @@ def test_an_action_citing_another_instrument_than_the_one_in_force_is_not_compli
     assert [e.delegation_valid for e in timeline.entries] == [False, False]
     assert timeline.entries[0].judgement is not None
     assert timeline.entries[0].judgement.use is Use.WRONG_INSTRUMENT
+
+
+def test_a_case_of_an_item_the_catalogue_does_not_hold_is_a_finding(
+    reference: Reference,
+) -> None:
+    stream = delegation()
+    script = received_and_accepted(
+        CaseScript("XF-2026-000707", item_code="no_such_item"), china(11, 16), (CODE, 1)
+    )
+    timeline = build_timeline(script.stored(), reference, stream.events)
+    judged = [e.judgement for e in timeline.entries]
+    assert [j.use if j else None for j in judged] == [Use.UNKNOWN_ITEM, Use.UNKNOWN_ITEM]
+    assert all("no_such_item" in j.message for j in judged if j)
+    assert [e.delegation_valid for e in timeline.entries] == [False, False]
+    assert timeline.standing.status == "accepted" and timeline.standing.clock is None
+    report = compliance_report(
+        [script.stored()],
+        reference,
+        register_from(stream.events),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    assert report.counts()["unknown_item"] == 2 and not report.compliant
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-12:00"])
+def test_a_moment_at_the_ends_of_the_calendar_is_refused(reference: Reference, moment: str) -> None:
+    script = CaseScript("XF-2026-000708").add(
+        "CaseReceived", china(11, 16), CLERK, action="receive", delegation=(CODE, 1)
+    )
+    with pytest.raises(TimelineError, match="out of range"):
+        build_timeline(script.stored(), reference, [], as_of=datetime.fromisoformat(moment))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(date.min, date(2026, 11, 30)), (date(2026, 11, 1), date.max)]
+)
+def test_a_period_at_the_ends_of_the_calendar_is_refused(start: date, end: date) -> None:
+    with pytest.raises(ComplianceError, match="out of range"):
+        check_period(start, end)
