@@ -136,6 +136,8 @@ def _delegation(entry: Any) -> str:
     named = f"{entry.delegation_id} v{entry.delegation_version}" if entry.delegation_id else "none"
     why = ", ".join(w for w in (entry.judgement.use.value, entry.judgement.power) if w)
     text = f"{named}: {mark} ({why})"
+    if entry.judgement.at_entry_id:
+        text += f"; valid at entry (v{entry.judgement.at_entry_version} in force when entered)"
     if entry.judgement.when_recorded:
         text += f"; at entry: {entry.judgement.when_recorded.value}"
     return text

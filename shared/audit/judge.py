@@ -9,7 +9,10 @@ suspended, or after it expired.
 
 The moment checked is the event's ``occurred_at`` (when the action took effect). For a
 paper form entered late the live system checked at entry (``recorded_at``); when the
-answer at that moment differs, it is given too (:attr:`Judgement.when_recorded`).
+answer at that moment differs, it is given too (:attr:`Judgement.when_recorded`), and an
+event citing the delegation version in force at entry is valid at entry
+(:attr:`Judgement.at_entry_id`). An action covered by one instrument but citing another
+(or another version) is ``wrong_instrument``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ class Judgement:
     in_force_version: int | None = None
     when_recorded: Use | None = None
     """The answer at ``recorded_at`` when it differs (a late-entered paper form)."""
+    at_entry_id: str | None = None
+    """For a paper form entered late that cites the delegation in force when it was entered
+    (the live system checks at entry) rather than the one in force when it took effect:
+    that delegation, accepted as valid at entry."""
+    at_entry_version: int | None = None
 
     @property
     def legitimate(self) -> bool:
@@ -102,10 +110,10 @@ class Judgement:
         """Whether the delegation the event recorded is the one in force then."""
         if self.use is Use.OWN_COMPETENCE:
             return delegation_id is None
-        return (
-            self.use is Use.WITHIN
-            and delegation_id == self.in_force_id
-            and delegation_version == self.in_force_version
+        cited = (delegation_id, delegation_version)
+        return self.use is Use.WITHIN and (
+            cited == (self.in_force_id, self.in_force_version)
+            or (self.at_entry_id is not None and cited == (self.at_entry_id, self.at_entry_version))
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -119,6 +127,9 @@ class Judgement:
             "in_force_id": self.in_force_id,
             "in_force_version": self.in_force_version,
             "when_recorded": self.when_recorded.value if self.when_recorded else None,
+            "valid_at_entry": {"id": self.at_entry_id, "version": self.at_entry_version}
+            if self.at_entry_id
+            else None,
         }
 
 
@@ -203,10 +214,19 @@ def judge(
     first = _as_cited(event, _verdict(event, item, Power(step.power), register, event.occurred_at))
     use, message, code, version = first
     when_recorded = None
+    at_entry: tuple[str | None, int | None] = (None, None)
     if event.recorded_at != event.occurred_at and (until is None or event.recorded_at <= until):
-        later = _as_cited(
-            event, _verdict(event, item, Power(step.power), register, event.recorded_at)
-        )[0]
+        entry = _verdict(event, item, Power(step.power), register, event.recorded_at)
+        cited = (event.delegation_id, event.delegation_version)
+        if use is Use.WRONG_INSTRUMENT and entry[0] is Use.WITHIN and cited == entry[2:]:
+            # Entered late under the version in force at entry, as the live system checks.
+            use, at_entry = Use.WITHIN, cited
+            message += (
+                f"; that is the version in force when the event was entered "
+                f"({event.recorded_at.isoformat()}), which the live system checks: "
+                "valid at entry"
+            )
+        later = _as_cited(event, entry)[0]
         when_recorded = later if later is not use else None
     return Judgement(
         action=step.action,
@@ -217,6 +237,8 @@ def judge(
         in_force_id=code,
         in_force_version=version,
         when_recorded=when_recorded,
+        at_entry_id=at_entry[0],
+        at_entry_version=at_entry[1],
     )
 
 

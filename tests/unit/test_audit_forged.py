@@ -12,7 +12,7 @@ import pytest
 from shared.audit.compliance import ComplianceError, check_period, compliance_report
 from shared.audit.judge import Use, register_from
 from shared.audit.timeline import TimelineError, build_timeline
-from shared.delegation import decide_publish, decide_revoke
+from shared.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
 from shared.events import Actor
 from shared.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
@@ -236,3 +236,43 @@ def test_a_moment_at_the_ends_of_the_calendar_is_refused(reference: Reference, m
 def test_a_period_at_the_ends_of_the_calendar_is_refused(start: date, end: date) -> None:
     with pytest.raises(ComplianceError, match="out of range"):
         check_period(start, end)
+
+
+def test_a_late_paper_form_citing_the_version_in_force_at_entry_is_valid_at_entry(
+    reference: Reference,
+) -> None:
+    # Published (v1); suspended on 18 Nov at 10:00 (v2), resumed on 19 Nov at 10:00 (v3).
+    stream = delegation()
+    stream.do(lambda s: decide_suspend(s, CODE, reason="审查", actor=OFFICER, at=china(11, 18, 10)))
+    stream.do(lambda s: decide_resume(s, CODE, reason="结束", actor=OFFICER, at=china(11, 19, 10)))
+    entered = china(11, 19, 15)
+    # Handed in on 17 Nov, entered on 19 Nov: the live system checked (and recorded) v3.
+    paper = received_and_accepted(CaseScript("XF-2026-000709"), china(11, 17), (CODE, 3), entered)
+    # Citing v2 (in force neither then nor at entry) is still the wrong instrument.
+    wrong = received_and_accepted(CaseScript("XF-2026-000710"), china(11, 17), (CODE, 2), entered)
+
+    timeline = build_timeline(paper.stored(), reference, stream.events)
+    assert [e.delegation_valid for e in timeline.entries] == [True, True]
+    judged = timeline.entries[0].judgement
+    assert judged is not None and judged.use is Use.WITHIN and judged.when_recorded is None
+    assert (judged.in_force_version, judged.at_entry_version) == (1, 3)
+    assert "valid at entry" in judged.message
+    assert judged.as_json()["valid_at_entry"] == {"id": CODE, "version": 3}
+    # Before it was entered, nothing is known of the entry.
+    known_before = build_timeline(paper.stored(), reference, stream.events, as_of=china(11, 18))
+    assert [e.delegation_valid for e in known_before.entries] == [False, False]
+
+    report = compliance_report(
+        [paper.stored(), wrong.stored(first_position=50)],
+        reference,
+        register_from(stream.events),
+        station="xuefeng_station",
+        start=START,
+        end=END,
+    )
+    assert sorted((a.case_number or "", a.judgement.use) for a in report.actions) == [
+        ("XF-2026-000709", Use.WITHIN),
+        ("XF-2026-000709", Use.WITHIN),
+        ("XF-2026-000710", Use.WRONG_INSTRUMENT),
+        ("XF-2026-000710", Use.WRONG_INSTRUMENT),
+    ]
