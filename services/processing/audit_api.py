@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from shared.audit.compliance import ComplianceError
+from shared.audit.compliance import ComplianceError, check_period
 from shared.audit.reading import CaseNotFound, read_compliance, read_timeline
-from shared.audit.timeline import Basis, TimelineError
+from shared.audit.timeline import Basis, TimelineError, check_moment
 from shared.auth import Role, StaffDep, require_role
 from shared.delegation import DelegationError
 from shared.http import PROBLEM_JSON
@@ -73,6 +73,11 @@ async def timeline(
     require_role(staff, Role.auditor)
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-11-28T09:30:00+08:00")
+    if as_of is not None:
+        try:
+            check_moment(as_of)
+        except TimelineError as err:
+            raise HTTPException(422, f"as_of {err}") from None
     try:
         async with log.engine.connect() as conn:
             found = await read_timeline(
@@ -100,13 +105,18 @@ async def compliance(
 ) -> dict[str, Any]:
     """Each action under a delegated power in the period (days in China), checked again
     from the log: within, outside, after revocation, while suspended, expired, wrong
-    role; and the refused attempts with their reasons."""
+    role, citing the wrong instrument, not allowed by the workflow; and the refused
+    attempts with their reasons."""
     require_role(staff, Role.auditor)
     reference = _reference(request)
     if station not in reference.organisations:
         raise HTTPException(422, f"unknown station {station!r}")
     if end < start:
         raise HTTPException(422, f"'to' {end} is before 'from' {start}")
+    try:
+        check_period(start, end)
+    except ComplianceError as err:
+        raise HTTPException(422, str(err)) from None
     try:
         async with log.engine.connect() as conn:
             report = await read_compliance(conn, reference, station=station, start=start, end=end)

@@ -23,9 +23,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit.compliance import ComplianceError, ComplianceReport
+from shared.audit.compliance import ComplianceError, ComplianceReport, check_period
 from shared.audit.reading import CaseNotFound, read_compliance, read_timeline
-from shared.audit.timeline import Basis, ClockPoint, Timeline, TimelineError
+from shared.audit.timeline import Basis, ClockPoint, Timeline, TimelineError, check_moment
 from shared.db import create_engine
 from shared.delegation import DelegationError
 from shared.settings import DEFAULT_DATABASE_URL
@@ -122,6 +122,10 @@ def _moment(value: str | None, option: str) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         raise _fail(f"{option} needs a time zone, e.g. 2026-11-28T09:30:00+08:00", 2)
+    try:
+        check_moment(moment)
+    except TimelineError as err:
+        raise _fail(f"{option} {err}", 2) from None
     return moment
 
 
@@ -130,7 +134,10 @@ def _delegation(entry: Any) -> str:
         return entry.delegation_id or ""
     mark = "valid" if entry.delegation_valid else "NOT VALID"
     named = f"{entry.delegation_id} v{entry.delegation_version}" if entry.delegation_id else "none"
-    text = f"{named}: {mark} ({entry.judgement.use.value}, {entry.judgement.power})"
+    why = ", ".join(w for w in (entry.judgement.use.value, entry.judgement.power) if w)
+    text = f"{named}: {mark} ({why})"
+    if entry.judgement.at_entry_id:
+        text += f"; valid at entry (v{entry.judgement.at_entry_version} in force when entered)"
     if entry.judgement.when_recorded:
         text += f"; at entry: {entry.judgement.when_recorded.value}"
     return text
@@ -166,6 +173,8 @@ def render_timeline(timeline: Timeline, console: Console) -> None:
             if e.status_before == e.status_after
             else f"{e.status_before or '—'} → {e.status_after}"
         )
+        if e.not_allowed:
+            status = f"{e.status_before or '—'} (NOT ALLOWED by the workflow: read on as before)"
         details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v not in (None, ""))
         table.add_row(
             str(e.version),
@@ -321,8 +330,8 @@ def compliance(
     """Delegation compliance of a station over a period.
 
     Each action under a delegated power, checked again from the log (within, outside,
-    after revocation, while suspended, expired, wrong role), and the refused attempts
-    with their reasons.
+    after revocation, while suspended, expired, wrong role, citing the wrong instrument,
+    not allowed by the workflow), and the refused attempts with their reasons.
     """
     fmt = output.lower()
     if fmt not in ("table", "csv", "json"):
@@ -330,6 +339,10 @@ def compliance(
     first, last = _day(start, "--from"), _day(end, "--to")
     if last < first:
         raise _fail(f"--to {last} is before --from {first}", 2)
+    try:
+        check_period(first, last)
+    except ComplianceError as err:
+        raise _fail(str(err), 2) from None
     reference = _reference()
     if station not in reference.organisations:
         known = ", ".join(o.code for o in reference.organisations if str(o.kind.value) == "station")

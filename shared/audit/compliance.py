@@ -4,8 +4,10 @@ Every action recorded on the station's cases under a power over a catalogue item
 in the period (by its ``occurred_at`` day in China, both ends included), is checked again
 (:func:`shared.audit.judge.judge`): within its delegation, the competent authority's own
 act, outside any delegation, after revocation, while suspended, after expiry, or by a
-wrong role. The refused attempts (``ActionRefused``, on the station's cases and in the
-streams of refused openings by its staff) are listed with their reasons.
+wrong role; an event the workflow does not allow from the case's status then is listed as
+``not_allowed`` and the case is read on as it stood before it. The refused attempts
+(``ActionRefused``, on the station's cases and in the streams of refused openings by its
+staff) are listed with their reasons.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import io
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from shared.audit.judge import Judgement, Register, Use, judge
+from shared.audit.judge import Judgement, Register, Use, judge, not_allowed
 from shared.events import StoredEvent
 from shared.workcalendar import local_date
 from shared.workflow.definitions import UnknownWorkflow
@@ -191,6 +193,18 @@ class ComplianceError(ValueError):
     """A case's events that can't be told as one history (names the event)."""
 
 
+def check_period(start: date, end: date) -> None:
+    """Refuse a period that ends before it starts, or whose days in China have no moment
+    in UTC (the first and last days of the calendar)."""
+    if end < start:
+        raise ComplianceError(f"the period ends ({end}) before it starts ({start})")
+    if start <= date.min or end >= date.max:
+        raise ComplianceError(
+            f"the period {start} to {end} is out of range: give days between "
+            f"{date.min + timedelta(days=1)} and {date.max - timedelta(days=1)}"
+        )
+
+
 def _in_period(event: StoredEvent, start: date, end: date) -> bool:
     return start <= local_date(event.occurred_at) <= end
 
@@ -209,8 +223,7 @@ def compliance_report(
     ``histories`` are whole case streams (each in version order); cases of other
     stations, and events outside the period, are passed over.
     """
-    if end < start:
-        raise ComplianceError(f"the period ends ({end}) before it starts ({start})")
+    check_period(start, end)
     actions: list[CheckedAction] = []
     refused: list[RefusedAttempt] = []
     for history in histories:
@@ -228,29 +241,32 @@ def compliance_report(
         state = CaseState()
         for event in history:
             before = state
+            judgement: Judgement | None
             try:
                 state = apply(state, event, reference.workflows)
             except (IllegalTransition, UnknownWorkflow) as err:
-                raise ComplianceError(
-                    f"case {event.case_id}: event {event.version} ({event.event_type}) can't "
-                    f"follow the events before it: {err}"
-                ) from None
-            if state.station != station or not _in_period(event, start, end):
+                # A finding; the case is read on as it stood before the event.
+                judgement = not_allowed(event, before, reference.workflows, err)
+            else:
+                judgement = None
+            if (state.station or event.actor_station) != station or not _in_period(
+                event, start, end
+            ):
                 continue
-            if event.event_type == REFUSED:
-                refused.append(_refused(event, state.case_number))
-                continue
-            judgement = judge(
-                event,
-                before,
-                state,
-                workflows=reference.workflows,
-                catalogue=reference.catalogue,
-                register=register,
-            )
+            if judgement is None:
+                if event.event_type == REFUSED:
+                    refused.append(_refused(event, state.case_number))
+                    continue
+                judgement = judge(
+                    event,
+                    before,
+                    state,
+                    workflows=reference.workflows,
+                    catalogue=reference.catalogue,
+                    register=register,
+                )
             if judgement is None:
                 continue
-            assert state.item_code is not None  # judge checks only catalogue items
             actions.append(
                 CheckedAction(
                     case_id=event.case_id,
@@ -266,7 +282,7 @@ def compliance_report(
                     authority=event.authority,
                     delegation_id=event.delegation_id,
                     delegation_version=event.delegation_version,
-                    item_code=state.item_code,
+                    item_code=state.item_code or "",
                     judgement=judgement,
                 )
             )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.audit.compliance import ComplianceReport, compliance_report
+from shared.audit.compliance import ComplianceReport, check_period, compliance_report
 from shared.audit.judge import register_from
 from shared.audit.timeline import Basis, Timeline, build_timeline
 from shared.delegation import CASE_KIND as DELEGATION_KIND
@@ -107,7 +107,9 @@ async def read_station_histories(
     """Whole histories of the cases opened at ``station`` with an event in the period
     (days in China, inclusive); refused openings by its staff are streams of their own
     (case kind ``attempt``) opened by the station's staff, so they are among them."""
-    since, until = china_midnight(start), china_midnight(end + timedelta(days=1))
+    # In UTC: SQLite drops the offset of a bound moment, and the log stores UTC.
+    since = china_midnight(start).astimezone(UTC)
+    until = china_midnight(end + timedelta(days=1)).astimezone(UTC)
     opened_here = sa.select(t.c.case_id).where(t.c.version == 1, t.c.actor_station == station)
     touched = (
         sa.select(t.c.case_id)
@@ -134,6 +136,7 @@ async def read_compliance(
     conn: AsyncConnection, reference: Reference, *, station: str, start: date, end: date
 ) -> ComplianceReport:
     """The delegation compliance report (see :func:`compliance_report`)."""
+    check_period(start, end)
     histories = await read_station_histories(conn, station, start, end)
     register = register_from(await read_delegation_events(conn))
     return compliance_report(histories, reference, register, station=station, start=start, end=end)

@@ -26,10 +26,10 @@ import dataclasses
 import enum
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from shared.audit.judge import Judgement, judge, register_from
+from shared.audit.judge import Judgement, Use, judge, not_allowed, register_from
 from shared.events import StoredEvent
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
@@ -126,6 +126,14 @@ class Entry:
     clock: ClockPoint | None
     details: dict[str, Any]
 
+    @property
+    def not_allowed(self) -> str | None:
+        """Why the workflow did not allow this event then (None: it did); the status and
+        the clock stay as they were before it."""
+        if self.judgement is not None and self.judgement.use is Use.NOT_ALLOWED:
+            return self.judgement.message
+        return None
+
     def as_json(self) -> dict[str, Any]:
         """JSON-ready."""
         return {
@@ -149,6 +157,7 @@ class Entry:
             },
             "status_before": self.status_before,
             "status_after": self.status_after,
+            "not_allowed": self.not_allowed,
             "clock": self.clock.as_json() if self.clock else None,
             "details": self.details,
         }
@@ -241,10 +250,24 @@ class Timeline:
         }
 
 
-def counted(events: Iterable[StoredEvent], at: datetime, basis: Basis) -> list[StoredEvent]:
-    """The events that count as of ``at`` in the sense ``basis``, in the given order."""
+def check_moment(at: datetime) -> None:
+    """Refuse a moment the timeline can't use: without a time zone, or so near the ends
+    of the calendar that it has no date in UTC or in China."""
     if at.tzinfo is None:
         raise TimelineError("a moment needs a time zone, e.g. 2026-11-28T09:30:00+08:00")
+    try:
+        at.astimezone(UTC)
+        local_date(at)
+    except OverflowError:
+        raise TimelineError(
+            f"{at.isoformat()} is out of range: it has no date in UTC or in China "
+            "(give a moment between 0001-01-02 and 9999-12-30)"
+        ) from None
+
+
+def counted(events: Iterable[StoredEvent], at: datetime, basis: Basis) -> list[StoredEvent]:
+    """The events that count as of ``at`` in the sense ``basis``, in the given order."""
+    check_moment(at)
     if basis is Basis.OCCURRED:
         return [e for e in events if e.occurred_at <= at]
     return [e for e in events if e.recorded_at <= at]
@@ -302,22 +325,22 @@ def build_timeline(
     state = CaseState()
     for event in chosen:
         before = state
+        judgement: Judgement | None
         try:
             state = apply(state, event, reference.workflows)
         except (IllegalTransition, UnknownWorkflow) as err:
-            raise TimelineError(
-                f"event {event.version} ({event.event_type}, position {event.position}) "
-                f"can't follow the events before it: {err}"
-            ) from None
-        judgement = judge(
-            event,
-            before,
-            state,
-            workflows=reference.workflows,
-            catalogue=reference.catalogue,
-            register=register,
-            until=as_of,
-        )
+            # A finding on this event; the rest of the history is still told.
+            judgement = not_allowed(event, before, reference.workflows, err)
+        else:
+            judgement = judge(
+                event,
+                before,
+                state,
+                workflows=reference.workflows,
+                catalogue=reference.catalogue,
+                register=register,
+                until=as_of,
+            )
         entries.append(
             Entry(
                 position=event.position,

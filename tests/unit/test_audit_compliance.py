@@ -215,6 +215,9 @@ def test_every_kind_of_use_is_classified_and_the_refusals_listed(reference: Refe
         "while_suspended": 2,
         "expired": 2,
         "wrong_role": 1,
+        "wrong_instrument": 0,
+        "unknown_item": 0,
+        "not_allowed": 0,
     }
     approve = next(
         a for a in report.actions if a.case_number == "XF-2026-000602" and a.version == 5

@@ -146,7 +146,8 @@ def test_an_event_that_names_an_older_version_than_the_one_in_force_is_not_valid
     timeline = build_timeline(script.stored(), reference, stream.events)
     received = timeline.entries[0]
     assert received.judgement is not None
-    assert received.judgement.use is Use.WITHIN  # covered, but by version 3 by then
+    assert received.judgement.use is Use.WRONG_INSTRUMENT  # covered, but by version 3 by then
+    assert received.judgement.in_force_version == 3
     assert received.delegation_valid is False
     assert "recorded hrss-audit-2026 (version 1)" in received.judgement.message
 
@@ -233,8 +234,10 @@ def test_counting_needs_an_aware_moment_and_an_impossible_history_is_named(
         assert counted(events, china(11, 16, 8, 59), basis) == []
         assert counted(events, datetime(2026, 11, 16, 1, 0, tzinfo=UTC), basis) == events
     script.add("CaseApproved", china(11, 17), HEAD, action="approve", delegation=(CODE, 1))
-    with pytest.raises(TimelineError, match=r"event 2 \(CaseApproved.*received"):
-        build_timeline(script.stored(), reference, [])
+    approved = build_timeline(script.stored(), reference, []).entries[1]
+    assert approved.not_allowed is not None
+    assert "from status received" in approved.not_allowed
+    assert approved.status_after == "received"
 
 
 def test_the_step_is_found_by_status_and_action(reference: Reference) -> None:
