@@ -35,6 +35,14 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.audit.bundle_claims import (
+    Claims,
+    Manifest,
+    ManifestError,
+    Scope,
+    parse_manifest,
+    scope_of,
+)
 from shared.audit.checkpoint import Checkpoint
 from shared.audit.keys import AuditKeyError, keys_by_id, parse_public_keys, public_pem
 from shared.audit.rows import EventRow
@@ -202,11 +210,20 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     checkpoints: list[Checkpoint]
+    claims: Manifest
+    """What the (unsigned) manifest claims: checked against the rows by :func:`verify_bundle`."""
 
     @property
     def cases(self) -> list[str] | None:
-        cases = self.manifest.get("cases")
-        return None if self.manifest.get("complete_log") else list(cases or [])
+        """The selected case ids the manifest names (``None``: the complete log)."""
+        if self.claims.complete_log:
+            return None
+        return [str(c) for c in self.claims.cases or []]
+
+    @property
+    def scope(self) -> Scope:
+        """The complete log or a selection, as the manifest says (verify before relying)."""
+        return scope_of(self.claims)
 
     def keys(self) -> dict[str, Ed25519PublicKey]:
         """The public keys the bundle carries (trust them only after comparing their ids)."""
@@ -262,6 +279,10 @@ def open_bundle(path: Path) -> Bundle:
         raise BundleError(f"{path / MANIFEST} is not JSON: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path / MANIFEST} is not a {FORMAT} manifest")
+    try:
+        claims = parse_manifest(manifest)
+    except ManifestError as err:
+        raise BundleError(f"{path / MANIFEST} is damaged: {err}") from None
     checkpoints = []
     cp_path = path / CHECKPOINTS
     if cp_path.is_file():
@@ -271,17 +292,24 @@ def open_bundle(path: Path) -> Bundle:
                     checkpoints.append(checkpoint_from_doc(orjson.loads(line)))
                 except orjson.JSONDecodeError:
                     raise BundleError(f"{CHECKPOINTS} holds a line that is not JSON") from None
-    return Bundle(path, manifest, checkpoints)
+    return Bundle(path, manifest, checkpoints, claims)
 
 
 def verify_bundle(bundle: Bundle, keys: Mapping[str, Ed25519PublicKey] | None = None) -> Report:
-    """Verify a bundle with ``keys`` (default: the key it carries)."""
+    """Verify a bundle with ``keys`` (default: the key it carries).
+
+    The manifest's claims (complete log or which cases, the counts) are checked against
+    the rows too: a selection is only believed when the rows hold exactly its cases.
+    """
     keys = bundle.keys() if keys is None else keys
     verifier = Verifier(bundle.checkpoints, keys, cases=bundle.cases)
+    claims = Claims(bundle.claims)
     for rows in bundle.rows():
         verifier.feed(rows)
+        claims.feed(rows)
     report = verifier.finish()
-    files = bundle.file_findings()
+    digests = [(cp.seq, cp.digest) for cp in bundle.checkpoints]
+    files = [*bundle.file_findings(), *claims.findings(len(bundle.checkpoints), digests)]
     if files:
         report = dataclasses.replace(report, findings=(*files, *report.findings))
     return report
@@ -296,6 +324,7 @@ async def aiter_rows(bundle: Bundle) -> AsyncIterator[list[EventRow]]:
 __all__ = [
     "Bundle",
     "BundleError",
+    "Scope",
     "Selection",
     "export_bundle",
     "keys_by_id",

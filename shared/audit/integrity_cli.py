@@ -33,6 +33,7 @@ from shared.settings import DEFAULT_DATABASE_URL
 
 if TYPE_CHECKING:
     from shared.audit.bundle import Bundle
+    from shared.audit.bundle_claims import Scope
 
 KeyFile = Annotated[
     Path,
@@ -139,8 +140,15 @@ def checkpoint(
         raise _fail(str(e), 1) from None
 
 
-def _print_report(report: Report, title: str) -> None:
+def _scope_line(scope: Scope) -> str:
+    if scope.complete:
+        return f"[bold]scope:[/] {scope.describe()}"
+    return f"[bold yellow]scope: {scope.describe()}[/]"
+
+
+def _print_report(report: Report, title: str, scope: Scope) -> None:
     out = Console()
+    out.print(_scope_line(scope), highlight=False)
     summary = Table(title=title, show_header=False, box=None)
     summary.add_row("events", f"{report.events:,}")
     summary.add_row("cases", f"{report.cases:,}")
@@ -152,7 +160,8 @@ def _print_report(report: Report, title: str) -> None:
     summary.add_row("after the last checkpoint", f"{report.uncovered_events:,} events")
     out.print(summary)
     if report.ok:
-        out.print("[green]no tampering found[/]")
+        where = "" if scope.complete else f" in the {scope.cases or 0} selected cases"
+        out.print(f"[green]no tampering found{where}[/]")
         return
     table = Table(title=f"{len(report.findings)} findings", show_lines=False)
     for column in ("kind", "position", "event", "case", "version", "checkpoint", "what"):
@@ -183,17 +192,22 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
 ) -> None:
     """Check every event's hash, every case's links and versions, and every signed
-    checkpoint; name each tampered event. Exit 0 if clean, 1 if anything was found."""
+    checkpoint; name each tampered event. Exit 0 if clean, 1 if anything was found.
+
+    A bundle may be a selection (a station's, a period's cases): the report says so, and
+    cases outside it are not checked."""
+    from shared.audit.bundle_claims import COMPLETE
+
     if bundle is not None:
-        report, title = _verify_bundle(bundle, public_key_file), f"bundle {bundle}"
+        (report, scope), title = _verify_bundle(bundle, public_key_file), f"bundle {bundle}"
     else:
         _check_url(database_url)
         keys = _public_keys(public_key_file, key_file)
-        report, title = _verify_database(database_url, keys), "the log"
+        report, scope, title = _verify_database(database_url, keys), COMPLETE, "the log"
     if as_json:
-        typer.echo(orjson.dumps(report.as_dict()).decode())
+        typer.echo(orjson.dumps({**report.as_dict(), "scope": scope.as_dict()}).decode())
     else:
-        _print_report(report, f"verified {title}")
+        _print_report(report, f"verified {title}", scope)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -229,12 +243,12 @@ def _open_bundle(
     return opened, keys
 
 
-def _verify_bundle(path: Path, public_key_file: Path | None) -> Report:
+def _verify_bundle(path: Path, public_key_file: Path | None) -> tuple[Report, Scope]:
     from shared.audit.bundle import BundleError, verify_bundle
 
     opened, keys = _open_bundle(path, public_key_file)
     try:
-        return verify_bundle(opened, keys)
+        return verify_bundle(opened, keys), opened.scope
     except BundleError as e:
         raise _fail(str(e)) from None
 
@@ -316,6 +330,11 @@ def replay(
         raise _fail(str(e), 1) from None
     count = opened.manifest["events"]["count"]
     typer.echo(f"replayed {count} events and {len(opened.checkpoints)} checkpoints")
+    scope = opened.scope
+    typer.echo(
+        f"scope: {scope.describe()}"
+        + ("" if scope.complete else "; the read models hold these cases only")
+    )
 
 
 def register(app: typer.Typer) -> None:
