@@ -166,10 +166,10 @@ async def export_bundle(
     selection: Selection = Selection(),
 ) -> dict[str, Any]:
     """Write a bundle of the log behind ``engine`` into the new folder ``out``; the manifest."""
-    _prepare(out)
     async with engine.connect() as conn:
-        checkpoints = await load_checkpoints(conn)
+        checkpoints = await load_checkpoints(conn)  # first: a log without schema leaves no folder
         await conn.rollback()
+    _prepare(out)
     cases = None if selection.everything else await _select_cases(engine, selection)
     events = _HashingWriter(out / EVENTS)
     first = last = None
