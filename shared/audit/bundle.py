@@ -43,6 +43,12 @@ from shared.audit.bundle_claims import (
     parse_manifest,
     scope_of,
 )
+from shared.audit.bundle_lines import (
+    checkpoint_from_line,
+    row_forms_ok,
+    row_problem,
+    row_types_ok,
+)
 from shared.audit.checkpoint import Checkpoint
 from shared.audit.keys import AuditKeyError, keys_by_id, parse_public_keys, public_pem
 from shared.audit.rows import EventRow
@@ -103,11 +109,12 @@ def checkpoint_doc(cp: Checkpoint, *, leaves: bool = True) -> dict[str, Any]:
     return doc
 
 
-def checkpoint_from_doc(doc: Mapping[str, Any]) -> Checkpoint:
+def checkpoint_from_doc(doc: Mapping[str, Any], line: int = 0) -> Checkpoint:
+    """The checkpoint of a parsed line of ``checkpoints.jsonl`` (its number ``line``)."""
     try:
-        return Checkpoint(**{**doc, "leaves": base64.b64decode(doc["leaves"], validate=True)})
-    except (TypeError, KeyError, ValueError) as err:
-        raise BundleError(f"{CHECKPOINTS}: a checkpoint can't be read: {err}") from None
+        return checkpoint_from_line(doc)
+    except ValueError as err:
+        raise BundleError(f"line {line} of {CHECKPOINTS}: {err}") from None
 
 
 async def _select_cases(engine: AsyncEngine, selection: Selection) -> set[str]:
@@ -235,15 +242,23 @@ class Bundle:
             raise BundleError(f"{MANIFEST}: the public key can't be read: {err}") from None
         return keys
 
-    def rows(self, batch: int = 10_000) -> Iterator[list[EventRow]]:
-        """The events, in the file's order, in batches."""
+    def rows(self, batch: int = 10_000, *, forms: bool = True) -> Iterator[list[EventRow]]:
+        """The events, in the file's order, in batches; :class:`BundleError` naming the
+        first line that is not an event row.
+
+        ``forms=False`` checks each row's fields and types only, not the forms of its ids,
+        hashes and times (quicker; the verifier's use, see :func:`verify_bundle`).
+        """
         with (self.path / EVENTS).open("rb") as f:
             rows: list[EventRow] = []
             for number, line in enumerate(f, 1):
                 try:
-                    rows.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    raise BundleError(f"{EVENTS} line {number} is not JSON") from None
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    raise BundleError(f"line {number} of {EVENTS}: not JSON ({err})") from None
+                if not row_types_ok(row) or (forms and not row_forms_ok(row)):
+                    _bad_line(row, number)
+                rows.append(row)
                 if len(rows) == batch:
                     yield rows
                     rows = []
@@ -269,6 +284,13 @@ class Bundle:
         return findings
 
 
+def _bad_line(row: Any, number: int) -> None:
+    """Raise :class:`BundleError` if ``row`` (line ``number``) is not an event row."""
+    problem = row_problem(row)
+    if problem is not None:
+        raise BundleError(f"line {number} of {EVENTS}: {problem}")
+
+
 def open_bundle(path: Path) -> Bundle:
     """Read a bundle's manifest and checkpoints; :class:`BundleError` if it isn't one."""
     try:
@@ -287,11 +309,12 @@ def open_bundle(path: Path) -> Bundle:
     cp_path = path / CHECKPOINTS
     if cp_path.is_file():
         with cp_path.open("rb") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 try:
-                    checkpoints.append(checkpoint_from_doc(orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    raise BundleError(f"{CHECKPOINTS} holds a line that is not JSON") from None
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    raise BundleError(f"line {number} of {CHECKPOINTS}: not JSON ({err})") from None
+                checkpoints.append(checkpoint_from_doc(doc, number))
     return Bundle(path, manifest, checkpoints, claims)
 
 
@@ -304,9 +327,17 @@ def verify_bundle(bundle: Bundle, keys: Mapping[str, Ed25519PublicKey] | None = 
     keys = bundle.keys() if keys is None else keys
     verifier = Verifier(bundle.checkpoints, keys, cases=bundle.cases)
     claims = Claims(bundle.claims)
-    for rows in bundle.rows():
-        verifier.feed(rows)
+    line = 1
+    for rows in bundle.rows(forms=False):
+        try:
+            verifier.feed(rows)
+        except ValueError:
+            # A malformed id or hash (the rows' forms are only checked when one fails).
+            for number, row in enumerate(rows, line):
+                _bad_line(row, number)
+            raise
         claims.feed(rows)
+        line += len(rows)
     report = verifier.finish()
     digests = [(cp.seq, cp.digest) for cp in bundle.checkpoints]
     files = [*bundle.file_findings(), *claims.findings(len(bundle.checkpoints), digests)]

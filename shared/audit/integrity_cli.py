@@ -349,8 +349,10 @@ def replay(
 
     try:
         asyncio.run(run())
-    except (ReplayRefused, BundleError) as e:
+    except ReplayRefused as e:
         raise _fail(str(e), 1) from None
+    except BundleError as e:  # a damaged bundle, as when opening it
+        raise _fail(str(e)) from None
     count = opened.manifest["events"]["count"]
     typer.echo(f"replayed {count} events and {len(opened.checkpoints)} checkpoints")
     scope = opened.scope
