@@ -35,6 +35,20 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.audit.bundle_claims import (
+    Claims,
+    Manifest,
+    ManifestError,
+    Scope,
+    parse_manifest,
+    scope_of,
+)
+from shared.audit.bundle_lines import (
+    checkpoint_from_line,
+    row_forms_ok,
+    row_problem,
+    row_types_ok,
+)
 from shared.audit.checkpoint import Checkpoint
 from shared.audit.keys import AuditKeyError, keys_by_id, parse_public_keys, public_pem
 from shared.audit.rows import EventRow
@@ -95,11 +109,12 @@ def checkpoint_doc(cp: Checkpoint, *, leaves: bool = True) -> dict[str, Any]:
     return doc
 
 
-def checkpoint_from_doc(doc: Mapping[str, Any]) -> Checkpoint:
+def checkpoint_from_doc(doc: Mapping[str, Any], line: int = 0) -> Checkpoint:
+    """The checkpoint of a parsed line of ``checkpoints.jsonl`` (its number ``line``)."""
     try:
-        return Checkpoint(**{**doc, "leaves": base64.b64decode(doc["leaves"], validate=True)})
-    except (TypeError, KeyError, ValueError) as err:
-        raise BundleError(f"{CHECKPOINTS}: a checkpoint can't be read: {err}") from None
+        return checkpoint_from_line(doc)
+    except ValueError as err:
+        raise BundleError(f"line {line} of {CHECKPOINTS}: {err}") from None
 
 
 async def _select_cases(engine: AsyncEngine, selection: Selection) -> set[str]:
@@ -158,10 +173,10 @@ async def export_bundle(
     selection: Selection = Selection(),
 ) -> dict[str, Any]:
     """Write a bundle of the log behind ``engine`` into the new folder ``out``; the manifest."""
-    _prepare(out)
     async with engine.connect() as conn:
-        checkpoints = await load_checkpoints(conn)
+        checkpoints = await load_checkpoints(conn)  # first: a log without schema leaves no folder
         await conn.rollback()
+    _prepare(out)
     cases = None if selection.everything else await _select_cases(engine, selection)
     events = _HashingWriter(out / EVENTS)
     first = last = None
@@ -202,11 +217,20 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     checkpoints: list[Checkpoint]
+    claims: Manifest
+    """What the (unsigned) manifest claims: checked against the rows by :func:`verify_bundle`."""
 
     @property
     def cases(self) -> list[str] | None:
-        cases = self.manifest.get("cases")
-        return None if self.manifest.get("complete_log") else list(cases or [])
+        """The selected case ids the manifest names (``None``: the complete log)."""
+        if self.claims.complete_log:
+            return None
+        return [str(c) for c in self.claims.cases or []]
+
+    @property
+    def scope(self) -> Scope:
+        """The complete log or a selection, as the manifest says (verify before relying)."""
+        return scope_of(self.claims)
 
     def keys(self) -> dict[str, Ed25519PublicKey]:
         """The public keys the bundle carries (trust them only after comparing their ids)."""
@@ -218,15 +242,23 @@ class Bundle:
             raise BundleError(f"{MANIFEST}: the public key can't be read: {err}") from None
         return keys
 
-    def rows(self, batch: int = 10_000) -> Iterator[list[EventRow]]:
-        """The events, in the file's order, in batches."""
+    def rows(self, batch: int = 10_000, *, forms: bool = True) -> Iterator[list[EventRow]]:
+        """The events, in the file's order, in batches; :class:`BundleError` naming the
+        first line that is not an event row.
+
+        ``forms=False`` checks each row's fields and types only, not the forms of its ids,
+        hashes and times (quicker; the verifier's use, see :func:`verify_bundle`).
+        """
         with (self.path / EVENTS).open("rb") as f:
             rows: list[EventRow] = []
             for number, line in enumerate(f, 1):
                 try:
-                    rows.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    raise BundleError(f"{EVENTS} line {number} is not JSON") from None
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    raise BundleError(f"line {number} of {EVENTS}: not JSON ({err})") from None
+                if not row_types_ok(row) or (forms and not row_forms_ok(row)):
+                    _bad_line(row, number)
+                rows.append(row)
                 if len(rows) == batch:
                     yield rows
                     rows = []
@@ -252,6 +284,13 @@ class Bundle:
         return findings
 
 
+def _bad_line(row: Any, number: int) -> None:
+    """Raise :class:`BundleError` if ``row`` (line ``number``) is not an event row."""
+    problem = row_problem(row)
+    if problem is not None:
+        raise BundleError(f"line {number} of {EVENTS}: {problem}")
+
+
 def open_bundle(path: Path) -> Bundle:
     """Read a bundle's manifest and checkpoints; :class:`BundleError` if it isn't one."""
     try:
@@ -262,26 +301,46 @@ def open_bundle(path: Path) -> Bundle:
         raise BundleError(f"{path / MANIFEST} is not JSON: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path / MANIFEST} is not a {FORMAT} manifest")
+    try:
+        claims = parse_manifest(manifest)
+    except ManifestError as err:
+        raise BundleError(f"{path / MANIFEST} is damaged: {err}") from None
     checkpoints = []
     cp_path = path / CHECKPOINTS
     if cp_path.is_file():
         with cp_path.open("rb") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 try:
-                    checkpoints.append(checkpoint_from_doc(orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    raise BundleError(f"{CHECKPOINTS} holds a line that is not JSON") from None
-    return Bundle(path, manifest, checkpoints)
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    raise BundleError(f"line {number} of {CHECKPOINTS}: not JSON ({err})") from None
+                checkpoints.append(checkpoint_from_doc(doc, number))
+    return Bundle(path, manifest, checkpoints, claims)
 
 
 def verify_bundle(bundle: Bundle, keys: Mapping[str, Ed25519PublicKey] | None = None) -> Report:
-    """Verify a bundle with ``keys`` (default: the key it carries)."""
+    """Verify a bundle with ``keys`` (default: the key it carries).
+
+    The manifest's claims (complete log or which cases, the counts) are checked against
+    the rows too: a selection is only believed when the rows hold exactly its cases.
+    """
     keys = bundle.keys() if keys is None else keys
     verifier = Verifier(bundle.checkpoints, keys, cases=bundle.cases)
-    for rows in bundle.rows():
-        verifier.feed(rows)
+    claims = Claims(bundle.claims)
+    line = 1
+    for rows in bundle.rows(forms=False):
+        try:
+            verifier.feed(rows)
+        except ValueError:
+            # A malformed id or hash (the rows' forms are only checked when one fails).
+            for number, row in enumerate(rows, line):
+                _bad_line(row, number)
+            raise
+        claims.feed(rows)
+        line += len(rows)
     report = verifier.finish()
-    files = bundle.file_findings()
+    digests = [(cp.seq, cp.digest) for cp in bundle.checkpoints]
+    files = [*bundle.file_findings(), *claims.findings(len(bundle.checkpoints), digests)]
     if files:
         report = dataclasses.replace(report, findings=(*files, *report.findings))
     return report
@@ -296,6 +355,7 @@ async def aiter_rows(bundle: Bundle) -> AsyncIterator[list[EventRow]]:
 __all__ = [
     "Bundle",
     "BundleError",
+    "Scope",
     "Selection",
     "export_bundle",
     "keys_by_id",

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import orjson
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.audit.keys import (
@@ -33,6 +35,8 @@ from shared.settings import DEFAULT_DATABASE_URL
 
 if TYPE_CHECKING:
     from shared.audit.bundle import Bundle
+    from shared.audit.bundle_claims import Scope
+    from shared.audit.checkpoint import Checkpoint
 
 KeyFile = Annotated[
     Path,
@@ -56,6 +60,7 @@ PublicKeyFile = Annotated[
 ]
 
 err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -77,6 +82,40 @@ def _check_url(url: str) -> str:
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise _fail("--database-url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     return url
+
+
+def _check_database(url: str) -> None:
+    """The log must exist: a SQLite path that doesn't is refused, not created."""
+    _check_url(url)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise _fail(f"no database at {path} (give --database-url or CASEFLOW_DATABASE_URL)")
+
+
+def _on_log(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` on the existing log at ``url``; database faults become messages."""
+    _check_database(url)
+
+    async def main() -> T:
+        engine = _engine(url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        return asyncio.run(main())
+    except (SQLAlchemyError, OSError) as e:
+        text = str(getattr(e, "orig", None) or e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        if "no such table" in text or "does not exist" in text:
+            raise _fail(
+                f"the database at {shown} has no caseflow schema yet ({first}): "
+                "run `caseflow migrate`, or give the log's --database-url"
+            ) from None
+        raise _fail(f"can't read the log at {shown}: {first}") from None
 
 
 def _engine(url: str) -> AsyncEngine:
@@ -119,28 +158,31 @@ def checkpoint(
     except AuditKeyError as e:
         raise _fail(str(e)) from None
 
-    async def run() -> None:
-        engine = _engine(database_url)
+    async def run(engine: AsyncEngine) -> list[Checkpoint]:
         try:
-            written = await write_all(engine, key)
-        finally:
-            await engine.dispose()
-        if not written:
-            typer.echo("nothing new to sign: every final event is covered")
-        for cp in written:
-            typer.echo(
-                f"checkpoint {cp.seq}: positions {cp.after_position + 1}–{cp.upto_position}, "
-                f"{cp.event_count} events, digest {cp.digest}"
-            )
+            return await write_all(engine, key)
+        except CheckpointBusy as e:
+            raise _fail(str(e), 1) from None
 
-    try:
-        asyncio.run(run())
-    except CheckpointBusy as e:
-        raise _fail(str(e), 1) from None
+    written = _on_log(database_url, run)
+    if not written:
+        typer.echo("nothing new to sign: every final event is covered")
+    for cp in written:
+        typer.echo(
+            f"checkpoint {cp.seq}: positions {cp.after_position + 1}–{cp.upto_position}, "
+            f"{cp.event_count} events, digest {cp.digest}"
+        )
 
 
-def _print_report(report: Report, title: str) -> None:
+def _scope_line(scope: Scope) -> str:
+    if scope.complete:
+        return f"[bold]scope:[/] {scope.describe()}"
+    return f"[bold yellow]scope: {scope.describe()}[/]"
+
+
+def _print_report(report: Report, title: str, scope: Scope) -> None:
     out = Console()
+    out.print(_scope_line(scope), highlight=False)
     summary = Table(title=title, show_header=False, box=None)
     summary.add_row("events", f"{report.events:,}")
     summary.add_row("cases", f"{report.cases:,}")
@@ -152,7 +194,8 @@ def _print_report(report: Report, title: str) -> None:
     summary.add_row("after the last checkpoint", f"{report.uncovered_events:,} events")
     out.print(summary)
     if report.ok:
-        out.print("[green]no tampering found[/]")
+        where = "" if scope.complete else f" in the {scope.cases or 0} selected cases"
+        out.print(f"[green]no tampering found{where}[/]")
         return
     table = Table(title=f"{len(report.findings)} findings", show_lines=False)
     for column in ("kind", "position", "event", "case", "version", "checkpoint", "what"):
@@ -183,31 +226,29 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
 ) -> None:
     """Check every event's hash, every case's links and versions, and every signed
-    checkpoint; name each tampered event. Exit 0 if clean, 1 if anything was found."""
+    checkpoint; name each tampered event. Exit 0 if clean, 1 if anything was found.
+
+    A bundle may be a selection (a station's, a period's cases): the report says so, and
+    cases outside it are not checked."""
+    from shared.audit.bundle_claims import COMPLETE
+
     if bundle is not None:
-        report, title = _verify_bundle(bundle, public_key_file), f"bundle {bundle}"
+        (report, scope), title = _verify_bundle(bundle, public_key_file), f"bundle {bundle}"
     else:
         _check_url(database_url)
         keys = _public_keys(public_key_file, key_file)
-        report, title = _verify_database(database_url, keys), "the log"
+        report, scope, title = _verify_database(database_url, keys), COMPLETE, "the log"
     if as_json:
-        typer.echo(orjson.dumps(report.as_dict()).decode())
+        typer.echo(orjson.dumps({**report.as_dict(), "scope": scope.as_dict()}).decode())
     else:
-        _print_report(report, f"verified {title}")
+        _print_report(report, f"verified {title}", scope)
     raise typer.Exit(0 if report.ok else 1)
 
 
 def _verify_database(url: str, keys: Mapping[str, Ed25519PublicKey]) -> Report:
     from shared.audit.database import verify_database
 
-    async def run() -> Report:
-        engine = _engine(url)
-        try:
-            return await verify_database(engine, keys)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return _on_log(url, lambda engine: verify_database(engine, keys))
 
 
 def _open_bundle(
@@ -229,12 +270,12 @@ def _open_bundle(
     return opened, keys
 
 
-def _verify_bundle(path: Path, public_key_file: Path | None) -> Report:
+def _verify_bundle(path: Path, public_key_file: Path | None) -> tuple[Report, Scope]:
     from shared.audit.bundle import BundleError, verify_bundle
 
     opened, keys = _open_bundle(path, public_key_file)
     try:
-        return verify_bundle(opened, keys)
+        return verify_bundle(opened, keys), opened.scope
     except BundleError as e:
         raise _fail(str(e)) from None
 
@@ -271,17 +312,13 @@ def export(
         raise _fail("--to is before --from")
     keys = _public_keys(public_key_file, key_file)
 
-    async def run() -> dict[str, object]:
-        engine = _engine(database_url)
+    async def run(engine: AsyncEngine) -> dict[str, object]:
         try:
             return await export_bundle(engine, out, keys, Selection(station, start, end))
-        finally:
-            await engine.dispose()
+        except BundleError as e:
+            raise _fail(str(e)) from None
 
-    try:
-        manifest = asyncio.run(run())
-    except BundleError as e:
-        raise _fail(str(e)) from None
+    manifest = _on_log(database_url, run)
     counts = manifest["events"]
     assert isinstance(counts, dict)
     typer.echo(
@@ -312,10 +349,17 @@ def replay(
 
     try:
         asyncio.run(run())
-    except (ReplayRefused, BundleError) as e:
+    except ReplayRefused as e:
         raise _fail(str(e), 1) from None
+    except BundleError as e:  # a damaged bundle, as when opening it
+        raise _fail(str(e)) from None
     count = opened.manifest["events"]["count"]
     typer.echo(f"replayed {count} events and {len(opened.checkpoints)} checkpoints")
+    scope = opened.scope
+    typer.echo(
+        f"scope: {scope.describe()}"
+        + ("" if scope.complete else "; the read models hold these cases only")
+    )
 
 
 def register(app: typer.Typer) -> None:

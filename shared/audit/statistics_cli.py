@@ -127,8 +127,11 @@ def statistics(
     report = _report(database_url, station, town, first, last)
     if output_format is Format.table:
         if out is not None:
-            with out.open("w", encoding="utf-8") as handle:
-                render_table(report, Console(file=handle, width=WIDTH, highlight=False))
+            try:
+                with out.open("w", encoding="utf-8") as handle:
+                    render_table(report, Console(file=handle, width=WIDTH, highlight=False))
+            except OSError as err:
+                raise _fail(f"can't write {out}: {err.strerror or err}") from None
         else:
             console = Console(width=None if sys.stdout.isatty() else WIDTH, highlight=False)
             render_table(report, console)

@@ -113,6 +113,7 @@ def rebuild(
     An interrupted rebuild (Ctrl-C, a crash) continues from where it stopped when run
     again, unless --restart. Safe while the services run: their runners stand by.
     """
+    from shared.projections.checkpoints import LeaseLost
     from shared.projections.rebuild import RebuildResult, RebuildRunning
     from shared.projections.rebuild import rebuild as run_rebuild
     from shared.projections.registry import UnknownProjection, projections, select
@@ -165,6 +166,12 @@ def rebuild(
             ) from None
         except RebuildRunning as err:
             raise _fail(str(err)) from None
+        except LeaseLost as err:
+            bar.stop()
+            raise _fail(
+                f"stopped after {done:,} events: {err} (a live runner took the rebuild's "
+                "lease when it lapsed); run the same command again to continue"
+            ) from None
     how = f"continued ({', '.join(result.resumed)})" if result.resumed else "rebuilt"
     typer.echo(
         f"{how} {', '.join(result.names)}: {result.events:,} events in {result.seconds:.2f} s "

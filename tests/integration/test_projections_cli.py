@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 from shared.cli import app
 from shared.db import create_engine
 from shared.eventlog import EventLog
+from shared.events import utcnow
 from shared.projections import checkpoints as cps
+from shared.projections.schema import projection_checkpoints
 from shared.workflow.reference import load_reference
 from tests.integration.test_projections import NAME, folded, head, snapshot
 from tests.projection_mix import Mix
@@ -149,3 +152,54 @@ def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     assert equal
     assert finished is not None and not finished.rebuilding
     assert finished.events_applied == events
+
+
+def _runner_takes_the_lapsed_lease(url: str) -> None:
+    """What a live runner does when the rebuild's lease has lapsed."""
+
+    async def go() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    projection_checkpoints.update()
+                    .where(projection_checkpoints.c.name == NAME)
+                    .values(lease_until=utcnow() - timedelta(seconds=1))
+                )
+                taken = await cps.take_lease(conn, NAME, cps.holder_id(), timedelta(seconds=30))
+                assert taken is not None
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_a_lease_taken_by_a_live_runner_stops_the_rebuild_with_a_message(db_url: str) -> None:
+    _mix(db_url, 23, applications=20, matters=4, visits=4)
+    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", NAME, "--batch-size", "1"]
+    env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # take the lease once some batches are in
+            checkpoint = _checkpoint(db_url)
+            if checkpoint is not None and checkpoint.events_applied >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the rebuild made no progress"
+            time.sleep(0.02)
+        _runner_takes_the_lapsed_lease(db_url)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = " ".join(err.decode().split())
+    assert proc.returncode == 1, text
+    assert "another writer holds its checkpoint now" in text, text
+    assert "run the same command again to continue" in text
+    assert "Traceback" not in text
+
+    again = runner.invoke(app, ["projections", "rebuild", NAME, "--database-url", db_url])
+    assert again.exit_code == 0, again.output
+    finished, equal = _state(db_url)
+    assert equal and finished is not None and not finished.rebuilding

@@ -360,6 +360,20 @@ def test_cli_refuses_a_bad_period_and_a_missing_database(tmp_path: Path) -> None
     assert missing.exit_code == 1 and "no database at" in missing.output
 
 
+def test_cli_names_an_output_file_it_cannot_write(story: tuple[str, Rows], tmp_path: Path) -> None:
+    url, _ = story
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    for out in (tmp_path / "a-file" / "report.txt", tmp_path):  # under a file; a folder
+        for output_format in ("table", "csv", "json", "html"):
+            result = _cli(
+                *_november(url, "--station", "xuefeng_station"),
+                *("--format", output_format, "--out", str(out)),
+            )
+            assert result.exit_code == 1, (output_format, result.output)
+            assert f"can't write {out}" in result.output, (output_format, result.output)
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 # -- the API -----------------------------------------------------------------------------
 
 
