@@ -36,8 +36,9 @@ log = structlog.get_logger("caseflow.audit")
 
 SPLIT_FROM = 200_000
 """The last position from which a PostgreSQL log is verified in two processes."""
-_FIRST_SHARE = 0.53
-"""This process's share of the positions (the other starts a little later)."""
+_FIRST_SHARE = 0.56
+"""This process's share of the positions: the other starts later (a new interpreter, the
+checkpoints checked again) and sends its segment back."""
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")
 
 Progress = Callable[[int], None]
@@ -143,7 +144,7 @@ async def _verify_in_two(
     if second is not None:
         if progress is not None:
             progress(second.events)
-        joined = Verifier(checkpoints, keys).join([first, second])
+        joined = verifier.restarted().join([first, second])
         if joined is not None:
             log.info("audit_verify_joined", split=split)
             return joined
@@ -174,7 +175,7 @@ def _split_point(checkpoints: Sequence[Checkpoint], last: int) -> int:
     target = round(last * _FIRST_SHARE)
     bounds = [cp.upto_position for cp in checkpoints if 0 < cp.upto_position < last]
     near = min(bounds, key=lambda b: abs(b - target), default=target)
-    return near if abs(near - target) <= last // 10 else target
+    return near if abs(near - target) <= last // 50 else target
 
 
 async def _driver(conn: AsyncConnection) -> Any:
