@@ -37,7 +37,8 @@ MAX_POSITION = 2**63 - 1
 
 
 def _pg_row(record: Any) -> EventRow:
-    row = dict(zip(COLUMNS, record, strict=True))
+    # Not strict: the query's columns are checked against COLUMNS once a page.
+    row = dict(zip(COLUMNS, record, strict=False))
     row["payload"] = orjson.loads(row["payload"])
     return row
 
@@ -99,6 +100,8 @@ async def pg_cursor_pages(
             if len(records) == batch:
                 pending = asyncio.create_task(cursor.fetch(batch))
             if records:
+                if len(records[0]) != len(COLUMNS):
+                    raise RuntimeError("the events query and COLUMNS disagree")
                 yield [_pg_row(r) for r in records]
     finally:
         if pending is not None:
