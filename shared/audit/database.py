@@ -20,6 +20,7 @@ import pickle
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,6 +40,8 @@ SPLIT_FROM = 200_000
 _FIRST_SHARE = 0.56
 """This process's share of the positions: the other starts later (a new interpreter, the
 checkpoints checked again) and sends its segment back."""
+_ROOT = str(Path(__file__).resolve().parents[2])
+"""The folder holding the ``shared`` package (the second process imports it from there)."""
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")
 
 Progress = Callable[[int], None]
@@ -119,19 +122,22 @@ async def _verify_in_two(
         "keys": {kid: key.public_bytes_raw() for kid, key in keys.items()},
     }
     # A fresh interpreter running this module (not multiprocessing's spawn, which would
-    # re-import the caller's main module).
+    # re-import the caller's main module), finding this package where this one did.
+    path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         __name__,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
     )
     try:
         answer = asyncio.create_task(child.communicate(pickle.dumps(request)))
         await _feed(verifier, apg, 0, split, progress)
         first = verifier.segment(split)
-        out, _ = await answer
+        out, err = await answer
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             child.kill()
@@ -150,7 +156,12 @@ async def _verify_in_two(
             return joined
         log.info("audit_verify_rereading_second_half", split=split)
     else:
-        log.warning("audit_verify_second_process_failed", returncode=child.returncode)
+        lines = err.decode(errors="replace").strip().splitlines()
+        log.warning(
+            "audit_verify_second_process_failed",
+            returncode=child.returncode,
+            error=lines[-1] if lines else None,
+        )
     # The second half's first rows depend on the history before it in a way only one pass
     # can judge (or its process failed): read it here (the verifier's state is one pass's
     # at ``split``), in the same snapshot.
