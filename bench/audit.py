@@ -85,8 +85,10 @@ class CpuMeter:
         return total
 
     def sample(self) -> tuple[float, float]:
+        """Including child processes that have exited (verify's second process)."""
         times = self.me.cpu_times()
-        return times.user + times.system, self._postgres()
+        mine = times.user + times.system + times.children_user + times.children_system
+        return mine, self._postgres()
 
     @contextlib.contextmanager
     def phase(self, into: dict[str, Any]) -> Iterator[None]:

@@ -33,11 +33,12 @@ _SQLITE_SELECT = sa.text(
     "WHERE position > :after AND position <= :upto ORDER BY position LIMIT :limit"
 )
 _PAYLOAD = COLUMNS.index("payload")
-_MAX_POSITION = 2**63 - 1
+MAX_POSITION = 2**63 - 1
 
 
 def _pg_row(record: Any) -> EventRow:
-    row = dict(zip(COLUMNS, record, strict=True))
+    # Not strict: the query's columns are checked against COLUMNS once a page.
+    row = dict(zip(COLUMNS, record, strict=False))
     row["payload"] = orjson.loads(row["payload"])
     return row
 
@@ -57,7 +58,7 @@ async def stream_rows(
     engine: AsyncEngine,
     *,
     after: int = 0,
-    upto: int = _MAX_POSITION,
+    upto: int = MAX_POSITION,
     batch: int = BATCH,
     cases: Collection[str] | None = None,
 ) -> AsyncIterator[list[EventRow]]:
@@ -73,29 +74,40 @@ async def stream_rows(
 async def _pg_pages(
     engine: AsyncEngine, after: int, upto: int, batch: int
 ) -> AsyncIterator[list[EventRow]]:
-    """One server-side cursor over the range (one plan, an index scan in position order);
-    the next page is fetched while the caller checks the current one."""
+    """One server-side cursor over the range in one read-only snapshot."""
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         apg = raw.driver_connection
         assert apg is not None
         async with apg.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await apg.cursor(_PG_SELECT, after, upto)
-            pending: asyncio.Task[list[Any]] | None = asyncio.create_task(cursor.fetch(batch))
-            try:
-                while pending is not None:
-                    records = await pending
-                    pending = None
-                    if len(records) == batch:
-                        pending = asyncio.create_task(cursor.fetch(batch))
-                    if records:
-                        yield [_pg_row(r) for r in records]
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
+            async for rows in pg_cursor_pages(apg, after, upto, batch):
+                yield rows
         await conn.rollback()
+
+
+async def pg_cursor_pages(
+    apg: Any, after: int, upto: int = MAX_POSITION, batch: int = BATCH
+) -> AsyncIterator[list[EventRow]]:
+    """Batches of rows with ``after < position <= upto`` through an asyncpg connection
+    already in a transaction: one server-side cursor (one plan, an index scan in position
+    order); the next page is fetched while the caller checks the current one."""
+    cursor = await apg.cursor(_PG_SELECT, after, upto)
+    pending: asyncio.Task[list[Any]] | None = asyncio.create_task(cursor.fetch(batch))
+    try:
+        while pending is not None:
+            records = await pending
+            pending = None
+            if len(records) == batch:
+                pending = asyncio.create_task(cursor.fetch(batch))
+            if records:
+                if len(records[0]) != len(COLUMNS):
+                    raise RuntimeError("the events query and COLUMNS disagree")
+                yield [_pg_row(r) for r in records]
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 async def _sqlite_pages(

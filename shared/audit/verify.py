@@ -22,6 +22,16 @@ What is checked, and what each finding means:
   another position is ``reordered``. An event whose only change is the link to a modified
   predecessor is reported as ``relinked`` (a consequence, not a separate act).
 
+Segments: the rows may also be verified in consecutive ranges of positions, each by its own
+verifier (``Verifier(..., after=a)`` fed the rows ``a < position <= b``, then
+:meth:`Verifier.segment`), e.g. in parallel processes; :meth:`Verifier.join` combines them into
+exactly the report one verifier fed every row would give. A segment doesn't know the cases'
+histories before it, so it takes each case's first row there as linking correctly to its
+predecessor and records that assumption; joining checks each one against the previous
+segments' end state. Where an assumption fails or the previous segments leave something a
+later row could resolve (a gap in a case's versions), ``join`` answers ``None``: read the
+rows in one pass instead.
+
 What cannot be detected: anything after the last valid checkpoint that keeps every hash and
 link consistent — a rewritten and rehashed tail of a case, a deleted last event of a case,
 an invented event appended at the end, two uncovered events of different cases swapped —
@@ -31,6 +41,7 @@ the last checkpoint's digest with a copy kept elsewhere, e.g. an earlier export)
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -104,8 +115,12 @@ class Report:
 
 
 _BEYOND = 2**63
+END = 2**63 - 1
+"""The ``upto`` of the last segment: the end of the log."""
 _NO_CHECKPOINT = Checkpoint(0, _BEYOND, _BEYOND, 0, b"", None, "", "", "", "")
 _NO_LEAVES = Leaves((), b"")
+_ASSUMED = ""
+"""The event id of a case's state a segment assumed (its predecessor lies before the segment)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -116,6 +131,17 @@ class _Case:
     event_id: str
     signed_hash: bytes | None  # the signed leaf's hash of the event at `version`, if covered
     number: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A segment's cases go through a pipe: as plain tuples, a third of the time.
+        return _Case, (
+            self.version,
+            self.hash,
+            self.position,
+            self.event_id,
+            self.signed_hash,
+            self.number,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,6 +162,27 @@ class _Row:
     checkpoint: int
 
 
+@dataclasses.dataclass(slots=True)
+class Segment:
+    """What a verifier fed the rows ``after < position <= upto`` found, for :meth:`Verifier.join`
+    (plain data: it can be pickled to the process that joins)."""
+
+    after: int
+    upto: int
+    events: int
+    covered: int
+    findings: dict[tuple[Any, ...], Finding]
+    cases: dict[str, _Case]
+    starts: dict[str, tuple[Any, Any, bool]]
+    """Each case's first row in the segment: ``(version, prev_hash, content ok)``."""
+    missing_versions: dict[tuple[str, int], tuple[int, int]]
+    missing_leaves: dict[str, _Leaf]
+    extra_rows: dict[str, _Row]
+    tail: dict[str, _Row]
+    doubts: int
+    """Checks that needed the history before the segment (only one pass can decide them)."""
+
+
 class Verifier:
     """Feed rows in position order (:meth:`feed`, any number of times), then :meth:`finish`.
 
@@ -149,8 +196,11 @@ class Verifier:
         keys: Mapping[str, Ed25519PublicKey],
         *,
         cases: Iterable[str] | None = None,
+        after: int = 0,
     ) -> None:
-        self._findings: dict[tuple[Any, ...], Finding] = {}
+        """``after``: the rows up to this position are verified by another verifier (this
+        one is a segment: see :meth:`segment`)."""
+        self._cp_findings: dict[tuple[Any, ...], Finding] = {}
         self._selected = (
             None if cases is None else {bytes.fromhex(c.replace("-", "")) for c in cases}
         )
@@ -158,16 +208,26 @@ class Verifier:
             sorted(checkpoints, key=lambda c: c.seq), keys
         )
         self.checkpoint_count = len(checkpoints)
+        self._start(after)
+
+    def _start(self, after: int) -> None:
+        """The state before the first row after ``after``."""
         self._cp = 0  # index of the checkpoint the next rows may fall in
         self._leaf = 0  # index of the next leaf of that checkpoint
+        self._findings = dict(self._cp_findings)
         self._cases: dict[str, _Case] = {}
         self._missing_versions: dict[tuple[str, int], tuple[int, int]] = {}
         self._missing_leaves: dict[str, _Leaf] = {}
         self._extra_rows: dict[str, _Row] = {}
         self._tail: dict[str, _Row] = {}
-        self._last_position = 0
+        self._last_position = after
         self.events = 0
         self.covered = 0
+        self._after = after
+        self._starts: dict[str, tuple[Any, Any, bool]] = {}
+        self._doubts = 0
+        if after:
+            self._skip_to(after)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -206,7 +266,7 @@ class Verifier:
                     ):
                         fault = "its leaves lie outside its range"
             if fault is not None:
-                self._add(
+                self._cp_findings.setdefault(
                     ("cp", cp.seq),
                     Finding("checkpoint", f"checkpoint {cp.seq}: {fault}", checkpoint=cp.seq),
                 )
@@ -224,7 +284,7 @@ class Verifier:
                 or (previous is None and (cp.prev_digest is not None or cp.after_position != 0))
             ):
                 gone = f"{expected_seq}" if cp.seq == expected_seq + 1 else f"{expected_seq}…"
-                self._add(
+                self._cp_findings.setdefault(
                     ("cp-link", cp.seq),
                     Finding(
                         "checkpoint",
@@ -251,6 +311,14 @@ class Verifier:
             cp, leaves = self._checkpoints[self._cp]
             return cp, leaves, cp.after_position, cp.upto_position, leaves.positions
         return _NO_CHECKPOINT, _NO_LEAVES, _BEYOND, _BEYOND, ()
+
+    def _skip_to(self, after: int) -> None:
+        """Start at the first signed leaf after ``after`` (earlier ones are another's)."""
+        checkpoints = self._checkpoints
+        while self._cp < len(checkpoints) and checkpoints[self._cp][0].upto_position <= after:
+            self._cp += 1
+        if self._cp < len(checkpoints):
+            self._leaf = bisect.bisect_right(checkpoints[self._cp][1].positions, after)
 
     def _close_checkpoint(self) -> None:
         """Every leaf of the current checkpoint not matched yet has no row at its position."""
@@ -297,6 +365,8 @@ class Verifier:
             content_ok = row_hash(row) == stored
             case_id = row["case_id"]
             case = cases.get(case_id)
+            if case is None and self._after:
+                case = self._assume(row, case_id, content_ok)
             payload = row["payload"]
             number = payload.get("case_number") if type(payload) is dict else None
             if number is not None and case is not None and case.number is None:
@@ -400,6 +470,19 @@ class Verifier:
         self._leaf = leaf
         self.covered += covered
 
+    def _assume(self, row: EventRow, case_id: str, content_ok: bool) -> _Case | None:
+        """A segment's first row of a case: unless it starts the case, take its link to
+        the predecessor before the segment as right (:meth:`join` checks it)."""
+        version, prev_hash = row["version"], row["prev_hash"]
+        self._starts[case_id] = (version, prev_hash, content_ok)
+        if version == 1 and prev_hash is None:
+            return None  # starts its case: checked as in one pass
+        if type(version) is not int or version < 2 or type(prev_hash) is not str:
+            self._doubts += 1
+            return None
+        case = self._cases[case_id] = _Case(version - 1, prev_hash, self._after, _ASSUMED, None)
+        return case
+
     def _finding(
         self,
         kind: Kind,
@@ -424,6 +507,8 @@ class Verifier:
     ) -> None:
         """Same event at its signed position, but not the hash that was signed."""
         position = row["position"]
+        if content_ok and case is not None and case.version and case.event_id == _ASSUMED:
+            self._doubts += 1  # re-linked to a predecessor before the segment? Unknown here.
         if content_ok and case is not None and case.signed_hash and case.version:
             relinked = dict(row, prev_hash=case.signed_hash.hex())
             if row_hash(relinked) == signed:
@@ -489,6 +574,108 @@ class Verifier:
         self._extra_rows[row["event_id"]] = _Row(
             row["position"], row["event_id"], row["case_id"], row["version"], seq
         )
+
+    # -- segments -----------------------------------------------------------------------
+
+    def segment(self, upto: int) -> Segment:
+        """End this segment at ``upto`` (the rows fed were ``after < position <= upto``):
+        its state for :meth:`join`. Signed leaves up to ``upto`` without a row are missing."""
+        if self._last_position > upto:
+            raise ValueError(f"a row at position {self._last_position} lies beyond {upto}")
+        checkpoints = self._checkpoints
+        while self._cp < len(checkpoints) and checkpoints[self._cp][0].upto_position <= upto:
+            self._close_checkpoint()
+        if self._cp < len(checkpoints):
+            cp, leaves = checkpoints[self._cp]
+            while self._leaf < len(leaves) and leaves.positions[self._leaf] <= upto:
+                self._leaf_without_row(cp, leaves, self._leaf)
+                self._leaf += 1
+        return Segment(
+            after=self._after,
+            upto=upto,
+            events=self.events,
+            covered=self.covered,
+            findings=self._findings,
+            cases=self._cases,
+            starts=self._starts,
+            missing_versions=self._missing_versions,
+            missing_leaves=self._missing_leaves,
+            extra_rows=self._extra_rows,
+            tail=self._tail,
+            doubts=self._doubts,
+        )
+
+    def restarted(self) -> Verifier:
+        """A new verifier of the same checkpoints and keys (not checked again), e.g. to
+        :meth:`join` segments."""
+        fresh = object.__new__(Verifier)
+        fresh._cp_findings = self._cp_findings
+        fresh._selected = self._selected
+        fresh._checkpoints = self._checkpoints
+        fresh.covered_upto = self.covered_upto
+        fresh.checkpoint_count = self.checkpoint_count
+        fresh._start(0)
+        return fresh
+
+    def join(self, segments: Sequence[Segment]) -> Report | None:
+        """The report for the whole log from consecutive segments (the first after position
+        0, the last up to the end), exactly as if this verifier had been fed every row; or
+        ``None`` when a segment's assumptions about the history before it don't hold (then
+        feed the rows in one pass). Call on a new verifier with the same checkpoints
+        (:meth:`restarted`)."""
+        if self.events or not segments or segments[-1].upto != END:
+            raise ValueError("join needs a new verifier and segments up to the end")
+        upto = 0
+        for segment in segments:
+            if segment.after != upto:
+                raise ValueError(f"segments are not consecutive at position {upto}")
+            upto = segment.upto
+            if segment.doubts or not self._continues(segment):
+                return None
+            self._absorb(segment)
+        self._cp = len(self._checkpoints)
+        self._last_position = upto
+        return self.finish()
+
+    def _continues(self, segment: Segment) -> bool:
+        """Whether each case's first row in the segment follows its history before it."""
+        cases = self._cases
+        for case_id, (version, prev_hash, content_ok) in segment.starts.items():
+            prior = cases.get(case_id)
+            if prior is None:
+                if not (version == 1 and prev_hash is None):
+                    return False
+            elif not (
+                prior.version >= 1
+                and version == prior.version + 1
+                and (prev_hash == prior.hash or not content_ok)
+            ):
+                return False
+        # A gap in a case's versions that a row of the segment might fill.
+        return not any(case_id in segment.cases for case_id, _ in self._missing_versions)
+
+    def _absorb(self, segment: Segment) -> None:
+        """Add a segment whose assumptions hold: what it found, and its cases' state (a case
+        number learnt before the segment stays, as it would have in one pass)."""
+        cases = self._cases
+        for key, finding in segment.findings.items():
+            if key in self._findings:
+                continue  # a checkpoint's fault, found by every verifier
+            prior = cases.get(finding.case_id) if finding.case_id else None
+            if prior is not None and prior.number is not None:
+                finding = dataclasses.replace(finding, case_number=prior.number)
+            self._findings[key] = finding
+        for case_id, case in segment.cases.items():
+            prior = cases.get(case_id)
+            if prior is not None and prior.number is not None:
+                case.number = prior.number
+            cases[case_id] = case
+        self._missing_versions.update(segment.missing_versions)
+        self._missing_leaves.update(segment.missing_leaves)
+        self._extra_rows.update(segment.extra_rows)
+        self._tail.update(segment.tail)
+        self.events += segment.events
+        self.covered += segment.covered
 
     # -- the end ------------------------------------------------------------------------
 
