@@ -16,32 +16,11 @@ from typing import Any
 import orjson
 
 from shared.eventlog.hashing import HASHED_FIELDS
+from shared.eventlog.schema import events as events_table
 
 EventRow = dict[str, Any]
 
-COLUMNS = (
-    "position",
-    "event_id",
-    "case_id",
-    "case_kind",
-    "version",
-    "event_type",
-    "schema_version",
-    "occurred_at",
-    "recorded_at",
-    "actor_user",
-    "actor_role",
-    "actor_station",
-    "authority",
-    "delegation_id",
-    "delegation_version",
-    "correlation_id",
-    "causation_id",
-    "payload",
-    "prev_hash",
-    "hash",
-    "tx_id",
-)
+COLUMNS = tuple(str(column.name) for column in events_table.columns)  # plain str: orjson keys
 """The events table's columns, in its order."""
 
 assert set(COLUMNS) - {"position", "hash", "tx_id"} == set(HASHED_FIELDS)
