@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -182,9 +182,11 @@ def wait_for_event(
     event_type: str,
     timeout: float = 15.0,
     headers: Mapping[str, str] | None = None,
+    where: Callable[[dict[str, Any]], bool] = lambda _: True,
 ) -> list[dict[str, Any]]:
-    """Poll the case's history until ``event_type`` appears; return the history (read as
-    Xuefeng's window clerk unless ``headers`` say otherwise)."""
+    """Poll the case's history until an ``event_type`` event for which ``where`` holds
+    appears; return the history (read as Xuefeng's window clerk unless ``headers`` say
+    otherwise)."""
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
     headers = headers or CLERK
@@ -192,7 +194,7 @@ def wait_for_event(
         response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5, headers=headers)
         if response.status_code == 200:
             events = response.json()["events"]
-            if any(e["event_type"] == event_type for e in events):
+            if any(e["event_type"] == event_type and where(e) for e in events):
                 return events
         time.sleep(0.05)
     raise AssertionError(
