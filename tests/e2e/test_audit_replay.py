@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -127,6 +128,9 @@ def test_an_export_verifies_and_replays_to_the_same_timelines_and_reports(
         )
         run_demo(station, plan(5, 3, 0.5, datetime.now(CHINA_TZ).date()))
         settle(station)
+        # No notice is recorded after this: a retried send could otherwise land after the
+        # export and the live log would no longer be what was exported.
+        assert stack["notify"].terminate() in (0, -signal.SIGTERM)
         wait_until_quiet(live)
         assert caseflow("audit", "checkpoint", env=env).returncode == 0
         bundle = tmp_path / "bundle"

@@ -98,7 +98,9 @@ def history(base: str, case_id: str) -> list[dict[str, Any]]:
     return events
 
 
-def wait_until(check: Any, timeout: float = 30.0, what: str = "") -> Any:
+def wait_until(check: Any, timeout: float = 90.0, what: str = "") -> Any:
+    """Poll ``check`` until it answers; long enough for events a killed replica had fetched
+    to come back after their ack wait (30 s) on a loaded machine."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -274,8 +276,15 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
             ]
             assert levels == ["yellow"]
             # The red warning waits on a timer due the day the committed limit is passed.
-            rows = asyncio.run(_timer_rows(module_db_url, [yellow["case_id"]]))
-            pending = [r for r in rows if r["fired_at"] is None and r["kind"] == "clock_warning"]
+            # (scheduled by the consumer that handled the yellow warning)
+            pending = wait_until(
+                lambda: [
+                    r
+                    for r in asyncio.run(_timer_rows(module_db_url, [yellow["case_id"]]))
+                    if r["fired_at"] is None and r["kind"] == "clock_warning"
+                ],
+                what="the red warning's timer",
+            )
             assert [r["payload"]["level"] for r in pending] == ["red"]
             accepted_on = date.fromisoformat(yellow_events[1]["payload"]["accepted_on"])
             today = datetime.now(CHINA_TZ).date()

@@ -294,7 +294,7 @@ class Station:
         who: Person,
         case_id: str,
         done: Callable[[list[dict[str, Any]]], bool],
-        timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> list[dict[str, Any]]:
         """Poll ``who``'s worklist (a read model, a moment behind the log) until the
         case's tasks satisfy ``done``."""

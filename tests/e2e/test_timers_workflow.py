@@ -349,6 +349,15 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
         poll(lambda: late | chase <= listed(), "escalations on the head's worklist")
         assert (on_time["case_id"], "escalation") not in listed()
 
+        # The waiting timers are scheduled by consumers (the red one after the yellow
+        # warning was handled), maybe by a replica after a killed one's ack wait.
+        def waiting() -> bool:
+            rows, _ = asyncio.run(timer_rows(db_url))
+            open_ = {str(r["case_id"]) for r in rows if r["fired_at"] is None}
+            return {on_time["case_id"], *(b["yellow"]["case_id"] for b in batches)} <= open_
+
+        poll(waiting, "the timers that wait")
+
         # The timers table: every due timer fired, each exactly once; the others wait.
         rows, handled = asyncio.run(timer_rows(db_url))
         now = datetime.now(UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -93,7 +94,7 @@ class Desk:
         return tasks
 
     def wait_task(
-        self, who: Mapping[str, str], case_id: str, present: bool = True, timeout: float = 10
+        self, who: Mapping[str, str], case_id: str, present: bool = True, timeout: float = 30
     ) -> list[dict[str, Any]]:
         """Poll the worklist (a read model, a moment behind the log)."""
         import time
@@ -364,14 +365,17 @@ def test_a_department_answers_a_forwarded_case_over_nats(
                 "caseflow.dept.hc_forestry.requests", stream="CASEFLOW_DEPT"
             )
             request: dict[str, Any] = {}
-            for _ in range(100):
-                for msg in await sub.fetch(10, timeout=5):
+            deadline = time.monotonic() + 60
+            while not request and time.monotonic() < deadline:
+                try:
+                    msgs = await sub.fetch(10, timeout=1)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in msgs:
                     await msg.ack()
                     body = json.loads(msg.data)
                     if body["case_id"] == case_id:
                         request = body
-                if request:
-                    break
             assert request, "the forwarded case never reached the department"
             answer = {
                 "case_id": case_id,

@@ -246,7 +246,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[SmsGateway]:
 
 @pytest.fixture
 async def sms(gateway: SmsGateway) -> AsyncIterator[SmsChannel]:
-    channel = SmsChannel(gateway.settings(timeout_seconds=0.4))
+    channel = SmsChannel(gateway.settings(timeout_seconds=5))
     yield channel
     await channel.aclose()
 
@@ -304,18 +304,22 @@ async def test_sms_http_failures_sorted(
 
 
 async def test_sms_hang_beyond_the_timeout_then_retry_is_not_sent_twice(
-    sms: SmsChannel, gateway: SmsGateway
+    gateway: SmsGateway,
 ) -> None:
     gateway.hang_next(1, seconds=0.8)
     message = _sms()
-    with pytest.raises(DeliveryError) as err:
-        await sms.send(message)
-    _exactly(err, DeliveryError)
-    assert "0.4" in str(err.value)
-    # The slow gateway still sends it; the answer was lost. The retry carries the same
-    # SessionContext, so the gateway acknowledges it without sending it again.
-    await gateway.wait_for(1, within=3)
-    serial = await sms.send(message)
+    sms = SmsChannel(gateway.settings(timeout_seconds=0.4))
+    try:
+        with pytest.raises(DeliveryError) as err:
+            await sms.send(message)
+        _exactly(err, DeliveryError)
+        assert "0.4" in str(err.value)
+        # The slow gateway still sends it; the answer was lost. The retry carries the same
+        # SessionContext, so the gateway acknowledges it without sending it again.
+        await gateway.wait_for(1, within=3)
+        serial = await sms.send(message)
+    finally:
+        await sms.aclose()
     assert serial == gateway.received[0].serial_no
     assert len(gateway.received) == 1 and gateway.duplicates == 1
 
@@ -389,7 +393,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 @pytest.fixture
 async def webhook() -> AsyncIterator[WebhookChannel]:
-    channel = WebhookChannel(timeout=0.4)
+    channel = WebhookChannel(timeout=5)
     yield channel
     await channel.aclose()
 
@@ -463,12 +467,14 @@ async def test_webhook_answers_sorted(
     assert await webhook.send(_hook(receiver.endpoint(), SECRET))
 
 
-async def test_webhook_hang_beyond_the_timeout_is_transient(
-    webhook: WebhookChannel, receiver: WebhookReceiver
-) -> None:
+async def test_webhook_hang_beyond_the_timeout_is_transient(receiver: WebhookReceiver) -> None:
     receiver.hang_next(1, seconds=0.8)
-    with pytest.raises(DeliveryError) as err:
-        await webhook.send(_hook(receiver.endpoint(), SECRET))
+    webhook = WebhookChannel(timeout=0.4)
+    try:
+        with pytest.raises(DeliveryError) as err:
+            await webhook.send(_hook(receiver.endpoint(), SECRET))
+    finally:
+        await webhook.aclose()
     _exactly(err, DeliveryError)
 
 

@@ -67,7 +67,8 @@ async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, 
     ]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
     js = nc.jetstream()
-    for _ in range(100):
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
         info = await js.stream_info(EVENTS_STREAM)
         if info.state.messages >= len(ids):
             break
@@ -83,11 +84,13 @@ async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, 
 
 async def test_relay_wakes_on_commit(log: EventLog, nc: NATS) -> None:
     stop = asyncio.Event()
-    relay = Relay(log, nc.jetstream(), poll_interval=1.0)
+    # Polling only every 30 s: the second event arrives in time only if its commit wakes it.
+    relay = Relay(log, nc.jetstream(), poll_interval=30.0)
     task = asyncio.create_task(relay.run(stop))
-    await asyncio.sleep(0.1)
     ids = await _append_cases(log, 1)
-    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 0.9)
+    await _stream_messages(nc, 1)  # the relay's first round: it is running
+    ids += await _append_cases(log, 1)
+    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 10)
     stop.set()
     await task
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
@@ -99,12 +102,15 @@ async def test_relay_wakes_on_another_process_commit_via_notify(
     from shared.db import create_engine
 
     relay_engine, writer_engine = create_engine(postgres_url), create_engine(postgres_url)
-    relay = Relay(EventLog(relay_engine), nc.jetstream(), poll_interval=1.0)
+    # Polling only every 30 s: the second event arrives in time only if NOTIFY wakes it.
+    relay = Relay(EventLog(relay_engine), nc.jetstream(), poll_interval=30.0)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
-    await asyncio.sleep(0.2)
-    ids = await _append_cases(EventLog(writer_engine), 1)  # the relay's log is not told
-    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 0.5)
+    writer = EventLog(writer_engine)  # the relay's log is not told of its commits
+    ids = await _append_cases(writer, 1)
+    await _stream_messages(nc, 1)  # the relay's first round: it is listening
+    ids += await _append_cases(writer, 1)
+    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 10)
     stop.set()
     await task
     await relay_engine.dispose()
