@@ -221,3 +221,15 @@ async def finish_rebuild(conn: AsyncConnection, name: str, holder: str) -> None:
             lease_until=None,
         )
     )
+
+
+async def complete_rebuild(conn: AsyncConnection, name: str, holder: str) -> None:
+    """A live runner that took over an interrupted rebuild has caught up with the log:
+    the tables are the log's again, so clear the rebuild mark (keeping the lease)."""
+    await conn.execute(
+        sa.update(cp)
+        .where(cp.c.name == name)
+        .where(cp.c.lease_holder == holder)
+        .where(cp.c.rebuild_started_at.is_not(None))
+        .values(rebuild_started_at=None, rebuilt_at=utcnow())
+    )

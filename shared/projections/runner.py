@@ -64,6 +64,8 @@ class ProjectionRunner:
         event_log.on_append(self.wakeup.set)
         self._held: LogCursor | None = None
         """Our checkpoint while we hold the lease (only we move it then)."""
+        self._finishing_rebuild = False
+        """We took over from an interrupted rebuild: clear its mark once caught up."""
         self._renewed_at = 0.0
 
     def wake(self) -> None:
@@ -90,6 +92,7 @@ class ProjectionRunner:
             # Newly leading, or the checkpoint moved while we were away: caches are stale.
             reset(self.projection)
         self._held = checkpoint.cursor
+        self._finishing_rebuild = checkpoint.rebuilding
         self._renewed_at = time.monotonic()
         return self._held
 
@@ -100,6 +103,11 @@ class ProjectionRunner:
             return 0
         events = await self.log.read_all(cursor, limit=self.batch_size)
         if not events:
+            if self._finishing_rebuild:
+                async with self.log.writer.begin() as conn:
+                    await cps.complete_rebuild(conn, self.name, self.holder)
+                self._finishing_rebuild = False
+                log.info("interrupted rebuild completed by the runner", projection=self.name)
             return 0
         to = LogCursor.after(events[-1])
         try:

@@ -35,11 +35,16 @@ class ProjectionStatus:
 
     @property
     def state(self) -> str:
-        """never run, rebuilding (or interrupted rebuild), up to date or behind."""
+        """never run, rebuilding (or interrupted, or being finished by a live runner), up to
+        date or behind."""
         if not self.started:
             return "not started"
         if self.rebuild_started_at is not None:
-            return "rebuilding" if self.writer else "rebuild interrupted"
+            if self.writer is None:
+                return "rebuild interrupted"
+            if self.writer.startswith(cps.REBUILD_PREFIX):
+                return "rebuilding"
+            return "catching up after an interrupted rebuild"
         return "up to date" if self.lag == 0 else "behind"
 
     def public(self) -> dict[str, Any]:

@@ -239,12 +239,22 @@ async def test_an_interrupted_rebuild_continues_from_its_checkpoint(
             progress=stop_after_the_first_batch,
         )
     await asyncio.sleep(0.15)  # past the runner's renewal interval: it asks for the lease
-    assert await runner.catch_up() == events - 40
+    interrupted_at = (await checkpoint(engine)).rebuild_started_at
+    runner.batch_size = 40
+    assert events > 80
+    assert await runner.step() == 40
+    taking_over = (await status(engine, [CaseLists(REFERENCE.workflows)]))[0]
+    assert taking_over.state == "catching up after an interrupted rebuild", taking_over
+    assert (await checkpoint(engine)).rebuilding, "not before the runner has caught up"
+    assert await runner.catch_up() == events - 80
     assert await snapshot(engine) == live
-    assert (await checkpoint(engine)).rebuilding, "only a rebuild clears its mark"
-    last = await rebuild(engine, [NAME], reference=REFERENCE)
-    assert (last.resumed, last.events) == ((NAME,), 0)
-    assert not (await checkpoint(engine)).rebuilding
+    # Caught up: the tables are the log's again, and the rebuild counts as done.
+    finished = await checkpoint(engine)
+    assert not finished.rebuilding and finished.rebuilt_at is not None
+    assert interrupted_at is not None and finished.rebuilt_at > interrupted_at
+    assert finished.lease_holder == runner.holder, "the runner keeps writing"
+    (done,) = await status(engine, [CaseLists(REFERENCE.workflows)])
+    assert done.state == "up to date", done
 
 
 async def test_a_rebuild_while_cases_move_and_the_live_runner_runs(
