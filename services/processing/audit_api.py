@@ -60,17 +60,19 @@ async def timeline(
         Query(description="rebuild the case as it stood then (with a UTC offset)"),
     ] = None,
     basis: Annotated[
-        Basis,
+        Basis | None,
         Query(
-            description="with as_of: what had happened by then (occurred) or what the "
-            "system knew by then (recorded)"
+            description="with as_of: what had happened by then (occurred, the default) or "
+            "what the system knew by then (recorded)"
         ),
-    ] = Basis.OCCURRED,
+    ] = None,
 ) -> dict[str, Any]:
     """Every event with its times, actor, authority, delegation (valid then?), status
     before and after and the clock after it; then the case's standing. The clock is read
     as of ``as_of``, or else as of the case's latest event."""
     require_role(staff, Role.auditor)
+    if basis is not None and as_of is None:
+        raise HTTPException(422, "basis goes with as_of: as of which moment?")
     if as_of is not None and as_of.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-11-28T09:30:00+08:00")
     if as_of is not None:
@@ -81,7 +83,7 @@ async def timeline(
     try:
         async with log.engine.connect() as conn:
             found = await read_timeline(
-                conn, case_ref, _reference(request), as_of=as_of, basis=basis
+                conn, case_ref, _reference(request), as_of=as_of, basis=basis or Basis.OCCURRED
             )
     except CaseNotFound as err:
         raise HTTPException(404, str(err)) from None
@@ -109,8 +111,9 @@ async def compliance(
     attempts with their reasons."""
     require_role(staff, Role.auditor)
     reference = _reference(request)
-    if station not in reference.organisations:
-        raise HTTPException(422, f"unknown station {station!r}")
+    stations = sorted(o.code for o in reference.organisations.stations())
+    if station not in stations:
+        raise HTTPException(422, f"{station!r} is not a station; stations: {', '.join(stations)}")
     if end < start:
         raise HTTPException(422, f"'to' {end} is before 'from' {start}")
     try:

@@ -344,9 +344,9 @@ def compliance(
     except ComplianceError as err:
         raise _fail(str(err), 2) from None
     reference = _reference()
-    if station not in reference.organisations:
-        known = ", ".join(o.code for o in reference.organisations if str(o.kind.value) == "station")
-        raise _fail(f"unknown station {station!r}; stations: {known}", 2)
+    stations = sorted(o.code for o in reference.organisations.stations())
+    if station not in stations:
+        raise _fail(f"{station!r} is not a station; stations: {', '.join(stations)}", 2)
     report = _read(
         database_url,
         lambda conn: read_compliance(conn, reference, station=station, start=first, end=last),

@@ -201,6 +201,8 @@ async def test_a_late_paper_form_read_by_the_auditor(stack: Stack) -> None:
         path, params={"as_of": "2026-11-18T12:00:00"}, headers=AUDITOR
     )
     assert "UTC offset" in problem(naive, 422)["detail"]
+    alone = await stack.processing.get(path, params={"basis": "recorded"}, headers=AUDITOR)
+    assert "basis goes with as_of" in problem(alone, 422)["detail"]
 
     # The compliance report: everything within, the refused attempt listed.
     period = {
@@ -219,7 +221,12 @@ async def test_a_late_paper_form_read_by_the_auditor(stack: Stack) -> None:
     ]
     problem(await stack.processing.get("/audit/compliance", params=period, headers=CLERK), 403)
     nowhere = {**period, "station": "nowhere"}
-    problem(await stack.processing.get("/audit/compliance", params=nowhere, headers=AUDITOR), 422)
+    unknown = await stack.processing.get("/audit/compliance", params=nowhere, headers=AUDITOR)
+    assert "'nowhere' is not a station" in problem(unknown, 422)["detail"]
+    # A town or a city department is not a station: its report would be empty, not wrong.
+    town = {**period, "station": "banqiao_town"}
+    answer = await stack.processing.get("/audit/compliance", params=town, headers=AUDITOR)
+    assert "xuefeng_station" in problem(answer, 422)["detail"]
 
     # The CLI reads the same database and prints exactly what the API answers.
     url = ("--database-url", stack.db_url)

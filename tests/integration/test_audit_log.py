@@ -159,7 +159,12 @@ async def test_a_user_s_mistakes_are_named_without_a_traceback(log: EventLog, db
         "audit", "compliance", "--station", "nowhere", "--from", "2026-11-01", "--to", "2026-11-30",
         *url,
     )  # fmt: skip
-    assert station.exit_code == 2 and "unknown station 'nowhere'" in station.output
+    assert station.exit_code == 2 and "'nowhere' is not a station" in station.output
+    department = await caseflow(
+        "audit", "compliance", "--station", "hc_hrss", "--from", "2026-11-01", "--to", "2026-11-30",
+        *url,
+    )  # fmt: skip
+    assert department.exit_code == 2 and "'hc_hrss' is not a station" in department.output
     backwards = await caseflow(
         "audit", "compliance", "--station", "xuefeng_station", "--from", "2026-11-30", "--to",
         "2026-11-01", *url,
