@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.intake.domain import case_id_for
 from shared.delegations_store import publish_seed, resume, suspend
 from shared.eventlog import EventLog
-from shared.eventlog.store import START, LogCursor
 from shared.events import Actor, NewEvent
+from shared.projections.runner import ProjectionRunner
 from shared.projections.statistics import DelegationUsageProjection, StatisticsProjection
 from shared.workcalendar import CHINA_TZ
 from shared.workflow import engine
@@ -351,19 +351,12 @@ async def project(
     batch: int = 500,
     projections: Sequence[StatisticsProjection | DelegationUsageProjection] | None = None,
 ) -> None:
-    """Fill the statistics tables from the whole log, by calling the projections' apply()
-    over the log's events in batches (what the projection runner does, for tests)."""
+    """Fill the statistics tables from the whole log in batches, as the live runner does
+    (its checkpoints too: the report knows the counting is complete)."""
     chosen = projections or [StatisticsProjection(reference), DelegationUsageProjection(reference)]
     log = EventLog(engine_)
-    cursor: LogCursor = START
-    while True:
-        events = await log.read_all(cursor, limit=batch)
-        if not events:
-            return
-        async with engine_.begin() as conn:
-            for projection in chosen:
-                await projection.apply(conn, events)
-        cursor = LogCursor.after(events[-1])
+    for projection in chosen:
+        await ProjectionRunner(log, projection, batch_size=batch).catch_up()
 
 
 async def table_rows(engine_: AsyncEngine, table: sa.Table) -> list[tuple[Any, ...]]:

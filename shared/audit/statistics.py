@@ -164,6 +164,9 @@ class StationReport:
     items: tuple[Line, ...]
     by_station: tuple[Line, ...]
     totals: Counts
+    incomplete: str | None = None
+    """Why the figures may not count every event of the log yet (the statistics
+    projection is being rebuilt, or has never run), or None."""
 
     @property
     def matters_handled(self) -> int:
@@ -188,6 +191,7 @@ class StationReport:
             "kinds": [line.as_json() for line in self.kinds],
             "items": [line.as_json() for line in self.items],
             "by_station": [line.as_json() for line in self.by_station],
+            "incomplete": self.incomplete,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import sqlalchemy as sa
@@ -15,7 +16,11 @@ from shared.audit.statistics import (
     build_report,
 )
 from shared.orgs import Organisations, OrgKind
+from shared.projections import checkpoints as cps
+from shared.projections.statistics import StatisticsProjection
 from shared.projections.statistics_tables import STATISTICS_MEASURES, station_statistics
+
+STATISTICS = StatisticsProjection.name
 
 
 def scope_of(
@@ -79,7 +84,7 @@ async def read_statistics(
         raise StatisticsError(f"the period ends ({end}) before it starts ({start})")
     rows = await read_rows(conn, stations, start, end)
     names = {s: (organisations.get(s).name_zh, organisations.get(s).name_en) for s in stations}
-    return build_report(
+    report = build_report(
         rows,
         stations=stations,
         start=start,
@@ -88,3 +93,29 @@ async def read_statistics(
         station_names=names,
         catalogue=catalogue,
     )
+    return dataclasses.replace(report, incomplete=await counting_gap(conn))
+
+
+INCOMPLETE_NOT_STARTED = (
+    "统计尚未开始计数 / the statistics have not been counted yet: start the processing "
+    "service, or run `caseflow projections rebuild statistics`"
+)
+INCOMPLETE_REBUILDING = (
+    "统计正在从日志重建，尚未计完 / the statistics are being rebuilt from the log and do "
+    "not count every event yet"
+)
+INCOMPLETE_INTERRUPTED = (
+    "统计重建中断，尚未计完 / a rebuild of the statistics was interrupted: run "
+    "`caseflow projections rebuild statistics` to finish it"
+)
+
+
+async def counting_gap(conn: AsyncConnection) -> str | None:
+    """Why the ``statistics`` projection may not count the whole log (None if it does, as
+    far as a live runner keeps up: its lag is a moment's)."""
+    checkpoint = await cps.load(conn, STATISTICS)
+    if checkpoint is None:
+        return INCOMPLETE_NOT_STARTED
+    if not checkpoint.rebuilding:
+        return None
+    return INCOMPLETE_REBUILDING if checkpoint.leased() else INCOMPLETE_INTERRUPTED

@@ -108,6 +108,8 @@ def render_table(report: StationReport, console: Console) -> None:
         f"[bold]{report.scope_zh} 统计报表[/bold] — {report.scope_en}, statistics "
         f"{report.start.isoformat()} – {report.end.isoformat()}"
     )
+    if report.incomplete:
+        console.print(f"[bold yellow]不完整 Incomplete:[/bold yellow] {report.incomplete}")
     summary = Table(show_header=False)
     summary.add_column()
     summary.add_column(justify="right")
@@ -264,6 +266,7 @@ _PAGE = Environment(autoescape=True).from_string(
   th, td { border: 1px solid #bbb; padding: 3px 6px; }
   td.n { text-align: right; } th { background: #f1f1f1; font-weight: normal; }
   figure { margin: 16px 0; page-break-inside: avoid; }
+  .incomplete { border: 2px solid #b60; padding: 6px 10px; font-weight: bold; }
   @media print { body { margin: 10mm; } .figure { border-color: #888; } }
   @page { size: A4 landscape; margin: 10mm; }
 </style>
@@ -274,6 +277,8 @@ _PAGE = Environment(autoescape=True).from_string(
  <span class="en">(days in China, both included)</span>
 {% if r.stations|length > 1 %}<br>服务站 <span class="en">Stations</span>:
  {{ r.stations|join(", ") }}{% endif %}</p>
+{% if r.incomplete %}<p class="incomplete">不完整 <span class="en">Incomplete</span>:
+ {{ r.incomplete }}</p>{% endif %}
 <div class="figures">
 {% for zh, en, value in figures %}
   <div class="figure">{{ zh }} <span class="en">{{ en }}</span><b>{{ value }}</b></div>

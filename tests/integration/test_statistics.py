@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,21 @@ from typer.testing import CliRunner
 from services.processing.app import create_app
 from services.processing.settings import ProcessingSettings
 from shared.audit.statistics import StationReport
-from shared.audit.statistics_reading import read_statistics
+from shared.audit.statistics_reading import (
+    INCOMPLETE_INTERRUPTED,
+    INCOMPLETE_NOT_STARTED,
+    INCOMPLETE_REBUILDING,
+    read_statistics,
+)
 from shared.cli import app as cli
-from shared.db import create_engine
+from shared.db import create_engine, migrate
 from shared.eventlog import EventLog
 from shared.eventlog.store import START
 from shared.events import StoredEvent
 from shared.http import PROBLEM_JSON
 from shared.projections import Projection
+from shared.projections.checkpoints import REBUILD_PREFIX
+from shared.projections.schema import projection_checkpoints
 from shared.projections.statistics import DelegationUsageProjection, StatisticsProjection
 from shared.projections.statistics_tables import delegation_usage, station_statistics
 from shared.projections.tally import CASE_KINDS, CaseTally, StatisticsTally
@@ -325,6 +332,62 @@ def test_cli_prints_the_report_in_every_format(story: tuple[str, Rows], tmp_path
     )
     assert "板桥镇人民政府" in html and "Matters handled, by kind" in html
     assert "矛盾纠纷调解" in html and "disputes mediated" in html
+
+
+async def _mark_statistics(url: str, **values: Any) -> dict[str, Any]:
+    """Set columns of the statistics checkpoint; the values they had."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            t = projection_checkpoints
+            where = t.c.name == StatisticsProjection.name
+            before = (await conn.execute(sa.select(t).where(where))).one()._asdict()
+            await conn.execute(sa.update(t).where(where).values(**values))
+        return {k: before[k] for k in values}
+    finally:
+        await engine.dispose()
+
+
+def test_a_report_says_when_it_does_not_count_the_whole_log(
+    story: tuple[str, Rows], tmp_path: Path
+) -> None:
+    url, _ = story
+    assert asyncio.run(_report(url, station="xuefeng_station")).incomplete is None
+    args = _november(url, "--station", "xuefeng_station")
+    data = json.loads(_cli(*args, "--format", "json").output)
+    assert data["incomplete"] is None and "Incomplete" not in _cli(*args).output
+
+    now = datetime.now(UTC)
+    rebuilding = {
+        "rebuild_started_at": now,
+        "lease_holder": f"{REBUILD_PREFIX}elsewhere:1:x",
+        "lease_until": now + timedelta(minutes=5),
+    }
+    before = asyncio.run(_mark_statistics(url, **rebuilding))
+    try:
+        data = json.loads(_cli(*args, "--format", "json").output)
+        assert data["incomplete"] == INCOMPLETE_REBUILDING
+        assert data["people_received"] == 6  # the figures as far as they are counted
+        table = _cli(*args)
+        assert table.exit_code == 0 and "Incomplete" in table.output, table.output
+        assert "being rebuilt" in table.output
+        page = tmp_path / "report.html"
+        assert _cli(*args, "--format", "html", "--out", str(page)).exit_code == 0
+        assert 'class="incomplete"' in page.read_text(encoding="utf-8")
+
+        asyncio.run(_mark_statistics(url, lease_holder=None, lease_until=None))
+        data = json.loads(_cli(*args, "--format", "json").output)
+        assert data["incomplete"] == INCOMPLETE_INTERRUPTED
+    finally:
+        asyncio.run(_mark_statistics(url, **before))
+    assert asyncio.run(_report(url, station="xuefeng_station")).incomplete is None
+
+    # A database whose statistics were never counted (no runner, no rebuild yet).
+    empty = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    migrate(empty)
+    assert asyncio.run(_report(empty, station="xuefeng_station")).incomplete == (
+        INCOMPLETE_NOT_STARTED
+    )
 
 
 @pytest.mark.parametrize(
