@@ -273,6 +273,17 @@ class Station:
         events: list[dict[str, Any]] = response.json()["events"]
         return events
 
+    def wait_notice(self, case_id: str, about: str) -> None:
+        """Until a notice about the case's ``about`` event is recorded (notices of other
+        events may come first)."""
+        wait_for_event(
+            self.intake,
+            case_id,
+            "NotificationSent",
+            headers=XF_CLERK.headers,
+            where=lambda e: e["payload"].get("about_event_type") == about,
+        )
+
     def history(self, case_id: str, who: Person) -> list[str]:
         """The case's event types, leaving out notifications (they arrive when they do)."""
         return [
@@ -427,14 +438,7 @@ def test_station_item_from_intake_to_closed(stack: dict[str, ServiceProcess]) ->
         "SatisfactionRated",
         "CaseClosed",
     ]
-    # Other notices of the case may be sent first; wait for the one about this event.
-    wait_for_event(
-        desk.intake,
-        case_id,
-        "NotificationSent",
-        headers=XF_CLERK.headers,
-        where=lambda e: e["payload"].get("about_event_type") == "CaseAccepted",
-    )
+    desk.wait_notice(case_id, "CaseAccepted")
 
 
 def test_forwarded_item_decided_by_the_department_over_http(
@@ -592,14 +596,7 @@ def test_correction_path_one_notice_listing_everything(stack: dict[str, ServiceP
         "CorrectionReceived",
         *steps[1:],
     ]
-    # Other notices of the case may be sent first; wait for the one about this event.
-    wait_for_event(
-        desk.intake,
-        case_id,
-        "NotificationSent",
-        headers=XF_CLERK.headers,
-        where=lambda e: e["payload"].get("about_event_type") == "CorrectionRequested",
-    )
+    desk.wait_notice(case_id, "CorrectionRequested")
 
 
 def test_refusal_with_reason_and_appeal_notice(stack: dict[str, ServiceProcess]) -> None:
