@@ -9,11 +9,9 @@ publish while others stand by; even without it two relays are harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,12 +20,13 @@ import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.bus.headers import CORRELATION_HEADER, MSG_ID_HEADER
 from shared.bus.streams import event_subject
 from shared.eventlog import EventLog, LogCursor
 from shared.eventlog.schema import relay_checkpoints as cp
+from shared.eventlog.tailing import tail
 from shared.events import StoredEvent, utcnow
 from shared.sql import insert_ignore
 
@@ -186,66 +185,13 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; wake on commits, and poll at least every second."""
-        retry: float | None = None
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(self._listen())
-            while not stop.is_set():
-                # Cleared before the round: a commit signalled during the round (after our
-                # read) starts another round at once instead of waiting for the next poll.
-                woken = self.wakeup.is_set()
-                self.wakeup.clear()
-                try:
-                    published = await self.publish_pending()
-                except Exception:
-                    log.exception("relay round failed; retrying")
-                    published = 0
-                    await asyncio.sleep(self.poll_interval)
-                if published >= self.batch_size:
-                    continue
-                if published == 0 and self._leading and (woken or retry is not None):
-                    # Told of a commit but found nothing: an older transaction still holds
-                    # the read horizon back. Look again soon (10 ms, doubling) rather than
-                    # at the next poll.
-                    retry = 0.01 if woken or retry is None else retry * 2
-                    if retry >= self.poll_interval:
-                        retry = None
-                else:
-                    retry = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait(stop), retry or self.poll_interval)
-
-    async def _wait(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-    def _listen(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """On PostgreSQL, LISTEN for commits from any process; SQLite relies on polling."""
-        return listen_for_commits(self.log.engine, self.wakeup.set)
-
-
-@contextlib.asynccontextmanager
-async def listen_for_commits(engine: AsyncEngine, on_commit: Callable[[], None]) -> Any:
-    """While open, call ``on_commit`` whenever any process commits events (PostgreSQL's
-    LISTEN on ``caseflow_events``, notified by a statement trigger); a no-op on SQLite."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    conn = await engine.connect()
-    try:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-
-        def _notified(*_: object) -> None:
-            on_commit()
-
-        await driver.add_listener("caseflow_events", _notified)
-        yield
-        with contextlib.suppress(Exception):
-            await driver.remove_listener("caseflow_events", _notified)
-    finally:
-        await conn.close()
+        await tail(
+            self.publish_pending,
+            engine=self.log.engine,
+            wakeup=self.wakeup,
+            stop=stop,
+            batch_size=self.batch_size,
+            poll_interval=self.poll_interval,
+            leading=lambda: self._leading,
+            failed=lambda: log.exception("relay round failed; retrying"),
+        )

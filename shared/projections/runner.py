@@ -20,8 +20,8 @@ from datetime import timedelta
 import structlog
 from prometheus_client import Counter
 
-from shared.bus.relay import listen_for_commits
 from shared.eventlog import EventLog, LogCursor
+from shared.eventlog.tailing import tail
 from shared.projections import Projection
 from shared.projections import checkpoints as cps
 
@@ -135,37 +135,16 @@ class ProjectionRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply until ``stop`` is set; wake on commits, poll at least every second."""
-        retry: float | None = None
-        async with listen_for_commits(self.log.engine, self.wake):
-            while not stop.is_set():
-                woken = self.wakeup.is_set()
-                self.wakeup.clear()
-                try:
-                    applied = await self.step()
-                except Exception:
-                    log.exception("projection round failed; retrying", projection=self.name)
-                    applied = 0
-                    await asyncio.sleep(self.poll_interval)
-                if applied >= self.batch_size:
-                    continue
-                if applied == 0 and self._held is not None and (woken or retry is not None):
-                    # Told of a commit but found nothing: an older transaction still holds
-                    # the read horizon back. Look again soon (10 ms, doubling).
-                    retry = 0.01 if woken or retry is None else retry * 2
-                    if retry >= self.poll_interval:
-                        retry = None
-                else:
-                    retry = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait(stop), retry or self.poll_interval)
+        await tail(
+            self.step,
+            engine=self.log.engine,
+            wakeup=self.wakeup,
+            stop=stop,
+            batch_size=self.batch_size,
+            poll_interval=self.poll_interval,
+            leading=lambda: self._held is not None,
+            failed=lambda: log.exception("projection round failed; retrying", projection=self.name),
+        )
         with contextlib.suppress(Exception):
             async with self.log.writer.begin() as conn:
                 await cps.release(conn, self.name, self.holder)
-
-    async def _wait(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
