@@ -104,6 +104,10 @@ INCOMPLETE_REBUILDING = (
     "统计正在从日志重建，尚未计完 / the statistics are being rebuilt from the log and do "
     "not count every event yet"
 )
+INCOMPLETE_CATCHING_UP = (
+    "统计重建中断，服务正在补算 / a rebuild of the statistics was interrupted and the "
+    "processing service is counting the rest"
+)
 INCOMPLETE_INTERRUPTED = (
     "统计重建中断，尚未计完 / a rebuild of the statistics was interrupted: run "
     "`caseflow projections rebuild statistics` to finish it"
@@ -118,4 +122,8 @@ async def counting_gap(conn: AsyncConnection) -> str | None:
         return INCOMPLETE_NOT_STARTED
     if not checkpoint.rebuilding:
         return None
-    return INCOMPLETE_REBUILDING if checkpoint.leased() else INCOMPLETE_INTERRUPTED
+    if not checkpoint.leased() or checkpoint.lease_holder is None:
+        return INCOMPLETE_INTERRUPTED
+    if checkpoint.lease_holder.startswith(cps.REBUILD_PREFIX):
+        return INCOMPLETE_REBUILDING
+    return INCOMPLETE_CATCHING_UP

@@ -27,6 +27,7 @@ from services.processing.app import create_app
 from services.processing.settings import ProcessingSettings
 from shared.audit.statistics import StationReport
 from shared.audit.statistics_reading import (
+    INCOMPLETE_CATCHING_UP,
     INCOMPLETE_INTERRUPTED,
     INCOMPLETE_NOT_STARTED,
     INCOMPLETE_REBUILDING,
@@ -378,6 +379,12 @@ def test_a_report_says_when_it_does_not_count_the_whole_log(
         asyncio.run(_mark_statistics(url, lease_holder=None, lease_until=None))
         data = json.loads(_cli(*args, "--format", "json").output)
         assert data["incomplete"] == INCOMPLETE_INTERRUPTED
+
+        # a live runner took the lease back and counts the rest
+        runner = {"lease_holder": "vm:1:live", "lease_until": now + timedelta(minutes=5)}
+        asyncio.run(_mark_statistics(url, **runner))
+        data = json.loads(_cli(*args, "--format", "json").output)
+        assert data["incomplete"] == INCOMPLETE_CATCHING_UP
     finally:
         asyncio.run(_mark_statistics(url, **before))
     assert asyncio.run(_report(url, station="xuefeng_station")).incomplete is None
