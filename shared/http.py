@@ -1,5 +1,6 @@
-"""HTTP plumbing every service shares: problem details (RFC 9457), correlation ids,
-Prometheus metrics, and the ``/livez`` and ``/readyz`` probes."""
+"""HTTP plumbing every service shares: problem details (RFC 9457) and their place in the
+OpenAPI document, correlation ids, Prometheus metrics, and the ``/livez`` and ``/readyz``
+probes."""
 
 from __future__ import annotations
 
@@ -129,8 +130,80 @@ def correlation_id(request: Request) -> str:
     return str(request.state.correlation_id)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "Problem details (RFC 9457): what went wrong, in words",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "description": "For a request that is not valid: each field at fault",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_PROBLEM_REF = "#/components/schemas/Problem"
+_FASTAPI_DEFAULTS = ("HTTPValidationError", "ValidationError")
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make ``schema`` (an OpenAPI document) say what the handlers above answer: every
+    error is ``application/problem+json`` (FastAPI documents its own 422 shape, which
+    nobody receives); a body that can't be read is a 400, a missing or bad token a 401.
+
+    Parameters travel as text, so none is ``null``: FastAPI's ``anyOf [..., null]`` for
+    an optional one becomes the plain type (leaving it out is how to give none)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body is not readable JSON"})
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "Not signed in, or a bad token"})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}
+                    if response.get("description") == "Validation Error":
+                        response["description"] = _TITLES[422]
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter["schema"])
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in _FASTAPI_DEFAULTS:
+        components.pop(name, None)
+    return schema
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    variants = parameter.get("anyOf")
+    if variants is None:
+        return
+    kept = [v for v in variants if v != {"type": "null"}]
+    if len(kept) == 1:
+        del parameter["anyOf"]
+        parameter.update(kept[0])
+    else:
+        parameter["anyOf"] = kept
+
+
 def install(app: FastAPI) -> None:
-    """Problem-details handlers, correlation middleware and ``/metrics``."""
+    """Problem-details handlers and their OpenAPI documentation, correlation
+    middleware and ``/metrics``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return document_problems(build())
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend it
     app.add_exception_handler(RequestValidationError, _validation_problem)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(ConcurrencyError, _conflict_problem)

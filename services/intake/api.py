@@ -44,6 +44,11 @@ MAX_REASON = 500
 _MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
 
 
+_REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The same request again (same Idempotency-Key): the first answer"}
+}
+
+
 def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
     state = outcome.state
     location = f"/cases/{state.case_id}"
@@ -67,6 +72,7 @@ def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[
     status_code=201,
     tags=["applications"],
     summary="Hand in an application (收件、受理或一次性告知)",
+    responses=_REPLAYED,
 )
 async def submit_case(
     application: Application,
@@ -137,6 +143,7 @@ async def submit_case(
     status_code=201,
     tags=["matters"],
     summary="Open a mediation, legal-publicity session, assistance or police-assistance matter",
+    responses=_REPLAYED,
 )
 async def open_matter(
     kind: Annotated[
@@ -175,6 +182,7 @@ async def open_matter(
     status_code=201,
     tags=["reception"],
     summary="Log a visitor (来访登记), whether or not a case follows",
+    responses=_REPLAYED,
 )
 async def log_visit(
     visit: Visit,
