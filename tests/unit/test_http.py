@@ -80,6 +80,15 @@ def test_errors_are_documented_as_the_problem_details_they_are() -> None:
     assert make_app().openapi() == make_app().openapi()  # built the same every time
 
 
+async def test_a_405_names_every_method_of_the_address() -> None:
+    async with client() as http_client:
+        answer = await http_client.request("OPTIONS", "/notes")
+    assert answer.status_code == 405
+    assert answer.headers["content-type"] == http.PROBLEM_JSON
+    # The router alone named only the first matching route's method (GET).
+    assert answer.headers["allow"] == "GET, POST"
+
+
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict[str, Any]]:
     url = "sqlite+aiosqlite:///never-opened.db"
