@@ -61,12 +61,22 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _error(error: dict[str, Any]) -> dict[str, str]:
+    if error["type"] == "json_invalid":  # located at ("body", character): say what it is
+        why = error.get("ctx", {}).get("error") or "it can't be parsed"
+        return {
+            "field": "body",
+            "message": f"not valid JSON ({why}, at character {error['loc'][-1]})",
+        }
+    return {
+        "field": _field(tuple(error["loc"])),
+        "message": str(error["msg"]).removeprefix("Value error, "),
+    }
+
+
 def _validation_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
-        for e in exc.errors()
-    ]
+    errors = [_error(e) for e in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, detail, errors=errors)
 

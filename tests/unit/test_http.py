@@ -89,6 +89,17 @@ async def test_a_405_names_every_method_of_the_address() -> None:
     assert answer.headers["allow"] == "GET, POST"
 
 
+async def test_a_body_that_is_not_json_is_explained_in_words() -> None:
+    async with client() as http_client:
+        answer = await http_client.post(
+            "/notes", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 422
+    (error,) = answer.json()["errors"]
+    assert error["field"] == "body"
+    assert error["message"].startswith("not valid JSON (")  # was "0: JSON decode error"
+
+
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict[str, Any]]:
     url = "sqlite+aiosqlite:///never-opened.db"
