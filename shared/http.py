@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 from fastapi import FastAPI, Request
@@ -112,6 +113,46 @@ def _conflict_problem(_: Request, exc: Exception) -> JSONResponse:
 def _unexpected_problem(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "Something went wrong on our side; nothing was saved. Please try again.")
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""``\\u0000`` in JSON text: the NUL character (an escaped backslash before it doesn't count)."""
+
+
+class NoNulMiddleware:
+    """Refuses the NUL character (U+0000) in the address or the body with a 422 problem,
+    before anything reads it: PostgreSQL stores it in neither text nor JSONB (the request
+    would end in a 500), and no clerk means to type it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = unquote_plus(scope["query_string"].decode("latin-1"))
+        where = "path" if "\x00" in scope["path"] else "query" if "\x00" in query else None
+        received: list[Message] = []
+        if where is None:
+            more = True
+            while more:
+                message = await receive()
+                received.append(message)
+                more = message["type"] == "http.request" and message.get("more_body", False)
+            body = b"".join(m.get("body", b"") for m in received)
+            if b"\x00" in body or _NUL_ESCAPE.search(body):
+                where = "body"
+        if where is not None:
+            why = "text can't contain the NUL character (\\u0000); remove it"
+            refused = problem(422, f"{where}: {why}", errors=[{"field": where, "message": why}])
+            await refused(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class CorrelationMiddleware:
@@ -223,8 +264,8 @@ def _not_null(parameter: dict[str, Any]) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Problem-details handlers and their OpenAPI documentation, correlation
-    middleware and ``/metrics``."""
+    """Problem-details handlers and their OpenAPI documentation, the NUL guard,
+    correlation middleware and ``/metrics``."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -235,6 +276,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(ConcurrencyError, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
+    app.add_middleware(NoNulMiddleware)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 

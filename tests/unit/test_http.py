@@ -100,6 +100,36 @@ async def test_a_body_that_is_not_json_is_explained_in_words() -> None:
     assert error["message"].startswith("not valid JSON (")  # was "0: JSON decode error"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/notes?tag=a%00b", None, "query"),
+        ("/notes/%00", None, "path"),
+        ("/notes", b'{"text": "a\\u0000b"}', "body"),
+        ("/notes", b'{"text": "\\\\\\u0000"}', "body"),  # a backslash, then NUL
+        ("/notes", b'{"text": "a\x00b"}', "body"),
+    ],
+)
+async def test_nul_is_refused_before_anything_stores_it(
+    path: str, body: bytes | None, where: str
+) -> None:
+    async with client() as http_client:
+        answer = await http_client.request("POST" if body else "GET", path, content=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == http.PROBLEM_JSON
+    problem = answer.json()
+    assert problem["errors"] == [
+        {"field": where, "message": "text can't contain the NUL character (\\u0000); remove it"}
+    ]
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text() -> None:
+    async with client() as http_client:
+        answer = await http_client.post("/notes", content=b'{"text": "C:\\\\u0000"}', headers=JSON)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"text": "C:\\u0000"}
+
+
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict[str, Any]]:
     url = "sqlite+aiosqlite:///never-opened.db"
