@@ -8,6 +8,7 @@ listing every missing or defective material (一次性告知) with its deadline.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -23,6 +24,7 @@ from shared.catalogue import DraftItem, UnknownItem
 from shared.eventlog import ConcurrencyError
 from shared.events import NewEvent
 from shared.http import correlation_id
+from shared.workcalendar import OutsideCalendar, local_date
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
@@ -47,6 +49,17 @@ _MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
 _REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"description": "The same request again (same Idempotency-Key): the first answer"}
 }
+
+
+def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None:
+    """What happened before the working calendar's first day can't be entered: its
+    clocks count working days (and a date that far back is a typo)."""
+    if occurred_at is None:
+        return
+    try:
+        service.calendar.is_working_day(local_date(occurred_at))
+    except OutsideCalendar as err:
+        raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
 
 
 def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
@@ -84,6 +97,7 @@ async def submit_case(
 ) -> dict[str, Any]:
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
+    _within_calendar(service, application.occurred_at)
     try:
         item = service.catalogue.get(application.item_code)
     except (UnknownItem, DraftItem) as err:
@@ -159,6 +173,7 @@ async def open_matter(
     """The station's other work, each a case with its own small workflow."""
     model = MATTERS[kind]
     parsed = parse_model(model, body)
+    _within_calendar(service, getattr(parsed, "occurred_at", None))
     workflow = service.workflows.for_kind(kind)
     outcome = await service.open_case(
         case_id=case_id_for(idempotency_key, kind),
@@ -195,6 +210,7 @@ async def log_visit(
     """One ``VisitorReceived`` event per visit, in the station's reception log."""
     if staff.role not in ("window_clerk", "station_head", "reviewer"):
         raise engine.NotAllowed("visitors are logged by the station's staff")
+    _within_calendar(service, visit.occurred_at)
     visit_id = case_id_for(idempotency_key, "visit")
     event = NewEvent(
         event_id=uuid.uuid5(visit_id, "visit"),

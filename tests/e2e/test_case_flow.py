@@ -156,6 +156,11 @@ def test_retry_with_same_idempotency_key_returns_the_same_case(
         ({**VALID_APPLICATION, "materials": ["passport_of_mars"]}, {}, "materials"),
         ({"item_code": "pension_enrolment"}, {}, "applicant"),
         (VALID_APPLICATION, {"Idempotency-Key": ""}, "header Idempotency-Key"),
+        # A paper form dated before the working calendar, or at no moment in UTC, or a
+        # number (which pydantic read as seconds since 1970): 500s the fuzz found.
+        ({**VALID_APPLICATION, "occurred_at": "2000-01-01T09:00:00+08:00"}, {}, "occurred_at"),
+        ({**VALID_APPLICATION, "occurred_at": "0001-01-01T00:00:00+01:00"}, {}, "occurred_at"),
+        ({**VALID_APPLICATION, "occurred_at": 1767225600}, {}, "occurred_at"),
         # PostgreSQL stores NUL in no text: it was a 500 there.
         ({**VALID_APPLICATION, "applicant": {**VALID_APPLICANT, "name": "王\u0000"}}, {}, "body"),
     ],
