@@ -11,11 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from services.intake.domain import (
-    MATTERS,
     Application,
+    AssistanceIn,
+    MediationIn,
+    PoliceAssistanceIn,
+    PublicityIn,
     Visit,
     case_id_for,
     start_payload,
@@ -35,7 +38,6 @@ from shared.workflow.service import (
     FieldInvalid,
     NotFound,
     Outcome,
-    parse_model,
 )
 
 router = APIRouter(responses=PROBLEMS)
@@ -43,7 +45,6 @@ router = APIRouter(responses=PROBLEMS)
 _RECEIPTS = ("CaseAccepted", "CorrectionRequested")
 MAX_REASON = 500
 """The longest reason for opening personal data (the payload schema's limit)."""
-_MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
 
 
 _REPLAYED: dict[int | str, dict[str, Any]] = {
@@ -152,44 +153,117 @@ async def submit_case(
     return _answer(service, outcome, response)
 
 
+async def _open_matter(
+    kind: str,
+    parsed: MediationIn | PublicityIn | AssistanceIn | PoliceAssistanceIn,
+    idempotency_key: str,
+    request: Request,
+    response: Response,
+    service: CaseService,
+    staff: engine.Staff,
+) -> dict[str, Any]:
+    """The station's other work, each a case with its own small workflow."""
+    _within_calendar(service, parsed.occurred_at)
+    outcome = await service.open_case(
+        case_id=case_id_for(idempotency_key, kind),
+        case_kind=kind,
+        workflow=service.workflows.for_kind(kind),
+        staff=staff,
+        start_payload=start_payload(parsed),
+        item=None,
+        follow_up=None,
+        correlation_id=correlation_id(request),
+        occurred_at=parsed.occurred_at,
+        idempotency_key=idempotency_key,
+    )
+    if outcome.replayed:
+        response.status_code = 200
+    return _answer(service, outcome, response)
+
+
+# One route per kind of matter, so that the OpenAPI document shows each one's body.
+
+
 @router.post(
-    "/matters/{kind}",
+    "/matters/mediation",
     status_code=201,
     tags=["matters"],
-    summary="Open a mediation, legal-publicity session, assistance or police-assistance matter",
+    summary="Open a mediation (矛盾纠纷调解)",
     responses=_REPLAYED,
 )
-async def open_matter(
-    kind: Annotated[
-        str, Path(pattern=r"^(mediation|legal_publicity|assistance|police_assistance)$")
-    ],
-    body: dict[str, Any],
+async def open_mediation(
+    body: MediationIn,
     idempotency_key: IdempotencyKey,
     request: Request,
     response: Response,
     service: ServiceDep,
     staff: ActingDep,
 ) -> dict[str, Any]:
-    """The station's other work, each a case with its own small workflow."""
-    model = MATTERS[kind]
-    parsed = parse_model(model, body)
-    _within_calendar(service, getattr(parsed, "occurred_at", None))
-    workflow = service.workflows.for_kind(kind)
-    outcome = await service.open_case(
-        case_id=case_id_for(idempotency_key, kind),
-        case_kind=kind,
-        workflow=workflow,
-        staff=staff,
-        start_payload=start_payload(parsed),
-        item=None,
-        follow_up=None,
-        correlation_id=correlation_id(request),
-        occurred_at=getattr(parsed, "occurred_at", None),
-        idempotency_key=idempotency_key,
+    """A dispute brought to the station to mediate."""
+    return await _open_matter("mediation", body, idempotency_key, request, response, service, staff)
+
+
+@router.post(
+    "/matters/legal_publicity",
+    status_code=201,
+    tags=["matters"],
+    summary="Plan a legal-publicity session (普法宣传)",
+    responses=_REPLAYED,
+)
+async def open_legal_publicity(
+    body: PublicityIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """A session to hold on a day."""
+    return await _open_matter(
+        "legal_publicity", body, idempotency_key, request, response, service, staff
     )
-    if outcome.replayed:
-        response.status_code = 200
-    return _answer(service, outcome, response)
+
+
+@router.post(
+    "/matters/assistance",
+    status_code=201,
+    tags=["matters"],
+    summary="Open an assistance matter (帮扶救助)",
+    responses=_REPLAYED,
+)
+async def open_assistance(
+    body: AssistanceIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """A person who needs help or rescue."""
+    return await _open_matter(
+        "assistance", body, idempotency_key, request, response, service, staff
+    )
+
+
+@router.post(
+    "/matters/police_assistance",
+    status_code=201,
+    tags=["matters"],
+    summary="Open a police-assistance matter (协助公安)",
+    responses=_REPLAYED,
+)
+async def open_police_assistance(
+    body: PoliceAssistanceIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """Help the police room asked for."""
+    return await _open_matter(
+        "police_assistance", body, idempotency_key, request, response, service, staff
+    )
 
 
 @router.post(

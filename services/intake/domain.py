@@ -202,14 +202,6 @@ class PoliceAssistanceIn(_In):
     occurred_at: OccurredAt
 
 
-MATTERS: dict[str, type[_In]] = {
-    "mediation": MediationIn,
-    "legal_publicity": PublicityIn,
-    "assistance": AssistanceIn,
-    "police_assistance": PoliceAssistanceIn,
-}
-
-
 def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:
     """The case an Idempotency-Key creates: the same key always names the same case."""
     return uuid.uuid5(_NAMESPACE, f"{kind}:{idempotency_key}")

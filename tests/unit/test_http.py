@@ -152,7 +152,7 @@ def test_the_services_document_what_they_answer(documents: dict[str, dict[str, A
                 for code, response in operation["responses"].items():
                     assert int(code) < 400 or response["content"] == PROBLEM, operation
     intake = documents["intake"]["paths"]
-    for path in ("/cases", "/reception", "/matters/{kind}"):
+    for path in ("/cases", "/reception", "/matters/mediation"):
         assert "200" in intake[path]["post"]["responses"]  # the same key again: the first answer
     statistics = documents["processing"]["paths"]["/reports/statistics"]["get"]
     assert set(statistics["responses"]["200"]["content"]) == {
@@ -163,3 +163,19 @@ def test_the_services_document_what_they_answer(documents: dict[str, dict[str, A
     webhook = documents["notify"]["paths"]["/webhooks/{subscription_id}"]
     for method in ("get", "patch", "delete"):
         assert {"403", "404"} <= set(webhook[method]["responses"])
+
+
+def test_each_kind_of_matter_documents_its_body(documents: dict[str, dict[str, Any]]) -> None:
+    paths = documents["intake"]["paths"]
+    schemas = documents["intake"]["components"]["schemas"]
+    bodies = {
+        kind: paths[f"/matters/{kind}"]["post"]["requestBody"]["content"]["application/json"]
+        for kind in ("mediation", "legal_publicity", "assistance", "police_assistance")
+    }
+    assert {kind: body["schema"]["$ref"].rsplit("/", 1)[1] for kind, body in bodies.items()} == {
+        "mediation": "MediationIn",
+        "legal_publicity": "PublicityIn",
+        "assistance": "AssistanceIn",
+        "police_assistance": "PoliceAssistanceIn",
+    }
+    assert "parties" in schemas["MediationIn"]["required"]
