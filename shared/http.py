@@ -1,5 +1,6 @@
-"""HTTP plumbing every service shares: problem details (RFC 9457), correlation ids,
-Prometheus metrics, and the ``/livez`` and ``/readyz`` probes."""
+"""HTTP plumbing every service shares: problem details (RFC 9457) and their place in the
+OpenAPI document, correlation ids, Prometheus metrics, and the ``/livez`` and ``/readyz``
+probes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 from fastapi import FastAPI, Request
@@ -14,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventlog import ConcurrencyError
@@ -59,21 +62,47 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _error(error: dict[str, Any]) -> dict[str, str]:
+    if error["type"] == "json_invalid":  # located at ("body", character): say what it is
+        why = error.get("ctx", {}).get("error") or "it can't be parsed"
+        return {
+            "field": "body",
+            "message": f"not valid JSON ({why}, at character {error['loc'][-1]})",
+        }
+    return {
+        "field": _field(tuple(error["loc"])),
+        "message": str(error["msg"]).removeprefix("Value error, "),
+    }
+
+
 def _validation_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
-        for e in exc.errors()
-    ]
+    errors = [_error(e) for e in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, detail, errors=errors)
 
 
-def _http_problem(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path. The router's 405 names only
+    the methods of the first route it matched; RFC 9110 wants all of the resource's."""
+    routes = request.app.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
+def _http_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     response = problem(exc.status_code, str(exc.detail))
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        response.headers["Allow"] = allowed
     return response
 
 
@@ -84,6 +113,46 @@ def _conflict_problem(_: Request, exc: Exception) -> JSONResponse:
 def _unexpected_problem(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "Something went wrong on our side; nothing was saved. Please try again.")
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""``\\u0000`` in JSON text: the NUL character (an escaped backslash before it doesn't count)."""
+
+
+class NoNulMiddleware:
+    """Refuses the NUL character (U+0000) in the address or the body with a 422 problem,
+    before anything reads it: PostgreSQL stores it in neither text nor JSONB (the request
+    would end in a 500), and no clerk means to type it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = unquote_plus(scope["query_string"].decode("latin-1"))
+        where = "path" if "\x00" in scope["path"] else "query" if "\x00" in query else None
+        received: list[Message] = []
+        if where is None:
+            more = True
+            while more:
+                message = await receive()
+                received.append(message)
+                more = message["type"] == "http.request" and message.get("more_body", False)
+            body = b"".join(m.get("body", b"") for m in received)
+            if b"\x00" in body or _NUL_ESCAPE.search(body):
+                where = "body"
+        if where is not None:
+            why = "text can't contain the NUL character (\\u0000); remove it"
+            refused = problem(422, f"{where}: {why}", errors=[{"field": where, "message": why}])
+            await refused(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class CorrelationMiddleware:
@@ -129,12 +198,85 @@ def correlation_id(request: Request) -> str:
     return str(request.state.correlation_id)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "Problem details (RFC 9457): what went wrong, in words",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "description": "For a request that is not valid: each field at fault",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_PROBLEM_REF = "#/components/schemas/Problem"
+_FASTAPI_DEFAULTS = ("HTTPValidationError", "ValidationError")
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make ``schema`` (an OpenAPI document) say what the handlers above answer: every
+    error is ``application/problem+json`` (FastAPI documents its own 422 shape, which
+    nobody receives); a body that can't be read is a 400, a missing or bad token a 401.
+
+    Parameters travel as text, so none is ``null``: FastAPI's ``anyOf [..., null]`` for
+    an optional one becomes the plain type (leaving it out is how to give none)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body is not readable JSON"})
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "Not signed in, or a bad token"})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}
+                    if response.get("description") == "Validation Error":
+                        response["description"] = _TITLES[422]
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter["schema"])
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in _FASTAPI_DEFAULTS:
+        components.pop(name, None)
+    return schema
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    variants = parameter.get("anyOf")
+    if variants is None:
+        return
+    kept = [v for v in variants if v != {"type": "null"}]
+    if len(kept) == 1:
+        del parameter["anyOf"]
+        parameter.update(kept[0])
+    else:
+        parameter["anyOf"] = kept
+
+
 def install(app: FastAPI) -> None:
-    """Problem-details handlers, correlation middleware and ``/metrics``."""
+    """Problem-details handlers and their OpenAPI documentation, the NUL guard,
+    correlation middleware and ``/metrics``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return document_problems(build())
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend it
     app.add_exception_handler(RequestValidationError, _validation_problem)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(ConcurrencyError, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
+    app.add_middleware(NoNulMiddleware)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 

@@ -211,7 +211,12 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@probes.get("/readyz", summary="The log and NATS are reachable", response_model=None)
+@probes.get(
+    "/readyz",
+    summary="The log and NATS are reachable",
+    response_model=None,
+    responses={503: {"description": "The database or NATS does not answer (which, and why)"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
     """200 when the database and NATS answer, 503 (problem+json) when either doesn't."""
     checks = await runtime.readiness()
@@ -227,15 +232,19 @@ async def asyncapi_document() -> dict[str, Any]:
     return asyncapi.document()
 
 
+class YamlResponse(PlainTextResponse):
+    media_type = "application/yaml"
+
+
 @probes.get(
     "/asyncapi.yaml",
     summary="AsyncAPI document of the bus, as YAML",
-    response_class=PlainTextResponse,
+    response_class=YamlResponse,
+    responses={200: {"content": {YamlResponse.media_type: {"schema": {"type": "object"}}}}},
 )
-async def asyncapi_yaml() -> PlainTextResponse:
+async def asyncapi_yaml() -> YamlResponse:
     """The same document as ``/asyncapi.json``, in YAML."""
-    text = yaml.safe_dump(asyncapi.document(), allow_unicode=True, sort_keys=False)
-    return PlainTextResponse(text, media_type="application/yaml")
+    return YamlResponse(yaml.safe_dump(asyncapi.document(), allow_unicode=True, sort_keys=False))
 
 
 def create_service_app(

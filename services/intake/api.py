@@ -8,13 +8,17 @@ listing every missing or defective material (一次性告知) with its deadline.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from services.intake.domain import (
-    MATTERS,
     Application,
+    AssistanceIn,
+    MediationIn,
+    PoliceAssistanceIn,
+    PublicityIn,
     Visit,
     case_id_for,
     start_payload,
@@ -23,6 +27,7 @@ from shared.catalogue import DraftItem, UnknownItem
 from shared.eventlog import ConcurrencyError
 from shared.events import NewEvent
 from shared.http import correlation_id
+from shared.workcalendar import OutsideCalendar, local_date
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
@@ -33,7 +38,6 @@ from shared.workflow.service import (
     FieldInvalid,
     NotFound,
     Outcome,
-    parse_model,
 )
 
 router = APIRouter(responses=PROBLEMS)
@@ -41,7 +45,22 @@ router = APIRouter(responses=PROBLEMS)
 _RECEIPTS = ("CaseAccepted", "CorrectionRequested")
 MAX_REASON = 500
 """The longest reason for opening personal data (the payload schema's limit)."""
-_MATTER_KIND = r"^(mediation|legal_publicity|assistance|police_assistance)$"
+
+
+_REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The same request again (same Idempotency-Key): the first answer"}
+}
+
+
+def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None:
+    """What happened before the working calendar's first day can't be entered: its
+    clocks count working days (and a date that far back is a typo)."""
+    if occurred_at is None:
+        return
+    try:
+        service.calendar.is_working_day(local_date(occurred_at))
+    except OutsideCalendar as err:
+        raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
 
 
 def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
@@ -67,6 +86,7 @@ def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[
     status_code=201,
     tags=["applications"],
     summary="Hand in an application (收件、受理或一次性告知)",
+    responses=_REPLAYED,
 )
 async def submit_case(
     application: Application,
@@ -78,6 +98,7 @@ async def submit_case(
 ) -> dict[str, Any]:
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
+    _within_calendar(service, application.occurred_at)
     try:
         item = service.catalogue.get(application.item_code)
     except (UnknownItem, DraftItem) as err:
@@ -132,37 +153,27 @@ async def submit_case(
     return _answer(service, outcome, response)
 
 
-@router.post(
-    "/matters/{kind}",
-    status_code=201,
-    tags=["matters"],
-    summary="Open a mediation, legal-publicity session, assistance or police-assistance matter",
-)
-async def open_matter(
-    kind: Annotated[
-        str, Path(pattern=r"^(mediation|legal_publicity|assistance|police_assistance)$")
-    ],
-    body: dict[str, Any],
-    idempotency_key: IdempotencyKey,
+async def _open_matter(
+    kind: str,
+    parsed: MediationIn | PublicityIn | AssistanceIn | PoliceAssistanceIn,
+    idempotency_key: str,
     request: Request,
     response: Response,
-    service: ServiceDep,
-    staff: ActingDep,
+    service: CaseService,
+    staff: engine.Staff,
 ) -> dict[str, Any]:
     """The station's other work, each a case with its own small workflow."""
-    model = MATTERS[kind]
-    parsed = parse_model(model, body)
-    workflow = service.workflows.for_kind(kind)
+    _within_calendar(service, parsed.occurred_at)
     outcome = await service.open_case(
         case_id=case_id_for(idempotency_key, kind),
         case_kind=kind,
-        workflow=workflow,
+        workflow=service.workflows.for_kind(kind),
         staff=staff,
         start_payload=start_payload(parsed),
         item=None,
         follow_up=None,
         correlation_id=correlation_id(request),
-        occurred_at=getattr(parsed, "occurred_at", None),
+        occurred_at=parsed.occurred_at,
         idempotency_key=idempotency_key,
     )
     if outcome.replayed:
@@ -170,11 +181,97 @@ async def open_matter(
     return _answer(service, outcome, response)
 
 
+# One route per kind of matter, so that the OpenAPI document shows each one's body.
+
+
+@router.post(
+    "/matters/mediation",
+    status_code=201,
+    tags=["matters"],
+    summary="Open a mediation (矛盾纠纷调解)",
+    responses=_REPLAYED,
+)
+async def open_mediation(
+    body: MediationIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """A dispute brought to the station to mediate."""
+    return await _open_matter("mediation", body, idempotency_key, request, response, service, staff)
+
+
+@router.post(
+    "/matters/legal_publicity",
+    status_code=201,
+    tags=["matters"],
+    summary="Plan a legal-publicity session (普法宣传)",
+    responses=_REPLAYED,
+)
+async def open_legal_publicity(
+    body: PublicityIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """A session to hold on a day."""
+    return await _open_matter(
+        "legal_publicity", body, idempotency_key, request, response, service, staff
+    )
+
+
+@router.post(
+    "/matters/assistance",
+    status_code=201,
+    tags=["matters"],
+    summary="Open an assistance matter (帮扶救助)",
+    responses=_REPLAYED,
+)
+async def open_assistance(
+    body: AssistanceIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """A person who needs help or rescue."""
+    return await _open_matter(
+        "assistance", body, idempotency_key, request, response, service, staff
+    )
+
+
+@router.post(
+    "/matters/police_assistance",
+    status_code=201,
+    tags=["matters"],
+    summary="Open a police-assistance matter (协助公安)",
+    responses=_REPLAYED,
+)
+async def open_police_assistance(
+    body: PoliceAssistanceIn,
+    idempotency_key: IdempotencyKey,
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    staff: ActingDep,
+) -> dict[str, Any]:
+    """Help the police room asked for."""
+    return await _open_matter(
+        "police_assistance", body, idempotency_key, request, response, service, staff
+    )
+
+
 @router.post(
     "/reception",
     status_code=201,
     tags=["reception"],
     summary="Log a visitor (来访登记), whether or not a case follows",
+    responses=_REPLAYED,
 )
 async def log_visit(
     visit: Visit,
@@ -187,6 +284,7 @@ async def log_visit(
     """One ``VisitorReceived`` event per visit, in the station's reception log."""
     if staff.role not in ("window_clerk", "station_head", "reviewer"):
         raise engine.NotAllowed("visitors are logged by the station's staff")
+    _within_calendar(service, visit.occurred_at)
     visit_id = case_id_for(idempotency_key, "visit")
     event = NewEvent(
         event_id=uuid.uuid5(visit_id, "visit"),

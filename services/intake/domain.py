@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -43,12 +44,23 @@ def _phone(value: str) -> str:
     return value
 
 
+def _as_text(value: Any) -> Any:
+    # pydantic would read a number as seconds since 1970: a typo, not a moment at the window
+    if isinstance(value, int | float):
+        raise ValueError("give the date and time as text, e.g. 2026-11-28T09:30:00+08:00")
+    return value
+
+
 def _not_future(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("give a time zone, e.g. 2026-11-28T09:30:00+08:00")
-    if value > datetime.now(UTC):
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+08:00 has no date in UTC
+        raise ValueError("is out of range: check the date") from None
+    if in_utc > datetime.now(UTC):
         raise ValueError("can't be in the future")
     return value
 
@@ -85,6 +97,7 @@ class MaterialIn(_In):
 
 OccurredAt = Annotated[
     datetime | None,
+    BeforeValidator(_as_text),
     AfterValidator(_not_future),
     Field(
         default=None,
@@ -187,14 +200,6 @@ class PoliceAssistanceIn(_In):
     reference: Annotated[str, StringConstraints(max_length=100)] | None = None
     summary: Text
     occurred_at: OccurredAt
-
-
-MATTERS: dict[str, type[_In]] = {
-    "mediation": MediationIn,
-    "legal_publicity": PublicityIn,
-    "assistance": AssistanceIn,
-    "police_assistance": PoliceAssistanceIn,
-}
 
 
 def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:

@@ -25,6 +25,14 @@ _KEYS = uuid.UUID("9e7d5c3b-1a2f-4e6d-8c0b-2a4f6e8d0c1b")
 
 router = APIRouter(tags=["notifications"])
 
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not the station's head (nor staff with the operate permission)"}
+}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    **_REFUSED,
+    404: {"description": "No such subscription (or not one of your station's)"},
+}
+
 IdempotencyKey = Annotated[
     str,
     Header(
@@ -137,7 +145,7 @@ async def _subscription(
     "/webhooks",
     status_code=201,
     summary="Subscribe a web address to a station's events",
-    responses={403: {"description": "Not a station head"}, 422: {"description": "Invalid"}},
+    responses={**_REFUSED, 422: {"description": "Invalid, or an operator named no station"}},
 )
 async def create_webhook(
     body: SubscriptionIn,
@@ -165,7 +173,7 @@ async def create_webhook(
     return {**sub.public(), "secret": sub.secret}
 
 
-@router.get("/webhooks", summary="Webhook subscriptions")
+@router.get("/webhooks", summary="Webhook subscriptions", responses=_REFUSED)
 async def list_webhooks(
     staff: StaffDep,
     event_log: EventLogDep,
@@ -179,7 +187,7 @@ async def list_webhooks(
     return {"subscriptions": [s.public() for s in found]}
 
 
-@router.get("/webhooks/{subscription_id}", summary="One webhook subscription")
+@router.get("/webhooks/{subscription_id}", summary="One webhook subscription", responses=_UNKNOWN)
 async def get_webhook(
     subscription_id: SubscriptionId, staff: StaffDep, event_log: EventLogDep
 ) -> dict[str, Any]:
@@ -187,7 +195,9 @@ async def get_webhook(
     return (await _subscription(event_log, staff, subscription_id)).public()
 
 
-@router.patch("/webhooks/{subscription_id}", summary="Pause or resume a subscription")
+@router.patch(
+    "/webhooks/{subscription_id}", summary="Pause or resume a subscription", responses=_UNKNOWN
+)
 async def patch_webhook(
     subscription_id: SubscriptionId, body: StatusIn, staff: StaffDep, event_log: EventLogDep
 ) -> dict[str, Any]:
@@ -199,7 +209,7 @@ async def patch_webhook(
     return sub.public()
 
 
-@router.delete("/webhooks/{subscription_id}", summary="Delete a subscription")
+@router.delete("/webhooks/{subscription_id}", summary="Delete a subscription", responses=_UNKNOWN)
 async def delete_webhook(
     subscription_id: SubscriptionId, staff: StaffDep, event_log: EventLogDep
 ) -> dict[str, Any]:
@@ -211,7 +221,7 @@ async def delete_webhook(
     return {"deleted": str(subscription_id), "cancelled_deliveries": cancelled}
 
 
-@router.get("/dead-letters", summary="Notices given up on")
+@router.get("/dead-letters", summary="Notices given up on", responses=_REFUSED)
 async def list_dead_letters(
     staff: StaffDep,
     event_log: EventLogDep,
@@ -227,7 +237,7 @@ async def list_dead_letters(
     return {"dead_letters": [d.public() for d in found]}
 
 
-@router.post("/dead-letters/redrive", summary="Send dead letters again")
+@router.post("/dead-letters/redrive", summary="Send dead letters again", responses=_REFUSED)
 async def redrive_dead_letters(
     body: RedriveIn, staff: StaffDep, event_log: EventLogDep
 ) -> dict[str, Any]:

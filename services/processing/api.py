@@ -25,6 +25,8 @@ from shared.workflow.tables import case_index, tasks
 router = APIRouter(tags=["cases"], responses=PROBLEMS)
 
 ACTION_NAMES = sorted(BODIES)
+MAX_OFFSET = 1_000_000_000
+"""The most cases a list may skip (the databases refuse numbers past 64 bits)."""
 
 
 @router.get(
@@ -101,7 +103,7 @@ async def list_cases(
     item_code: Annotated[str | None, Query(max_length=64)] = None,
     case_kind: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Newest first; a station sees its own cases, a department those forwarded to it or
     in its competence, an auditor all."""

@@ -35,10 +35,18 @@ class ReportFormat(enum.StrEnum):
     html = "html"
 
 
+_REPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report as JSON, or as CSV or a printable page (``format``)",
+        "content": {media: {"schema": {"type": "string"}} for media in ("text/csv", "text/html")},
+    }
+}
+
+
 @router.get(
     "/statistics",
     summary="Station statistics over a period (站点统计): station head, auditors",
-    responses=_PROBLEMS,
+    responses={**_REPORT, **_PROBLEMS},
     response_model=None,
 )
 async def statistics(

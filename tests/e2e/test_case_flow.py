@@ -156,6 +156,13 @@ def test_retry_with_same_idempotency_key_returns_the_same_case(
         ({**VALID_APPLICATION, "materials": ["passport_of_mars"]}, {}, "materials"),
         ({"item_code": "pension_enrolment"}, {}, "applicant"),
         (VALID_APPLICATION, {"Idempotency-Key": ""}, "header Idempotency-Key"),
+        # A paper form dated before the working calendar, or at no moment in UTC, or a
+        # number (which pydantic read as seconds since 1970): 500s the fuzz found.
+        ({**VALID_APPLICATION, "occurred_at": "2000-01-01T09:00:00+08:00"}, {}, "occurred_at"),
+        ({**VALID_APPLICATION, "occurred_at": "0001-01-01T00:00:00+01:00"}, {}, "occurred_at"),
+        ({**VALID_APPLICATION, "occurred_at": 1767225600}, {}, "occurred_at"),
+        # PostgreSQL stores NUL in no text: it was a 500 there.
+        ({**VALID_APPLICATION, "applicant": {**VALID_APPLICANT, "name": "王\u0000"}}, {}, "body"),
     ],
 )
 def test_bad_applications_get_a_clear_problem_and_store_nothing(
@@ -175,23 +182,33 @@ def test_bad_applications_get_a_clear_problem_and_store_nothing(
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "content", "status"),
+    ("service", "method", "path", "content", "status"),
     [
-        ("POST", "/cases", b"{not json", 422),
-        ("POST", "/cases", b"[]", 422),
-        ("GET", "/cases/not-a-uuid/events", None, 422),
-        ("GET", f"/cases/{uuid.uuid4()}/events", None, 404),
-        ("GET", f"/cases/{uuid.uuid4()}", None, 404),
-        ("DELETE", "/cases", None, 405),
-        ("GET", "/nowhere", None, 404),
+        ("intake", "POST", "/cases", b"{not json", 422),
+        ("intake", "POST", "/cases", b"[]", 422),
+        ("intake", "GET", "/cases/not-a-uuid/events", None, 422),
+        ("intake", "GET", f"/cases/{uuid.uuid4()}/events", None, 404),
+        ("intake", "GET", f"/cases/{uuid.uuid4()}", None, 404),
+        ("intake", "DELETE", "/cases", None, 405),
+        ("intake", "GET", "/nowhere", None, 404),
+        # 500s the fuzz found: NUL in text (on PostgreSQL), an offset past 64 bits.
+        ("intake", "POST", "/reception", b'{"visitor_name": "a\\u0000", "purpose": "other"}', 422),
+        ("processing", "GET", "/cases?status=%00", None, 422),
+        ("processing", "GET", "/cases?offset=9223372036854775808", None, 422),
+        ("notify", "GET", "/dead-letters?station=%00", None, 422),
     ],
 )
 def test_malformed_requests_are_problems_not_errors(
-    stack: dict[str, ServiceProcess], method: str, path: str, content: bytes | None, status: int
+    stack: dict[str, ServiceProcess],
+    service: str,
+    method: str,
+    path: str,
+    content: bytes | None,
+    status: int,
 ) -> None:
     response = httpx.request(
         method,
-        stack["intake"].base_url + path,
+        stack[service].base_url + path,
         content=content,
         timeout=5,
         headers={

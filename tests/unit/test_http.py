@@ -1,0 +1,181 @@
+"""The HTTP plumbing every service shares (``shared.http``) and what the services' OpenAPI
+documents say: each case here is one that the schemathesis fuzz
+(``tests/integration/test_api_fuzz.py``) found answered or documented wrongly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Header, Query
+from pydantic import BaseModel
+
+from services.intake.app import create_app as create_intake
+from services.intake.settings import IntakeSettings
+from services.notify.app import create_app as create_notify
+from services.notify.settings import NotifySettings
+from services.processing.app import create_app as create_processing
+from services.processing.settings import ProcessingSettings
+from shared import http
+from shared.auth import StaffDep
+
+JSON = {"Content-Type": "application/json"}
+PROBLEM = {http.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+class Note(BaseModel):
+    text: str
+
+
+def make_app() -> FastAPI:
+    """Two routers sharing a path (as the services' routers do), a body, a token, and
+    optional parameters."""
+    app = FastAPI()
+    http.install(app)
+    reads, writes = APIRouter(), APIRouter()
+
+    @reads.get("/notes")
+    async def notes(
+        staff: StaffDep,
+        tag: Annotated[str | None, Query(max_length=10)] = None,
+        key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=8)] = None,
+    ) -> dict[str, str | None]:
+        return {"tag": tag}
+
+    @writes.post("/notes")
+    async def add_note(note: Note) -> dict[str, str]:
+        return {"text": note.text}
+
+    app.include_router(reads)
+    app.include_router(writes)
+    return app
+
+
+def client() -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=make_app())
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+def test_errors_are_documented_as_the_problem_details_they_are() -> None:
+    document = make_app().openapi()
+    read = document["paths"]["/notes"]["get"]
+    write = document["paths"]["/notes"]["post"]
+    # FastAPI documents its own 422 body; the handlers answer problem details instead.
+    assert read["responses"]["422"] == {
+        "description": "The request is not valid",
+        "content": PROBLEM,
+    }
+    assert write["responses"]["422"]["content"] == PROBLEM
+    assert write["responses"]["400"]["content"] == PROBLEM  # a body that isn't JSON
+    assert read["responses"]["401"]["content"] == PROBLEM  # the staff token
+    assert "401" not in write["responses"]  # no token needed there
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert schemas["Problem"]["required"] == ["type", "title", "status", "detail"]
+    # An optional parameter is left out, never sent as null (a header "null" was refused).
+    tag, key = read["parameters"]
+    assert tag["schema"] == {"type": "string", "maxLength": 10, "title": "Tag"}
+    assert key["schema"] == {"type": "string", "minLength": 8, "title": "Idempotency-Key"}
+    assert make_app().openapi() == make_app().openapi()  # built the same every time
+
+
+async def test_a_405_names_every_method_of_the_address() -> None:
+    async with client() as http_client:
+        answer = await http_client.request("OPTIONS", "/notes")
+    assert answer.status_code == 405
+    assert answer.headers["content-type"] == http.PROBLEM_JSON
+    # The router alone named only the first matching route's method (GET).
+    assert answer.headers["allow"] == "GET, POST"
+
+
+async def test_a_body_that_is_not_json_is_explained_in_words() -> None:
+    async with client() as http_client:
+        answer = await http_client.post(
+            "/notes", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 422
+    (error,) = answer.json()["errors"]
+    assert error["field"] == "body"
+    assert error["message"].startswith("not valid JSON (")  # was "0: JSON decode error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/notes?tag=a%00b", None, "query"),
+        ("/notes/%00", None, "path"),
+        ("/notes", b'{"text": "a\\u0000b"}', "body"),
+        ("/notes", b'{"text": "\\\\\\u0000"}', "body"),  # a backslash, then NUL
+        ("/notes", b'{"text": "a\x00b"}', "body"),
+    ],
+)
+async def test_nul_is_refused_before_anything_stores_it(
+    path: str, body: bytes | None, where: str
+) -> None:
+    async with client() as http_client:
+        answer = await http_client.request("POST" if body else "GET", path, content=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == http.PROBLEM_JSON
+    problem = answer.json()
+    assert problem["errors"] == [
+        {"field": where, "message": "text can't contain the NUL character (\\u0000); remove it"}
+    ]
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text() -> None:
+    async with client() as http_client:
+        answer = await http_client.post("/notes", content=b'{"text": "C:\\\\u0000"}', headers=JSON)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"text": "C:\\u0000"}
+
+
+@pytest.fixture(scope="module")
+def documents() -> dict[str, dict[str, Any]]:
+    url = "sqlite+aiosqlite:///never-opened.db"
+    return {
+        "intake": create_intake(IntakeSettings(database_url=url)).openapi(),
+        "processing": create_processing(ProcessingSettings(database_url=url)).openapi(),
+        "notify": create_notify(NotifySettings(database_url=url)).openapi(),
+    }
+
+
+def test_the_services_document_what_they_answer(documents: dict[str, dict[str, Any]]) -> None:
+    for document in documents.values():
+        probes = document["paths"]
+        assert set(probes["/readyz"]["get"]["responses"]) == {"200", "503"}
+        assert list(probes["/asyncapi.yaml"]["get"]["responses"]["200"]["content"]) == [
+            "application/yaml"
+        ]
+        for item in document["paths"].values():
+            for operation in item.values():
+                for code, response in operation["responses"].items():
+                    assert int(code) < 400 or response["content"] == PROBLEM, operation
+    intake = documents["intake"]["paths"]
+    for path in ("/cases", "/reception", "/matters/mediation"):
+        assert "200" in intake[path]["post"]["responses"]  # the same key again: the first answer
+    statistics = documents["processing"]["paths"]["/reports/statistics"]["get"]
+    assert set(statistics["responses"]["200"]["content"]) == {
+        "application/json",
+        "text/csv",
+        "text/html",
+    }
+    webhook = documents["notify"]["paths"]["/webhooks/{subscription_id}"]
+    for method in ("get", "patch", "delete"):
+        assert {"403", "404"} <= set(webhook[method]["responses"])
+
+
+def test_each_kind_of_matter_documents_its_body(documents: dict[str, dict[str, Any]]) -> None:
+    paths = documents["intake"]["paths"]
+    schemas = documents["intake"]["components"]["schemas"]
+    bodies = {
+        kind: paths[f"/matters/{kind}"]["post"]["requestBody"]["content"]["application/json"]
+        for kind in ("mediation", "legal_publicity", "assistance", "police_assistance")
+    }
+    assert {kind: body["schema"]["$ref"].rsplit("/", 1)[1] for kind, body in bodies.items()} == {
+        "mediation": "MediationIn",
+        "legal_publicity": "PublicityIn",
+        "assistance": "AssistanceIn",
+        "police_assistance": "PoliceAssistanceIn",
+    }
+    assert "parties" in schemas["MediationIn"]["required"]
