@@ -113,6 +113,12 @@ INCOMPLETE_INTERRUPTED = (
     "`caseflow projections rebuild statistics` to finish it"
 )
 
+_INCOMPLETE = {
+    cps.REBUILDING: INCOMPLETE_REBUILDING,
+    cps.CATCHING_UP: INCOMPLETE_CATCHING_UP,
+    cps.INTERRUPTED: INCOMPLETE_INTERRUPTED,
+}
+
 
 async def counting_gap(conn: AsyncConnection) -> str | None:
     """Why the ``statistics`` projection may not count the whole log (None if it does, as
@@ -120,10 +126,5 @@ async def counting_gap(conn: AsyncConnection) -> str | None:
     checkpoint = await cps.load(conn, STATISTICS)
     if checkpoint is None:
         return INCOMPLETE_NOT_STARTED
-    if not checkpoint.rebuilding:
-        return None
-    if not checkpoint.leased() or checkpoint.lease_holder is None:
-        return INCOMPLETE_INTERRUPTED
-    if checkpoint.lease_holder.startswith(cps.REBUILD_PREFIX):
-        return INCOMPLETE_REBUILDING
-    return INCOMPLETE_CATCHING_UP
+    phase = cps.rebuild_phase(checkpoint.rebuilding, checkpoint.writer())
+    return None if phase is None else _INCOMPLETE[phase]

@@ -57,6 +57,23 @@ def holder_is_gone(holder: str) -> bool:
     return False
 
 
+REBUILDING = "rebuilding"
+CATCHING_UP = "catching up after an interrupted rebuild"
+INTERRUPTED = "rebuild interrupted"
+
+
+def rebuild_phase(rebuilding: bool, writer: str | None) -> str | None:
+    """Where a rebuild stands, from its mark and the current lease holder (None if no
+    lease runs): None (no rebuild under way), :data:`REBUILDING` (a rebuild writes),
+    :data:`CATCHING_UP` (a live runner finishes an interrupted one) or
+    :data:`INTERRUPTED` (nobody writes)."""
+    if not rebuilding:
+        return None
+    if writer is None:
+        return INTERRUPTED
+    return REBUILDING if writer.startswith(REBUILD_PREFIX) else CATCHING_UP
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Checkpoint:
     """One projection's checkpoint row."""
@@ -82,6 +99,10 @@ class Checkpoint:
             and self.lease_until is not None
             and self.lease_until > (now or utcnow())
         )
+
+    def writer(self, now: datetime | None = None) -> str | None:
+        """The lease holder while its lease runs."""
+        return self.lease_holder if self.leased(now) else None
 
     @classmethod
     def from_row(cls, row: sa.Row[tuple[object, ...]]) -> Checkpoint:

@@ -39,12 +39,9 @@ class ProjectionStatus:
         date or behind."""
         if not self.started:
             return "not started"
-        if self.rebuild_started_at is not None:
-            if self.writer is None:
-                return "rebuild interrupted"
-            if self.writer.startswith(cps.REBUILD_PREFIX):
-                return "rebuilding"
-            return "catching up after an interrupted rebuild"
+        phase = cps.rebuild_phase(self.rebuild_started_at is not None, self.writer)
+        if phase is not None:
+            return phase
         return "up to date" if self.lag == 0 else "behind"
 
     def public(self) -> dict[str, Any]:
@@ -73,7 +70,6 @@ async def status(engine: AsyncEngine, projections: Sequence[Projection]) -> list
         for projection in projections:
             checkpoint = stored.get(projection.name)
             cursor = checkpoint.cursor if checkpoint else START
-            leased = checkpoint is not None and checkpoint.leased()
             found.append(
                 ProjectionStatus(
                     name=projection.name,
@@ -82,7 +78,7 @@ async def status(engine: AsyncEngine, projections: Sequence[Projection]) -> list
                     events_applied=checkpoint.events_applied if checkpoint else 0,
                     lag=await count_after(conn, cursor),
                     updated_at=checkpoint.updated_at if checkpoint else None,
-                    writer=checkpoint.lease_holder if checkpoint and leased else None,
+                    writer=checkpoint.writer() if checkpoint else None,
                     rebuild_started_at=checkpoint.rebuild_started_at if checkpoint else None,
                     rebuilt_at=checkpoint.rebuilt_at if checkpoint else None,
                     started=checkpoint is not None,
