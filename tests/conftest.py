@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +26,40 @@ from shared.eventlog import EventLog
 from tests.services import session_keys
 
 TEMPLATE = "caseflow_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run a base temp folder of its own, outside pytest's numbered rotation.
+
+    pytest keeps the last N ``pytest-<n>`` folders and deletes older ones when a new run
+    starts; with several runs at once (developers, helpers, a ``make test`` beside CI) a
+    long run lost its folder mid-way, and with it the embedded PostgreSQL's data directory.
+    The folder is removed at exit when the run passed and kept (and named) when it failed.
+    """
+    if config.option.basetemp is not None:
+        return
+    base = Path(tempfile.mkdtemp(prefix="caseflow-pytest-"))
+    config.option.basetemp = str(base)
+    outcome: dict[str, int] = {}
+    config.stash[_OUTCOME] = outcome
+    # Registered before any server fixture's own exit handler, so it runs after them.
+    atexit.register(_remove_if_passed, base, outcome)
+
+
+_OUTCOME = pytest.StashKey[dict[str, int]]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    outcome = session.config.stash.get(_OUTCOME, None)
+    if outcome is not None:
+        outcome["status"] = int(exitstatus)
+
+
+def _remove_if_passed(base: Path, outcome: dict[str, int]) -> None:
+    if outcome.get("status") == 0:
+        shutil.rmtree(base, ignore_errors=True)
+    elif base.exists():
+        print(f"caseflow: this test run's files are kept in {base}", file=sys.stderr)
 
 
 def _plain(url: str) -> str:
