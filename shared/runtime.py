@@ -27,6 +27,7 @@ from shared.bus.relay import Relay
 from shared.bus.streams import declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
+from shared.orgs import Organisations, load_organisations
 from shared.settings import ServiceSettings
 from shared.timers import TimerSpec, TimerWheel
 
@@ -248,9 +249,17 @@ async def asyncapi_yaml() -> YamlResponse:
 
 
 def create_service_app(
-    runtime: Runtime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    organisations: Organisations | None = None,
 ) -> FastAPI:
-    """A FastAPI app around ``runtime`` with probes, metrics and problem details."""
+    """A FastAPI app around ``runtime`` with probes, metrics and problem details.
+
+    Staff tokens are checked against ``organisations`` (loaded from the settings' data
+    folder when not given): a fault in that data stops start-up, named."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -260,6 +269,7 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
     http.install(app)
     app.include_router(probes)
     for router in routers:
