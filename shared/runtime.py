@@ -65,6 +65,7 @@ class Runtime:
         self.on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = []
         """Closers run after the background work has stopped (HTTP clients, servers)."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_nats_error: str | None = None
 
     async def start(self) -> None:
         """Connect to NATS in the background (retrying) and start relay and consumers."""
@@ -76,12 +77,21 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
 
     async def _reconnected(self) -> None:
+        self._last_nats_error = None
         log.info("reconnected to NATS")
         for consumer in self.consumers:
             consumer.on_reconnect()
 
     async def _disconnected(self) -> None:
         log.warning("disconnected from NATS")
+
+    async def _nats_error(self, err: Exception) -> None:
+        # nats-py logs each failed reconnect attempt with a traceback (twice a second while
+        # the server is down) unless given this: one line per kind of failure instead.
+        said = f"{type(err).__name__}: {err}"
+        if said != self._last_nats_error:
+            self._last_nats_error = said
+            log.warning("NATS connection error", error=said)
 
     async def _connect(self) -> NATS:
         async for attempt in stamina.retry_context(
@@ -96,6 +106,7 @@ class Runtime:
                     connect_timeout=2,
                     reconnected_cb=self._reconnected,
                     disconnected_cb=self._disconnected,
+                    error_cb=self._nats_error,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -224,7 +235,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
     if all(v == "ok" for v in checks.values()):
         return {"status": "ok", "checks": checks}
     failing = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
-    return http.problem(503, f"not ready: {failing}", checks=checks)
+    response = http.problem(503, f"not ready: {failing}", checks=checks)
+    response.headers["Retry-After"] = str(http.RETRY_AFTER_SECONDS)
+    return response
 
 
 @probes.get("/asyncapi.json", summary="AsyncAPI document of the bus")
