@@ -19,14 +19,15 @@ import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventlog import ConcurrencyError
 from shared.identity import text_problem
+from shared.metrics import metrics
 
 log = structlog.get_logger("caseflow.http")
 
@@ -479,7 +480,7 @@ def _not_null(parameter: dict[str, Any]) -> None:
 
 def install(app: FastAPI) -> None:
     """Problem-details handlers and their OpenAPI documentation, the input guard,
-    correlation middleware and ``/metrics``."""
+    correlation middleware and ``/metrics`` (for the holder of the metrics token)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -494,8 +495,3 @@ def install(app: FastAPI) -> None:
     app.add_middleware(InputGuardMiddleware)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-
-
-async def metrics() -> Response:
-    """Prometheus exposition of this process's metrics."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
