@@ -703,7 +703,9 @@ async def current_staff(
     except KeysUnavailable as err:
         log.error("can't fetch the keys to check tokens", error=str(err))
         raise HTTPException(
-            503, "can't check your sign-in right now; please try again in a minute"
+            503,
+            "can't check your sign-in right now; please try again in a minute",
+            headers={"Retry-After": "60"},
         ) from None
     try:
         check_claims(staff, get_organisations(request))

@@ -441,7 +441,8 @@ _FASTAPI_DEFAULTS = ("HTTPValidationError", "ValidationError")
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make ``schema`` (an OpenAPI document) say what the handlers above answer: every
     error is ``application/problem+json`` (FastAPI documents its own 422 shape, which
-    nobody receives); a body that can't be read is a 400, a missing or bad token a 401.
+    nobody receives); a body that can't be read is a 400, a missing or bad token a 401,
+    claims the registry doesn't bear out a 403, an unreachable database a 503.
 
     Parameters travel as text, so none is ``null``: FastAPI's ``anyOf [..., null]`` for
     an optional one becomes the plain type (leaving it out is how to give none)."""
@@ -452,6 +453,20 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("400", {"description": "The body is not readable JSON"})
             if operation.get("security"):
                 responses.setdefault("401", {"description": "Not signed in, or a bad token"})
+                responses.setdefault(
+                    "403",
+                    {
+                        "description": "The token's role doesn't suit its organisation, or it "
+                        "carries a special permission not granted to that role"
+                    },
+                )
+                responses.setdefault(
+                    "503",
+                    {
+                        "description": "The database can't be reached right now; nothing was "
+                        "saved (see Retry-After)"
+                    },
+                )
             for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}
