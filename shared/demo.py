@@ -74,7 +74,7 @@ ROSTER: tuple[Member, ...] = (
     Member("officer.hc_public_security", Role.department_officer, "hc_public_security", "贾军"),
     Member("officer.hc_justice", Role.department_officer, "hc_justice", "师静"),
     Member("officer.banqiao_town", Role.department_officer, "banqiao_town", "杨海涛"),
-    Member("gao.auditor", Role.auditor, "hc_justice", "高明"),
+    Member("gao.auditor", Role.auditor, "hc_audit", "高明"),
 )
 """The demo's staff. Department officers are ``officer.<org>``."""
 
@@ -228,7 +228,7 @@ class Station:
         organisations = load_organisations()
         self.tokens: dict[str, str] = {}
         for member in ROSTER:
-            check_role_fits_org(member.role, member.org, organisations.get(member.org).kind)
+            check_role_fits_org(member.role, organisations.get(member.org))
             staff = Staff(user=member.user, role=member.role, org=member.org, name=member.name)
             self.tokens[member.user] = issue_token(staff, self.signing_key, ttl=timedelta(days=7))
         self.seed = seed

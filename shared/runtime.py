@@ -27,6 +27,7 @@ from shared.bus.relay import Relay
 from shared.bus.streams import declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
+from shared.orgs import Organisations, load_organisations
 from shared.settings import ServiceSettings
 from shared.timers import TimerSpec, TimerWheel
 
@@ -64,6 +65,7 @@ class Runtime:
         self.on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = []
         """Closers run after the background work has stopped (HTTP clients, servers)."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_nats_error: str | None = None
 
     async def start(self) -> None:
         """Connect to NATS in the background (retrying) and start relay and consumers."""
@@ -75,12 +77,21 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
 
     async def _reconnected(self) -> None:
+        self._last_nats_error = None
         log.info("reconnected to NATS")
         for consumer in self.consumers:
             consumer.on_reconnect()
 
     async def _disconnected(self) -> None:
         log.warning("disconnected from NATS")
+
+    async def _nats_error(self, err: Exception) -> None:
+        # nats-py logs each failed reconnect attempt with a traceback (twice a second while
+        # the server is down) unless given this: one line per kind of failure instead.
+        said = f"{type(err).__name__}: {err}"
+        if said != self._last_nats_error:
+            self._last_nats_error = said
+            log.warning("NATS connection error", error=said)
 
     async def _connect(self) -> NATS:
         async for attempt in stamina.retry_context(
@@ -95,6 +106,7 @@ class Runtime:
                     connect_timeout=2,
                     reconnected_cb=self._reconnected,
                     disconnected_cb=self._disconnected,
+                    error_cb=self._nats_error,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -223,7 +235,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
     if all(v == "ok" for v in checks.values()):
         return {"status": "ok", "checks": checks}
     failing = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
-    return http.problem(503, f"not ready: {failing}", checks=checks)
+    response = http.problem(503, f"not ready: {failing}", checks=checks)
+    response.headers["Retry-After"] = str(http.RETRY_AFTER_SECONDS)
+    return response
 
 
 @probes.get("/asyncapi.json", summary="AsyncAPI document of the bus")
@@ -248,9 +262,17 @@ async def asyncapi_yaml() -> YamlResponse:
 
 
 def create_service_app(
-    runtime: Runtime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    organisations: Organisations | None = None,
 ) -> FastAPI:
-    """A FastAPI app around ``runtime`` with probes, metrics and problem details."""
+    """A FastAPI app around ``runtime`` with probes, metrics and problem details.
+
+    Staff tokens are checked against ``organisations`` (loaded from the settings' data
+    folder when not given): a fault in that data stops start-up, named."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -260,6 +282,7 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
     http.install(app)
     app.include_router(probes)
     for router in routers:

@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
     )
     jwt_issuer: str = "caseflow"
     jwt_audience: str = "caseflow"
+    metrics_token_file: Path | None = Field(
+        default=Path("var/keys/metrics-token"),
+        description="the bearer token Prometheus must send for /metrics (caseflow up makes "
+        "one); without a readable token /metrics serves nobody",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="reference data (catalogue, workflows, organisations, holidays); "

@@ -26,6 +26,7 @@ from shared import devservers
 from shared.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.auth import KeyPair, ensure_key_pair
 from shared.db import migrate
+from shared.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
 
 
 class Stack:
@@ -116,6 +117,16 @@ class Stack:
         )
         audit, created = ensure_audit_key(folder / DEFAULT_AUDIT_KEY_FILE.name)
         self._say(f"audit checkpoint key {'created' if created else 'found'}: {audit.public_path}")
+        token, created = ensure_metrics_token(self.metrics_token_file)
+        self._say(
+            f"metrics token {'created' if created else 'found'}: {token} (/metrics answers "
+            "only to 'Authorization: Bearer <token>'; Prometheus: bearer_token_file)"
+        )
+
+    @property
+    def metrics_token_file(self) -> Path:
+        """The bearer token ``/metrics`` asks for (one for the three services)."""
+        return self.key_pair.directory / DEFAULT_METRICS_TOKEN_FILE.name
 
     def service_env(self, service: str, nats_url: str) -> dict[str, str]:
         """The environment a service process starts with."""
@@ -129,6 +140,7 @@ class Stack:
         }
         # Staff tokens are checked against the local key unless the operator named keys.
         env.setdefault(prefix + "JWT_PUBLIC_KEY_FILE", str(self.key_pair.public_path))
+        env.setdefault(prefix + "METRICS_TOKEN_FILE", str(self.metrics_token_file))
         if service == "processing":
             audit_key = self.key_pair.directory / DEFAULT_AUDIT_KEY_FILE.name
             env.setdefault(prefix + "AUDIT_KEY_FILE", str(audit_key))

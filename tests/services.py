@@ -23,6 +23,7 @@ import httpx
 from services.notify import sandbox
 from shared import devservers
 from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -96,6 +97,7 @@ def service_env(
         "NATS_URL": nats_url,
         "PORT": str(port),
         "JWT_PUBLIC_KEY_FILE": str(session_keys().public_path),
+        "METRICS_TOKEN_FILE": str(session_metrics_token()),
         **(session_sandbox() if service == "notify" and "SMTP__HOST" not in extra else {}),
         **extra,
     }
@@ -154,6 +156,19 @@ def session_keys() -> KeyPair:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     pair, _ = ensure_key_pair(folder)
     return pair
+
+
+@functools.cache
+def session_metrics_token() -> Path:
+    """The test run's ``/metrics`` token file, in the key folder of :func:`session_keys`;
+    :func:`metrics_headers` sends it."""
+    path, _ = ensure_metrics_token(session_keys().directory / "metrics-token")
+    return path
+
+
+def metrics_headers() -> dict[str, str]:
+    """``{"Authorization": "Bearer <the run's metrics token>"}``."""
+    return {"Authorization": f"Bearer {session_metrics_token().read_text().strip()}"}
 
 
 def token_for(

@@ -63,6 +63,24 @@ def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None
         raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
 
 
+async def _check_visit(service: CaseService, staff: engine.Staff, reception_id: uuid.UUID) -> None:
+    """``reception_id`` names a visit logged at the clerk's own station: another station's
+    visit, a case that is not a visit, or nothing at all is refused."""
+    recorded = await service.log.read_case(reception_id)
+    visit = recorded[0] if recorded else None
+    if (
+        visit is None
+        or visit.case_kind != "reception"
+        or visit.event_type != "VisitorReceived"
+        or visit.payload.get("station") != staff.org
+    ):
+        raise FieldInvalid(
+            "reception_id",
+            f"no visit {reception_id} in your station's visitor log; log the visit first "
+            "(POST /reception) or leave reception_id out (来访记录不存在)",
+        )
+
+
 def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
     state = outcome.state
     location = f"/cases/{state.case_id}"
@@ -99,6 +117,8 @@ async def submit_case(
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
     _within_calendar(service, application.occurred_at)
+    if application.reception_id:
+        await _check_visit(service, staff, application.reception_id)
     try:
         item = service.catalogue.get(application.item_code)
     except (UnknownItem, DraftItem) as err:

@@ -69,6 +69,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
         routers=[reads, api.router, delegations_router, statistics_router, audit_router],
+        organisations=reference.organisations,
     )
     workflow_http.install(app, service)
     app.state.reference = reference  # the audit API reads the log against it

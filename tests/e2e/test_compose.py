@@ -50,6 +50,7 @@ from tests.services import (
     VALID_APPLICATION,
     ServiceProcess,
     session_keys,
+    session_metrics_token,
     session_sandbox,
     start_process,
     wait_for_event,
@@ -305,6 +306,7 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_SMS_SIGN_NAME": sandbox["SMS__SIGN_NAME"],
         "CASEFLOW_SMS_TEMPLATE_ID": sandbox["SMS__TEMPLATE_ID"],
         "CASEFLOW_AUDIT_KEY_FILE": str(session_audit_key()),
+        "CASEFLOW_METRICS_TOKEN_FILE": str(session_metrics_token()),
     }
 
 
@@ -569,9 +571,15 @@ def test_compose_services_run_a_case_end_to_end(
             command = local_argv(services[name]["command"])
             assert command[1:] == ["serve", name], command
             running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
+        token = session_metrics_token().read_text().strip()
         for name, service in running.items():
             wait_ready(service, timeout=60)
             assert health_check(services[name], envs[name]) == 0, name
+            # /metrics answers Prometheus holding the secret's token, and nobody else.
+            metrics = f"{service.base_url}/metrics"
+            assert httpx.get(metrics, timeout=10).status_code == 401, name
+            scraped = httpx.get(metrics, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert scraped.status_code == 200 and "caseflow_http" in scraped.text, name
 
         intake = running["intake"].base_url
         response = httpx.post(

@@ -99,7 +99,7 @@ XF_HEAD = Person("zhao.head", "station_head", "xuefeng_station")
 LM_CLERK = Person("chen.clerk", "window_clerk", "longmen_station")
 LM_REVIEWER = Person("chen.reviewer", "reviewer", "longmen_station")
 LM_HEAD = Person("liu.head", "station_head", "longmen_station")
-AUDITOR = Person("qian.audit", "auditor", "hc_justice")
+AUDITOR = Person("qian.audit", "auditor", "hc_audit")
 
 Grant = tuple[str | None, str | None, int | None]
 """(authority, delegation id, delegation version) a step must name."""

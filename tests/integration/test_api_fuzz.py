@@ -112,7 +112,7 @@ STAFF: dict[str, dict[str, Any]] = {
     "reviewer": {"user": "wang.reviewer", "role": "reviewer", "org": "xuefeng_station"},
     "head": {"user": "zhao.head", "role": "station_head", "org": "xuefeng_station"},
     "officer": {"user": "sun.officer", "role": "department_officer", "org": "hc_hrss"},
-    "auditor": {"user": "qian.auditor", "role": "auditor", "org": "hc_justice"},
+    "auditor": {"user": "qian.auditor", "role": "auditor", "org": "hc_audit"},
     "operator": {
         "user": "wu.operator",
         "role": "station_head",

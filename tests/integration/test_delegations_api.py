@@ -19,7 +19,7 @@ from tests.services import session_keys, staff_headers
 OFFICER = staff_headers("li.officer", "department_officer", "hc_hrss")
 HEALTH_OFFICER = staff_headers("wang", "department_officer", "hc_health")
 CLERK = staff_headers("zhang", "window_clerk", "xuefeng_station")
-AUDITOR = staff_headers("audit", "auditor", "hc_justice")
+AUDITOR = staff_headers("audit", "auditor", "hc_audit")
 
 CODE = "hrss-xuefeng-2021"
 

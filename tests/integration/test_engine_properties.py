@@ -44,7 +44,7 @@ STAFF = [
     engine.Staff("liu.forestry", "department_officer", "hc_forestry"),
     engine.Staff("ma.town", "department_officer", "banqiao_town"),
     engine.Staff("chen.clerk", "window_clerk", "longmen_station"),
-    engine.Staff("gao.audit", "auditor", "hc_justice"),
+    engine.Staff("gao.audit", "auditor", "hc_audit"),
 ]
 SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "request_correction": {},

@@ -86,7 +86,7 @@ STAFF = [
     engine.Staff("ma.town", "department_officer", "banqiao_town"),
     engine.Staff("he.health", "department_officer", "hc_health"),
     engine.Staff("chen.clerk", "window_clerk", "longmen_station"),
-    engine.Staff("gao.audit", "auditor", "hc_justice"),
+    engine.Staff("gao.audit", "auditor", "hc_audit"),
     engine.SYSTEM,
 ]
 TASK_KINDS = [
