@@ -23,8 +23,6 @@ from pydantic import (
 
 from shared.identity import PHONE, id_number_problem
 
-_NAMESPACE = uuid.UUID("6c1f4a52-2f6b-4c55-9a7e-5d8f0f3c1a10")
-
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -200,11 +198,6 @@ class PoliceAssistanceIn(_In):
     reference: Annotated[str, StringConstraints(max_length=100)] | None = None
     summary: Text
     occurred_at: OccurredAt
-
-
-def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:
-    """The case an Idempotency-Key creates: the same key always names the same case."""
-    return uuid.uuid5(_NAMESPACE, f"{kind}:{idempotency_key}")
 
 
 def start_payload(model: BaseModel) -> dict[str, Any]:

@@ -7,6 +7,13 @@ otherwise); does the workflow allow the action now (409, nothing recorded); may 
 role take it and does a delegation valid *now* cover it (403, and the refused attempt is
 recorded as ``ActionRefused``); then the engine's events are appended at the version
 that was read (a concurrent change is a 409).
+
+Idempotency-Keys belong to their sender. An HTTP request passes its
+:class:`~shared.idempotency.KeyedRequest`, recorded in the transaction that writes what it
+asked for; a replay is answered only to the same sender, after the same visibility check
+as anything else. Internal callers (timers, consumers) pass a plain key: their event ids
+are derived from the case, the actor's organisation and user and the key, so a repeated
+delivery appends nothing twice and nobody else's key can ever name those events.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import idempotency
 from shared.bus.consumer import UnitOfWork
 from shared.delegation import Power
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
-from shared.upcasting import current_version, upcast
+from shared.upcasting import current_version
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow import engine, numbers
@@ -55,8 +64,8 @@ class ActionRefusedError(Exception):
         self.state = state
 
 
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key reused for a different request (HTTP 409)."""
+IdempotencyConflict = idempotency.KeyReused
+"""An Idempotency-Key reused by its sender for a different request (HTTP 409)."""
 
 
 class CatalogueLike(Protocol):
@@ -184,6 +193,7 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
+        request: idempotency.KeyedRequest | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         at: datetime | None = None,
@@ -196,8 +206,15 @@ class CaseService:
         again against the new state and retried — the same checks, on fresher facts.
         With ``uow`` the case is read and written in that transaction (timers, consumers),
         whose caller retries the whole transaction instead.
+
+        ``request`` is the HTTP request the key came with (its sender, operation and
+        fingerprint), recorded with the events; only without ``uow``.
         """
-        for attempt in range(1, RETRIES + 1):
+        if request is not None and (uow is not None or request.key != idempotency_key):
+            raise ValueError("a keyed request is recorded in a transaction of its own")
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await self._act_once(
                     case_id,
@@ -205,15 +222,17 @@ class CaseService:
                     body,
                     staff,
                     idempotency_key=idempotency_key,
+                    request=request,
                     correlation_id=correlation_id,
                     causation_id=causation_id,
                     at=at,
                     uow=uow,
                 )
             except ConcurrencyError:
-                if uow is not None or attempt == RETRIES:
+                if uow is not None or attempt >= RETRIES:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            except idempotency.AlreadyAnswered:
+                pass  # the sender's twin request committed first: the next round replays it
 
     async def _act_once(
         self,
@@ -223,11 +242,17 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
+        request: idempotency.KeyedRequest | None,
         correlation_id: str | None,
         causation_id: str | None,
         at: datetime | None,
         uow: UnitOfWork | None,
     ) -> Outcome:
+        # The sender's own record first: their key used for another request is a 409
+        # whatever the case (the fingerprint covers the case id and the action).
+        answered = (
+            request is not None and await idempotency.answered(self.log.engine, request) is not None
+        )
         if uow is not None:
             events = await uow.read_case(case_id)
             if not events:
@@ -235,14 +260,15 @@ class CaseService:
             state = fold(events, self.workflows)
         else:
             events, state = await self.load(case_id)
-        ids = _ids(case_id, idempotency_key)
-        replay = [e for e in events if e.event_id in ids]
-        if replay:
-            if replay[0].payload.get("action") != action:
-                raise IdempotencyConflict("this Idempotency-Key was used for another action")
-            return Outcome(state, replay, replayed=True)
+        # Nothing is answered, not even a replay, about a case the actor may not see.
         if not self.visible(staff, state):
             raise NotFound(f"no case {case_id}")
+        ids = _ids(case_id, staff, idempotency_key)
+        replay = [e for e in events if e.event_id in ids]
+        if replay or answered:
+            if replay and replay[0].payload.get("action") != action:
+                raise IdempotencyConflict()
+            return Outcome(state, replay, replayed=True)
         workflow = self.workflow_of(state)
         at = at or utcnow()
         ctx = engine.Context(
@@ -266,13 +292,13 @@ class CaseService:
         if isinstance(acting, Refusal):
             refused = engine.refusal_event(state, action, acting, staff, ctx)
             refused = refused.model_copy(update={"event_id": ids[0]})
-            result = await self._append(uow, case_id, state, [refused])
+            result = await self._append(uow, case_id, state, [refused], request)
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
         new = [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in new]
-        result = await self._append(uow, case_id, state, new)
+        result = await self._append(uow, case_id, state, new, request)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
     async def _append(
@@ -281,18 +307,30 @@ class CaseService:
         case_id: uuid.UUID,
         state: CaseState,
         events: list[NewEvent],
+        request: idempotency.KeyedRequest | None = None,
     ) -> AppendResult:
         kind = state.case_kind or APPLICATION
         if uow is not None:
             return await uow.append(case_id, state.version, events, case_kind=kind)
-        return await self.log.append(case_id, state.version, events, case_kind=kind)
+        if request is None:
+            return await self.log.append(case_id, state.version, events, case_kind=kind)
+        try:
+            async with self.log.writer.begin() as conn:
+                await idempotency.remember(conn, request, case_id)
+                result = await append_in(conn, case_id, state.version, events, case_kind=kind)
+        except IntegrityError:
+            # Another writer took the version meanwhile: a ConcurrencyError, and act
+            # checks the action again on the new state.
+            return await self.log.resolve_conflict(case_id, state.version, events)
+        if not result.replayed:
+            self.log.appended()
+        return result
 
     # -- opening cases -----------------------------------------------------------------
 
     async def open_case(
         self,
         *,
-        case_id: uuid.UUID,
         case_kind: str,
         workflow: Workflow,
         staff: Staff,
@@ -302,20 +340,25 @@ class CaseService:
         follow_body: ActionBody | None = None,
         correlation_id: str | None,
         occurred_at: datetime | None,
-        idempotency_key: str,
+        request: idempotency.KeyedRequest,
     ) -> Outcome:
         """Open a case with its workflow's start event and, for applications, the
         window's decision in the same transaction (acceptance or the one-time notice).
 
+        The case gets a new random id (UUIDv7). The sender's key is recorded in that
+        transaction too: their retry answers with the case as it is now; two identical
+        requests at once open one case (the key's primary key lets one in, the other
+        answers with its case).
+
         The case number is drawn in that transaction too: a refused or repeated request
         leaves no gap in the numbering.
         """
+        prior = await idempotency.answered(self.log.engine, request)
+        if prior is not None:
+            return await self._opened(prior, staff, request.key)
+        case_id = idempotency.new_id()
         at = utcnow()
         moment = occurred_at or at
-        ids = _ids(case_id, idempotency_key)
-        existing = await self.log.read_case(case_id)
-        if existing:
-            return self._replayed(existing, start_payload)
         start = workflow.start
         if staff.role not in start.roles:
             refusal = Refusal(
@@ -345,50 +388,83 @@ class CaseService:
         station = staff.org
         organisation = self.organisations.get(station)
         prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
-        async with self.log.writer.begin() as conn:
-            number = await numbers.allocate(conn, prefix, local_date(moment).year)
-            payload = {
-                **start_payload,
-                "case_number": number,
-                "station": station,
-                "workflow": {"name": workflow.name, "version": workflow.version},
-                "status_before": "",
-                "status_after": start.target(""),
-                "action": start.action,
-            }
-            first = NewEvent(
-                event_id=ids[0],
-                event_type=start.event,
-                schema_version=current_version(start.event),
-                occurred_at=moment,
-                actor=staff.actor(),
-                authority=acting.authority,
-                delegation_id=acting.delegation_id,
-                delegation_version=acting.delegation_version,
-                correlation_id=correlation_id,
-                payload=payload,
-            )
-            new = [first]
-            state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
-            if follow_up is not None:
-                new += await self._follow_up(
-                    state,
-                    workflow,
-                    follow_up,
-                    follow_body,
-                    staff,
-                    item,
-                    moment,
-                    correlation_id,
-                    conn,
+        ids = _ids(case_id, staff, request.key)
+        try:
+            async with self.log.writer.begin() as conn:
+                # First, so that a concurrent twin waits here, before drawing a number.
+                await idempotency.remember(conn, request, case_id)
+                number = await numbers.allocate(conn, prefix, local_date(moment).year)
+                payload = {
+                    **start_payload,
+                    "case_number": number,
+                    "station": station,
+                    "workflow": {"name": workflow.name, "version": workflow.version},
+                    "status_before": "",
+                    "status_after": start.target(""),
+                    "action": start.action,
+                }
+                first = NewEvent(
+                    event_id=ids[0],
+                    event_type=start.event,
+                    schema_version=current_version(start.event),
+                    occurred_at=moment,
+                    actor=staff.actor(),
+                    authority=acting.authority,
+                    delegation_id=acting.delegation_id,
+                    delegation_version=acting.delegation_version,
+                    correlation_id=correlation_id,
+                    payload=payload,
                 )
-            new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-            result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
-            if result.replayed:
-                await conn.rollback()
-                return self._replayed(result.events, start_payload)
+                new = [first]
+                state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
+                if follow_up is not None:
+                    new += await self._follow_up(
+                        state,
+                        workflow,
+                        follow_up,
+                        follow_body,
+                        staff,
+                        item,
+                        moment,
+                        correlation_id,
+                        conn,
+                    )
+                new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
+                result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
+        except idempotency.AlreadyAnswered as twin:
+            return await self._opened(twin.resource_id, staff, request.key)
         self.log.appended()
         return Outcome(fold(result.events, self.workflows), result.events)
+
+    async def open_stream(
+        self,
+        *,
+        case_kind: str,
+        event: NewEvent,
+        staff: Staff,
+        request: idempotency.KeyedRequest,
+    ) -> tuple[StoredEvent, bool]:
+        """A stream of one event that a sender's request opens (a visitor in the
+        station's reception log), under a new random id; the stored event, and whether
+        this is the sender's retry (then nothing is recorded, and the event is answered
+        only while it is their station's)."""
+        prior = await idempotency.answered(self.log.engine, request)
+        if prior is None:
+            stream_id = idempotency.new_id()
+            event = event.model_copy(update={"event_id": _ids(stream_id, staff, request.key)[0]})
+            try:
+                async with self.log.writer.begin() as conn:
+                    await idempotency.remember(conn, request, stream_id)
+                    result = await append_in(conn, stream_id, 0, [event], case_kind=case_kind)
+            except idempotency.AlreadyAnswered as twin:
+                prior = twin.resource_id
+            else:
+                self.log.appended()
+                return result.events[0], False
+        events = await self.log.read_case(prior)
+        if not events or events[0].payload.get("station") != staff.org:
+            raise NotFound(f"no {case_kind} {prior}")
+        return events[0], True
 
     async def _follow_up(
         self,
@@ -420,17 +496,17 @@ class CaseService:
         events = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         return [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in events]
 
-    def _replayed(self, events: Sequence[StoredEvent], start_payload: dict[str, Any]) -> Outcome:
-        # Compared at the current schema version: a retry of a request stored before an
-        # upgrade (a v1 CaseReceived has no language) is still the same request.
-        first = upcast(events[0]).payload
-        for key, value in start_payload.items():
-            if first.get(key) != value:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was already used for a different request; "
-                    "use a new key for a new one"
-                )
-        return Outcome(fold(events, self.workflows), list(events), replayed=True)
+    async def _opened(self, case_id: uuid.UUID, staff: Staff, key: str) -> Outcome:
+        """The answer to the sender's retry of an opening: the case as it is now, with
+        the events that opening recorded, if the sender may (still) see it."""
+        events = await self.log.read_case(case_id)
+        if not events:
+            raise NotFound(f"no case {case_id}")
+        state = fold(events, self.workflows)
+        if not self.visible(staff, state):
+            raise NotFound(f"no case {case_id}")
+        ids = _ids(case_id, staff, key)
+        return Outcome(state, [e for e in events if e.event_id in ids], replayed=True)
 
     async def _record_attempt(
         self,
@@ -467,8 +543,12 @@ class CaseService:
         return fold(await read_case_in(conn, case_id), self.workflows)
 
 
-def _ids(case_id: uuid.UUID, key: str) -> list[uuid.UUID]:
-    return [uuid.uuid5(NAMESPACE, f"{case_id}:{key}:{i}") for i in range(4)]
+def _ids(case_id: uuid.UUID, staff: Staff, key: str) -> list[uuid.UUID]:
+    """The ids of the events one request records: derived from the case, the sender and
+    their key, so that a retry appends nothing twice and another sender's identical key
+    names other events."""
+    sender = f"{len(staff.org)}:{staff.org}:{len(staff.user)}:{staff.user}"
+    return [uuid.uuid5(NAMESPACE, f"{case_id}:{sender}:{key}:{i}") for i in range(4)]
 
 
 def _parse(action: str, raw: dict[str, Any]) -> ActionBody:
