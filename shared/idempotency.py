@@ -98,6 +98,30 @@ class KeyedRequest:
         return cls(organisation, user, key, operation, fingerprint(body, path or {}))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SenderKey:
+    """A sender's Idempotency-Key and the operation it came with, before the body is
+    validated (an action's body is read only once the case is known to be visible)."""
+
+    organisation: str
+    user: str
+    key: str
+    operation: str
+
+    def keyed(
+        self, body: BaseModel | Mapping[str, Any] | None, path: Mapping[str, Any] | None = None
+    ) -> KeyedRequest:
+        """The keyed request, once its body is validated."""
+        return KeyedRequest.of(
+            organisation=self.organisation,
+            user=self.user,
+            key=self.key,
+            operation=self.operation,
+            body=body,
+            path=path,
+        )
+
+
 def _this(request: KeyedRequest) -> sa.ColumnElement[bool]:
     return sa.and_(
         k.c.organisation == request.organisation,

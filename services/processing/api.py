@@ -16,10 +16,10 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from shared.http import correlation_id
 from shared.workflow import engine
-from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, keyed
-from shared.workflow.payloads import BODIES, body_for
+from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, sender_key
+from shared.workflow.payloads import BODIES
 from shared.workflow.routes import view, visible_state
-from shared.workflow.service import ActionRefusedError, NotFound, parse_model
+from shared.workflow.service import ActionRefusedError, NotFound
 from shared.workflow.tables import case_index, tasks
 
 router = APIRouter(tags=["cases"], responses=PROBLEMS)
@@ -70,14 +70,13 @@ async def act(
 
     Your retry (same Idempotency-Key, same case, action and body) answers with the case
     as it is now and records nothing; your key with another request is a 409."""
-    parsed = parse_model(body_for(action), body or {})
     outcome = await service.act(
         case_id,
         action,
-        parsed,
+        body or {},
         staff,
         idempotency_key=idempotency_key,
-        request=keyed(request, staff, idempotency_key, parsed, case_id=case_id, action=action),
+        sender=sender_key(request, staff, idempotency_key),
         correlation_id=correlation_id(request),
     )
     if outcome.replayed and outcome.events and outcome.events[0].event_type == "ActionRefused":

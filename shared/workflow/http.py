@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from shared.auth import StaffDep
 from shared.catalogue import DraftItem, UnknownItem
 from shared.http import problem
-from shared.idempotency import KeyedRequest, KeyReused
+from shared.idempotency import KeyedRequest, KeyReused, SenderKey
 from shared.workflow import engine
 from shared.workflow.service import (
     ActionRefusedError,
@@ -71,22 +71,19 @@ def acting(staff: StaffDep) -> engine.Staff:
 ActingDep = Annotated[engine.Staff, Depends(acting)]
 
 
+def sender_key(request: Request, staff: engine.Staff, key: str) -> SenderKey:
+    """Whose key it is and the route it was sent to (``POST /cases/{case_id}/actions/…``)."""
+    route = request.scope.get("route")
+    operation = f"{request.method} {getattr(route, 'path', request.url.path)}"
+    return SenderKey(organisation=staff.org, user=staff.user, key=key, operation=operation)
+
+
 def keyed(
     request: Request, staff: engine.Staff, key: str, body: BaseModel | None, **path: object
 ) -> KeyedRequest:
-    """The request as its sender's key records it: who sent it, the route it was sent to
-    (``POST /cases/{case_id}/actions/{action}``) and a fingerprint of its validated body
-    and path parameters."""
-    route = request.scope.get("route")
-    operation = f"{request.method} {getattr(route, 'path', request.url.path)}"
-    return KeyedRequest.of(
-        organisation=staff.org,
-        user=staff.user,
-        key=key,
-        operation=operation,
-        body=body,
-        path=path,
-    )
+    """The request as its sender's key records it: who sent it, the route, and a
+    fingerprint of its validated body and path parameters."""
+    return sender_key(request, staff, key).keyed(body, path)
 
 
 def _refused(_: Request, exc: Exception) -> JSONResponse:

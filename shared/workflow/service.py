@@ -8,12 +8,14 @@ role take it and does a delegation valid *now* cover it (403, and the refused at
 recorded as ``ActionRefused``); then the engine's events are appended at the version
 that was read (a concurrent change is a 409).
 
-Idempotency-Keys belong to their sender. An HTTP request passes its
-:class:`~shared.idempotency.KeyedRequest`, recorded in the transaction that writes what it
-asked for; a replay is answered only to the same sender, after the same visibility check
-as anything else. Internal callers (timers, consumers) pass a plain key: their event ids
-are derived from the case, the actor's organisation and user and the key, so a repeated
-delivery appends nothing twice and nobody else's key can ever name those events.
+Idempotency-Keys belong to their sender. An HTTP request passes its sender's key (a
+:class:`~shared.idempotency.KeyedRequest`; for an action a
+:class:`~shared.idempotency.SenderKey`, fingerprinted once the case is known to be visible
+and the body valid), recorded in the transaction that writes what it asked for; a replay
+is answered only to the same sender, after the same visibility check as anything else.
+Internal callers (timers, consumers) pass a plain key: their event ids are derived from
+the case, the actor's organisation and user and the key, so a repeated delivery appends
+nothing twice and nobody else's key can ever name those events.
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
-        request: idempotency.KeyedRequest | None = None,
+        sender: idempotency.SenderKey | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         at: datetime | None = None,
@@ -207,10 +209,12 @@ class CaseService:
         With ``uow`` the case is read and written in that transaction (timers, consumers),
         whose caller retries the whole transaction instead.
 
-        ``request`` is the HTTP request the key came with (its sender, operation and
-        fingerprint), recorded with the events; only without ``uow``.
+        ``sender`` is whose key it is and the route it came with, for an HTTP request:
+        once the case is known to be visible and the body valid, the request (with its
+        fingerprint over body, case and action) is recorded with the events; only
+        without ``uow``.
         """
-        if request is not None and (uow is not None or request.key != idempotency_key):
+        if sender is not None and (uow is not None or sender.key != idempotency_key):
             raise ValueError("a keyed request is recorded in a transaction of its own")
         attempt = 0
         while True:
@@ -222,7 +226,7 @@ class CaseService:
                     body,
                     staff,
                     idempotency_key=idempotency_key,
-                    request=request,
+                    sender=sender,
                     correlation_id=correlation_id,
                     causation_id=causation_id,
                     at=at,
@@ -242,17 +246,12 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
-        request: idempotency.KeyedRequest | None,
+        sender: idempotency.SenderKey | None,
         correlation_id: str | None,
         causation_id: str | None,
         at: datetime | None,
         uow: UnitOfWork | None,
     ) -> Outcome:
-        # The sender's own record first: their key used for another request is a 409
-        # whatever the case (the fingerprint covers the case id and the action).
-        answered = (
-            request is not None and await idempotency.answered(self.log.engine, request) is not None
-        )
         if uow is not None:
             events = await uow.read_case(case_id)
             if not events:
@@ -260,11 +259,23 @@ class CaseService:
             state = fold(events, self.workflows)
         else:
             events, state = await self.load(case_id)
-        # Nothing is answered, not even a replay, about a case the actor may not see.
+        # Nothing is answered, not even a replay or a 409, about a case the actor may not
+        # see: the sender's own key is looked at only after this.
         if not self.visible(staff, state):
             raise NotFound(f"no case {case_id}")
+        parsed = body if isinstance(body, ActionBody) else _parse(action, body)
+        request = None
+        answered = False
+        if sender is not None:
+            request = sender.keyed(parsed, {"case_id": case_id, "action": action})
+            # Their key used for another request (another body, action or case) is a 409.
+            answered = await idempotency.answered(self.log.engine, request) is not None
         ids = _ids(case_id, staff, idempotency_key)
         replay = [e for e in events if e.event_id in ids]
+        if answered and not replay:
+            # A twin committed its events with its key after this read: read again.
+            events, state = await self.load(case_id)
+            replay = [e for e in events if e.event_id in ids]
         if replay or answered:
             if replay and replay[0].payload.get("action") != action:
                 raise IdempotencyConflict()
@@ -278,7 +289,6 @@ class CaseService:
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
-        parsed = body if isinstance(body, ActionBody) else _parse(action, body)
         planned = engine.plan(state, workflow, action, staff)
         if isinstance(planned, Step) and staff.role != "system":
             holder = engine.claimed_by_other(state, workflow, planned, staff)
