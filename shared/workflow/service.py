@@ -24,7 +24,7 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +48,8 @@ from shared.workflow.state import CaseState, apply, fold
 NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
 
 APPLICATION = "application"
+ATTEMPT = "attempt"
+"""The kind of the stream a refused attempt to open a case is kept in."""
 RETRIES = 5
 """How often an action is checked again when another event lands on the case first."""
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
@@ -361,11 +363,43 @@ class CaseService:
         answers with its case).
 
         The case number is drawn in that transaction too: a refused or repeated request
-        leaves no gap in the numbering.
+        leaves no gap in the numbering. A refused opening is recorded with the key as
+        well, so the sender's retry is refused again without a second record.
         """
         prior = await idempotency.answered(self.log.engine, request)
         if prior is not None:
             return await self._opened(prior, staff, request.key)
+        try:
+            return await self._open_new(
+                case_kind=case_kind,
+                workflow=workflow,
+                staff=staff,
+                start_payload=start_payload,
+                item=item,
+                follow_up=follow_up,
+                follow_body=follow_body,
+                correlation_id=correlation_id,
+                occurred_at=occurred_at,
+                request=request,
+            )
+        except idempotency.AlreadyAnswered as twin:
+            # The sender's twin request was recorded first: answer with what it made.
+            return await self._opened(twin.resource_id, staff, request.key)
+
+    async def _open_new(
+        self,
+        *,
+        case_kind: str,
+        workflow: Workflow,
+        staff: Staff,
+        start_payload: dict[str, Any],
+        item: Any | None,
+        follow_up: str | None,
+        follow_body: ActionBody | None,
+        correlation_id: str | None,
+        occurred_at: datetime | None,
+        request: idempotency.KeyedRequest,
+    ) -> Outcome:
         case_id = idempotency.new_id()
         at = utcnow()
         moment = occurred_at or at
@@ -375,8 +409,9 @@ class CaseService:
                 "wrong_role",
                 f"{start.action} must be done by: {', '.join(start.roles)} (not {staff.role})",
             )
-            await self._record_attempt(case_id, start.action, refusal, staff, at, correlation_id)
-            raise ActionRefusedError(refusal, CaseState())
+            await self._refuse_opening(
+                case_id, start.action, refusal, staff, at, correlation_id, request
+            )
         acting: Authority | Refusal
         if start.power is not None and item is not None:
             step = Step(start.action, start.event, start.power, start)
@@ -385,64 +420,61 @@ class CaseService:
         else:
             acting = Authority(self.own_authority(staff.org))
         if isinstance(acting, Refusal):
-            await self._record_attempt(
+            await self._refuse_opening(
                 case_id,
                 start.action,
                 acting,
                 staff,
                 at,
                 correlation_id,
+                request,
                 item.code if item is not None else None,
             )
-            raise ActionRefusedError(acting, CaseState())
         station = staff.org
         organisation = self.organisations.get(station)
         prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
         ids = _ids(case_id, staff, request.key)
-        try:
-            async with self.log.writer.begin() as conn:
-                # First, so that a concurrent twin waits here, before drawing a number.
-                await idempotency.remember(conn, request, case_id)
-                number = await numbers.allocate(conn, prefix, local_date(moment).year)
-                payload = {
-                    **start_payload,
-                    "case_number": number,
-                    "station": station,
-                    "workflow": {"name": workflow.name, "version": workflow.version},
-                    "status_before": "",
-                    "status_after": start.target(""),
-                    "action": start.action,
-                }
-                first = NewEvent(
-                    event_id=ids[0],
-                    event_type=start.event,
-                    schema_version=current_version(start.event),
-                    occurred_at=moment,
-                    actor=staff.actor(),
-                    authority=acting.authority,
-                    delegation_id=acting.delegation_id,
-                    delegation_version=acting.delegation_version,
-                    correlation_id=correlation_id,
-                    payload=payload,
+        async with self.log.writer.begin() as conn:
+            # First, so that a concurrent twin waits here, before drawing a number.
+            await idempotency.remember(conn, request, case_id)
+            number = await numbers.allocate(conn, prefix, local_date(moment).year)
+            payload = {
+                **start_payload,
+                "case_number": number,
+                "station": station,
+                "workflow": {"name": workflow.name, "version": workflow.version},
+                "status_before": "",
+                "status_after": start.target(""),
+                "action": start.action,
+            }
+            first = NewEvent(
+                event_id=ids[0],
+                event_type=start.event,
+                schema_version=current_version(start.event),
+                occurred_at=moment,
+                actor=staff.actor(),
+                authority=acting.authority,
+                delegation_id=acting.delegation_id,
+                delegation_version=acting.delegation_version,
+                correlation_id=correlation_id,
+                payload=payload,
+            )
+            new = [first]
+            state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
+            if follow_up is not None:
+                new += await self._follow_up(
+                    state,
+                    workflow,
+                    follow_up,
+                    follow_body,
+                    staff,
+                    item,
+                    moment,
+                    correlation_id,
+                    conn,
                 )
-                new = [first]
-                state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
-                if follow_up is not None:
-                    new += await self._follow_up(
-                        state,
-                        workflow,
-                        follow_up,
-                        follow_body,
-                        staff,
-                        item,
-                        moment,
-                        correlation_id,
-                        conn,
-                    )
-                new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-                result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
-        except idempotency.AlreadyAnswered as twin:
-            return await self._opened(twin.resource_id, staff, request.key)
+            new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
+            result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
         self.log.appended()
         return Outcome(fold(result.events, self.workflows), result.events)
 
@@ -508,17 +540,31 @@ class CaseService:
 
     async def _opened(self, case_id: uuid.UUID, staff: Staff, key: str) -> Outcome:
         """The answer to the sender's retry of an opening: the case as it is now, with
-        the events that opening recorded, if the sender may (still) see it."""
+        the events that opening recorded, if the sender may (still) see it; or the same
+        refusal again if the opening was refused (recorded once)."""
         events = await self.log.read_case(case_id)
         if not events:
             raise NotFound(f"no case {case_id}")
+        if events[0].case_kind == ATTEMPT:
+            refused = events[0]
+            if refused.actor_station != staff.org or refused.actor_user != staff.user:
+                raise NotFound(f"no case {case_id}")
+            payload = refused.payload
+            refusal = Refusal(
+                payload["reason"],
+                payload["message"],
+                payload.get("delegation_id"),
+                payload.get("delegation_version"),
+                payload.get("power"),
+            )
+            raise ActionRefusedError(refusal, CaseState())
         state = fold(events, self.workflows)
         if not self.visible(staff, state):
             raise NotFound(f"no case {case_id}")
         ids = _ids(case_id, staff, key)
         return Outcome(state, [e for e in events if e.event_id in ids], replayed=True)
 
-    async def _record_attempt(
+    async def _refuse_opening(
         self,
         case_id: uuid.UUID,
         action: str,
@@ -526,11 +572,14 @@ class CaseService:
         staff: Staff,
         at: datetime,
         correlation_id: str | None,
+        request: idempotency.KeyedRequest,
         item_code: str | None = None,
-    ) -> None:
-        """A refused attempt to open a case is kept in a stream of its own."""
+    ) -> NoReturn:
+        """Record a refused attempt to open a case, in a stream of its own with the
+        sender's key (their retry is refused again, recorded once), and raise it."""
+        attempt_id = idempotency.new_id()
         event = NewEvent(
-            event_id=uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}"),
+            event_id=_ids(attempt_id, staff, request.key)[0],
             event_type="ActionRefused",
             occurred_at=at,
             actor=staff.actor(),
@@ -545,8 +594,11 @@ class CaseService:
                 **({"item_code": item_code} if item_code else {}),
             },
         )
-        attempt_id = uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}")
-        await self.log.append(attempt_id, 0, [event], case_kind="attempt")
+        async with self.log.writer.begin() as conn:
+            await idempotency.remember(conn, request, attempt_id)  # AlreadyAnswered: a twin
+            await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
+        self.log.appended()
+        raise ActionRefusedError(refusal, CaseState())
 
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""

@@ -25,7 +25,7 @@ from shared.events import NewEvent
 from shared.idempotency import KeyedRequest, SenderKey
 from shared.workflow import engine
 from shared.workflow.reference import load_reference
-from shared.workflow.service import CaseService, NotFound
+from shared.workflow.service import ActionRefusedError, CaseService, NotFound
 from shared.workflow.wiring import case_service
 from tests.keys import sent
 from tests.services import session_keys, staff_headers
@@ -211,3 +211,22 @@ async def test_a_replay_is_checked_against_what_its_sender_may_see_now(
     assert made.json()["subscription_id"] not in again.text
     replay = await notify.post("/webhooks", json=body, headers={**operator, **headers})
     assert replay.status_code == 200 and "secret" not in replay.json()
+
+
+async def test_a_refused_opening_is_refused_again_on_retry_and_recorded_once(
+    service: CaseService, log: EventLog
+) -> None:
+    async def attempts() -> list[Any]:
+        return [e for e in await log.read_all() if e.case_kind == "attempt"]
+
+    request = sent(XF_REVIEWER, "window-0009", APPLICATION)
+    for _ in range(2):
+        with pytest.raises(ActionRefusedError) as refused:
+            await open_for(service, XF_REVIEWER, request)
+        assert refused.value.refusal.reason == "wrong_role"
+    recorded = await attempts()
+    assert len(recorded) == 1 and recorded[0].actor_user == "wang.reviewer"
+    # Longmen's reviewer of the same name, with the same key: an attempt of their own.
+    with pytest.raises(ActionRefusedError):
+        await open_for(service, LM_REVIEWER, sent(LM_REVIEWER, "window-0009", APPLICATION))
+    assert [e.actor_station for e in await attempts()] == ["xuefeng_station", "longmen_station"]
