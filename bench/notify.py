@@ -244,7 +244,7 @@ async def plan_deliveries(
 ) -> Planned:
     """Cases in the log and their deliveries in the outbox (see the module docstring)."""
     started = time.perf_counter()
-    subscription = await subscriptions.create(
+    subscription, _ = await subscriptions.create(
         log,
         station=STATION,
         event_types=["*"],
@@ -253,6 +253,7 @@ async def plan_deliveries(
         created_by="bench",
         description="bench.notify",
     )
+    assert subscription is not None
     emails, hooks = (n + 1) // 2, n // 2
     received: list[StoredEvent] = []
     chunk = 250

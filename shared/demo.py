@@ -17,8 +17,9 @@ any scale; the rest take a random path, further along the older they are.
 
 Hand-in times lie in the past (paper forms entered late): the staff's later actions
 happen now, as the law wants them recorded. Everything is seeded per day and per visit:
-the same ``--seed`` gives the same people and cases, and every Idempotency-Key derives
-from it, so running the demo again adds nothing.
+the same ``--seed`` gives the same people and cases, and every Idempotency-Key and the
+member of staff who sends it derive from it (keys belong to their sender), so running
+the demo again adds nothing.
 """
 
 from __future__ import annotations

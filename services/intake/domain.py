@@ -23,8 +23,6 @@ from pydantic import (
 
 from shared.identity import id_number_problem, person_name_problem, phone_problem, text_problem
 
-_NAMESPACE = uuid.UUID("6c1f4a52-2f6b-4c55-9a7e-5d8f0f3c1a10")
-
 
 def _person_name(value: str) -> str:
     if problem := person_name_problem(value):
@@ -226,11 +224,6 @@ class PoliceAssistanceIn(_In):
     ) = None
     summary: Text
     occurred_at: OccurredAt
-
-
-def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:
-    """The case an Idempotency-Key creates: the same key always names the same case."""
-    return uuid.uuid5(_NAMESPACE, f"{kind}:{idempotency_key}")
 
 
 def start_payload(model: BaseModel) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from services.notify import outbox, subscriptions
 from services.notify.channels.webhook import generate_secret
 from shared.auth import Role, Staff, StaffDep
 from shared.bus.asyncapi import event_payloads
+from shared.idempotency import KeyedRequest, KeyReused
 from shared.runtime import EventLogDep
 
 OPERATE = "operate"
-_KEYS = uuid.UUID("9e7d5c3b-1a2f-4e6d-8c0b-2a4f6e8d0c1b")
 
 router = APIRouter(tags=["notifications"])
 
@@ -40,8 +40,9 @@ IdempotencyKey = Annotated[
         min_length=8,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="A unique key per request (e.g. a UUID); a retry with the same key "
-        "returns the original answer",
+        description="A unique key per request (e.g. a UUID), yours alone: your retry with "
+        "the same key and body answers with the subscription it made (without the secret); "
+        "the same key with another request is a 409",
     ),
 ]
 SubscriptionId = Annotated[uuid.UUID, Path(description="the subscription's id")]
@@ -145,7 +146,12 @@ async def _subscription(
     "/webhooks",
     status_code=201,
     summary="Subscribe a web address to a station's events",
-    responses={**_REFUSED, 422: {"description": "Invalid, or an operator named no station"}},
+    responses={
+        **_REFUSED,
+        200: {"description": "Your same request again: the subscription, without the secret"},
+        409: {"description": "Your Idempotency-Key was used for a different request"},
+        422: {"description": "Invalid, or an operator named no station"},
+    },
 )
 async def create_webhook(
     body: SubscriptionIn,
@@ -156,20 +162,37 @@ async def create_webhook(
 ) -> dict[str, Any]:
     """Every matching event of the station's cases is POSTed to ``url``, signed as
     Standard Webhooks do (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
-    HMAC-SHA256 over ``id.timestamp.body`` with the secret answered here, once)."""
+    HMAC-SHA256 over ``id.timestamp.body`` with the secret answered here, once).
+
+    Your retry (same Idempotency-Key and body) answers 200 with the subscription as it is
+    now, without the secret: it is shown once, when the subscription is made."""
     station = _station_for(staff, body.station)
-    sid = uuid.uuid5(_KEYS, f"{staff.user}:{idempotency_key}")
-    sub = await subscriptions.create(
-        event_log,
-        subscription_id=sid,
-        station=station,
-        event_types=body.event_types,
-        url=body.url,
-        secret=generate_secret(),
-        created_by=staff.user,
-        description=body.description,
+    keyed = KeyedRequest.of(
+        organisation=staff.org,
+        user=staff.user,
+        key=idempotency_key,
+        operation="POST /webhooks",
+        body=body,
     )
+    try:
+        sub, created = await subscriptions.create(
+            event_log,
+            station=station,
+            event_types=body.event_types,
+            url=body.url,
+            secret=generate_secret(),
+            created_by=staff.user,
+            description=body.description,
+            request=keyed,
+        )
+    except KeyReused as err:
+        raise HTTPException(409, str(err)) from None
+    if sub is None or not (_operator(staff) or sub.station == staff.org):
+        raise HTTPException(404, "no such webhook subscription (deleted since)")
     response.headers["Location"] = f"/webhooks/{sub.subscription_id}"
+    if not created:
+        response.status_code = 200
+        return sub.public()
     return {**sub.public(), "secret": sub.secret}
 
 

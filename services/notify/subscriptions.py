@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import outbox
 from services.notify.schema import subscriptions as s
+from shared import idempotency
 from shared.eventlog import EventLog
 from shared.events import utcnow
+from shared.idempotency import KeyedRequest
 
 ACTIVE, PAUSED = "active", "paused"
 ALL_EVENTS = "*"
@@ -81,31 +83,42 @@ async def create(
     secret: str,
     created_by: str,
     description: str | None = None,
-    subscription_id: uuid.UUID | None = None,
-) -> Subscription:
-    """Add a subscription (an existing id is returned as it is: idempotent creation)."""
-    sid = subscription_id or uuid.uuid4()
-    now = utcnow()
-    async with event_log.writer.begin() as conn:
-        existing = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).first()
-        if existing is not None:
-            return _subscription(existing)
-        await conn.execute(
-            s.insert().values(
-                subscription_id=sid,
-                station=station,
-                event_types=list(event_types),
-                url=url,
-                secret=secret,
-                description=description,
-                status=ACTIVE,
-                created_by=created_by,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        row = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).one()
-    return _subscription(row)
+    request: KeyedRequest | None = None,
+) -> tuple[Subscription | None, bool]:
+    """Add a subscription under a new random id; with the request that asked for it, its
+    sender's Idempotency-Key is recorded in the same transaction.
+
+    Returns the subscription and True when this call added it. The sender's retry adds
+    nothing: it returns the subscription their first request added (None if it was
+    deleted since) and False."""
+    prior = None if request is None else await idempotency.answered(event_log.engine, request)
+    if prior is None:
+        sid = idempotency.new_id()
+        now = utcnow()
+        try:
+            async with event_log.writer.begin() as conn:
+                if request is not None:
+                    await idempotency.remember(conn, request, sid)
+                await conn.execute(
+                    s.insert().values(
+                        subscription_id=sid,
+                        station=station,
+                        event_types=list(event_types),
+                        url=url,
+                        secret=secret,
+                        description=description,
+                        status=ACTIVE,
+                        created_by=created_by,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                row = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).one()
+        except idempotency.AlreadyAnswered as twin:
+            prior = twin.resource_id
+        else:
+            return _subscription(row), True
+    return await get(event_log, prior), False
 
 
 async def get(event_log: EventLog, subscription_id: uuid.UUID) -> Subscription | None:

@@ -16,16 +16,19 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared import idempotency
 from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
 from shared.bus.relay import Relay
 from shared.bus.streams import DLQ_STREAM
 from shared.eventlog import EventLog
 from shared.eventlog.hashing import HASHED_FIELDS, event_hash
 from shared.events import Actor, NewEvent, StoredEvent
+from shared.idempotency import KeyedRequest
 from shared.workflow.engine import Staff
 from shared.workflow.reference import load_reference
 from shared.workflow.service import IdempotencyConflict, Outcome
 from shared.workflow.wiring import case_service
+from tests.keys import sent
 
 V1_PAYLOAD: dict[str, Any] = {
     "item_code": "pension_enrolment",
@@ -194,31 +197,38 @@ async def test_a_history_holding_an_event_newer_than_the_code_is_not_guessed_at(
             await uow.read_case(too_new.case_id)
 
 
-async def test_a_retried_request_from_before_the_upgrade_is_still_the_same_request(
+async def test_a_retry_answers_a_case_stored_at_an_older_schema_as_it_is_now(
     log: EventLog,
 ) -> None:
-    # A case opened before applicants chose a language; its Idempotency-Key comes again.
+    # A case opened before applicants chose a language; the clerk's Idempotency-Key for it
+    # comes again. The retry is recognised by the clerk's recorded request (its
+    # fingerprint), not by comparing the stored payload, whatever its schema version.
     old = await append_old(log)
     reference = load_reference()
     service = case_service(log, reference)
+    clerk = Staff(user="li.clerk", role="window_clerk", org="xuefeng_station")
     retried = {k: V1_PAYLOAD[k] for k in ("item_code", "item_version", "applicant", "materials")}
+    request = sent(clerk, "the-same-key", retried)
+    async with log.writer.begin() as conn:
+        await idempotency.remember(conn, request, old.case_id)
 
-    async def open_again(**payload: object) -> Outcome:
+    async def open_again(request: KeyedRequest) -> Outcome:
         return await service.open_case(
-            case_id=old.case_id,
             case_kind="application",
             workflow=reference.workflows.get("station_item", 1),
-            staff=Staff(user="li.clerk", role="window_clerk", org="xuefeng_station"),
-            start_payload={**retried, **payload},
+            staff=clerk,
+            start_payload=retried,
             item=None,
             follow_up=None,
             correlation_id=None,
             occurred_at=None,
-            idempotency_key="the-same-key",
+            request=request,
         )
 
-    outcome = await open_again(channels=["sms"], language="zh-CN")
-    assert outcome.replayed and [e.event_id for e in outcome.events] == [old.event_id]
+    outcome = await open_again(request)
+    assert outcome.replayed and outcome.state.case_id == old.case_id
+    assert outcome.state.case_number == "XF-2025-000007"
+    assert outcome.state.status == "received"
     with pytest.raises(IdempotencyConflict):
-        await open_again(channels=["sms"], language="en")
+        await open_again(sent(clerk, "the-same-key", {**retried, "language": "en"}))
     assert len(await log.read_case(old.case_id)) == 1
