@@ -20,9 +20,11 @@ from services.notify.channels.webhook import generate_secret
 from services.notify.egress import (
     AddressRefused,
     EgressPolicy,
+    Resolver,
     TargetInvalid,
     check_url,
     parse_target,
+    system_resolver,
 )
 from shared.auth import Role, Staff, StaffDep
 from shared.bus.asyncapi import event_payloads
@@ -130,8 +132,9 @@ async def _check_webhook_url(request: Request, url: str) -> None:
     """Refuse (422, naming ``url``) a URL whose host is, or resolves to, an address
     webhooks may not reach; the dispatcher checks again at every delivery."""
     policy: EgressPolicy = getattr(request.app.state, "egress_policy", EgressPolicy())
+    resolver: Resolver = getattr(request.app.state, "egress_resolver", system_resolver)
     try:
-        await check_url(url, policy)
+        await check_url(url, policy, resolver)
     except AddressRefused as err:
         raise _url_refused(url, err.reason) from None
     except TargetInvalid as err:
@@ -244,7 +247,11 @@ async def get_webhook(
     "/webhooks/{subscription_id}", summary="Pause or resume a subscription", responses=_UNKNOWN
 )
 async def patch_webhook(
-    subscription_id: SubscriptionId, body: StatusIn, staff: StaffDep, event_log: EventLogDep
+    subscription_id: SubscriptionId,
+    body: StatusIn,
+    staff: StaffDep,
+    event_log: EventLogDep,
+    request: Request,
 ) -> dict[str, Any]:
     """While paused, no new deliveries are planned and those waiting are held. Resuming
     clears ``status_reason`` (why notify paused it, e.g. the receiver answered 410)."""
@@ -252,6 +259,9 @@ async def patch_webhook(
     sub = await subscriptions.set_status(event_log, subscription_id, body.status)
     if sub is None:
         raise HTTPException(404, "no such webhook subscription")
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if body.status == subscriptions.ACTIVE and dispatcher is not None:
+        dispatcher.wake()  # its held deliveries are due now
     return sub.public()
 
 

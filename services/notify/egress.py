@@ -259,7 +259,7 @@ def parse_target(url: str) -> Target:
             raise TargetInvalid("an IPv6 zone (%…) names a local interface (不得指定网络接口)")
     elif len(host) > 253 or not _HOST_NAME.match(host):
         raise TargetInvalid(f"{host!r} is not a host name (主机名无效)")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
     if not 1 <= port <= 65535:
         raise TargetInvalid("the port must be from 1 to 65535 (端口无效)")
     return Target(parsed.scheme, host, port, parsed)

@@ -379,6 +379,16 @@ async def cancel(conn: AsyncConnection, subscription_id: uuid.UUID) -> int:
     return int(result.rowcount or 0)
 
 
+async def due_now(conn: AsyncConnection, subscription_id: uuid.UUID) -> int:
+    """Make a resumed subscription's held deliveries due now (how many)."""
+    result = await conn.execute(
+        d.update()
+        .where(d.c.subscription_id == subscription_id, d.c.status == PENDING)
+        .values(next_attempt_at=utcnow())
+    )
+    return int(result.rowcount or 0)
+
+
 async def get(event_log: EventLog, delivery_id: uuid.UUID) -> Delivery | None:
     """One delivery, or None."""
     async with event_log.engine.connect() as conn:

@@ -140,13 +140,15 @@ async def set_status(
     event_log: EventLog, subscription_id: uuid.UUID, status: str
 ) -> Subscription | None:
     """Pause or resume (a person's doing: any reason notify gave is cleared); None if
-    there is no such subscription."""
+    there is no such subscription. Resuming makes its held deliveries due at once."""
     async with event_log.writer.begin() as conn:
         await conn.execute(
             s.update()
             .where(s.c.subscription_id == subscription_id)
             .values(status=status, status_reason=None, updated_at=utcnow())
         )
+        if status == ACTIVE:
+            await outbox.due_now(conn, subscription_id)
         row = (
             await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
         ).first()

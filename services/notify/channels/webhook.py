@@ -240,7 +240,11 @@ class WebhookChannel:
             kind = connect_failure(err)
             raise DeliveryError(f"{host}: {kind}", detail=_detail(err)) from None
         except (httpcore.RemoteProtocolError, httpcore.LocalProtocolError) as err:
-            raise DeliveryError(f"{host}: {NOT_HTTP}", detail=type(err).__name__) from None
+            # h11's and httpcore's own words tell a cut-off answer from one that is no
+            # HTTP; their text may quote the receiver's bytes, so only the class goes on.
+            words = str(err)
+            kind = DROPPED if "closed" in words or "disconnected" in words else NOT_HTTP
+            raise DeliveryError(f"{host}: {kind}", detail=type(err).__name__) from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as err:
             raise DeliveryError(f"{host}: {DROPPED}", detail=type(err).__name__) from None
         except httpcore.UnsupportedProtocol:
