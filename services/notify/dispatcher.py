@@ -288,9 +288,9 @@ class Dispatcher:
             f"paused by notify on {utcnow():%Y-%m-%d %H:%M} UTC: {err}; resume it once the "
             "receiver takes calls again (接收端已停用，恢复前不再推送)"
         )
-        paused = await subscriptions.pause_gone(self.log, delivery.subscription_id, reason)
         later = utcnow() + timedelta(seconds=self.settings.paused_retry_seconds)
         await outbox.postpone(self.log, delivery.delivery_id, later, error=str(err))
+        paused = await subscriptions.pause_gone(self.log, delivery.subscription_id, reason)
         log.warning(
             "webhook receiver gone; subscription paused",
             subscription_id=str(delivery.subscription_id),

@@ -730,3 +730,41 @@ async def test_every_spelling_of_the_inside_refused_at_registration(sqlite_url: 
             assert "10.9.8.7" not in message
         assert (await notify.get("/webhooks"))["subscriptions"] == []
         assert peer.connections == 0
+
+
+async def test_caseflow_up_allows_its_sandbox_receiver_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.notify.sandbox import Sandbox
+    from shared.supervisor import Stack
+
+    monkeypatch.delenv("CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS", raising=False)
+    stack = Stack(
+        data_dir=tmp_path,
+        database_url=None,
+        nats_url=None,
+        host="127.0.0.1",
+        ports={"notify": 3},
+        nats_port=4,
+    )
+    async with Sandbox() as sandbox:
+        stack.notify_env = sandbox.environment()  # what `caseflow up` reads from its sandbox
+        receiver = httpx.URL(sandbox.webhooks.endpoint())
+        sms = httpx.URL(str(sandbox.sms.settings().endpoint))
+        assert receiver.port is not None and sms.port is not None
+        loopback = ipaddress.ip_address("127.0.0.1")
+
+        def policy() -> EgressPolicy:
+            monkeypatch.setattr("os.environ", stack.service_env("notify", "nats://127.0.0.1:4"))
+            return NotifySettings().egress_policy()  # as `caseflow serve notify` reads it
+
+        sandbox_only = policy()
+        assert sandbox_only.refusal(loopback, receiver.port) is None
+        for port in (sms.port, sandbox.mailbox.port, 3, 4, 80):
+            assert sandbox_only.refusal(loopback, port) == "loopback"
+        # An operator's own networks are kept, the sandbox's receiver added.
+        monkeypatch.setenv("CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS", "10.20.0.0/16")
+        both = policy()
+        assert both.refusal(ipaddress.ip_address("10.20.1.2"), 443) is None
+        assert both.refusal(loopback, receiver.port) is None
+        assert both.refusal(loopback, sms.port) == "loopback"
