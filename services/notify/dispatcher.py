@@ -8,7 +8,10 @@ deliveries never waits for a channel at all.
 Each delivery is tried with exponential backoff and jitter (stamina) up to
 ``max_attempts`` in all, counting attempts made before a restart. A permanent refusal
 (a wrong address) or the last failed attempt ends it as a dead letter with a
-``NotificationFailed`` event; success ends it with ``NotificationSent``.
+``NotificationFailed`` event; success ends it with ``NotificationSent``. A webhook
+receiver's 410 Gone pauses the subscription instead (with the reason for its head) and
+holds its deliveries; before every attempt a webhook's subscription is looked up again,
+so a pause holds deliveries already being retried too.
 """
 
 from __future__ import annotations

@@ -418,7 +418,7 @@ def test_webhooks_reach_no_further_than_the_sandbox_receiver(
 ) -> None:
     """On the real stack (``caseflow serve`` with the sandbox's environment, as ``caseflow
     up`` runs it): the services, NATS and every spelling of loopback are refused at
-    registration; the sandbox's receiver alone is allowed, by any name of its address;
+    registration; the sandbox's receiver alone is allowed (127.1 is 127.0.0.1);
     its 410 pauses the subscription, and resuming sends what was held, signed."""
     with running_stack(sqlite_url, nats_url, tmp_path, **notify_extra(sandbox)) as stack:
         intake = stack["intake"].base_url
@@ -444,8 +444,8 @@ def test_webhooks_reach_no_further_than_the_sandbox_receiver(
             assert [e["field"] for e in refused.json()["errors"]] == ["url"]
         assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
 
-        # The receiver's address and port, here spelled as a name.
-        url = f"http://localhost:{receiver.port}/gone-then-back"
+        # The receiver's address and port, however spelled.
+        url = f"http://127.1:{receiver.port}/gone-then-back"
         created = post(hooks, HEAD, {"url": url, "event_types": ["CaseReceived"]})
         assert created.status_code == 201, created.text
         sub = created.json()

@@ -8,6 +8,8 @@ import ipaddress
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.notify.egress import (
     AddressRefused,
@@ -309,3 +311,21 @@ def test_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1:70000")
     with pytest.raises(ValueError, match="65535"):
         NotifySettings()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.builds("http://{}{}".format, st.text(max_size=30), st.text(max_size=10)),
+        st.builds("https://[{}]/".format, st.text(alphabet="0123456789abcdef:.%", max_size=40)),
+    )
+)
+def test_any_text_is_a_target_or_refused_in_words(url: str) -> None:
+    try:
+        target = parse_target(url)
+    except TargetInvalid as err:
+        assert str(err)
+        return
+    assert target.scheme in ("http", "https") and 1 <= target.port <= 65535
+    assert not any(c in target.host for c in "@%/\\ \t") and target.host.isascii()
