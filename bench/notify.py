@@ -73,6 +73,7 @@ from services.notify.channels import Channel
 from services.notify.channels.email import EmailChannel, EmailSettings
 from services.notify.channels.webhook import WebhookChannel, generate_secret
 from services.notify.dispatcher import ChannelLimits, Dispatcher, DispatchSettings
+from services.notify.egress import AllowedNetwork, EgressPolicy
 from services.notify.model import ChannelName, Outgoing, Recipient, delivery_id
 from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, WebhookReceiver, picked_for_failure
@@ -650,7 +651,11 @@ async def bench(
             email = TimedChannel(
                 EmailChannel(EmailSettings(host="127.0.0.1", port=recv.smtp_port, starttls=False))
             )
-            webhook = TimedChannel(WebhookChannel(timeout=settings.webhook.timeout_seconds))
+            # The receiver listens on loopback: allowed as an operator would allow it.
+            receiver = EgressPolicy((AllowedNetwork.endpoint(recv.webhook_url),))
+            webhook = TimedChannel(
+                WebhookChannel(timeout=settings.webhook.timeout_seconds, policy=receiver)
+            )
             dispatcher = Dispatcher(log, {"email": email, "webhook": webhook}, settings)
             counter = DatabaseCounter(engine)
             cpu = CpuClock(recv.proc.pid, postgres_pid)

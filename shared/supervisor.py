@@ -100,8 +100,10 @@ class Stack:
             raise SystemExit(f"caseflow: {err}") from None
         self.children["sandbox"] = proc
         self._say(
-            f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']} and SMS gateway "
-            f"http://127.0.0.1:{self.sandbox_ports['sms']}: what notify sends is in {folder}"
+            f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']}, SMS gateway "
+            f"http://127.0.0.1:{self.sandbox_ports['sms']} and webhook receiver "
+            f"http://127.0.0.1:{self.sandbox_ports['webhook']} (the one local address "
+            f"webhooks may reach): what notify sends is in {folder}"
         )
 
     def ensure_keys(self) -> None:
@@ -146,6 +148,10 @@ class Stack:
             env.setdefault(prefix + "AUDIT_KEY_FILE", str(audit_key))
         if service == "notify":
             env.update(self.notify_env)
+            # Webhooks may reach the sandbox's receiver, and what the operator allows.
+            allowed = "CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS"
+            if os.environ.get(allowed) and allowed in self.notify_env:
+                env[allowed] = f"{os.environ[allowed]},{self.notify_env[allowed]}"
         return env
 
     def _start_service(self, service: str, nats_url: str) -> None:

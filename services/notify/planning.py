@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from services.notify import outbox, subscriptions
+from services.notify.egress import TargetInvalid, parse_target
 from services.notify.model import PlannedNotice, Recipient, delivery_id
 from shared.bus.consumer import ConsumerSpec, UnitOfWork
 from shared.events import StoredEvent, utcnow
@@ -143,7 +144,9 @@ def planning_consumer(
 
 
 def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    """What the record shows of a webhook's URL: ``scheme://host[:port]``, as the
+    channel reads it."""
+    try:
+        return parse_target(url).display
+    except TargetInvalid:
+        return "(not a valid web address)"

@@ -33,6 +33,8 @@ class Subscription:
     secret: str
     description: str | None
     status: str
+    status_reason: str | None
+    """Why notify paused it (the receiver answered 410 Gone), or None."""
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -52,6 +54,7 @@ class Subscription:
             "url": self.url,
             "description": self.description,
             "status": self.status,
+            "status_reason": self.status_reason,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
@@ -68,6 +71,7 @@ def _subscription(row: sa.Row[Any]) -> Subscription:
         secret=m["secret"],
         description=m["description"],
         status=m["status"],
+        status_reason=m["status_reason"],
         created_by=m["created_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
@@ -148,17 +152,32 @@ async def for_event(conn: AsyncConnection, station: str, event_type: str) -> lis
 async def set_status(
     event_log: EventLog, subscription_id: uuid.UUID, status: str
 ) -> Subscription | None:
-    """Pause or resume; None if there is no such subscription."""
+    """Pause or resume (a person's doing: any reason notify gave is cleared); None if
+    there is no such subscription. Resuming makes its held deliveries due at once."""
     async with event_log.writer.begin() as conn:
         await conn.execute(
             s.update()
             .where(s.c.subscription_id == subscription_id)
-            .values(status=status, updated_at=utcnow())
+            .values(status=status, status_reason=None, updated_at=utcnow())
         )
+        if status == ACTIVE:
+            await outbox.due_now(conn, subscription_id)
         row = (
             await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
         ).first()
     return _subscription(row) if row else None
+
+
+async def pause_gone(event_log: EventLog, subscription_id: uuid.UUID, reason: str) -> bool:
+    """Pause an active subscription whose receiver said it is gone (HTTP 410), with the
+    reason its head reads; False if it was not active (paused or deleted meanwhile)."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            s.update()
+            .where(s.c.subscription_id == subscription_id, s.c.status == ACTIVE)
+            .values(status=PAUSED, status_reason=reason[:500], updated_at=utcnow())
+        )
+    return result.rowcount == 1
 
 
 async def delete(event_log: EventLog, subscription_id: uuid.UUID) -> int | None:

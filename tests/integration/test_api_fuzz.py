@@ -69,7 +69,8 @@ BUSINESS_RULES: dict[tuple[str, str], str] = {
     "that ends after it starts",
     ("GET", "/audit/cases/{case_ref}/timeline"): "basis only together with as_of",
     ("GET", "/audit/compliance"): "a station of the reference data, a period in order",
-    ("POST", "/webhooks"): "event types of the AsyncAPI catalogue",
+    ("POST", "/webhooks"): "event types of the AsyncAPI catalogue; a URL whose host resolves "
+    "to public addresses only (DNS, and the operator's allowed networks)",
 }
 
 CONFIG: dict[str, Any] = {
