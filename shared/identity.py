@@ -1,4 +1,5 @@
-"""Citizens' identifiers: the GB 11643 check digit, and masking for logs and notices."""
+"""Citizens' identifiers: the GB 11643 check digit, and masked forms of ID and phone
+numbers (``shared.privacy`` masks whole values and free text with them)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,3 @@ def mask_id_number(value: str) -> str:
 def mask_phone(value: str) -> str:
     """``138****5678``."""
     return value[:3] + "****" + value[-4:] if len(value) == 11 else "*" * len(value)
-
-
-_ID_ANYWHERE = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dX])(?![\dX])")
-_PHONE_ANYWHERE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
-
-
-def mask_text(text: str) -> str:
-    """Mask every ID number and mobile number found in free text."""
-    text = _ID_ANYWHERE.sub(r"\1********\2", text)
-    return _PHONE_ANYWHERE.sub(r"\1****\2", text)

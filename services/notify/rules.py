@@ -21,6 +21,7 @@ from services.notify.model import ChannelName, PlannedNotice, Recipient
 from shared.bus.asyncapi import event_payloads
 from shared.events import StoredEvent
 from shared.identity import mask_phone
+from shared.privacy import mask_email
 from shared.workcalendar import local_date
 from shared.workflow.reference import Reference, load_reference
 from shared.workflow.state import CaseState, Task, fold
@@ -205,7 +206,7 @@ class Planner:
                 address = applicant.get("phone" if channel == "sms" else "email")
                 if not address:
                     continue
-                masked = mask_phone(address) if channel == "sms" else templates._mask_email(address)
+                masked = mask_phone(address) if channel == "sms" else mask_email(address)
                 found.append((Recipient("applicant", str(address), masked, language), channel, {}))
         elif rule.tell == "station_head" and after.station:
             contact = self.contacts.of(after.station, "station_head")
@@ -229,7 +230,7 @@ class Planner:
         found: list[tuple[Recipient, ChannelName, dict[str, Any]]] = []
         for channel in channels:
             if channel == "email":
-                masked = templates._mask_email(contact.email)
+                masked = mask_email(contact.email)
                 found.append((Recipient(audience, contact.email, masked), "email", extra))
             elif channel == "sms" and contact.phone:
                 found.append(
