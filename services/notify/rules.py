@@ -21,7 +21,7 @@ from services.notify.model import ChannelName, PlannedNotice, Recipient
 from shared.bus.asyncapi import event_payloads
 from shared.events import StoredEvent
 from shared.identity import mask_phone
-from shared.privacy import mask_email
+from shared.privacy import mask_email, masked
 from shared.workcalendar import local_date
 from shared.workflow.reference import Reference, load_reference
 from shared.workflow.state import CaseState, Task, fold
@@ -268,7 +268,8 @@ class Planner:
                 item = {"name_zh": state.item_code, "name_en": state.item_code}
         elif state.case_kind:
             item = {"name_zh": state.case_kind, "name_en": state.case_kind.replace("_", " ")}
-        payload = dict(event.payload)
+        # The event as the log holds it, personal data and all: templates get it masked.
+        payload: dict[str, Any] = masked(event.payload)
         reasons = payload.get("reasons") or ([payload["reason"]] if payload.get("reason") else [])
         missing = payload.get("missing") or []
         return {

@@ -351,3 +351,13 @@ def test_templates_know_the_applicant_only_masked() -> None:
         "email": "w***@example.cn",
     }
     assert templates.environment().filters["mask_email"]("wang@example.cn") == "w***@example.cn"
+
+
+def test_templates_get_the_event_payload_masked_too(planner: Planner) -> None:
+    [received] = history(planner, "CaseReceived")
+    state = fold([received], planner.reference.workflows)
+    context = planner._context(received, state)
+    shown = repr(context)
+    for clear in (APPLICANT["phone"], APPLICANT["id_number"], APPLICANT["email"]):
+        assert clear not in shown
+    assert context["p"]["applicant"]["email"] == "w***@example.cn"
