@@ -62,8 +62,13 @@ def mask_text(text: str) -> str:
     if "@" in text:
         # First: a mailbox may be a number (13812345678@qq.com is common).
         text = _EMAIL_ANYWHERE.sub(_mask_found_email, text)
-    text = _ID_ANYWHERE.sub(r"\1********\2", text)
-    return _PHONE_ANYWHERE.sub(r"\1****\2", text)
+    # search() first: most text holds no number, and sub() with a template costs ten
+    # times more than a search that finds nothing (the relay masks every event).
+    if _ID_ANYWHERE.search(text):
+        text = _ID_ANYWHERE.sub(r"\1********\2", text)
+    if _PHONE_ANYWHERE.search(text):
+        text = _PHONE_ANYWHERE.sub(r"\1****\2", text)
+    return text
 
 
 def masked(value: Any, key: str = "") -> Any:
