@@ -238,7 +238,7 @@ _DEAD_LETTER_REASONS = [
     "not a caseflow event envelope: … (undecodable; dead-lettered at once)",
     "not in the log: case <case_id> has no event <event_id>; the message is not a caseflow "
     "event and was not handled (dead-lettered at once, nothing recorded)",
-    "the log's event <event_id> is a <EventType> of a <case_kind>, published on "
+    "the log's event <event_id> is <EventType> (<case_kind>), published on "
     "caseflow.events.<case_kind>.<EventType>, not on <subject>; the message was not handled "
     "(dead-lettered at once)",
     "<EventType> schema version N is newer than this code knows (version M); upgrade the "

@@ -374,8 +374,8 @@ class Consumer:
                     refused[delivery] = str(found)
                 elif delivery.msg.subject != event_subject(found.case_kind, found.event_type):
                     refused[delivery] = (
-                        f"the log's event {found.event_id} is a {found.event_type} of a "
-                        f"{found.case_kind}, published on "
+                        f"the log's event {found.event_id} is {found.event_type} "
+                        f"({found.case_kind}), published on "
                         f"{event_subject(found.case_kind, found.event_type)}, not on "
                         f"{delivery.msg.subject}; the message was not handled"
                     )

@@ -310,7 +310,7 @@ async def test_the_handler_gets_the_log_copy_not_the_message(
     )
     [letter] = await _dead_letters(nc, 1)
     reason = (letter.headers or {})["Caseflow-Dead-Letter-Reason"]
-    assert "is a CaseReceived of a application" in reason
+    assert f"{stored.event_id} is CaseReceived (application)" in reason
     assert "not on caseflow.events.application.CaseApproved" in reason
     assert len(seen) == 1
 
