@@ -11,6 +11,9 @@ municipal-district codes those lists left out). Only its data is used: its own c
 compare dates as text, accept any year up to the current one (a birth date later this year
 passes) and, in strict mode, tie the code to the birth year (which refuses everyone born
 before their district got its code).
+
+Masked forms of ID and phone numbers are here; ``shared.privacy`` masks whole values and
+free text with them.
 """
 
 from __future__ import annotations
@@ -159,15 +162,3 @@ def mask_id_number(value: str) -> str:
 def mask_phone(value: str) -> str:
     """``138****5678``."""
     return value[:3] + "****" + value[-4:] if len(value) == 11 else "*" * len(value)
-
-
-# Any decimal digit here (``\d``), and full-width 1 and 3-9: a number typed in full-width
-# digits into a note is still masked in the logs.
-_ID_ANYWHERE = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXＸ])(?![\dXＸ])")
-_PHONE_ANYWHERE = re.compile(r"(?<!\d)([1１][3-9３-９]\d)\d{4}(\d{4})(?!\d)")
-
-
-def mask_text(text: str) -> str:
-    """Mask every ID number and mobile number found in free text."""
-    text = _ID_ANYWHERE.sub(r"\1********\2", text)
-    return _PHONE_ANYWHERE.sub(r"\1****\2", text)

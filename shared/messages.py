@@ -181,6 +181,28 @@ class PersonalDataViewed(_Payload):
     fields: list[str] = Field(description="What was shown, e.g. name, phone, id_number")
 
 
+class PersonalDataDisclosed(_Payload):
+    """The applicant's personal data went to another authority: the request that forwards a
+    case to its department (``caseflow.dept.<authority>.requests``) carries the applicant
+    in full, because the department decides on the application. A fact on the case, as
+    ``PersonalDataViewed`` is: the status is unchanged, nobody is told; one per forwarding
+    (its id derives from the ``CaseForwarded`` event's, its ``causation_id``)."""
+
+    to: str = Field(description="The authority it was disclosed to, e.g. hc_forestry (披露对象)")
+    fields: list[str] = Field(
+        description="What of the applicant was disclosed, e.g. id_number, name, phone"
+    )
+    channel: str = Field(
+        description="How: the subject of the department's requests, "
+        "e.g. caseflow.dept.hc_forestry.requests"
+    )
+    reason: str = Field(description="Why (披露理由)")
+    request_id: str = Field(
+        description="The request's Nats-Msg-Id (the CaseForwarded event's id), as the "
+        "department received it"
+    )
+
+
 class DepartmentRequest(_Payload):
     """A forwarded case, sent to its department on ``caseflow.dept.<authority>.requests``."""
 
@@ -221,6 +243,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "ForwardOverdue": ForwardOverdue,
     "VisitorReceived": VisitorReceived,
     "PersonalDataViewed": PersonalDataViewed,
+    "PersonalDataDisclosed": PersonalDataDisclosed,
 }
 """Payload models of events that are not a workflow action's body (those come from
 ``shared.workflow.payloads``)."""

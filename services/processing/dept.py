@@ -1,10 +1,14 @@
 """Forwarding over the bus: requests to departments, and their answers.
 
 A forwarded case is published on ``caseflow.dept.<authority>.requests`` (``Nats-Msg-Id``
-= the ``CaseForwarded`` event id, so a redelivery is dropped by JetStream). A department
-system answers on ``caseflow.dept.<authority>.answers``; processing records the answer
-as that authority's decision, exactly as a department officer's ``approve``/``reject``
-over HTTP would be, with the message id as the Idempotency-Key.
+= the ``CaseForwarded`` event id, so a redelivery is dropped by JetStream). The request
+carries the applicant in full (the department decides on them), so the same unit of work
+records ``PersonalDataDisclosed`` on the case: to which authority, which fields, over
+which subject, why; its event id derives from the ``CaseForwarded`` event's, so a
+redelivery records it once. A department system answers on
+``caseflow.dept.<authority>.answers``; processing records the answer as that authority's
+decision, exactly as a department officer's ``approve``/``reject`` over HTTP would be,
+with the message id as the Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from shared.bus.headers import (
     MSG_ID_HEADER,
 )
 from shared.bus.streams import DEPT_STREAM, dept_subject, dlq_subject
-from shared.events import StoredEvent
+from shared.events import NewEvent, StoredEvent, utcnow
 from shared.messages import DepartmentAnswer, DepartmentRequest
 from shared.workflow import engine
 from shared.workflow.payloads import Approve, Reject
@@ -38,6 +42,11 @@ from shared.workflow.service import ActionRefusedError, CaseService, NotFound
 from shared.workflow.state import fold
 
 log = structlog.get_logger("caseflow.processing.dept")
+
+DISCLOSURE_REASON = (
+    "转办：部门依申请人信息作出决定 / forwarded: the department decides on the application"
+)
+"""Why a forwarding discloses the applicant (the reason recorded on the case)."""
 
 ANSWERS_CONSUMER = "processing-dept-answers"
 ANSWERS_FILTER = "caseflow.dept.*.answers"
@@ -53,7 +62,8 @@ def request_publisher(
         nc = get_nc()
         if nc is None:
             raise RuntimeError("not connected to NATS yet")
-        state = fold(await uow.read_case(event.case_id), service.workflows)
+        history = await uow.read_case(event.case_id)
+        state = fold(history, service.workflows)
         authority = str(event.payload["to"])
         request = DepartmentRequest(
             case_id=str(event.case_id),
@@ -67,14 +77,53 @@ def request_publisher(
             materials=list(state.materials),
             answer_subject=dept_subject(authority, "answers"),
         )
+        subject = dept_subject(authority, "requests")
+        disclosed = disclosure(event, state.authority, authority, subject, request.applicant)
+        if disclosed is not None and all(e.event_id != disclosed.event_id for e in history):
+            # Recorded before the publish, committed after it: a failed publish records
+            # nothing, and a commit that fails after the publish is retried (JetStream
+            # drops the repeated request by its Nats-Msg-Id; the id finds the record).
+            await uow.append(event.case_id, state.version, [disclosed], case_kind=event.case_kind)
         await nc.jetstream().publish(
-            dept_subject(authority, "requests"),
+            subject,
             request.model_dump_json().encode(),
             headers={MSG_ID_HEADER: str(event.event_id)},
         )
         log.info("forwarded to department", case_id=str(event.case_id), authority=authority)
 
     return publish_request
+
+
+def disclosure(
+    forwarded: StoredEvent,
+    authority: str | None,
+    to: str,
+    subject: str,
+    applicant: dict[str, object] | None,
+) -> NewEvent | None:
+    """``PersonalDataDisclosed`` for the request of ``forwarded`` (None if it names nobody).
+
+    ``authority`` is the one the case is handled for (the discloser), ``to`` the
+    department's; the event id derives from the ``CaseForwarded`` event's."""
+    fields = sorted(k for k, v in (applicant or {}).items() if v not in (None, ""))
+    if not fields:
+        return None
+    return NewEvent(
+        event_id=engine.deterministic_id(forwarded.event_id, "PersonalDataDisclosed"),
+        event_type="PersonalDataDisclosed",
+        occurred_at=utcnow(),
+        actor=engine.SYSTEM.actor(),
+        authority=authority,
+        correlation_id=forwarded.correlation_id,
+        causation_id=str(forwarded.event_id),
+        payload={
+            "to": to,
+            "fields": fields,
+            "channel": subject,
+            "reason": DISCLOSURE_REASON,
+            "request_id": str(forwarded.event_id),
+        },
+    )
 
 
 class AnswerListener:

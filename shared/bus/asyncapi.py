@@ -11,8 +11,10 @@ What it covers:
 - every event type, per case kind, on ``caseflow.events.<case_kind>.<EventType>``: those
   the workflow definitions record and those the code records outside them (refusals,
   task claims, clock warnings, overdue forwards, notices sent or given up on, visits,
-  delegation instruments), each message with its ``x-schema-version`` and, where the
-  log still holds older versions, those versions as messages of their own;
+  personal data viewed or disclosed, delegation instruments), each message with its
+  ``x-schema-version`` and, where the log still holds older versions, those versions as
+  messages of their own. Each is the event's masked view (``personal_data: masked``, the
+  ``Caseflow-Personal-Data`` header) carrying the stored row's ``hash``;
 - the department subjects ``caseflow.dept.<authority>.requests`` and ``.answers``;
 - the dead letters ``caseflow.dlq.<consumer>`` of every consumer (:data:`CONSUMERS`),
   with the reason headers, and where notify keeps the deliveries it gave up on;
@@ -24,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -34,6 +36,7 @@ from shared.bus.headers import (
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
+    PERSONAL_DATA_HEADER,
 )
 from shared.bus.streams import (
     DEPT_STREAM,
@@ -133,6 +136,7 @@ def _code_events() -> list[tuple[str, type[BaseModel], tuple[str, ...]]]:
         ("NotificationFailed", NotificationFailed, told),
         ("VisitorReceived", PAYLOADS["VisitorReceived"], ("reception",)),
         ("PersonalDataViewed", PAYLOADS["PersonalDataViewed"], ("application",)),
+        ("PersonalDataDisclosed", PAYLOADS["PersonalDataDisclosed"], ("application",)),
     ]
     found += [(t, model, ("delegation",)) for t, model in DELEGATION_PAYLOADS.items()]
     return found
@@ -171,7 +175,16 @@ class ActorSchema(BaseModel):
 
 
 class EnvelopeSchema(BaseModel):
-    """Every event on ``caseflow.events.>``: the envelope around the payload, as stored."""
+    """Every event on ``caseflow.events.>``: the envelope around the payload, a masked view
+    of the event as stored.
+
+    ID numbers, phone numbers and e-mail addresses are masked in the payload
+    (``110105********002X``, ``138****5678``, ``w***@example.com``), and
+    ``personal_data`` says so. The log is the record and the bus is distribution:
+    ``hash`` is the stored row's and does not verify against a masked payload (an
+    auditor verifies the log or its export). caseflow's own consumers take each event
+    from the log by its ``case_id`` and ``event_id``; a message whose event the log does
+    not hold is dead-lettered unhandled."""
 
     position: int = Field(description="global position in the log")
     event_id: str = Field(description="also the Nats-Msg-Id header")
@@ -181,7 +194,7 @@ class EnvelopeSchema(BaseModel):
     event_type: str
     schema_version: int = Field(
         description="version of the payload's schema (x-schema-version of the message); "
-        "the bus carries events as stored, so older versions appear too"
+        "the bus carries events at the version stored, so older versions appear too"
     )
     occurred_at: str = Field(description="ISO 8601: when it happened")
     recorded_at: str = Field(description="ISO 8601: when the log recorded it")
@@ -191,11 +204,19 @@ class EnvelopeSchema(BaseModel):
     delegation_version: int | None
     correlation_id: str | None
     causation_id: str | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] = Field(
+        description="the payload with ID and phone numbers and e-mail addresses masked"
+    )
     prev_hash: str | None = Field(description="hash of the case's previous event")
     hash: str = Field(
         description="SHA-256 over the canonical encoding of the event as stored (the "
-        "version and payload the log holds)"
+        "version and the unmasked payload the log holds): it identifies the stored row "
+        "and does not verify against this masked copy"
+    )
+    personal_data: Literal["masked"] = Field(
+        description="a masked view: personal data is masked in the payload (also the "
+        f"{PERSONAL_DATA_HEADER} header); the full applicant is read through "
+        "GET /cases/{id}/applicant, with a reason, recorded as PersonalDataViewed"
     )
 
 
@@ -204,11 +225,22 @@ _EVENT_HEADERS = {
     "properties": {
         MSG_ID_HEADER: {"type": "string", "description": "the event id (JetStream de-duplicates)"},
         CORRELATION_HEADER: {"type": "string", "description": "the request that caused it"},
+        PERSONAL_DATA_HEADER: {
+            "const": "masked",
+            "description": "the payload is a masked view (ID and phone numbers, e-mail "
+            "addresses); hash is the stored row's",
+        },
     },
+    "required": [MSG_ID_HEADER, PERSONAL_DATA_HEADER],
 }
 
 _DEAD_LETTER_REASONS = [
     "not a caseflow event envelope: … (undecodable; dead-lettered at once)",
+    "not in the log: case <case_id> has no event <event_id>; the message is not a caseflow "
+    "event and was not handled (dead-lettered at once, nothing recorded)",
+    "the log's event <event_id> is <EventType> (<case_kind>), published on "
+    "caseflow.events.<case_kind>.<EventType>, not on <subject>; the message was not handled "
+    "(dead-lettered at once)",
     "<EventType> schema version N is newer than this code knows (version M); upgrade the "
     "consumer, then re-drive the message (dead-lettered at once)",
     "<ExceptionType>: … (the handler failed on every one of max_deliver attempts, 5)",
@@ -274,13 +306,13 @@ def _event_message(
     summary = inspect.cleandoc(model.__doc__ or "")
     if version < current:
         summary += (
-            f"\n\nAn earlier schema version still in the log, published as stored; "
+            f"\n\nAn earlier schema version still in the log, published at that version; "
             f"caseflow's consumers read it upcast to version {current}."
         )
     elif current > 1:
         summary += (
-            f"\n\nEvents stored before version {current} are published as stored, with "
-            f"their own schema_version ({', '.join(str(v) for v in range(1, current))})."
+            f"\n\nEvents stored before version {current} are published at their own "
+            f"schema_version ({', '.join(str(v) for v in range(1, current))})."
         )
     return {
         "name": event_type,
@@ -372,8 +404,12 @@ def document() -> dict[str, Any]:
             "title": "caseflow events",
             "version": "0.2.0",
             "description": "Every committed event of the caseflow log, published on NATS "
-            f"JetStream (stream {EVENTS_STREAM}) as stored, with its payload's "
-            "schema_version; requests to departments and their answers (stream "
+            f"JetStream (stream {EVENTS_STREAM}) as a masked view (ID and phone numbers "
+            "and e-mail addresses masked, personal_data: masked, the stored row's hash) "
+            "with its payload's schema_version — the log is the record, the bus is "
+            "distribution, and caseflow's consumers read each event from the log; requests "
+            "to departments, which carry the applicant in full (each one recorded on the "
+            "case as PersonalDataDisclosed), and their answers (stream "
             f"{DEPT_STREAM}); and the dead letters of caseflow's consumers (stream "
             f"{DLQ_STREAM}). Payload schemas are versioned per event type: a message's "
             "x-schema-version is the version it describes, x-current-schema-version the "
@@ -431,6 +467,9 @@ def _departments(
             "requests",
             "send",
             "A forwarded case for its department to decide; answer on its answer_subject. "
+            "It carries the applicant in full (the department decides on them): each "
+            "request is recorded on the case as PersonalDataDisclosed (to which "
+            "authority, which fields, over this subject, why). "
             "A department system reads it with a durable pull consumer of its own on "
             f"stream {DEPT_STREAM} (e.g. dept-<authority>) and acks after its answer "
             "was stored",

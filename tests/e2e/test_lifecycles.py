@@ -284,11 +284,13 @@ class Station:
         )
 
     def history(self, case_id: str, who: Person) -> list[str]:
-        """The case's event types, leaving out notifications (they arrive when they do)."""
+        """The case's event types, leaving out notifications and the record of a forwarded
+        case's disclosure to its department (they arrive when they do)."""
         return [
             e["event_type"]
             for e in self.events(case_id, who)
             if not e["event_type"].startswith("Notification")
+            and e["event_type"] != "PersonalDataDisclosed"
         ]
 
     def worklist(self, who: Person) -> list[dict[str, Any]]:
@@ -482,6 +484,11 @@ def test_forwarded_item_decided_by_the_department_over_http(
         "TaskClaimed",
         *steps[5:],
     ]
+    # The request to the town carried the applicant: recorded once, naming the town.
+    disclosed = [
+        e for e in desk.events(case_id, XF_CLERK) if e["event_type"] == "PersonalDataDisclosed"
+    ]
+    assert [e["payload"]["to"] for e in disclosed] == ["banqiao_town"]
 
 
 def test_forwarded_item_decided_by_the_department_over_nats(

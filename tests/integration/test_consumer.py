@@ -10,6 +10,7 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
+import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -18,7 +19,9 @@ from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
 from shared.bus.relay import Relay
 from shared.bus.streams import DLQ_STREAM, declare_streams
 from shared.eventlog import EventLog
+from shared.eventlog.schema import inbox
 from shared.events import NewEvent, StoredEvent
+from shared.upcasting import upcast
 
 TALLY = uuid.UUID(int=1)
 
@@ -195,3 +198,122 @@ async def test_consumer_resumes_after_nats_server_restart(
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         await client.close()
         devservers.stop_process(proc)
+
+
+async def _dead_letters(nc: NATS, count: int) -> list[Msg]:
+    dlq = await nc.jetstream().subscribe("caseflow.dlq.>", stream=DLQ_STREAM, ordered_consumer=True)
+    try:
+        return [await dlq.next_msg(timeout=10) for _ in range(count)]
+    finally:
+        await dlq.unsubscribe()
+
+
+async def _inbox(log: EventLog, event_id: uuid.UUID) -> int:
+    async with log.engine.connect() as conn:
+        rows = await conn.execute(sa.select(inbox).where(inbox.c.event_id == event_id))
+        return len(rows.all())
+
+
+def _forged(case_id: uuid.UUID, event_id: uuid.UUID, **payload: object) -> bytes:
+    """An envelope as the relay would publish it, for an event the log does not hold."""
+    return orjson.dumps(
+        {
+            "position": 1,
+            "event_id": str(event_id),
+            "case_id": str(case_id),
+            "case_kind": "application",
+            "version": 1,
+            "event_type": "CaseReceived",
+            "schema_version": 2,
+            "occurred_at": "2026-03-02T01:30:00+00:00",
+            "recorded_at": "2026-03-02T01:30:00+00:00",
+            "actor": {"user": "li.clerk", "role": "window_clerk", "station": "xuefeng_station"},
+            "payload": payload,
+            "hash": "0" * 64,
+        }
+    )
+
+
+async def test_a_message_whose_event_is_not_in_the_log_is_dead_lettered_unhandled(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+) -> None:
+    good = await _append(log, 2)
+    forged_id = uuid.uuid4()
+    js = nc.jetstream()
+    await js.publish(
+        "caseflow.events.application.CaseReceived",
+        _forged(uuid.uuid4(), forged_id),
+        headers={"Nats-Msg-Id": str(forged_id)},
+    )
+    running(Consumer(spec(), log, nc))
+    await _until(lambda: _has(log, 2))
+
+    [letter] = await _dead_letters(nc, 1)
+    headers = letter.headers or {}
+    assert f"has no event {forged_id}" in headers["Caseflow-Dead-Letter-Reason"]
+    assert "not in the log" in headers["Caseflow-Dead-Letter-Reason"]
+    assert headers["Caseflow-Original-Subject"] == "caseflow.events.application.CaseReceived"
+    await asyncio.sleep(0.5)
+    assert sorted(await _handled(log)) == sorted(str(i) for i in good)  # no effect
+    assert await _inbox(log, forged_id) == 0  # not even marked as handled
+
+
+async def test_a_forged_id_does_not_shadow_the_real_event_that_comes_later(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+) -> None:
+    # Someone publishes an id before caseflow records it (ids derived from keys can be
+    # guessed): the real event must still be handled when it is recorded.
+    case_id, event_id = uuid.uuid4(), uuid.uuid4()
+    await nc.jetstream().publish(
+        "caseflow.events.application.CaseReceived",
+        _forged(case_id, event_id),
+        headers={"Nats-Msg-Id": f"forged-{event_id}"},
+    )
+    running(Consumer(spec(), log, nc))
+    await _dead_letters(nc, 1)
+    await log.append(
+        case_id,
+        0,
+        [NewEvent(event_id=event_id, event_type="CaseReceived")],
+        case_kind="application",
+    )
+    await _until(lambda: _has(log, 1))
+    assert await _handled(log) == [str(event_id)]
+
+
+async def test_the_handler_gets_the_log_copy_not_the_message(
+    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+) -> None:
+    seen: list[StoredEvent] = []
+
+    async def keep(event: StoredEvent, uow: UnitOfWork) -> None:
+        seen.append(event)
+
+    [event_id] = await _append(log, 1, phone="13812345678", email="wang@example.cn")
+    [stored] = await log.read_all()
+    # The relay's message masks the payload; the handler is given the stored one.
+    running(Consumer(spec(handler=keep), log, nc))
+    await _until(lambda: _true(bool(seen)))
+    [handled] = seen
+    assert handled.event_id == event_id
+    assert handled.payload["phone"] == "13812345678"
+    assert handled.payload["email"] == "wang@example.cn"
+    assert handled == upcast(stored) and handled.hash == stored.hash
+
+    # A real id published with another payload, or on another subject, changes nothing.
+    tampered = {**stored.envelope(), "payload": {"poison": True}}
+    js = nc.jetstream()
+    await js.publish(
+        "caseflow.events.application.CaseApproved",
+        orjson.dumps(tampered),
+        headers={"Nats-Msg-Id": "tampered-subject"},
+    )
+    [letter] = await _dead_letters(nc, 1)
+    reason = (letter.headers or {})["Caseflow-Dead-Letter-Reason"]
+    assert f"{stored.event_id} is CaseReceived (application)" in reason
+    assert "not on caseflow.events.application.CaseApproved" in reason
+    assert len(seen) == 1
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -116,3 +116,41 @@ async def test_relay_wakes_on_another_process_commit_via_notify(
     await relay_engine.dispose()
     await writer_engine.dispose()
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
+
+
+async def test_relay_publishes_a_masked_view_with_the_stored_hash(log: EventLog, nc: NATS) -> None:
+    applicant = {
+        "name": "王秀英",
+        "phone": "13812345678",
+        "id_number": "11010519491231002X",
+        "email": "wang.xiuying@example.cn",
+    }
+    note = "申请人电话 13812345678，邮箱 wang.xiuying@example.cn"
+    result = await log.append(
+        uuid.uuid4(),
+        0,
+        [NewEvent(event_type="CaseReceived", payload={"applicant": applicant, "note": note})],
+        case_kind="application",
+    )
+    [stored] = result.events
+    await Relay(log, nc.jetstream()).publish_pending()
+    sub = await nc.jetstream().subscribe("caseflow.events.>", ordered_consumer=True)
+    msg = await sub.next_msg(timeout=5)
+    await sub.unsubscribe()
+
+    for clear in ("13812345678", "11010519491231002X", "wang.xiuying@example.cn", "wang.xiuying"):
+        assert clear.encode() not in msg.data
+    assert (msg.headers or {})["Caseflow-Personal-Data"] == "masked"
+    published = orjson.loads(msg.data)
+    assert published["personal_data"] == "masked"
+    assert published["payload"]["applicant"] == {
+        "name": "王秀英",
+        "phone": "138****5678",
+        "id_number": "110105********002X",
+        "email": "w***@example.cn",
+    }
+    assert published["payload"]["note"] == "申请人电话 138****5678，邮箱 w***@example.cn"
+    # The hash is the stored row's: the log is the record, the message only a view of it.
+    assert published["hash"] == stored.hash and published["event_id"] == str(stored.event_id)
+    [kept] = await log.read_case(stored.case_id)
+    assert kept.payload["applicant"] == applicant

@@ -1,7 +1,7 @@
 """A pre-upgrade event in the log reaches handlers upcast, over the real relay and NATS.
 
 The log keeps the event as stored (schema version 1, its hash still verifies); the
-consumer's handler sees version 2, in the message and in the case's history. An event
+consumer's handler sees version 2, in the log's copy it is given and in the case's history. An event
 newer than the code knows is dead-lettered with the reason, never handled.
 """
 

@@ -102,6 +102,7 @@ def test_the_source_scan_finds_what_the_code_records() -> None:
     assert "services/intake/api.py" in code["VisitorReceived"]
     assert "shared/delegation.py" in code["DelegationRevoked"]
     assert "shared/workflow/engine.py" in code["ActionRefused"]
+    assert "services/processing/dept.py" in code["PersonalDataDisclosed"]
 
 
 def test_every_recordable_event_has_a_message_with_its_schema_version(
@@ -281,3 +282,32 @@ def test_operations_point_at_channels_and_messages_that_exist(doc: dict[str, Any
         resolve(ref)  # a dangling reference raises KeyError
     for operation in doc["operations"].values():
         assert operation["action"] in ("send", "receive")
+
+
+def test_events_on_the_bus_are_documented_as_a_masked_view(doc: dict[str, Any]) -> None:
+    envelope = doc["components"]["schemas"]["Envelope"]
+    assert envelope["properties"]["personal_data"]["const"] == "masked"
+    assert "personal_data" in envelope["required"]
+    assert (
+        "does not verify against this masked copy" in envelope["properties"]["hash"]["description"]
+    )
+    assert "the log is the record" in doc["info"]["description"]
+    headers = doc["components"]["messages"]["CaseReceived"]["headers"]
+    assert headers["properties"]["Caseflow-Personal-Data"]["const"] == "masked"
+    assert "Caseflow-Personal-Data" in headers["required"]
+    reasons = doc["components"]["messages"]["DeadLetter"]["headers"]["properties"][
+        "Caseflow-Dead-Letter-Reason"
+    ]["examples"]
+    assert any(r.startswith("not in the log") for r in reasons)
+
+
+def test_a_disclosure_to_a_department_is_a_documented_fact(doc: dict[str, Any]) -> None:
+    message = doc["components"]["messages"]["PersonalDataDisclosed"]
+    assert "the status is unchanged, nobody is told" in message["summary"]
+    payload = doc["components"]["schemas"]["PersonalDataDisclosedPayload"]
+    assert {"to", "fields", "channel", "reason", "request_id"} <= set(payload["required"])
+    assert doc["channels"]["PersonalDataDisclosed"]["parameters"]["case_kind"]["enum"] == [
+        "application"
+    ]
+    request = doc["components"]["messages"]["DepartmentRequest"]["description"]
+    assert "PersonalDataDisclosed" in request
