@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
-import nats
 import stamina
 import structlog
 import yaml
@@ -22,9 +22,11 @@ from nats.aio.msg import Msg
 
 from shared import http
 from shared.bus import asyncapi
+from shared.bus.access import RELAY
+from shared.bus.client import connect
 from shared.bus.consumer import Consumer, ConsumerSpec
 from shared.bus.relay import Relay
-from shared.bus.streams import declare_streams
+from shared.bus.streams import WAKE_SUBJECT, declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
 from shared.settings import ServiceSettings
@@ -32,7 +34,7 @@ from shared.timers import TimerSpec, TimerWheel
 
 log = structlog.get_logger("caseflow.runtime")
 
-WAKE_SUBJECT = "caseflow.internal.relay.wake"
+__all__ = ["WAKE_SUBJECT", "Runtime", "create_service_app"]
 
 
 class Runtime:
@@ -51,6 +53,8 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         self.log = EventLog(self.engine)
         self.nc: NATS | None = None
+        self.relay_nc: NATS | None = None
+        """The relay's own connection: only the relay's credential may publish events."""
         self.consumers: list[Consumer] = []
         self.timers = TimerWheel(self.log, timers) if timers else None
         """The durable timers' wheel, when the service has timer kinds to fire."""
@@ -82,24 +86,38 @@ class Runtime:
     async def _disconnected(self) -> None:
         log.warning("disconnected from NATS")
 
-    async def _connect(self) -> NATS:
+    async def _connect(self, user: str, seed_file: Path, **callbacks: Any) -> NATS:
+        """Connect as ``user`` with its seed, retrying until the server takes it."""
         async for attempt in stamina.retry_context(
             on=Exception, attempts=None, timeout=None, wait_max=2.0
         ):
             with attempt:
-                return await nats.connect(
+                return await connect(
                     self.settings.nats_url,
-                    name=f"caseflow-{self.service}",
+                    user=user,
+                    seed_file=seed_file,
+                    name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
-                    reconnected_cb=self._reconnected,
-                    disconnected_cb=self._disconnected,
+                    **callbacks,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect_and_run(self) -> None:
-        self.nc = await self._connect()
+        seed = self.settings.nats_seed_file
+        if seed is None:
+            log.error(
+                "no NATS credential: set the service's NATS_SEED_FILE; not connecting",
+                service=self.service,
+            )
+            return
+        self.nc = await self._connect(
+            self.service,
+            seed,
+            reconnected_cb=self._reconnected,
+            disconnected_cb=self._disconnected,
+        )
         js = self.nc.jetstream()
         async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None):
             with attempt:
@@ -107,8 +125,12 @@ class Runtime:
         log.info("connected to NATS", url=self.settings.nats_url)
         workers = []
         await self._share_wakeups(self.nc)
-        if self.settings.relay:
-            relay = Relay(self.log, js)
+        relay_seed = self.settings.nats_relay_seed_file
+        if self.settings.relay and relay_seed is None:
+            log.warning("no relay credential (NATS_RELAY_SEED_FILE): this process relays nothing")
+        if self.settings.relay and relay_seed is not None:
+            self.relay_nc = await self._connect(RELAY, relay_seed)
+            relay = Relay(self.log, self.relay_nc.jetstream())
 
             async def wake(_msg: Msg) -> None:
                 relay.wakeup.set()
@@ -162,9 +184,10 @@ class Runtime:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("background task failed", error=repr(task.exception()))
-        if self.nc is not None and self.nc.is_connected:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), grace)
+        for nc in (self.nc, self.relay_nc):
+            if nc is not None and nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.drain(), grace)
         for close in self.on_shutdown:
             try:
                 await close()
@@ -181,9 +204,18 @@ class Runtime:
             checks["database"] = "ok"
         except Exception as err:
             checks["database"] = f"unreachable: {type(err).__name__}"
-        nc = self.nc
-        checks["nats"] = "ok" if nc is not None and nc.is_connected else "unreachable"
+        checks["nats"] = self._nats_state()
         return checks
+
+    def _nats_state(self) -> str:
+        if self.settings.nats_seed_file is None:
+            return "no credential (NATS_SEED_FILE is not set)"
+        if self.nc is None or not self.nc.is_connected:
+            return "unreachable"
+        relaying = self.settings.relay and self.settings.nats_relay_seed_file is not None
+        if relaying and (self.relay_nc is None or not self.relay_nc.is_connected):
+            return "unreachable (the relay's connection)"
+        return "ok"
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -19,7 +19,7 @@ from shared import devservers
 from shared.auth import KeyPair
 from shared.db import create_engine, migrate
 from shared.eventlog import EventLog
-from tests.services import session_keys
+from tests.services import session_bus, session_keys
 
 TEMPLATE = "caseflow_template"
 
@@ -121,8 +121,12 @@ def log(engine: AsyncEngine) -> EventLog:
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream-enabled nats-server shared by the session (tests use unique streams)."""
-    with devservers.nats_server(tmp_path_factory.mktemp("nats")) as url:
+    """A JetStream-enabled nats-server shared by the session (tests use unique streams),
+    with the session's users (``tests.services.session_bus``): nobody connects without
+    an NKEY."""
+    with devservers.nats_server(
+        tmp_path_factory.mktemp("nats"), config=session_bus().config_path
+    ) as url:
         yield url
 
 

@@ -20,9 +20,13 @@ from typing import Any
 
 import httpx
 
+from nats.aio.client import Client as NATS
+
 from services.notify import sandbox
 from shared import devservers
 from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.bus import client
+from shared.bus.credentials import CredentialStore, authorities
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -91,11 +95,14 @@ def service_env(
 ) -> dict[str, str]:
     """The ``CASEFLOW_<SERVICE>_*`` variables for one service."""
     prefix = f"CASEFLOW_{service.upper()}_"
+    bus = session_bus()
     env = {
         "DATABASE_URL": database_url,
         "NATS_URL": nats_url,
         "PORT": str(port),
         "JWT_PUBLIC_KEY_FILE": str(session_keys().public_path),
+        "NATS_SEED_FILE": str(bus.seed_path(service)),
+        "NATS_RELAY_SEED_FILE": str(bus.seed_path("relay")),
         **(session_sandbox() if service == "notify" and "SMTP__HOST" not in extra else {}),
         **extra,
     }
@@ -141,6 +148,28 @@ def running_stack(
         for service in stack.values():
             with contextlib.suppress(Exception):
                 service.terminate()
+
+
+@functools.cache
+def session_bus() -> CredentialStore:
+    """The test run's NATS credentials, in a temporary folder removed at exit: the seeds
+    of the services, the relay and the operator, and the server config with their users.
+    Every nats-server the suite starts takes its users from ``session_bus().config_path``
+    (no anonymous access, as in production); :func:`service_env` hands each service its
+    seeds. Tests that issue department credentials add them here and reload their server.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-nats-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    store = CredentialStore(folder)
+    store.ensure_own()
+    store.write_config(authorities())
+    return store
+
+
+async def connect_as(url: str, user: str, **options: Any) -> NATS:
+    """A NATS connection as one of caseflow's own users (``notify``, ``relay``,
+    ``operator``…) with the session's seeds."""
+    return await client.connect(url, user=user, seed_file=session_bus().seed_path(user), **options)
 
 
 @functools.cache

@@ -21,13 +21,13 @@ What it covers:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.bus.durables import CONSUMERS as CONSUMERS  # documented here, defined there
 from shared.bus.headers import (
     CORRELATION_HEADER,
     DLQ_CONSUMER_HEADER,
@@ -40,6 +40,7 @@ from shared.bus.streams import (
     DEPT_SUBJECTS,
     DLQ_STREAM,
     EVENTS_STREAM,
+    WAKE_SUBJECT,
     dlq_subject,
 )
 from shared.catalogue import load_catalogue
@@ -54,61 +55,6 @@ from shared.messages import (
 from shared.upcasting import current_version
 from shared.workflow.definitions import load_workflows
 from shared.workflow.payloads import body_for
-
-WAKE_SUBJECT = "caseflow.internal.relay.wake"
-"""Core NATS (no stream): a process that committed events wakes the leading relay."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConsumerDoc:
-    """A durable consumer of caseflow's: what it reads, and where its dead letters go."""
-
-    name: str
-    service: str
-    stream: str
-    subjects: tuple[str, ...]
-    summary: str
-
-    @property
-    def dead_letters(self) -> str:
-        """``caseflow.dlq.<name>``."""
-        return dlq_subject(self.name)
-
-
-_MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
-
-CONSUMERS: tuple[ConsumerDoc, ...] = (
-    ConsumerDoc(
-        "processing-projection",
-        "processing",
-        EVENTS_STREAM,
-        tuple(f"caseflow.events.{kind}.>" for kind in ("application", *_MATTER_KINDS, "reception")),
-        "Schedules the timers each application needs (notice window, clock warnings, "
-        "forwarding deadline); the case lists are a projection with its own checkpoint",
-    ),
-    ConsumerDoc(
-        "processing-dept",
-        "processing",
-        EVENTS_STREAM,
-        ("caseflow.events.application.CaseForwarded",),
-        "Publishes each forwarded case to its department (caseflow.dept.<authority>.requests)",
-    ),
-    ConsumerDoc(
-        "processing-dept-answers",
-        "processing",
-        DEPT_STREAM,
-        ("caseflow.dept.*.answers",),
-        "Records each department's answer as that authority's decision",
-    ),
-    ConsumerDoc(
-        "notify",
-        "notify",
-        EVENTS_STREAM,
-        ("caseflow.events.>",),
-        "Plans the notices an event calls for (applicant, staff, webhooks) into notify's outbox",
-    ),
-)
-"""Every durable consumer caseflow's services run (tests compare them with the code)."""
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from shared.delegation import Power
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.messages import DeliveredBy
 from shared.upcasting import current_version, upcast
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
@@ -188,8 +189,12 @@ class CaseService:
         causation_id: str | None = None,
         at: datetime | None = None,
         uow: UnitOfWork | None = None,
+        delivered_by: DeliveredBy | None = None,
     ) -> Outcome:
         """Take ``action`` on the case for ``staff``; see the module's docstring.
+
+        ``delivered_by`` (a department's answer over NATS: the credential that sent it) is
+        recorded in the payload of what the action records, decision or refusal.
 
         The caller names no version: the case is read here, and if another event lands
         between that read and the append (a notification, a timer), the action is checked
@@ -209,10 +214,44 @@ class CaseService:
                     causation_id=causation_id,
                     at=at,
                     uow=uow,
+                    stamp=_stamp(delivered_by),
                 )
             except ConcurrencyError:
                 if uow is not None or attempt == RETRIES:
                     raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def record_refusal(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        *,
+        idempotency_key: str,
+        delivered_by: DeliveredBy | None = None,
+    ) -> Outcome:
+        """Record on the case that ``staff``'s ``action`` was refused for a reason found
+        before the workflow's checks (a department's answer that is not its to give);
+        ``NotFound`` if there is no such case. Once per idempotency key."""
+        for attempt in range(1, RETRIES + 1):
+            events, state = await self.load(case_id)
+            ids = _ids(case_id, idempotency_key)
+            replay = [e for e in events if e.event_id in ids]
+            if replay:
+                return Outcome(state, replay, replayed=True)
+            ctx = engine.Context(at=utcnow(), calendar=self.calendar)
+            refused = engine.refusal_event(state, action, refusal, staff, ctx)
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **_stamp(delivered_by)}}
+            )
+            try:
+                result = await self._append(None, case_id, state, [refused])
+            except ConcurrencyError:
+                if attempt == RETRIES:
+                    raise
+                continue
+            return Outcome(_advance(state, result.events, self.workflows), result.events)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _act_once(
@@ -227,6 +266,7 @@ class CaseService:
         causation_id: str | None,
         at: datetime | None,
         uow: UnitOfWork | None,
+        stamp: dict[str, Any],
     ) -> Outcome:
         if uow is not None:
             events = await uow.read_case(case_id)
@@ -265,13 +305,17 @@ class CaseService:
         )
         if isinstance(acting, Refusal):
             refused = engine.refusal_event(state, action, acting, staff, ctx)
-            refused = refused.model_copy(update={"event_id": ids[0]})
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
+            )
             result = await self._append(uow, case_id, state, [refused])
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-        new = [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in new]
+        new = [
+            e.model_copy(update={"payload": {**e.payload, "action": action, **stamp}}) for e in new
+        ]
         result = await self._append(uow, case_id, state, new)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
@@ -465,6 +509,11 @@ class CaseService:
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""
         return fold(await read_case_in(conn, case_id), self.workflows)
+
+
+def _stamp(delivered_by: DeliveredBy | None) -> dict[str, Any]:
+    """What an action records besides its body about how it reached caseflow."""
+    return {"delivered_by": delivered_by.model_dump()} if delivered_by else {}
 
 
 def _ids(case_id: uuid.UUID, key: str) -> list[uuid.UUID]:
