@@ -75,7 +75,7 @@ def read_seed_file(path: Path) -> str:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, readable by the owner only, replacing it atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
