@@ -4,8 +4,9 @@ Makes the NATS credentials that are missing under ``<data folder>/nats`` (the se
 the relay's and the operator's seeds, and the server config with their users), starts
 nats-server (from its wheel) with that config and JetStream under the data folder unless
 an external NATS is named, migrates the database, starts the three services as child
-processes (each with its seeds), waits until each answers ``/readyz`` and prints their addresses. SIGINT or SIGTERM stops the
-services (they finish in-flight work and drain), then nats-server.
+processes (each with its seeds), waits until each answers ``/readyz`` and prints their
+addresses. SIGINT or SIGTERM stops the services (they finish in-flight work and drain),
+then nats-server.
 """
 
 from __future__ import annotations
