@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
