@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
@@ -163,6 +165,84 @@ def session_bus() -> CredentialStore:
     store.ensure_own()
     store.write_config(authorities())
     return store
+
+
+@dataclass
+class BusServer:
+    """A nats-server of a test's own, with the session's users, that the test can reload
+    after issuing or revoking a department credential."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def reload(self) -> None:
+        """Read the users again (what ``caseflow nats`` does to ``caseflow up``'s server)."""
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def bus_server(folder: Path) -> Iterator[BusServer]:
+    """A JetStream nats-server under ``folder`` for the block."""
+    port = devservers.free_port()
+    proc = devservers.start_nats(
+        port, folder / "jetstream", config=session_bus().config_path, log_file=folder / "nats.log"
+    )
+    try:
+        yield BusServer(f"nats://127.0.0.1:{port}", proc)
+    finally:
+        devservers.stop_process(proc)
+
+
+def issue_department(server: BusServer, authority: str, name: str | None = None) -> dict[str, Any]:
+    """A new department credential for ``authority`` (a unique name unless given), in
+    force on ``server`` once this returns; the credential file an integrator would get."""
+    store = session_bus()
+    name = name or f"{authority.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    _, file = store.issue_department(authority, name, nats_url=server.url)
+    store.write_config(authorities())
+    server.reload()
+    wait_until_accepted(file)
+    return file
+
+
+def revoke_department(server: BusServer, name: str) -> None:
+    """Revoke the credential and reload ``server`` (it refuses the credential after)."""
+    store = session_bus()
+    store.revoke(name)
+    store.write_config(authorities())
+    server.reload()
+
+
+async def connect_department(file: Mapping[str, Any], **options: Any) -> NATS:
+    """Connect as a department system does, from its credential file."""
+    return await nats.connect(
+        list(file["servers"]),
+        nkeys_seed_str=file["seed"],
+        inbox_prefix=file["inbox_prefix"],
+        **options,
+    )
+
+
+async def try_connect(file: Mapping[str, Any]) -> str | None:
+    """None if the credential is let in, else the server's refusal."""
+    try:
+        nc = await connect_department(
+            file, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2
+        )
+    except Exception as err:
+        return str(err) or type(err).__name__
+    await nc.close()
+    return None
+
+
+def wait_until_accepted(file: Mapping[str, Any], timeout: float = 15.0) -> None:
+    """Until the server (reloaded in the background) lets the credential in."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while (refused := asyncio.run(try_connect(file))) is not None:
+        assert time.monotonic() < deadline, f"credential still refused: {refused}"
+        time.sleep(0.1)
 
 
 async def connect_as(url: str, user: str, **options: Any) -> NATS:
