@@ -130,9 +130,7 @@ def list_credentials(
         return
     for c in found:
         state = f"revoked {c.revoked_at:%Y-%m-%d %H:%M}" if c.revoked_at else "active"
-        typer.echo(
-            f"{c.name:<24} {c.kind:<10} {c.authority or '-':<20} {c.public_key}  {state}"
-        )
+        typer.echo(f"{c.name:<24} {c.kind:<10} {c.authority or '-':<20} {c.public_key}  {state}")
 
 
 @app.command()
