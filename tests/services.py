@@ -236,11 +236,17 @@ async def try_connect(file: Mapping[str, Any]) -> str | None:
 
 
 def wait_until_accepted(file: Mapping[str, Any], timeout: float = 15.0) -> None:
-    """Until the server (reloaded in the background) lets the credential in."""
+    """Until the server (reloaded in the background) lets the credential in (from sync or
+    async tests alike: the tries run in a thread with an event loop of their own)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt() -> str | None:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, try_connect(file)).result()
 
     deadline = time.monotonic() + timeout
-    while (refused := asyncio.run(try_connect(file))) is not None:
+    while (refused := attempt()) is not None:
         assert time.monotonic() < deadline, f"credential still refused: {refused}"
         time.sleep(0.1)
 
