@@ -13,7 +13,7 @@ from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
 from services.processing.dept import (
     AnswerListener,
-    ensure_department_consumers,
+    keep_department_consumers,
     request_publisher,
 )
 from services.processing.projection import Projector
@@ -62,7 +62,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
 
     async def answers(nc: NATS, stop: asyncio.Event) -> None:
         await asyncio.gather(
-            ensure_department_consumers(nc.jetstream(), authorities, stop),
+            keep_department_consumers(nc.jetstream(), authorities, stop),
             AnswerListener(service, nc).run(stop),
         )
 

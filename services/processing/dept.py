@@ -108,23 +108,31 @@ def department_consumer(authority: str) -> api.ConsumerConfig:
     )
 
 
-async def ensure_department_consumers(
-    js: JetStreamContext, authorities: Sequence[str], stop: asyncio.Event
+async def declare_department_consumers(
+    js: JetStreamContext, authorities: Sequence[str]
+) -> list[str]:
+    """Create (or bring up to date) every authority's consumer; the authorities whose
+    consumer could not be declared (e.g. while the server's config does not name them)."""
+    failed = []
+    for authority in authorities:
+        try:
+            await js.add_consumer(DEPT_STREAM, department_consumer(authority))
+        except Exception as err:
+            log.warning("department consumer not declared", authority=authority, error=repr(err))
+            failed.append(authority)
+    return failed
+
+
+async def keep_department_consumers(
+    js: JetStreamContext, authorities: Sequence[str], stop: asyncio.Event, every: float = 60.0
 ) -> None:
-    """Create (or bring up to date) every authority's consumer; retry those that fail
-    (e.g. while the server's config does not yet name a new authority) every few
-    seconds until all exist."""
-    missing = list(authorities)
-    while missing and not stop.is_set():
-        for authority in list(missing):
-            try:
-                await js.add_consumer(DEPT_STREAM, department_consumer(authority))
-                missing.remove(authority)
-            except Exception as err:
-                log.warning("department consumer not created", authority=authority, error=repr(err))
-        if missing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5.0)
+    """Declare the authorities' consumers now and again every minute (every few seconds
+    while some fail), so that a server that lost its state or a config that now names a
+    new authority gets them without a restart of processing."""
+    while not stop.is_set():
+        failed = await declare_department_consumers(js, authorities)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0 if failed else every)
 
 
 def answer_origin(subject: str) -> tuple[str, str]:

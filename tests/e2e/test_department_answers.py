@@ -226,3 +226,42 @@ def test_over_http_nobody_can_claim_a_credential(stack: dict[str, ServiceProcess
     events = wait_for_event(desk.intake, permit, "CaseApproved")
     decision = next(e for e in events if e["event_type"] == "CaseApproved")
     assert "delivered_by" not in decision["payload"]
+
+
+def test_a_reply_steered_onto_another_credentials_subject_decides_nothing(
+    stack: dict[str, ServiceProcess],
+    bus: BusServer,
+    forestry: dict[str, Any],
+    hrss: dict[str, Any],
+) -> None:
+    """What subject permissions can't stop (docs/architecture.md, "Not yet"): a request the
+    department may send, with another credential's answer subject as its reply, makes the
+    server deliver its answer there (a forwarded request, a consumer info). Its content is
+    never the department's own, so it decodes as no answer: dead-lettered, nothing
+    recorded, the case still waits for its department."""
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    wait_for_event(desk.intake, permit, "CaseForwarded")
+
+    async def steer() -> None:
+        nc = await connect_department(forestry)
+        try:
+            durable = f"CASEFLOW_DEPT.{forestry['durable']}"
+            await nc.publish(f"$JS.API.CONSUMER.INFO.{durable}", b"", reply=hrss["answer_subject"])
+            pull = json.dumps({"batch": 5, "expires": 2_000_000_000}).encode()
+            await nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{durable}", pull, reply=hrss["answer_subject"]
+            )
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(steer())
+    dead_letter(bus, f"undecodable answer from credential {hrss['name']}")
+    events = httpx.get(
+        f"{desk.intake}/cases/{permit}/events", headers=dict(FORESTRY_OFFICER), timeout=10
+    ).json()["events"]
+    types = [e["event_type"] for e in events]
+    assert "CaseApproved" not in types and "CaseRejected" not in types
+    assert "ActionRefused" not in types
+    assert types[-1] in ("CaseForwarded", "NotificationSent")

@@ -22,7 +22,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import api
 
-from services.processing.dept import department_consumer, ensure_department_consumers
+from services.processing.dept import declare_department_consumers, department_consumer
 from shared.bus.credentials import new_seed
 from shared.bus.streams import DEPT_STREAM, EVENTS_STREAM, declare_streams
 from tests.services import (
@@ -88,7 +88,7 @@ async def processing(server: BusServer) -> AsyncIterator[NATS]:
     nc = await connect_as(server.url, "processing")
     js = nc.jetstream()
     await declare_streams(js)
-    await ensure_department_consumers(js, DEPARTMENTS, asyncio.Event())
+    assert await declare_department_consumers(js, DEPARTMENTS) == []
     yield nc
     await nc.close()
 
