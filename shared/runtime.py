@@ -55,6 +55,8 @@ class Runtime:
         self.nc: NATS | None = None
         self.relay_nc: NATS | None = None
         """The relay's own connection: only the relay's credential may publish events."""
+        self._connect_error: str | None = None
+        """Why the last attempt to connect failed (readiness says it)."""
         self.consumers: list[Consumer] = []
         self.timers = TimerWheel(self.log, timers) if timers else None
         """The durable timers' wheel, when the service has timer kinds to fire."""
@@ -92,16 +94,21 @@ class Runtime:
             on=Exception, attempts=None, timeout=None, wait_max=2.0
         ):
             with attempt:
-                return await connect(
-                    self.settings.nats_url,
-                    user=user,
-                    seed_file=seed_file,
-                    name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    **callbacks,
-                )
+                try:
+                    return await connect(
+                        self.settings.nats_url,
+                        user=user,
+                        seed_file=seed_file,
+                        name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=0.5,
+                        connect_timeout=2,
+                        **callbacks,
+                    )
+                except Exception as err:
+                    # e.g. an "Authorization Violation": a seed the server does not know
+                    self._connect_error = f"{user}: {str(err) or type(err).__name__}"
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect_and_run(self) -> None:
@@ -210,11 +217,12 @@ class Runtime:
     def _nats_state(self) -> str:
         if self.settings.nats_seed_file is None:
             return "no credential (NATS_SEED_FILE is not set)"
+        why = f": {self._connect_error}" if self._connect_error else ""
         if self.nc is None or not self.nc.is_connected:
-            return "unreachable"
+            return "unreachable" + (why if self.nc is None else "")
         relaying = self.settings.relay and self.settings.nats_relay_seed_file is not None
         if relaying and (self.relay_nc is None or not self.relay_nc.is_connected):
-            return "unreachable (the relay's connection)"
+            return "unreachable: the relay's connection" + (why if self.relay_nc is None else "")
         return "ok"
 
 

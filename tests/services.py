@@ -107,7 +107,8 @@ def service_env(
         **(session_sandbox() if service == "notify" and "SMTP__HOST" not in extra else {}),
         **extra,
     }
-    return {prefix + key.upper(): value for key, value in env.items()}
+    # An empty value leaves the setting out (e.g. NATS_RELAY_SEED_FILE="": no relay seed).
+    return {prefix + key.upper(): value for key, value in env.items() if value != ""}
 
 
 @functools.cache
