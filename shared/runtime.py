@@ -90,25 +90,32 @@ class Runtime:
 
     async def _connect(self, user: str, seed_file: Path, **callbacks: Any) -> NATS:
         """Connect as ``user`` with its seed, retrying until the server takes it."""
+
+        async def error(err: Exception) -> None:
+            # nats-py reports a refused connection (e.g. "Authorization Violation": a seed
+            # the server does not know) and permissions violations here, and keeps trying.
+            text = f"{user}: {str(err) or type(err).__name__}"
+            if text != self._connect_error:
+                log.warning("NATS error", error=text)
+            self._connect_error = text
+
         async for attempt in stamina.retry_context(
             on=Exception, attempts=None, timeout=None, wait_max=2.0
         ):
             with attempt:
-                try:
-                    return await connect(
-                        self.settings.nats_url,
-                        user=user,
-                        seed_file=seed_file,
-                        name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.5,
-                        connect_timeout=2,
-                        **callbacks,
-                    )
-                except Exception as err:
-                    # e.g. an "Authorization Violation": a seed the server does not know
-                    self._connect_error = f"{user}: {str(err) or type(err).__name__}"
-                    raise
+                nc = await connect(
+                    self.settings.nats_url,
+                    user=user,
+                    seed_file=seed_file,
+                    name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    error_cb=error,
+                    **callbacks,
+                )
+                self._connect_error = None
+                return nc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect_and_run(self) -> None:
