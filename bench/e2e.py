@@ -51,11 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import orjson
 import psutil
 from nats.aio.msg import Msg
-from nats.js import api
 
 from bench._common import (
     latency_summary,
@@ -64,10 +62,17 @@ from bench._common import (
     rate,
     temporary_postgres,
 )
-from bench._stack import ServiceProcess, publish_delegations, running_services
+from bench._stack import (
+    ServiceProcess,
+    nats_credentials,
+    publish_delegations,
+    running_services,
+)
 from shared import devservers
 from shared.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
-from shared.bus.streams import declare_streams
+from shared.bus.access import OPERATOR
+from shared.bus.client import connect
+from shared.bus.credentials import CredentialStore
 from shared.db import migrate
 
 SUBJECT = "caseflow.events.application.NotificationSent"
@@ -668,23 +673,24 @@ async def measure(
     args: argparse.Namespace,
     stack: dict[str, ServiceProcess],
     nats_url: str,
+    credentials: CredentialStore,
     meter: CpuMeter,
     headers: dict[Role, dict[str, str]],
 ) -> dict[str, Any]:
     """Warm up, then each scenario's phases."""
     tracker = Tracker()
     run_id = uuid.uuid4().hex[:12]
-    nc = await nats.connect(nats_url, name="caseflow-bench")
-    js = nc.jetstream()
-    await declare_streams(js)
+    # As the operator, who may watch events go by (core NATS: each as the relay publishes
+    # it) but create nothing on the bus.
+    nc = await connect(
+        nats_url, user=OPERATOR, seed_file=credentials.seed_path(OPERATOR), name="caseflow-bench"
+    )
 
     async def notified(msg: Msg) -> None:
         body = orjson.loads(msg.data)
         tracker.notification(body["case_id"], time.perf_counter(), body["recorded_at"])
 
-    sub = await js.subscribe(
-        SUBJECT, cb=notified, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW
-    )
+    sub = await nc.subscribe(SUBJECT, cb=notified, pending_msgs_limit=-1, pending_bytes_limit=-1)
     count = max(4, -(-args.concurrency // CONNECTIONS_PER_CLIENT))
     desk = Desk(
         Clients(stack["intake"].base_url, count),
@@ -784,7 +790,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="length of those phases")
     parser.add_argument("--database-url", help="use this PostgreSQL (or SQLite) instead")
-    parser.add_argument("--nats-url", help="use this NATS (with JetStream) instead")
+    parser.add_argument(
+        "--nats-url",
+        help="use this NATS (with JetStream) instead; it must have the users of --nats-credentials",
+    )
+    parser.add_argument(
+        "--nats-credentials",
+        type=Path,
+        help="caseflow's NATS credentials folder (`caseflow nats init`); default: a new one",
+    )
     parser.add_argument(
         "--log-level", default="info", help="the services' log level (default info, as deployed)"
     )
@@ -810,9 +824,12 @@ def main(argv: list[str] | None = None) -> None:
             if pid := postmaster_pid(pgdata):
                 parts["postgresql"] = pid
         nats_url = args.nats_url
+        credentials = nats_credentials(args.nats_credentials or tmp / "nats")
         if not nats_url:
             port = devservers.free_port()
-            nats_proc = devservers.start_nats(port, tmp / "jetstream", log_file=tmp / "nats.log")
+            nats_proc = devservers.start_nats(
+                port, tmp / "jetstream", config=credentials.config_path, log_file=tmp / "nats.log"
+            )
             stack.callback(devservers.stop_process, nats_proc)
             nats_url = f"nats://127.0.0.1:{port}"
             parts["nats-server"] = nats_proc.pid
@@ -830,6 +847,7 @@ def main(argv: list[str] | None = None) -> None:
                 nats_url,
                 log_dir,
                 public_key_file=keys.public_path,
+                credentials=credentials,
                 log_level=args.log_level,
             )
         )
@@ -842,7 +860,9 @@ def main(argv: list[str] | None = None) -> None:
             parts[name] = service.proc.pid
         parts[BENCH] = os.getpid()
         headers = staff_headers(keys.directory)
-        results = asyncio.run(measure(args, services, nats_url, CpuMeter(parts), headers))
+        results = asyncio.run(
+            measure(args, services, nats_url, credentials, CpuMeter(parts), headers)
+        )
     figures = {
         "benchmark": "e2e",
         "config": {

@@ -1,9 +1,12 @@
 """``caseflow up``: the embedded default on one machine, and Ctrl-C that leaves nothing behind.
 
-Starts nats-server (from its wheel) with JetStream under the data folder unless an external
-NATS is named, migrates the database, starts the three services as child processes, waits
-until each answers ``/readyz`` and prints their addresses. SIGINT or SIGTERM stops the
-services (they finish in-flight work and drain), then nats-server.
+Makes the NATS credentials that are missing under ``<data folder>/nats`` (the services',
+the relay's and the operator's seeds, and the server config with their users), starts
+nats-server (from its wheel) with that config and JetStream under the data folder unless
+an external NATS is named, migrates the database, starts the three services as child
+processes (each with its seeds), waits until each answers ``/readyz`` and prints their
+addresses. SIGINT or SIGTERM stops the services (they finish in-flight work and drain),
+then nats-server.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from services.notify import sandbox
 from shared import devservers
 from shared.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.auth import KeyPair, ensure_key_pair
+from shared.bus.access import RELAY
+from shared.bus.credentials import CredentialStore, authorities
 from shared.db import migrate
 from shared.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
 
@@ -51,6 +56,7 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.key_pair = KeyPair(data_dir / "keys")
+        self.credentials = CredentialStore(data_dir / "nats")
         self.notify_env: dict[str, str] = {}
         """Where notify sends email and SMS: the sandbox's receivers, unless configured."""
 
@@ -68,11 +74,31 @@ class Stack:
     def _start_nats(self) -> str:
         self._check_port_free(self.nats_port, "nats")
         log_file = self.data_dir / "nats.log"
-        proc = devservers.start_nats(self.nats_port, self.data_dir / "jetstream", log_file=log_file)
+        proc = devservers.start_nats(
+            self.nats_port,
+            self.data_dir / "jetstream",
+            config=self.credentials.config_path,
+            pid_file=self.credentials.pid_path,
+            log_file=log_file,
+        )
         self.children["nats-server"] = proc
         url = f"nats://127.0.0.1:{self.nats_port}"
         self._say(f"nats-server with JetStream at {url} (data in {self.data_dir / 'jetstream'})")
         return url
+
+    def ensure_nats_credentials(self) -> None:
+        """The NATS users' seeds (0600) and the server config, made or brought up to date."""
+        store = self.credentials
+        made = store.ensure_own()
+        data_dir = os.environ.get("CASEFLOW_PROCESSING_DATA_DIR")
+        store.write_config(authorities(Path(data_dir) if data_dir else None))
+        state = f"made for {', '.join(made)}" if made else "found"
+        self._say(f"NATS credentials {state} in {store.folder}; no anonymous access")
+        if self.nats_url:
+            self._say(
+                f"{self.nats_url} must know caseflow's users: include {store.config_path} in "
+                "its configuration (or print it: caseflow nats server-config)"
+            )
 
     sandbox_ports: ClassVar[dict[str, int]] = {"smtp": 8025, "sms": 8004, "webhook": 8005}
     """The embedded default's local mailbox, SMS gateway and webhook receiver."""
@@ -137,6 +163,8 @@ class Stack:
             **os.environ,
             prefix + "DATABASE_URL": self.database_url,
             prefix + "NATS_URL": nats_url,
+            prefix + "NATS_SEED_FILE": str(self.credentials.seed_path(service)),
+            prefix + "NATS_RELAY_SEED_FILE": str(self.credentials.seed_path(RELAY)),
             prefix + "HOST": self.host,
             prefix + "PORT": str(self.ports[service]),
         }
@@ -208,6 +236,7 @@ class Stack:
             for service, port in self.ports.items():
                 self._check_port_free(port, service)
             self.ensure_keys()
+            self.ensure_nats_credentials()
             nats_url = self.nats_url or self._start_nats()
             migrate(self.database_url)
             self._say(f"event log at {self.database_url}")

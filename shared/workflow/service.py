@@ -36,6 +36,7 @@ from shared.delegation import Power
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.messages import DeliveredBy
 from shared.upcasting import current_version
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
@@ -202,8 +203,12 @@ class CaseService:
         causation_id: str | None = None,
         at: datetime | None = None,
         uow: UnitOfWork | None = None,
+        delivered_by: DeliveredBy | None = None,
     ) -> Outcome:
         """Take ``action`` on the case for ``staff``; see the module's docstring.
+
+        ``delivered_by`` (a department's answer over NATS: the credential that sent it) is
+        recorded in the payload of what the action records, decision or refusal.
 
         The caller names no version: the case is read here, and if another event lands
         between that read and the append (a notification, a timer), the action is checked
@@ -233,12 +238,46 @@ class CaseService:
                     causation_id=causation_id,
                     at=at,
                     uow=uow,
+                    stamp=_stamp(delivered_by),
                 )
             except ConcurrencyError:
                 if uow is not None or attempt >= RETRIES:
                     raise
             except idempotency.AlreadyAnswered:
                 pass  # the sender's twin request committed first: the next round replays it
+
+    async def record_refusal(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        *,
+        idempotency_key: str,
+        delivered_by: DeliveredBy | None = None,
+    ) -> Outcome:
+        """Record on the case that ``staff``'s ``action`` was refused for a reason found
+        before the workflow's checks (a department's answer that is not its to give);
+        ``NotFound`` if there is no such case. Once per idempotency key."""
+        for attempt in range(1, RETRIES + 1):
+            events, state = await self.load(case_id)
+            ids = _ids(case_id, staff, idempotency_key)
+            replay = [e for e in events if e.event_id in ids]
+            if replay:
+                return Outcome(state, replay, replayed=True)
+            ctx = engine.Context(at=utcnow(), calendar=self.calendar)
+            refused = engine.refusal_event(state, action, refusal, staff, ctx)
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **_stamp(delivered_by)}}
+            )
+            try:
+                result = await self._append(None, case_id, state, [refused])
+            except ConcurrencyError:
+                if attempt == RETRIES:
+                    raise
+                continue
+            return Outcome(_advance(state, result.events, self.workflows), result.events)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _act_once(
         self,
@@ -253,6 +292,7 @@ class CaseService:
         causation_id: str | None,
         at: datetime | None,
         uow: UnitOfWork | None,
+        stamp: dict[str, Any],
     ) -> Outcome:
         if uow is not None:
             events = await uow.read_case(case_id)
@@ -303,13 +343,17 @@ class CaseService:
         )
         if isinstance(acting, Refusal):
             refused = engine.refusal_event(state, action, acting, staff, ctx)
-            refused = refused.model_copy(update={"event_id": ids[0]})
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
+            )
             result = await self._append(uow, case_id, state, [refused], request)
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-        new = [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in new]
+        new = [
+            e.model_copy(update={"payload": {**e.payload, "action": action, **stamp}}) for e in new
+        ]
         result = await self._append(uow, case_id, state, new, request)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
@@ -611,6 +655,11 @@ def _ids(case_id: uuid.UUID, staff: Staff, key: str) -> list[uuid.UUID]:
     names other events."""
     sender = f"{len(staff.org)}:{staff.org}:{len(staff.user)}:{staff.user}"
     return [uuid.uuid5(NAMESPACE, f"{case_id}:{sender}:{key}:{i}") for i in range(4)]
+
+
+def _stamp(delivered_by: DeliveredBy | None) -> dict[str, Any]:
+    """What an action records besides its body about how it reached caseflow."""
+    return {"delivered_by": delivered_by.model_dump()} if delivered_by else {}
 
 
 def _parse(action: str, raw: dict[str, Any]) -> ActionBody:

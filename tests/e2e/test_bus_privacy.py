@@ -22,21 +22,19 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
-import nats
 import orjson
 import pytest
 import sqlalchemy as sa
-from nats.aio.msg import Msg
 
 from services.notify.sandbox import Sandbox
 from services.notify.schema import deliveries
-from shared import devservers
 from shared.bus.streams import DEPT_STREAM, DLQ_STREAM, EVENTS_STREAM
 from shared.catalogue import load_catalogue
 from shared.db import create_engine
 from shared.eventlog.schema import events, inbox
 from shared.timers_schema import timers
 from shared.workflow.tables import case_index, tasks
+from tests.bus_helpers import stored_messages
 from tests.e2e.test_notifications import (
     ThreadedSandbox,
     deliveries_of,
@@ -50,6 +48,8 @@ from tests.services import (
     HEAD,
     REVIEWER,
     ServiceProcess,
+    bus_server,
+    connect_as,
     running_stack,
     staff_headers,
 )
@@ -92,12 +92,12 @@ class World:
 def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("bus-privacy")
     with (
-        devservers.nats_server(folder / "jetstream", devservers.free_port()) as nats_url,
+        bus_server(folder) as bus,
         ThreadedSandbox() as sandbox,
-        running_stack(module_db_url, nats_url, folder, **notify_extra(sandbox)) as stack,
+        running_stack(module_db_url, bus.url, folder, **notify_extra(sandbox)) as stack,
     ):
         subscribe(stack["notify"].base_url, sandbox)  # the station's webhook, every event
-        yield World(stack, sandbox, nats_url, module_db_url)
+        yield World(stack, sandbox, bus.url, module_db_url)
 
 
 def post(url: str, who: Mapping[str, str], body: Mapping[str, Any] | None = None) -> Any:
@@ -140,26 +140,36 @@ def of_type(history: list[dict[str, Any]], event_type: str) -> list[dict[str, An
     return [e for e in history if e["event_type"] == event_type]
 
 
-async def _stream(nats_url: str, stream: str, subjects: str) -> list[Msg]:
-    """Every message the stream holds now, raw (``subjects``: all of the stream's)."""
-    nc = await nats.connect(nats_url)
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A message as the stream holds it."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+async def _stream(nats_url: str, stream: str, subjects: str) -> list[Held]:
+    """Every message the stream holds now, raw, read as the operator (``subjects``: all of
+    the stream's)."""
+    nc = await connect_as(nats_url, "operator")
     try:
-        js = nc.jetstream()
-        held = (await js.stream_info(stream)).state.messages
-        sub = await js.subscribe(subjects, stream=stream, ordered_consumer=True)
-        found = [await sub.next_msg(timeout=10) for _ in range(held)]
-        await sub.unsubscribe()
-        return found
+        held = (await nc.jetstream().stream_info(stream)).state.messages
+        return [
+            Held(m.subject or "", m.data or b"", dict(m.headers or {}))
+            for m in await stored_messages(nc, stream, held)
+        ]
     finally:
         await nc.close()
 
 
-def stream_messages(world: World, stream: str, subjects: str) -> list[Msg]:
+def stream_messages(world: World, stream: str, subjects: str) -> list[Held]:
     return asyncio.run(_stream(world.nats_url, stream, subjects))
 
 
 async def _publish(nats_url: str, subject: str, body: bytes, msg_id: str) -> None:
-    nc = await nats.connect(nats_url)
+    # Forged as only the relay could: the server lets nobody else publish events.
+    nc = await connect_as(nats_url, "relay")
     try:
         await nc.jetstream().publish(subject, body, headers={"Nats-Msg-Id": msg_id})
     finally:

@@ -29,7 +29,10 @@ from shared.delegations_store import load_seed_delegations
 from tests.services import (
     VALID_APPLICANT,
     VALID_APPLICATION,
+    BusServer,
     ServiceProcess,
+    connect_department,
+    issue_department,
     running_stack,
     staff_headers,
     wait_for_event,
@@ -492,7 +495,7 @@ def test_forwarded_item_decided_by_the_department_over_http(
 
 
 def test_forwarded_item_decided_by_the_department_over_nats(
-    stack: dict[str, ServiceProcess], nats_url: str
+    stack: dict[str, ServiceProcess], nats_bus: BusServer
 ) -> None:
     """特困供养: the department's own system reads the request from
     ``caseflow.dept.banqiao_town.requests`` and answers (a rejection) on ``.answers``."""
@@ -503,13 +506,14 @@ def test_forwarded_item_decided_by_the_department_over_nats(
     forwarded = desk.act(case_id, "forward", XF_REVIEWER, item, status="forwarded")
     reasons = ["家庭人均收入高于当地特困供养标准 / household income above the threshold"]
 
+    # The department's system, with the credential `caseflow nats credentials` issues.
+    credential = issue_department(nats_bus, "banqiao_town")
+
     async def department() -> dict[str, Any]:
-        nc = await nats.connect(nats_url)
+        nc = await connect_department(credential)
         try:
             js = nc.jetstream()
-            sub = await js.pull_subscribe(
-                "caseflow.dept.banqiao_town.requests", stream="CASEFLOW_DEPT"
-            )
+            sub = await js.pull_subscribe_bind(credential["durable"], stream="CASEFLOW_DEPT")
             deadline = time.monotonic() + 15
             request: dict[str, Any] | None = None
             while request is None and time.monotonic() < deadline:
@@ -531,7 +535,7 @@ def test_forwarded_item_decided_by_the_department_over_nats(
                 "decision_number": "板民特〔2026〕3号",
             }
             await js.publish(
-                "caseflow.dept.banqiao_town.answers",
+                credential["answer_subject"],
                 json.dumps(answer).encode(),
                 headers={"Nats-Msg-Id": f"answer-{case_id}"},
             )

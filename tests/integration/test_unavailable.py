@@ -38,6 +38,7 @@ from tests.services import (
     ServiceProcess,
     seed_delegations,
     service_env,
+    session_bus,
     session_keys,
     start_process,
     wait_ready,
@@ -197,7 +198,7 @@ def test_nats_stopped_makes_readyz_say_so_and_the_window_keeps_working(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     port = devservers.free_port()
-    nats = devservers.start_nats(port, tmp_path / "js")
+    nats = devservers.start_nats(port, tmp_path / "js", config=session_bus().config_path)
     nats_url = f"nats://127.0.0.1:{port}"
     seed_delegations(sqlite_url)
     intake = intake_process(sqlite_url, nats_url, tmp_path)
@@ -215,7 +216,7 @@ def test_nats_stopped_makes_readyz_say_so_and_the_window_keeps_working(
             # The case is in the log: a relay publishes it once NATS is back.
             assert apply(http, "nats-down-1").status_code == 201
 
-            nats = devservers.start_nats(port, tmp_path / "js")
+            nats = devservers.start_nats(port, tmp_path / "js", config=session_bus().config_path)
             deadline = time.monotonic() + DEADLINE
             while http.get("/readyz", timeout=30).status_code != 200:
                 assert time.monotonic() < deadline, "did not reconnect"

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -28,6 +27,7 @@ from shared.workflow.engine import Staff
 from shared.workflow.reference import load_reference
 from shared.workflow.service import IdempotencyConflict, Outcome
 from shared.workflow.wiring import case_service
+from tests.bus_helpers import body, stored_messages
 from tests.keys import sent
 
 V1_PAYLOAD: dict[str, Any] = {
@@ -94,15 +94,16 @@ async def _until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 1
 
 @pytest.fixture
 async def bus(
-    log: EventLog, nc: NATS
+    log: EventLog, nc: NATS, relay_nc: NATS
 ) -> AsyncIterator[Callable[[Callable[[StoredEvent, UnitOfWork], Awaitable[None]]], None]]:
-    """The relay running; ``start(handler)`` runs a consumer of application events."""
+    """The relay running; ``start(handler)`` runs a consumer of application events (as
+    notify's, the name its credential may use)."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(Relay(log, nc.jetstream(), poll_interval=0.05).run(stop))]
+    tasks = [asyncio.create_task(Relay(log, relay_nc.jetstream(), poll_interval=0.05).run(stop))]
 
     def start(handler: Callable[[StoredEvent, UnitOfWork], Awaitable[None]]) -> None:
         spec = ConsumerSpec(
-            name="upcast-test",
+            name="notify",
             subjects=("caseflow.events.application.>",),
             handler=handler,
             backoff=(0.05,),
@@ -160,7 +161,7 @@ async def test_a_unit_of_work_reads_old_cases_upcast_without_read_ahead(log: Eve
 
 
 async def test_an_event_newer_than_the_code_is_dead_lettered_with_the_reason(
-    log: EventLog, nc: NATS, bus: Callable[[Any], None]
+    log: EventLog, operator_nc: NATS, bus: Callable[[Any], None]
 ) -> None:
     too_new = await append_old(log, schema_version=3)
     fine = await append_old(log)
@@ -168,17 +169,12 @@ async def test_an_event_newer_than_the_code_is_dead_lettered_with_the_reason(
     bus(seen)
     await _until(lambda: bool(seen.events))
 
-    js = nc.jetstream()
-    letters = await js.pull_subscribe("caseflow.dlq.upcast-test", stream=DLQ_STREAM)
-    try:
-        [letter] = await letters.fetch(1, timeout=10)
-    except nats.errors.TimeoutError:
-        pytest.fail("no dead letter")
+    [letter] = await stored_messages(operator_nc, DLQ_STREAM, 1, subject="caseflow.dlq.notify")
     headers = letter.headers or {}
     reason = headers["Caseflow-Dead-Letter-Reason"]
     assert "CaseReceived schema version 3 is newer than this code knows (version 2)" in reason
     assert headers["Caseflow-Original-Subject"] == "caseflow.events.application.CaseReceived"
-    assert str(too_new.event_id).encode() in letter.data  # the message, unchanged
+    assert str(too_new.event_id).encode() in body(letter)  # the message, unchanged
     await asyncio.sleep(0.3)
     assert [e.event_id for e in seen.events] == [fine.event_id]  # never handled
     # The stored event itself is kept as it is, for an upgraded consumer to re-drive.

@@ -349,10 +349,17 @@ def test_caseflow_up_makes_the_key_and_points_the_services_at_it(
     )
     stack.ensure_keys()
     stack.ensure_keys()  # a second `caseflow up` keeps the key: tokens stay valid
+    stack.ensure_nats_credentials()  # and the NATS users' seeds, readable by the owner only
     public = tmp_path / "var" / "keys" / "jwt-ed25519.pub.pem"
     for service in ports:
         env = stack.service_env(service, "nats://127.0.0.1:4")
         assert env[f"CASEFLOW_{service.upper()}_JWT_PUBLIC_KEY_FILE"] == str(public)
+        seed = tmp_path / "var" / "nats" / f"{service}.nk"
+        assert env[f"CASEFLOW_{service.upper()}_NATS_SEED_FILE"] == str(seed)
+        assert seed.stat().st_mode & 0o777 == 0o600
+        relay = env[f"CASEFLOW_{service.upper()}_NATS_RELAY_SEED_FILE"]
+        assert relay == str(tmp_path / "var" / "nats" / "relay.nk")
+    assert (tmp_path / "var" / "nats" / "nats-server.conf").read_text().count("nkey:") == 5
 
     args = ["token", "--user", "u", "--role", "reviewer", "--org", "xuefeng_station"]
     token = runner.invoke(app, [*args, "--key-dir", str(public.parent)]).output.strip()
