@@ -19,6 +19,8 @@ import httpx
 
 from services.notify import sandbox
 from shared import devservers
+from shared.bus.access import RELAY
+from shared.bus.credentials import CredentialStore, authorities
 from shared.db import create_engine
 from shared.delegations_store import publish_seed
 from shared.eventlog import EventLog
@@ -72,13 +74,29 @@ async def publish_delegations(database_url: str) -> int:
         await engine.dispose()
 
 
+def nats_credentials(folder: Path) -> CredentialStore:
+    """caseflow's NATS users in ``folder`` (made if missing) and the server config, as
+    ``caseflow up`` makes them: every connection of the benchmark authenticates."""
+    store = CredentialStore(folder)
+    store.ensure_own()
+    store.write_config(authorities())
+    return store
+
+
 @contextlib.contextmanager
 def running_services(
-    database_url: str, nats_url: str, log_dir: Path, *, public_key_file: Path, **extra: str
+    database_url: str,
+    nats_url: str,
+    log_dir: Path,
+    *,
+    public_key_file: Path,
+    credentials: CredentialStore,
+    **extra: str,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """``caseflow serve <name>`` for each service, ready; stopped at the end.
 
-    Every service checks staff tokens against ``public_key_file`` (PEM). ``extra`` adds
+    Every service checks staff tokens against ``public_key_file`` (PEM) and connects to
+    NATS with its seeds from ``credentials``. ``extra`` adds
     settings to every service (``log_level="warning"`` becomes
     ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``).
     """
@@ -93,6 +111,8 @@ def running_services(
                 "nats_url": nats_url,
                 "port": str(port),
                 "jwt_public_key_file": str(public_key_file),
+                "nats_seed_file": str(credentials.seed_path(name)),
+                "nats_relay_seed_file": str(credentials.seed_path(RELAY)),
             }
             prefix = f"CASEFLOW_{name.upper()}_"
             env = {prefix + key.upper(): value for key, value in {**settings, **extra}.items()}

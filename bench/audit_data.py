@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from bench._stack import publish_delegations, running_services
+from bench._stack import nats_credentials, publish_delegations, running_services
 from shared import devservers
 from shared.auth import ensure_key_pair
 from shared.db import create_engine, migrate
@@ -65,7 +65,10 @@ def demo_template(days: int = 30, seed: int = 1, scale: float = 1.0) -> list[Sto
         migrate(database_url)
         asyncio.run(publish_delegations(database_url))
         port = devservers.free_port()
-        nats = devservers.start_nats(port, tmp / "jetstream", log_file=tmp / "nats.log")
+        credentials = nats_credentials(tmp / "nats")
+        nats = devservers.start_nats(
+            port, tmp / "jetstream", config=credentials.config_path, log_file=tmp / "nats.log"
+        )
         stack.callback(devservers.stop_process, nats)
         keys, _ = ensure_key_pair(tmp / "keys")
         services = stack.enter_context(
@@ -74,6 +77,7 @@ def demo_template(days: int = 30, seed: int = 1, scale: float = 1.0) -> list[Sto
                 f"nats://127.0.0.1:{port}",
                 tmp,
                 public_key_file=keys.public_path,
+                credentials=credentials,
                 log_level="warning",
             )
         )

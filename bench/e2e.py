@@ -51,11 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import orjson
 import psutil
 from nats.aio.msg import Msg
-from nats.js import api
 
 from bench._common import (
     latency_summary,
@@ -64,11 +62,17 @@ from bench._common import (
     rate,
     temporary_postgres,
 )
-from bench._stack import ServiceProcess, publish_delegations, running_services
-from services.intake.domain import case_id_for
+from bench._stack import (
+    ServiceProcess,
+    nats_credentials,
+    publish_delegations,
+    running_services,
+)
 from shared import devservers
 from shared.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
-from shared.bus.streams import declare_streams
+from shared.bus.access import OPERATOR
+from shared.bus.client import connect
+from shared.bus.credentials import CredentialStore
 from shared.db import migrate
 
 SUBJECT = "caseflow.events.application.NotificationSent"
@@ -191,39 +195,61 @@ class CaseRun:
 
 
 class Tracker:
-    """Every case's run, and which acceptance notices are still awaited."""
+    """Every case's run, and which acceptance notices are still awaited.
+
+    A case's id is random (intake draws it), so the bench learns it from intake's answer;
+    its notice may come over the bus before that answer does, and then waits here."""
 
     def __init__(self) -> None:
         self.runs: dict[str, CaseRun] = {}
-        self.unexpected = 0
         self.retries = 0
+        self._unexpected = 0
+        self._early: dict[str, tuple[float, str]] = {}
+        """Notices of cases whose submission has not been answered yet."""
         self._waiting: set[str] = set()
         self._all_in = asyncio.Event()
 
-    def expect(self, case_id: str, started: float) -> CaseRun:
-        """A case is being submitted (``started`` on the perf_counter clock)."""
-        run = CaseRun(started, time.time() - (time.perf_counter() - started))
+    @property
+    def unexpected(self) -> int:
+        """Notices of no case the bench submitted, or a second one for a case."""
+        return self._unexpected + len(self._early)
+
+    def expect(self, case_id: str, run: CaseRun) -> None:
+        """The submission of ``run`` opened ``case_id``: await its notice (unless it came
+        already)."""
         self.runs[case_id] = run
+        early = self._early.pop(case_id, None)
+        if early is not None:
+            self._notified(run, *early)
+            return
         self._waiting.add(case_id)
         self._all_in.clear()
-        return run
+
+    def refused(self, key: str, run: CaseRun, reason: str) -> None:
+        """The submission under ``key`` failed: no case, no notice to wait for."""
+        run.failed = reason
+        self.runs[key] = run
 
     def notification(self, case_id: str, at: float, recorded_at: str) -> None:
         """NotificationSent for ``case_id`` arrived at ``at``."""
         run = self.runs.get(case_id)
-        if run is None or run.notified is not None:
-            self.unexpected += 1
+        if run is None and case_id not in self._early:
+            self._early[case_id] = (at, recorded_at)
             return
-        run.notified = at
-        run.recorded_lag = datetime.fromisoformat(recorded_at).timestamp() - run.started_wall
+        if run is None or run.notified is not None:
+            self._unexpected += 1
+            return
+        self._notified(run, at, recorded_at)
         self._arrived(case_id)
 
+    @staticmethod
+    def _notified(run: CaseRun, at: float, recorded_at: str) -> None:
+        run.notified = at
+        run.recorded_lag = datetime.fromisoformat(recorded_at).timestamp() - run.started_wall
+
     def give_up(self, case_id: str, reason: str) -> None:
-        """A request of the case failed; if it was the submission, expect no notice."""
-        run = self.runs[case_id]
-        run.failed = reason
-        if SUBMIT not in run.http:
-            self._arrived(case_id)
+        """A step of the case after its submission failed."""
+        self.runs[case_id].failed = reason
 
     def _arrived(self, case_id: str) -> None:
         self._waiting.discard(case_id)
@@ -336,20 +362,18 @@ async def run_case(
     """Submit case ``n`` (its clock starts at ``started``) and, for the workflow, take it
     through every step to delivered."""
     key = f"bench-{run_id}-{n}"
-    case_id = str(case_id_for(key))
-    run = tracker.expect(case_id, started)
+    run = CaseRun(started, time.time() - (time.perf_counter() - started))
     sent = time.perf_counter()
     answer = await post(
         desk.intake[n], tracker, "/cases", BODY, desk.headers[Role.window_clerk], key
     )
     if problem := _problem(answer, 201, "accepted"):
-        tracker.give_up(case_id, f"POST /cases: {problem}")
+        tracker.refused(key, run, f"POST /cases: {problem}")
         return
     run.http[SUBMIT] = time.perf_counter() - sent
     assert not isinstance(answer, str)
-    if answer.json()["case_id"] != case_id:
-        tracker.give_up(case_id, "intake named another case id")
-        return
+    case_id = str(answer.json()["case_id"])
+    tracker.expect(case_id, run)
     if not workflow:
         return
     for step in STEPS:
@@ -649,23 +673,24 @@ async def measure(
     args: argparse.Namespace,
     stack: dict[str, ServiceProcess],
     nats_url: str,
+    credentials: CredentialStore,
     meter: CpuMeter,
     headers: dict[Role, dict[str, str]],
 ) -> dict[str, Any]:
     """Warm up, then each scenario's phases."""
     tracker = Tracker()
     run_id = uuid.uuid4().hex[:12]
-    nc = await nats.connect(nats_url, name="caseflow-bench")
-    js = nc.jetstream()
-    await declare_streams(js)
+    # As the operator, who may watch events go by (core NATS: each as the relay publishes
+    # it) but create nothing on the bus.
+    nc = await connect(
+        nats_url, user=OPERATOR, seed_file=credentials.seed_path(OPERATOR), name="caseflow-bench"
+    )
 
     async def notified(msg: Msg) -> None:
         body = orjson.loads(msg.data)
         tracker.notification(body["case_id"], time.perf_counter(), body["recorded_at"])
 
-    sub = await js.subscribe(
-        SUBJECT, cb=notified, ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW
-    )
+    sub = await nc.subscribe(SUBJECT, cb=notified, pending_msgs_limit=-1, pending_bytes_limit=-1)
     count = max(4, -(-args.concurrency // CONNECTIONS_PER_CLIENT))
     desk = Desk(
         Clients(stack["intake"].base_url, count),
@@ -765,7 +790,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="length of those phases")
     parser.add_argument("--database-url", help="use this PostgreSQL (or SQLite) instead")
-    parser.add_argument("--nats-url", help="use this NATS (with JetStream) instead")
+    parser.add_argument(
+        "--nats-url",
+        help="use this NATS (with JetStream) instead; it must have the users of --nats-credentials",
+    )
+    parser.add_argument(
+        "--nats-credentials",
+        type=Path,
+        help="caseflow's NATS credentials folder (`caseflow nats init`); default: a new one",
+    )
     parser.add_argument(
         "--log-level", default="info", help="the services' log level (default info, as deployed)"
     )
@@ -791,9 +824,12 @@ def main(argv: list[str] | None = None) -> None:
             if pid := postmaster_pid(pgdata):
                 parts["postgresql"] = pid
         nats_url = args.nats_url
+        credentials = nats_credentials(args.nats_credentials or tmp / "nats")
         if not nats_url:
             port = devservers.free_port()
-            nats_proc = devservers.start_nats(port, tmp / "jetstream", log_file=tmp / "nats.log")
+            nats_proc = devservers.start_nats(
+                port, tmp / "jetstream", config=credentials.config_path, log_file=tmp / "nats.log"
+            )
             stack.callback(devservers.stop_process, nats_proc)
             nats_url = f"nats://127.0.0.1:{port}"
             parts["nats-server"] = nats_proc.pid
@@ -811,6 +847,7 @@ def main(argv: list[str] | None = None) -> None:
                 nats_url,
                 log_dir,
                 public_key_file=keys.public_path,
+                credentials=credentials,
                 log_level=args.log_level,
             )
         )
@@ -823,7 +860,9 @@ def main(argv: list[str] | None = None) -> None:
             parts[name] = service.proc.pid
         parts[BENCH] = os.getpid()
         headers = staff_headers(keys.directory)
-        results = asyncio.run(measure(args, services, nats_url, CpuMeter(parts), headers))
+        results = asyncio.run(
+            measure(args, services, nats_url, credentials, CpuMeter(parts), headers)
+        )
     figures = {
         "benchmark": "e2e",
         "config": {

@@ -73,6 +73,7 @@ from services.notify.channels import Channel
 from services.notify.channels.email import EmailChannel, EmailSettings
 from services.notify.channels.webhook import WebhookChannel, generate_secret
 from services.notify.dispatcher import ChannelLimits, Dispatcher, DispatchSettings
+from services.notify.egress import AllowedNetwork, EgressPolicy
 from services.notify.model import ChannelName, Outgoing, Recipient, delivery_id
 from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, WebhookReceiver, picked_for_failure
@@ -244,7 +245,7 @@ async def plan_deliveries(
 ) -> Planned:
     """Cases in the log and their deliveries in the outbox (see the module docstring)."""
     started = time.perf_counter()
-    subscription = await subscriptions.create(
+    subscription, _ = await subscriptions.create(
         log,
         station=STATION,
         event_types=["*"],
@@ -253,6 +254,7 @@ async def plan_deliveries(
         created_by="bench",
         description="bench.notify",
     )
+    assert subscription is not None
     emails, hooks = (n + 1) // 2, n // 2
     received: list[StoredEvent] = []
     chunk = 250
@@ -649,7 +651,11 @@ async def bench(
             email = TimedChannel(
                 EmailChannel(EmailSettings(host="127.0.0.1", port=recv.smtp_port, starttls=False))
             )
-            webhook = TimedChannel(WebhookChannel(timeout=settings.webhook.timeout_seconds))
+            # The receiver listens on loopback: allowed as an operator would allow it.
+            receiver = EgressPolicy((AllowedNetwork.endpoint(recv.webhook_url),))
+            webhook = TimedChannel(
+                WebhookChannel(timeout=settings.webhook.timeout_seconds, policy=receiver)
+            )
             dispatcher = Dispatcher(log, {"email": email, "webhook": webhook}, settings)
             counter = DatabaseCounter(engine)
             cpu = CpuClock(recv.proc.pid, postgres_pid)

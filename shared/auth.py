@@ -15,6 +15,13 @@ configured public keys (PEM) or an identity provider's JWKS URL.
 A service that wants a missing key to stop start-up calls :func:`install_verifier` in its
 composition root; a test may simply assign ``app.state.verifier``.
 
+**Claims are checked against the registry** (``shared/data/organisations.yaml``): a genuine
+token is still refused when its organisation is unknown (401), its role does not suit the
+organisation's kind or its special permissions are not ones the registry grants that role
+(403); see :func:`check_claims`. The organisations come from ``app.state.organisations``
+(the composition root puts them there with its reference data), or are loaded on first use
+from ``app.state.runtime.settings.data_dir``.
+
 Tokens are never logged: failures are logged by reason and key id only.
 """
 
@@ -41,6 +48,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.orgs import Organisation, Organisations, OrgKind, load_organisations
 
 if TYPE_CHECKING:
     from shared.settings import ServiceSettings
@@ -74,29 +83,85 @@ class Role(StrEnum):
         return self.value.replace("_", " ")
 
 
-ROLE_ORG_KINDS: dict[Role, frozenset[str]] = {
-    Role.window_clerk: frozenset({"station"}),
-    Role.reviewer: frozenset({"station"}),
-    Role.station_head: frozenset({"station"}),
-    Role.department_officer: frozenset({"city_department", "town_government"}),
-    Role.auditor: frozenset({"city_department"}),
+ROLE_ORG_KINDS: dict[Role, frozenset[OrgKind]] = {
+    Role.window_clerk: frozenset({OrgKind.station}),
+    Role.reviewer: frozenset({OrgKind.station}),
+    Role.station_head: frozenset({OrgKind.station}),
+    Role.department_officer: frozenset({OrgKind.city_department, OrgKind.town_government}),
+    Role.auditor: frozenset({OrgKind.city_department}),
 }
-"""Which kinds of organisation (``shared.orgs.OrgKind`` values) each role belongs to."""
+"""Which kinds of organisation each role belongs to. Auditors, moreover, only to the one
+marked as the audit body (:data:`AUDIT_BODY_ROLES`)."""
+
+AUDIT_BODY_ROLES = frozenset({Role.auditor})
+"""Roles that belong to the audit body alone, not to any city department."""
 
 
 def _a(words: str) -> str:
     return f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
 
 
-def check_role_fits_org(role: Role, org_code: str, org_kind: str) -> None:
+def check_role_fits_org(role: Role, organisation: Organisation) -> None:
     """Raise ``ValueError`` (with a readable reason) if ``role`` can't belong to that org."""
     kinds = ROLE_ORG_KINDS[role]
-    if org_kind not in kinds:
-        wanted = " or ".join(_a(k.replace("_", " ")) for k in sorted(kinds))
+    kind = organisation.kind.value.replace("_", " ")
+    if organisation.kind not in kinds:
+        wanted = " or ".join(_a(k.value.replace("_", " ")) for k in sorted(kinds))
         raise ValueError(
-            f"{_a(role.label)} works at {wanted}, but {org_code} is "
-            f"{_a(org_kind.replace('_', ' '))}"
+            f"{_a(role.label)} works at {wanted}, but {organisation.code} is {_a(kind)}"
         )
+    if role in AUDIT_BODY_ROLES and not organisation.audit_body:
+        raise ValueError(
+            f"{_a(role.label)} works at the city's audit body, but {organisation.code} is "
+            f"{_a(kind)} that is not it"
+        )
+
+
+class ClaimsRefused(Exception):
+    """A genuine token whose claims the registry doesn't bear out; ``str()`` says why."""
+
+    def __init__(self, message: str, reason: str, status: int) -> None:
+        super().__init__(message)
+        self.reason = reason  # short, for logs
+        self.status = status  # 401: not someone caseflow knows; 403: not allowed as claimed
+
+
+def check_claims(staff: Staff, organisations: Organisations) -> None:
+    """Raise :class:`ClaimsRefused` unless the registry bears out what the token claims:
+    the organisation exists, the role suits it, and each special permission is one the
+    registry grants to that role."""
+    if staff.org not in organisations:
+        raise ClaimsRefused(
+            f"sign in again: your token names an organisation caseflow doesn't know "
+            f"({staff.org!r}); ask your administrator for a token of your organisation "
+            "(令牌所属机构不存在)",
+            "unknown org",
+            401,
+        )
+    try:
+        check_role_fits_org(staff.role, organisations.get(staff.org))
+    except ValueError as err:
+        raise ClaimsRefused(
+            f"your token doesn't fit: {err} (岗位与所属机构不符)", "role does not fit org", 403
+        ) from None
+    for permission in sorted(staff.permissions):
+        grant = organisations.special_permissions.get(permission)
+        if grant is None:
+            raise ClaimsRefused(
+                f"your token carries the special permission {permission!r}, which caseflow "
+                "doesn't grant (无此特殊权限)",
+                "unknown permission",
+                403,
+            )
+        if staff.role.value not in grant.roles:
+            holders = " or ".join(_a(Role(r).label) for r in grant.roles)
+            raise ClaimsRefused(
+                f"your token carries the special permission {permission!r}, which only "
+                f"{holders} may hold; you are signed in as {_a(staff.role.label)} "
+                "(该岗位不得持有此特殊权限)",
+                "permission not granted",
+                403,
+            )
 
 
 @dataclass(frozen=True)
@@ -548,6 +613,24 @@ def _unauthorized(message: str, *, invalid: bool) -> HTTPException:
 
 
 _build_lock = threading.Lock()
+_registry_lock = threading.Lock()
+
+
+def get_organisations(request: Request) -> Organisations:
+    """``app.state.organisations``, or loaded on first use from the runtime's data folder
+    (the packaged data for an app without a runtime)."""
+    state = request.app.state
+    organisations: Organisations | None = getattr(state, "organisations", None)
+    if organisations is not None:
+        return organisations
+    with _registry_lock:
+        organisations = getattr(state, "organisations", None)
+        if organisations is None:
+            runtime = getattr(state, "runtime", None)
+            data_dir = getattr(getattr(runtime, "settings", None), "data_dir", None)
+            organisations = load_organisations(data_dir)
+            state.organisations = organisations
+    return organisations
 
 
 def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
@@ -597,8 +680,11 @@ async def current_staff(
     """FastAPI dependency: the member of staff named by the ``Authorization: Bearer`` token.
 
     401 (problem+json, ``WWW-Authenticate: Bearer``) when the token is missing, damaged,
-    expired, for another audience or signed by an unknown key; 503 when the keys can't be
-    fetched. The staff member is also left on ``request.state.staff``.
+    expired, for another audience or signed by an unknown key, or names an organisation
+    caseflow doesn't know; 403 when its role doesn't suit the organisation or it carries a
+    special permission the registry doesn't grant that role (:func:`check_claims`); 503
+    when the keys can't be fetched. The staff member is also left on
+    ``request.state.staff``.
     """
     if credentials is None or not credentials.credentials:
         message = (
@@ -617,8 +703,17 @@ async def current_staff(
     except KeysUnavailable as err:
         log.error("can't fetch the keys to check tokens", error=str(err))
         raise HTTPException(
-            503, "can't check your sign-in right now; please try again in a minute"
+            503,
+            "can't check your sign-in right now; please try again in a minute",
+            headers={"Retry-After": "60"},
         ) from None
+    try:
+        check_claims(staff, get_organisations(request))
+    except ClaimsRefused as err:
+        log.info("token refused", reason=err.reason, org=staff.org, role=staff.role.value)
+        if err.status == 401:
+            raise _unauthorized(str(err), invalid=True) from None
+        raise HTTPException(err.status, str(err)) from None
     request.state.staff = staff
     return staff
 

@@ -17,8 +17,9 @@ any scale; the rest take a random path, further along the older they are.
 
 Hand-in times lie in the past (paper forms entered late): the staff's later actions
 happen now, as the law wants them recorded. Everything is seeded per day and per visit:
-the same ``--seed`` gives the same people and cases, and every Idempotency-Key derives
-from it, so running the demo again adds nothing.
+the same ``--seed`` gives the same people and cases, and every Idempotency-Key and the
+member of staff who sends it derive from it (keys belong to their sender), so running
+the demo again adds nothing.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ ROSTER: tuple[Member, ...] = (
     Member("officer.hc_public_security", Role.department_officer, "hc_public_security", "贾军"),
     Member("officer.hc_justice", Role.department_officer, "hc_justice", "师静"),
     Member("officer.banqiao_town", Role.department_officer, "banqiao_town", "杨海涛"),
-    Member("gao.auditor", Role.auditor, "hc_justice", "高明"),
+    Member("gao.auditor", Role.auditor, "hc_audit", "高明"),
 )
 """The demo's staff. Department officers are ``officer.<org>``."""
 
@@ -228,7 +229,7 @@ class Station:
         organisations = load_organisations()
         self.tokens: dict[str, str] = {}
         for member in ROSTER:
-            check_role_fits_org(member.role, member.org, organisations.get(member.org).kind)
+            check_role_fits_org(member.role, organisations.get(member.org))
             staff = Staff(user=member.user, role=member.role, org=member.org, name=member.name)
             self.tokens[member.user] = issue_token(staff, self.signing_key, ttl=timedelta(days=7))
         self.seed = seed

@@ -45,13 +45,23 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 def start_nats(
-    port: int, store_dir: Path, *, log_file: Path | None = None
+    port: int,
+    store_dir: Path,
+    *,
+    config: Path,
+    log_file: Path | None = None,
+    pid_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start nats-server with JetStream (file storage under ``store_dir``) on ``port``."""
+    """Start nats-server with JetStream (file storage under ``store_dir``) on ``port``, its
+    users from ``config`` (``shared.bus.credentials``: no anonymous client is let in).
+    With ``pid_file`` it writes its pid there, so that a change of users can reload it."""
     store_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    args = ["-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
+    if pid_file is not None:
+        args += ["-P", str(pid_file)]
     proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
+        [nats_server_binary(), *args],
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -75,10 +85,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def nats_server(store_dir: Path, port: int | None = None) -> Iterator[str]:
-    """A nats-server for the duration of the block; yields its URL."""
+def nats_server(
+    store_dir: Path, port: int | None = None, *, config: Path, pid_file: Path | None = None
+) -> Iterator[str]:
+    """A nats-server with the users of ``config`` for the duration of the block; yields
+    its URL."""
     port = port or free_port()
-    proc = start_nats(port, store_dir)
+    proc = start_nats(port, store_dir, config=config, pid_file=pid_file)
     try:
         yield f"nats://127.0.0.1:{port}"
     finally:

@@ -82,7 +82,8 @@ class StoredEvent:
     tx_id: int = 0
 
     def envelope(self) -> dict[str, Any]:
-        """The JSON-ready form published on the bus and returned by the API."""
+        """The JSON-ready form, as stored (the bus and the API show it masked:
+        ``shared.privacy.masked_envelope``)."""
         return {
             "position": self.position,
             "event_id": str(self.event_id),
@@ -110,7 +111,8 @@ class StoredEvent:
 
     @classmethod
     def from_envelope(cls, data: dict[str, Any]) -> StoredEvent:
-        """Inverse of :meth:`envelope`, for consumers reading the bus."""
+        """Inverse of :meth:`envelope`. A bus message or webhook body gives a masked view
+        (``personal_data: masked``): its payload is not the stored one."""
         actor = data["actor"]
         return cls(
             position=int(data["position"]),

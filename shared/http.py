@@ -4,22 +4,30 @@ probes."""
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import sqlite3
 import time
 import uuid
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
+import asyncpg
+import nats.errors
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventlog import ConcurrencyError
+from shared.identity import text_problem
+from shared.metrics import metrics
 
 log = structlog.get_logger("caseflow.http")
 
@@ -117,12 +125,86 @@ def _unexpected_problem(_: Request, exc: Exception) -> JSONResponse:
 
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 """``\\u0000`` in JSON text: the NUL character (an escaped backslash before it doesn't count)."""
+_NUL_WHY = "text can't contain the NUL character (\\u0000); remove it"
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-class NoNulMiddleware:
-    """Refuses the NUL character (U+0000) in the address or the body with a 422 problem,
-    before anything reads it: PostgreSQL stores it in neither text nor JSONB (the request
-    would end in a 500), and no clerk means to type it."""
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as parsed, every key kept (``json`` would keep only the last)."""
+
+
+class _Refused(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """FastAPI reads the body as JSON without a content type or with ``application/json``
+    or ``application/*+json``; so is it checked here."""
+    content_type = dict(headers).get(b"content-type")
+    if content_type is None:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+def _string_problem(value: str) -> str | None:
+    if found := _LONE_SURROGATE.search(value):
+        return f"is not valid Unicode text (a lone surrogate \\u{ord(found.group()):04x})"
+    return text_problem(value)
+
+
+def _check_json(body: bytes) -> None:
+    """Raise :class:`_Refused` for a key given twice in one object, or a string with a
+    control character (other than newline and tab) or a lone surrogate, anywhere in the
+    document. A body that is not JSON at all is left to FastAPI's own answer."""
+    try:
+        document = json.loads(body, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):  # not JSON, or too deep: FastAPI says so
+        return
+    pending: list[tuple[str, Any]] = [("", document)]
+    while pending:  # by hand, not recursion: nesting as deep as json accepts is fine
+        path, value = pending.pop()
+        if isinstance(value, _Pairs):
+            seen: set[str] = set()
+            for key, item in value:
+                where = f"{path}.{key}" if path else key
+                if key in seen:
+                    raise _Refused(
+                        where,
+                        f"the key {key!r} is given twice in one object; send it once (键名重复)",
+                    )
+                seen.add(key)
+                if problem := _string_problem(key):
+                    raise _Refused(where, f"the key {problem}")
+                pending.append((where, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and (problem := _string_problem(value)):
+            raise _Refused(path or "body", problem)
+
+
+def _check_query(query: str) -> None:
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if problem := _string_problem(value):
+            raise _Refused(f"query.{name}", problem)
+
+
+class InputGuardMiddleware:
+    """Refuses, with a 422 problem naming the field, before anything reads the request:
+
+    - the NUL character (U+0000) in the address or the body: PostgreSQL stores it in
+      neither text nor JSONB (the request would end in a 500), and no clerk means to type it;
+    - a key given twice in one JSON object, at any depth: JSON parsers keep the last one,
+      so ``{"id_number": "<bad>", "id_number": "<good>"}`` would hide what was sent;
+    - a control character other than newline and tab (ANSI escapes, carriage returns,
+      C1 controls) or a lone surrogate in any string of the body or value of the query,
+      for every free-text field of every service at once.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -131,8 +213,9 @@ class NoNulMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        query = unquote_plus(scope["query_string"].decode("latin-1"))
-        where = "path" if "\x00" in scope["path"] else "query" if "\x00" in query else None
+        query = scope["query_string"].decode("latin-1")
+        unquoted = unquote_plus(query)
+        where = "path" if "\x00" in scope["path"] else "query" if "\x00" in unquoted else None
         received: list[Message] = []
         if where is None:
             more = True
@@ -144,15 +227,147 @@ class NoNulMiddleware:
             if b"\x00" in body or _NUL_ESCAPE.search(body):
                 where = "body"
         if where is not None:
-            why = "text can't contain the NUL character (\\u0000); remove it"
-            refused = problem(422, f"{where}: {why}", errors=[{"field": where, "message": why}])
+            refused = problem(
+                422, f"{where}: {_NUL_WHY}", errors=[{"field": where, "message": _NUL_WHY}]
+            )
             await refused(scope, receive, send)
+            return
+        try:
+            _check_query(query)
+            if body and _is_json(scope["headers"]):
+                _check_json(body)
+        except _Refused as err:
+            error = {"field": err.field, "message": err.message}
+            await problem(422, f"{err.field}: {err.message}", errors=[error])(scope, receive, send)
             return
 
         async def replay() -> Message:
             return received.pop(0) if received else await receive()
 
         await self.app(scope, replay, send)
+
+
+RETRY_AFTER_SECONDS = 5
+"""What a 503 asks the client to wait before trying again."""
+
+_NATS_DOWN: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.TimeoutError,
+)
+_DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.DisconnectionError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    sqlite3.OperationalError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what caused it, and the members of exception groups, once each."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            pending.append(orig)
+    return found
+
+
+def unavailable_dependency(exc: BaseException) -> tuple[str, BaseException] | None:
+    """``("NATS" | "database", the cause)`` when ``exc`` comes from a dependency that
+    can't be reached (refused, gone, timed out, shut down), else None."""
+    for cause in _causes(exc):
+        if isinstance(cause, _NATS_DOWN):
+            return "NATS", cause
+        if isinstance(cause, _DATABASE_DOWN) or (
+            isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
+        ):
+            return "database", cause
+    return None
+
+
+async def _database_down(scope: Scope) -> bool:
+    """Whether the service's database answers no ping right now (an app without a runtime
+    can't tell: no)."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    if runtime is None:
+        return False
+    checks: dict[str, str] = await runtime.readiness()
+    return checks.get("database", "ok") != "ok"
+
+
+class UnavailableMiddleware:
+    """A request that fails because the database (or NATS) can't be reached answers 503
+    problem+json with ``Retry-After``, and the log gets one line, not a traceback: an
+    outage is not a bug, and nothing was saved (the transaction never committed).
+
+    Known connection failures are recognised by type; any other failure is taken for an
+    outage when the database answers no ping right now (a Unix socket that vanished with a
+    stopped PostgreSQL raises a bare ``FileNotFoundError``). Everything else goes on to the
+    500 handler, traceback and all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            found = unavailable_dependency(exc)
+            if found is None and await _database_down(scope):
+                found = "database", exc
+            if found is None:
+                raise
+            dependency, cause = found
+            first_line = (str(cause).splitlines() or [""])[0][:200]
+            log.warning(
+                "dependency unavailable: answered 503",
+                dependency=dependency,
+                error=f"{type(cause).__name__}: {first_line}",
+                method=scope["method"],
+                path=scope["path"],
+            )
+            zh = "数据库" if dependency == "database" else "消息总线"
+            refused = problem(
+                503,
+                f"the {dependency} can't be reached right now; nothing was saved. Please try "
+                f"again in a moment (暂时无法连接{zh}，未保存任何内容，请稍后重试)",
+                unavailable=dependency,
+            )
+            refused.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            await refused(scope, receive, send)
 
 
 class CorrelationMiddleware:
@@ -226,7 +441,8 @@ _FASTAPI_DEFAULTS = ("HTTPValidationError", "ValidationError")
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make ``schema`` (an OpenAPI document) say what the handlers above answer: every
     error is ``application/problem+json`` (FastAPI documents its own 422 shape, which
-    nobody receives); a body that can't be read is a 400, a missing or bad token a 401.
+    nobody receives); a body that can't be read is a 400, a missing or bad token a 401,
+    claims the registry doesn't bear out a 403, an unreachable database a 503.
 
     Parameters travel as text, so none is ``null``: FastAPI's ``anyOf [..., null]`` for
     an optional one becomes the plain type (leaving it out is how to give none)."""
@@ -237,6 +453,20 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("400", {"description": "The body is not readable JSON"})
             if operation.get("security"):
                 responses.setdefault("401", {"description": "Not signed in, or a bad token"})
+                responses.setdefault(
+                    "403",
+                    {
+                        "description": "The token's role doesn't suit its organisation, or it "
+                        "carries a special permission not granted to that role"
+                    },
+                )
+                responses.setdefault(
+                    "503",
+                    {
+                        "description": "The database can't be reached right now; nothing was "
+                        "saved (see Retry-After)"
+                    },
+                )
             for code, response in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}
@@ -264,8 +494,8 @@ def _not_null(parameter: dict[str, Any]) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Problem-details handlers and their OpenAPI documentation, the NUL guard,
-    correlation middleware and ``/metrics``."""
+    """Problem-details handlers and their OpenAPI documentation, the input guard,
+    correlation middleware and ``/metrics`` (for the holder of the metrics token)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -276,11 +506,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(ConcurrencyError, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
-    app.add_middleware(NoNulMiddleware)
+    app.add_middleware(UnavailableMiddleware)
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-
-
-async def metrics() -> Response:
-    """Prometheus exposition of this process's metrics."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from shared.identity import mask_text
+from shared.privacy import mask_text
 
 
 def _mask(value: Any) -> Any:
@@ -25,7 +25,8 @@ def _mask(value: Any) -> Any:
 def mask_personal_data(
     _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: no citizen ID or phone number leaves in clear."""
+    """structlog processor: no citizen ID number, phone number or e-mail address leaves
+    in clear."""
     return {key: _mask(value) for key, value in event_dict.items()}
 
 

@@ -114,9 +114,26 @@ class NotificationFailed(_Payload):
     reason: str
 
 
+class DeliveredBy(BaseModel):
+    """How a department's decision reached caseflow, when not over HTTP: the bus, and the
+    department credential that delivered it (the server vouches for it: only that
+    credential may publish on its answer subject). Set by caseflow, never by a caller."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Literal["nats"]
+    credential: str = Field(
+        min_length=1,
+        max_length=63,
+        description="the department credential's name (`caseflow nats credentials`)",
+    )
+
+
 class ActionRefused(_Payload):
     """A refused attempt: a wrong role, no delegation valid at that moment, a revoked or
-    suspended one. Recorded on the case; the status is unchanged."""
+    suspended one; a department's answer over NATS for a case not forwarded to it, not
+    awaiting its answer, or naming an officer of another organisation. Recorded on the
+    case; the status is unchanged."""
 
     action: str
     reason: str
@@ -128,6 +145,9 @@ class ActionRefused(_Payload):
     delegation_version: int | None = None
     power: str | None = Field(
         default=None, description="The delegated power the action needed (收件、受理…)"
+    )
+    delivered_by: DeliveredBy | None = Field(
+        default=None, description="A refused department answer: the credential that sent it"
     )
 
 
@@ -181,6 +201,28 @@ class PersonalDataViewed(_Payload):
     fields: list[str] = Field(description="What was shown, e.g. name, phone, id_number")
 
 
+class PersonalDataDisclosed(_Payload):
+    """The applicant's personal data went to another authority: the request that forwards a
+    case to its department (``caseflow.dept.<authority>.requests``) carries the applicant
+    in full, because the department decides on the application. A fact on the case, as
+    ``PersonalDataViewed`` is: the status is unchanged, nobody is told; one per forwarding
+    (its id derives from the ``CaseForwarded`` event's, its ``causation_id``)."""
+
+    to: str = Field(description="The authority it was disclosed to, e.g. hc_forestry (披露对象)")
+    fields: list[str] = Field(
+        description="What of the applicant was disclosed, e.g. id_number, name, phone"
+    )
+    channel: str = Field(
+        description="How: the subject of the department's requests, "
+        "e.g. caseflow.dept.hc_forestry.requests"
+    )
+    reason: str = Field(description="Why (披露理由)")
+    request_id: str = Field(
+        description="The request's Nats-Msg-Id (the CaseForwarded event's id), as the "
+        "department received it"
+    )
+
+
 class DepartmentRequest(_Payload):
     """A forwarded case, sent to its department on ``caseflow.dept.<authority>.requests``."""
 
@@ -193,17 +235,29 @@ class DepartmentRequest(_Payload):
     deadline: str | None
     applicant: dict[str, object] | None
     materials: list[str]
-    answer_subject: str
+    answer_subject: str = Field(
+        description="caseflow.dept.<authority>.answers: answer on this subject followed by "
+        "your credential's name (the credential file's answer_subject)"
+    )
 
 
 class DepartmentAnswer(BaseModel):
-    """A department's decision on ``caseflow.dept.<authority>.answers`` (set Nats-Msg-Id)."""
+    """A department's decision on ``caseflow.dept.<authority>.answers.<credential>`` (set
+    Nats-Msg-Id). Refused and recorded on the case if the case was not forwarded to that
+    authority or is not awaiting its answer, or if the officer belongs to another
+    organisation."""
 
     model_config = ConfigDict(extra="forbid")
 
     case_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
     outcome: Literal["approve", "reject"]
-    officer: str = Field(min_length=1, max_length=100, description="The deciding officer's id")
+    officer: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^@\s]+(@[a-z][a-z0-9_]*)?$",
+        description="The deciding officer: `user`, or `user@<authority>` (it must be the "
+        "authority the credential answers for)",
+    )
     reasons: list[str] = Field(default_factory=list, max_length=20)
     decision_number: str | None = Field(default=None, max_length=200)
     opinion: str | None = Field(default=None, max_length=2000)
@@ -221,6 +275,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "ForwardOverdue": ForwardOverdue,
     "VisitorReceived": VisitorReceived,
     "PersonalDataViewed": PersonalDataViewed,
+    "PersonalDataDisclosed": PersonalDataDisclosed,
 }
 """Payload models of events that are not a workflow action's body (those come from
 ``shared.workflow.payloads``)."""

@@ -3,7 +3,12 @@
 Reference data from ``organisations.yaml`` in the data directory (default: the packaged
 ``shared/data``). City departments and town governments are competent authorities and
 delegators; stations are where cases are received, each with its own case-number prefix and
-villages, and each kept apart from the others.
+villages, and each kept apart from the others. One city department is marked as the audit
+body (``audit_body: true``): the city's auditors belong to it.
+
+The same file lists the special permissions a staff token may carry beside its role
+(``special_permissions``) and the roles that may hold each: staff tokens are checked against
+both (``shared.auth.check_claims``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +25,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 ORGANISATIONS_FILE = "organisations.yaml"
 
 _CODE = r"^[a-z][a-z0-9_]*$"
+
+StaffRole = Literal["window_clerk", "reviewer", "station_head", "department_officer", "auditor"]
+"""The roles of ``shared.auth.Role``, by value (this module stays below ``shared.auth``)."""
 
 
 class OrgKind(StrEnum):
@@ -65,9 +73,13 @@ class Organisation(BaseModel):
     parent: str | None = None
     case_prefix: str | None = Field(default=None, pattern=r"^[A-Z]{2,4}$")
     villages: tuple[Village, ...] = ()
+    audit_body: bool = False
+    """The city's audit body (审计机关): where auditors work."""
 
     @model_validator(mode="after")
     def _station_fields(self) -> Organisation:
+        if self.audit_body and self.kind is not OrgKind.city_department:
+            raise ValueError(f"only a city department can be the audit body, not a {self.kind}")
         if self.kind is OrgKind.station:
             if self.parent is None:
                 raise ValueError("a station needs a parent (its town government)")
@@ -88,10 +100,25 @@ class Organisation(BaseModel):
         return self.kind is not OrgKind.station
 
 
-class Organisations:
-    """All known organisations, by code (in data-file order)."""
+class SpecialPermission(BaseModel):
+    """A permission a token may carry beside its role (claim ``perms``), and who may."""
 
-    def __init__(self, organisations: Iterable[Organisation]) -> None:
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    roles: tuple[StaffRole, ...] = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+class Organisations:
+    """All known organisations, by code (in data-file order), and the special permissions
+    that staff of some roles may hold."""
+
+    def __init__(
+        self,
+        organisations: Iterable[Organisation],
+        special_permissions: dict[str, SpecialPermission] | None = None,
+    ) -> None:
+        self.special_permissions: dict[str, SpecialPermission] = dict(special_permissions or {})
         by_code: dict[str, Organisation] = {}
         for org in organisations:
             if org.code in by_code:
@@ -125,6 +152,11 @@ class Organisations:
                         f" served by {villages[village.code]!r}"
                     )
                 villages[village.code] = org.code
+        audit_bodies = [o.code for o in by_code.values() if o.audit_body]
+        if len(audit_bodies) > 1:
+            raise OrganisationError(
+                f"only one organisation can be the audit body: {', '.join(audit_bodies)} are"
+            )
         self._by_code = by_code
 
     def get(self, code: str) -> Organisation:
@@ -149,6 +181,10 @@ class Organisations:
         """City departments and town governments."""
         return [o for o in self._by_code.values() if o.is_authority]
 
+    def audit_body(self) -> Organisation | None:
+        """The city's audit body, if the data names one."""
+        return next((o for o in self._by_code.values() if o.audit_body), None)
+
 
 def _read_yaml(path: Path) -> Any:
     """Parse one YAML data file (safe loader); a missing file or bad YAML names the file."""
@@ -169,6 +205,19 @@ def load_organisations(data_dir: Path | None = None) -> Organisations:
     entries = raw.get("organisations") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         raise OrganisationError(f"{path}: expected a mapping with a list 'organisations'")
+    permissions: dict[str, SpecialPermission] = {}
+    granted = raw.get("special_permissions") or {}
+    if not isinstance(granted, dict):
+        raise OrganisationError(f"{path}: 'special_permissions' must be a mapping")
+    for name, grant in granted.items():
+        if not isinstance(name, str) or not name:
+            raise OrganisationError(f"{path}: special permission {name!r}: needs a name")
+        try:
+            permissions[name] = SpecialPermission.model_validate(grant)
+        except ValidationError as err:
+            raise OrganisationError(
+                f"{path}: special permission {name!r}: {_problems(err)}"
+            ) from None
     orgs: list[Organisation] = []
     for index, entry in enumerate(entries):
         name = entry.get("code", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
@@ -177,7 +226,7 @@ def load_organisations(data_dir: Path | None = None) -> Organisations:
         except ValidationError as err:
             raise OrganisationError(f"{path}: organisation {name!r}: {_problems(err)}") from None
     try:
-        return Organisations(orgs)
+        return Organisations(orgs, permissions)
     except OrganisationError as err:
         raise OrganisationError(f"{path}: {err}") from None
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
-import nats
 import stamina
 import structlog
 import yaml
@@ -22,17 +22,20 @@ from nats.aio.msg import Msg
 
 from shared import http
 from shared.bus import asyncapi
+from shared.bus.access import RELAY
+from shared.bus.client import connect
 from shared.bus.consumer import Consumer, ConsumerSpec
 from shared.bus.relay import Relay
-from shared.bus.streams import declare_streams
+from shared.bus.streams import WAKE_SUBJECT, declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
+from shared.orgs import Organisations, load_organisations
 from shared.settings import ServiceSettings
 from shared.timers import TimerSpec, TimerWheel
 
 log = structlog.get_logger("caseflow.runtime")
 
-WAKE_SUBJECT = "caseflow.internal.relay.wake"
+__all__ = ["WAKE_SUBJECT", "Runtime", "create_service_app"]
 
 
 class Runtime:
@@ -51,6 +54,10 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         self.log = EventLog(self.engine)
         self.nc: NATS | None = None
+        self.relay_nc: NATS | None = None
+        """The relay's own connection: only the relay's credential may publish events."""
+        self._connect_error: str | None = None
+        """Why the last attempt to connect failed (readiness says it)."""
         self.consumers: list[Consumer] = []
         self.timers = TimerWheel(self.log, timers) if timers else None
         """The durable timers' wheel, when the service has timer kinds to fire."""
@@ -75,6 +82,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
 
     async def _reconnected(self) -> None:
+        self._connect_error = None
         log.info("reconnected to NATS")
         for consumer in self.consumers:
             consumer.on_reconnect()
@@ -82,24 +90,50 @@ class Runtime:
     async def _disconnected(self) -> None:
         log.warning("disconnected from NATS")
 
-    async def _connect(self) -> NATS:
+    async def _connect(self, user: str, seed_file: Path, **callbacks: Any) -> NATS:
+        """Connect as ``user`` with its seed, retrying until the server takes it."""
+
+        async def error(err: Exception) -> None:
+            # nats-py reports a refused connection (e.g. "Authorization Violation": a seed
+            # the server does not know) and permissions violations here, and keeps trying.
+            text = f"{user}: {str(err) or type(err).__name__}"
+            if text != self._connect_error:
+                log.warning("NATS error", error=text)
+            self._connect_error = text
+
         async for attempt in stamina.retry_context(
             on=Exception, attempts=None, timeout=None, wait_max=2.0
         ):
             with attempt:
-                return await nats.connect(
+                nc = await connect(
                     self.settings.nats_url,
-                    name=f"caseflow-{self.service}",
+                    user=user,
+                    seed_file=seed_file,
+                    name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
-                    reconnected_cb=self._reconnected,
-                    disconnected_cb=self._disconnected,
+                    error_cb=error,
+                    **callbacks,
                 )
+                self._connect_error = None
+                return nc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _connect_and_run(self) -> None:
-        self.nc = await self._connect()
+        seed = self.settings.nats_seed_file
+        if seed is None:
+            log.error(
+                "no NATS credential: set the service's NATS_SEED_FILE; not connecting",
+                service=self.service,
+            )
+            return
+        self.nc = await self._connect(
+            self.service,
+            seed,
+            reconnected_cb=self._reconnected,
+            disconnected_cb=self._disconnected,
+        )
         js = self.nc.jetstream()
         async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None):
             with attempt:
@@ -107,8 +141,12 @@ class Runtime:
         log.info("connected to NATS", url=self.settings.nats_url)
         workers = []
         await self._share_wakeups(self.nc)
-        if self.settings.relay:
-            relay = Relay(self.log, js)
+        relay_seed = self.settings.nats_relay_seed_file
+        if self.settings.relay and relay_seed is None:
+            log.warning("no relay credential (NATS_RELAY_SEED_FILE): this process relays nothing")
+        if self.settings.relay and relay_seed is not None:
+            self.relay_nc = await self._connect(RELAY, relay_seed)
+            relay = Relay(self.log, self.relay_nc.jetstream())
 
             async def wake(_msg: Msg) -> None:
                 relay.wakeup.set()
@@ -162,9 +200,10 @@ class Runtime:
         for task in done:
             if not task.cancelled() and task.exception():
                 log.error("background task failed", error=repr(task.exception()))
-        if self.nc is not None and self.nc.is_connected:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), grace)
+        for nc in (self.nc, self.relay_nc):
+            if nc is not None and nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nc.drain(), grace)
         for close in self.on_shutdown:
             try:
                 await close()
@@ -181,9 +220,19 @@ class Runtime:
             checks["database"] = "ok"
         except Exception as err:
             checks["database"] = f"unreachable: {type(err).__name__}"
-        nc = self.nc
-        checks["nats"] = "ok" if nc is not None and nc.is_connected else "unreachable"
+        checks["nats"] = self._nats_state()
         return checks
+
+    def _nats_state(self) -> str:
+        if self.settings.nats_seed_file is None:
+            return "no credential (NATS_SEED_FILE is not set)"
+        why = f": {self._connect_error}" if self._connect_error else ""
+        if self.nc is None or not self.nc.is_connected:
+            return "unreachable" + (why if self.nc is None else "")
+        relaying = self.settings.relay and self.settings.nats_relay_seed_file is not None
+        if relaying and (self.relay_nc is None or not self.relay_nc.is_connected):
+            return "unreachable: the relay's connection" + (why if self.relay_nc is None else "")
+        return "ok"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -223,7 +272,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse | dict[str, Any]:
     if all(v == "ok" for v in checks.values()):
         return {"status": "ok", "checks": checks}
     failing = ", ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
-    return http.problem(503, f"not ready: {failing}", checks=checks)
+    response = http.problem(503, f"not ready: {failing}", checks=checks)
+    response.headers["Retry-After"] = str(http.RETRY_AFTER_SECONDS)
+    return response
 
 
 @probes.get("/asyncapi.json", summary="AsyncAPI document of the bus")
@@ -248,9 +299,17 @@ async def asyncapi_yaml() -> YamlResponse:
 
 
 def create_service_app(
-    runtime: Runtime, *, title: str, description: str, routers: Sequence[APIRouter] = ()
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    organisations: Organisations | None = None,
 ) -> FastAPI:
-    """A FastAPI app around ``runtime`` with probes, metrics and problem details."""
+    """A FastAPI app around ``runtime`` with probes, metrics and problem details.
+
+    Staff tokens are checked against ``organisations`` (loaded from the settings' data
+    folder when not given): a fault in that data stops start-up, named."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -260,6 +319,7 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
     http.install(app)
     app.include_router(probes)
     for router in routers:

@@ -23,7 +23,19 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    relay: bool = Field(default=True, description="run a relay in this process (one leads)")
+    nats_seed_file: Path | None = Field(
+        default=None,
+        description="the NKEY seed this service connects to NATS with (`caseflow up` makes "
+        "one under var/nats); without it the service does not connect",
+    )
+    nats_relay_seed_file: Path | None = Field(
+        default=None,
+        description="the relay's NKEY seed: only the relay may publish events; a process "
+        "without it runs no relay",
+    )
+    relay: bool = Field(
+        default=True, description="run a relay in this process (one leads), given its seed"
+    )
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     jwt_public_key_file: Path | None = Field(
         default=Path("var/keys/jwt-ed25519.pub.pem"),
@@ -34,6 +46,11 @@ class ServiceSettings(BaseSettings):
     )
     jwt_issuer: str = "caseflow"
     jwt_audience: str = "caseflow"
+    metrics_token_file: Path | None = Field(
+        default=Path("var/keys/metrics-token"),
+        description="the bearer token Prometheus must send for /metrics (caseflow up makes "
+        "one); without a readable token /metrics serves nobody",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="reference data (catalogue, workflows, organisations, holidays); "
@@ -53,6 +70,15 @@ class ServiceSettings(BaseSettings):
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// on a trusted network)")
         return value or None
+
+    @field_validator("nats_seed_file", "nats_relay_seed_file")
+    @classmethod
+    def _user_seed(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from shared.bus.credentials import read_seed_file
+
+            read_seed_file(value)  # ValueError names the file and what is wrong with it
+        return value
 
     @field_validator("nats_url")
     @classmethod

@@ -1,9 +1,12 @@
 """``caseflow up``: the embedded default on one machine, and Ctrl-C that leaves nothing behind.
 
-Starts nats-server (from its wheel) with JetStream under the data folder unless an external
-NATS is named, migrates the database, starts the three services as child processes, waits
-until each answers ``/readyz`` and prints their addresses. SIGINT or SIGTERM stops the
-services (they finish in-flight work and drain), then nats-server.
+Makes the NATS credentials that are missing under ``<data folder>/nats`` (the services',
+the relay's and the operator's seeds, and the server config with their users), starts
+nats-server (from its wheel) with that config and JetStream under the data folder unless
+an external NATS is named, migrates the database, starts the three services as child
+processes (each with its seeds), waits until each answers ``/readyz`` and prints their
+addresses. SIGINT or SIGTERM stops the services (they finish in-flight work and drain),
+then nats-server.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from services.notify import sandbox
 from shared import devservers
 from shared.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.auth import KeyPair, ensure_key_pair
+from shared.bus.access import RELAY
+from shared.bus.credentials import CredentialStore, authorities
 from shared.db import migrate
+from shared.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
 
 
 class Stack:
@@ -50,6 +56,7 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.key_pair = KeyPair(data_dir / "keys")
+        self.credentials = CredentialStore(data_dir / "nats")
         self.notify_env: dict[str, str] = {}
         """Where notify sends email and SMS: the sandbox's receivers, unless configured."""
 
@@ -67,11 +74,31 @@ class Stack:
     def _start_nats(self) -> str:
         self._check_port_free(self.nats_port, "nats")
         log_file = self.data_dir / "nats.log"
-        proc = devservers.start_nats(self.nats_port, self.data_dir / "jetstream", log_file=log_file)
+        proc = devservers.start_nats(
+            self.nats_port,
+            self.data_dir / "jetstream",
+            config=self.credentials.config_path,
+            pid_file=self.credentials.pid_path,
+            log_file=log_file,
+        )
         self.children["nats-server"] = proc
         url = f"nats://127.0.0.1:{self.nats_port}"
         self._say(f"nats-server with JetStream at {url} (data in {self.data_dir / 'jetstream'})")
         return url
+
+    def ensure_nats_credentials(self) -> None:
+        """The NATS users' seeds (0600) and the server config, made or brought up to date."""
+        store = self.credentials
+        made = store.ensure_own()
+        data_dir = os.environ.get("CASEFLOW_PROCESSING_DATA_DIR")
+        store.write_config(authorities(Path(data_dir) if data_dir else None))
+        state = f"made for {', '.join(made)}" if made else "found"
+        self._say(f"NATS credentials {state} in {store.folder}; no anonymous access")
+        if self.nats_url:
+            self._say(
+                f"{self.nats_url} must know caseflow's users: include {store.config_path} in "
+                "its configuration (or print it: caseflow nats server-config)"
+            )
 
     sandbox_ports: ClassVar[dict[str, int]] = {"smtp": 8025, "sms": 8004, "webhook": 8005}
     """The embedded default's local mailbox, SMS gateway and webhook receiver."""
@@ -99,8 +126,10 @@ class Stack:
             raise SystemExit(f"caseflow: {err}") from None
         self.children["sandbox"] = proc
         self._say(
-            f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']} and SMS gateway "
-            f"http://127.0.0.1:{self.sandbox_ports['sms']}: what notify sends is in {folder}"
+            f"sandbox mailbox smtp://127.0.0.1:{self.sandbox_ports['smtp']}, SMS gateway "
+            f"http://127.0.0.1:{self.sandbox_ports['sms']} and webhook receiver "
+            f"http://127.0.0.1:{self.sandbox_ports['webhook']} (the one local address "
+            f"webhooks may reach): what notify sends is in {folder}"
         )
 
     def ensure_keys(self) -> None:
@@ -116,6 +145,16 @@ class Stack:
         )
         audit, created = ensure_audit_key(folder / DEFAULT_AUDIT_KEY_FILE.name)
         self._say(f"audit checkpoint key {'created' if created else 'found'}: {audit.public_path}")
+        token, created = ensure_metrics_token(self.metrics_token_file)
+        self._say(
+            f"metrics token {'created' if created else 'found'}: {token} (/metrics answers "
+            "only to 'Authorization: Bearer <token>'; Prometheus: bearer_token_file)"
+        )
+
+    @property
+    def metrics_token_file(self) -> Path:
+        """The bearer token ``/metrics`` asks for (one for the three services)."""
+        return self.key_pair.directory / DEFAULT_METRICS_TOKEN_FILE.name
 
     def service_env(self, service: str, nats_url: str) -> dict[str, str]:
         """The environment a service process starts with."""
@@ -124,16 +163,23 @@ class Stack:
             **os.environ,
             prefix + "DATABASE_URL": self.database_url,
             prefix + "NATS_URL": nats_url,
+            prefix + "NATS_SEED_FILE": str(self.credentials.seed_path(service)),
+            prefix + "NATS_RELAY_SEED_FILE": str(self.credentials.seed_path(RELAY)),
             prefix + "HOST": self.host,
             prefix + "PORT": str(self.ports[service]),
         }
         # Staff tokens are checked against the local key unless the operator named keys.
         env.setdefault(prefix + "JWT_PUBLIC_KEY_FILE", str(self.key_pair.public_path))
+        env.setdefault(prefix + "METRICS_TOKEN_FILE", str(self.metrics_token_file))
         if service == "processing":
             audit_key = self.key_pair.directory / DEFAULT_AUDIT_KEY_FILE.name
             env.setdefault(prefix + "AUDIT_KEY_FILE", str(audit_key))
         if service == "notify":
             env.update(self.notify_env)
+            # Webhooks may reach the sandbox's receiver, and what the operator allows.
+            allowed = "CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS"
+            if os.environ.get(allowed) and allowed in self.notify_env:
+                env[allowed] = f"{os.environ[allowed]},{self.notify_env[allowed]}"
         return env
 
     def _start_service(self, service: str, nats_url: str) -> None:
@@ -190,6 +236,7 @@ class Stack:
             for service, port in self.ports.items():
                 self._check_port_free(port, service)
             self.ensure_keys()
+            self.ensure_nats_credentials()
             nats_url = self.nats_url or self._start_nats()
             migrate(self.database_url)
             self._say(f"event log at {self.database_url}")

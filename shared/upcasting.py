@@ -10,9 +10,9 @@ only ever deal with the shape the code knows.
 returns a *copy* of the :class:`~shared.events.StoredEvent` with the new payload and
 ``schema_version``; the stored row is untouched, and so are the copy's ``hash`` and
 ``prev_hash`` — they are the stored row's and verify against the stored form (as the
-log returns it and as the relay publishes it), never against an upcast copy. The relay
-publishes events as stored; caseflow's consumers upcast on decoding, and
-:class:`~shared.bus.consumer.UnitOfWork` upcasts the histories handlers read.
+log returns it), never against an upcast copy. The relay publishes a masked view of each
+event at its stored version; caseflow's consumers take the event from the log and upcast
+it, and :class:`~shared.bus.consumer.UnitOfWork` upcasts the histories handlers read.
 
 Writers record the current version (``CaseService.open_case`` writes
 :func:`current_version` of the start event). An event whose version is *newer* than the

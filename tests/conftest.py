@@ -23,7 +23,7 @@ from shared import devservers
 from shared.auth import KeyPair
 from shared.db import create_engine, migrate
 from shared.eventlog import EventLog
-from tests.services import session_keys
+from tests.services import BusServer, bus_server, session_keys
 
 TEMPLATE = "caseflow_template"
 
@@ -158,10 +158,19 @@ def log(engine: AsyncEngine) -> EventLog:
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream-enabled nats-server shared by the session (tests use unique streams)."""
-    with devservers.nats_server(tmp_path_factory.mktemp("nats")) as url:
-        yield url
+def nats_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusServer]:
+    """A JetStream-enabled nats-server shared by the session (tests use unique streams),
+    with the session's users (``tests.services.session_bus``): nobody connects without
+    an NKEY. Tests that need a department's credential issue it on this server
+    (``tests.services.issue_department``)."""
+    with bus_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_bus: BusServer) -> str:
+    """The session's nats-server (see ``nats_bus``)."""
+    return nats_bus.url
 
 
 @pytest.fixture(scope="session")

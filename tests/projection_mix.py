@@ -30,6 +30,7 @@ from shared.workflow import engine
 from shared.workflow.reference import Reference
 from shared.workflow.service import ActionRefusedError, BodyInvalid, CaseService, NotFound
 from shared.workflow.wiring import case_service
+from tests.keys import sent
 
 ITEMS = [
     "pension_enrolment",
@@ -126,21 +127,20 @@ class Mix:
                 PoliceAssistanceIn(police_unit="派出所", summary="寻人", occurred_at=None),
             ),
         ][i % 4]
-        case_id = uuid.uuid4()
         workflow = self.service.workflows.for_kind(kind)
-        await self.service.open_case(
-            case_id=case_id,
+        payload = start_payload(model)
+        opened = await self.service.open_case(
             case_kind=kind,
             workflow=workflow,
             staff=STAFF[3],
-            start_payload=start_payload(model),
+            start_payload=payload,
             item=None,
             follow_up=None,
             correlation_id=None,
             occurred_at=START + timedelta(hours=i),
-            idempotency_key=self.next_key(),
+            request=sent(STAFF[3], self.next_key(), payload, f"POST /matters/{kind}"),
         )
-        await self.walk(case_id, steps=self.rng.randint(0, 5), item=None)
+        await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 5), item=None)
 
     async def application(self, i: int) -> None:
         item = self.ref.catalogue.get(self.rng.choice(ITEMS))
@@ -150,25 +150,24 @@ class Mix:
         follow_up = None
         if decide:
             follow_up = "accept" if handed_in == materials else "request_correction"
-        case_id = uuid.uuid4()
-        await self.service.open_case(
-            case_id=case_id,
+        payload = {
+            "item_code": item.code,
+            "item_version": item.version,
+            "applicant": {"name": f"申请人{i}", "phone": "13812345678"},
+            "materials": handed_in,
+        }
+        opened = await self.service.open_case(
             case_kind="application",
             workflow=self.ref.workflows.get(item.workflow, item.workflow_version),
             staff=STAFF[0],
-            start_payload={
-                "item_code": item.code,
-                "item_version": item.version,
-                "applicant": {"name": f"申请人{i}", "phone": "13812345678"},
-                "materials": handed_in,
-            },
+            start_payload=payload,
             item=item,
             follow_up=follow_up,
             correlation_id=None,
             occurred_at=START + timedelta(hours=i),
-            idempotency_key=self.next_key(),
+            request=sent(STAFF[0], self.next_key(), payload),
         )
-        await self.walk(case_id, steps=self.rng.randint(0, 14), item=item)
+        await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 14), item=item)
 
     async def walk(self, case_id: uuid.UUID, *, steps: int, item: Any) -> None:
         """Up to ``steps`` random steps on the case, yielding between them."""

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
+from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
 from shared import devservers
 from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.bus import client
+from shared.bus.credentials import CredentialStore, authorities
+from shared.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -91,15 +97,20 @@ def service_env(
 ) -> dict[str, str]:
     """The ``CASEFLOW_<SERVICE>_*`` variables for one service."""
     prefix = f"CASEFLOW_{service.upper()}_"
+    bus = session_bus()
     env = {
         "DATABASE_URL": database_url,
         "NATS_URL": nats_url,
         "PORT": str(port),
         "JWT_PUBLIC_KEY_FILE": str(session_keys().public_path),
+        "METRICS_TOKEN_FILE": str(session_metrics_token()),
+        "NATS_SEED_FILE": str(bus.seed_path(service)),
+        "NATS_RELAY_SEED_FILE": str(bus.seed_path("relay")),
         **(session_sandbox() if service == "notify" and "SMTP__HOST" not in extra else {}),
         **extra,
     }
-    return {prefix + key.upper(): value for key, value in env.items()}
+    # An empty value leaves the setting out (e.g. NATS_RELAY_SEED_FILE="": no relay seed).
+    return {prefix + key.upper(): value for key, value in env.items() if value != ""}
 
 
 @functools.cache
@@ -144,6 +155,112 @@ def running_stack(
 
 
 @functools.cache
+def session_bus() -> CredentialStore:
+    """The test run's NATS credentials, in a temporary folder removed at exit: the seeds
+    of the services, the relay and the operator, and the server config with their users.
+    Every nats-server the suite starts takes its users from ``session_bus().config_path``
+    (no anonymous access, as in production); :func:`service_env` hands each service its
+    seeds. Tests that issue department credentials add them here and reload their server.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-nats-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    store = CredentialStore(folder)
+    store.ensure_own()
+    store.write_config(authorities())
+    return store
+
+
+@dataclass
+class BusServer:
+    """A nats-server of a test's own, with the session's users, that the test can reload
+    after issuing or revoking a department credential."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def reload(self) -> None:
+        """Read the users again (what ``caseflow nats`` does to ``caseflow up``'s server)."""
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def bus_server(folder: Path) -> Iterator[BusServer]:
+    """A JetStream nats-server under ``folder`` for the block."""
+    port = devservers.free_port()
+    proc = devservers.start_nats(
+        port, folder / "jetstream", config=session_bus().config_path, log_file=folder / "nats.log"
+    )
+    try:
+        yield BusServer(f"nats://127.0.0.1:{port}", proc)
+    finally:
+        devservers.stop_process(proc)
+
+
+def issue_department(server: BusServer, authority: str, name: str | None = None) -> dict[str, Any]:
+    """A new department credential for ``authority`` (a unique name unless given), in
+    force on ``server`` once this returns; the credential file an integrator would get."""
+    store = session_bus()
+    name = name or f"{authority.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    _, file = store.issue_department(authority, name, nats_url=server.url)
+    store.write_config(authorities())
+    server.reload()
+    wait_until_accepted(file)
+    return file
+
+
+def revoke_department(server: BusServer, name: str) -> None:
+    """Revoke the credential and reload ``server`` (it refuses the credential after)."""
+    store = session_bus()
+    store.revoke(name)
+    store.write_config(authorities())
+    server.reload()
+
+
+async def connect_department(file: Mapping[str, Any], **options: Any) -> NATS:
+    """Connect as a department system does, from its credential file."""
+    return await nats.connect(
+        list(file["servers"]),
+        nkeys_seed_str=file["seed"],
+        inbox_prefix=file["inbox_prefix"],
+        **options,
+    )
+
+
+async def try_connect(file: Mapping[str, Any]) -> str | None:
+    """None if the credential is let in, else the server's refusal."""
+    try:
+        nc = await connect_department(
+            file, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2
+        )
+    except Exception as err:
+        return str(err) or type(err).__name__
+    await nc.close()
+    return None
+
+
+def wait_until_accepted(file: Mapping[str, Any], timeout: float = 15.0) -> None:
+    """Until the server (reloaded in the background) lets the credential in (from sync or
+    async tests alike: the tries run in a thread with an event loop of their own)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt() -> str | None:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, try_connect(file)).result()
+
+    deadline = time.monotonic() + timeout
+    while (refused := attempt()) is not None:
+        assert time.monotonic() < deadline, f"credential still refused: {refused}"
+        time.sleep(0.1)
+
+
+async def connect_as(url: str, user: str, **options: Any) -> NATS:
+    """A NATS connection as one of caseflow's own users (``notify``, ``relay``,
+    ``operator``…) with the session's seeds."""
+    return await client.connect(url, user=user, seed_file=session_bus().seed_path(user), **options)
+
+
+@functools.cache
 def session_keys() -> KeyPair:
     """The test run's token key pair, in a temporary folder removed at exit.
 
@@ -154,6 +271,19 @@ def session_keys() -> KeyPair:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     pair, _ = ensure_key_pair(folder)
     return pair
+
+
+@functools.cache
+def session_metrics_token() -> Path:
+    """The test run's ``/metrics`` token file, in the key folder of :func:`session_keys`;
+    :func:`metrics_headers` sends it."""
+    path, _ = ensure_metrics_token(session_keys().directory / "metrics-token")
+    return path
+
+
+def metrics_headers() -> dict[str, str]:
+    """``{"Authorization": "Bearer <the run's metrics token>"}``."""
+    return {"Authorization": f"Bearer {session_metrics_token().read_text().strip()}"}
 
 
 def token_for(

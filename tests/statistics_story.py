@@ -17,7 +17,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.intake.domain import case_id_for
 from shared.delegations_store import publish_seed, resume, suspend
 from shared.eventlog import EventLog
 from shared.events import Actor, NewEvent
@@ -28,6 +27,7 @@ from shared.workflow import engine
 from shared.workflow.reference import Reference, load_reference
 from shared.workflow.service import ActionRefusedError, CaseService
 from shared.workflow.wiring import case_service
+from tests.keys import sent
 
 REFERENCE = load_reference()
 STATION = "xuefeng_station"
@@ -75,37 +75,32 @@ class Desk:
         if not complete:
             materials = materials[:1]
         follow_up = ("accept" if complete else "request_correction") if decide else None
-        key = self.key()
-        case_id = case_id_for(key)
-        await self.service.open_case(
-            case_id=case_id,
+        payload = {
+            "item_code": item.code,
+            "item_version": item.version,
+            "applicant": APPLICANT,
+            "materials": materials,
+            "originals_checked": materials,
+            "channels": ["sms"],
+            "language": "zh-CN",
+        }
+        outcome = await self.service.open_case(
             case_kind="application",
             workflow=self.service.workflows.published(item.workflow, item.workflow_version),
             staff=staff,
-            start_payload={
-                "item_code": item.code,
-                "item_version": item.version,
-                "applicant": APPLICANT,
-                "materials": materials,
-                "originals_checked": materials,
-                "channels": ["sms"],
-                "language": "zh-CN",
-            },
+            start_payload=payload,
             item=item,
             follow_up=follow_up,
             correlation_id=None,
             occurred_at=when,
-            idempotency_key=key,
+            request=sent(staff, self.key(), payload),
         )
-        return case_id
+        return outcome.events[0].case_id
 
     async def matter(
         self, kind: str, payload: dict[str, Any], when: datetime, staff: engine.Staff = CLERK
     ) -> uuid.UUID:
-        key = self.key()
-        case_id = case_id_for(key, kind)
-        await self.service.open_case(
-            case_id=case_id,
+        outcome = await self.service.open_case(
             case_kind=kind,
             workflow=self.service.workflows.for_kind(kind),
             staff=staff,
@@ -114,9 +109,9 @@ class Desk:
             follow_up=None,
             correlation_id=None,
             occurred_at=when,
-            idempotency_key=key,
+            request=sent(staff, self.key(), payload, f"POST /matters/{kind}"),
         )
-        return case_id
+        return outcome.events[0].case_id
 
     async def act(
         self,
@@ -140,17 +135,20 @@ class Desk:
         raise AssertionError(f"{action} by {staff.role} was not refused")
 
     async def visit(self, purpose: str, when: datetime, staff: engine.Staff = CLERK) -> None:
-        key = self.key()
-        visit_id = case_id_for(key, "visit")
+        payload = {"visitor_name": "张三", "purpose": purpose, "station": staff.org}
         event = NewEvent(
-            event_id=uuid.uuid5(visit_id, "visit"),
             event_type="VisitorReceived",
             occurred_at=when,
             actor=staff.actor(),
             authority=self.service.own_authority(staff.org),
-            payload={"visitor_name": "张三", "purpose": purpose, "station": staff.org},
+            payload=payload,
         )
-        await self.service.log.append(visit_id, 0, [event], case_kind="reception")
+        await self.service.open_stream(
+            case_kind="reception",
+            event=event,
+            staff=staff,
+            request=sent(staff, self.key(), payload, "POST /reception"),
+        )
 
 
 async def review(desk: Desk, case_id: uuid.UUID, when: datetime) -> None:

@@ -2,10 +2,17 @@
 """A city department's system that answers the cases caseflow forwards to it, over NATS.
 
 caseflow publishes each forwarded case on ``caseflow.dept.<authority>.requests`` (stream
-``CASEFLOW_DEPT``). This program reads them with a durable pull consumer of its own,
-decides, and publishes the decision to the request's ``answer_subject``
-(``caseflow.dept.<authority>.answers``), which caseflow records as the department's
-approval or rejection by the officer the answer names.
+``CASEFLOW_DEPT``). This program reads them from the pull consumer caseflow keeps for the
+authority (``dept_<authority>``), decides, and publishes the decision on its credential's
+answer subject (``caseflow.dept.<authority>.answers.<credential>``), which caseflow
+records as the department's approval or rejection by the officer the answer names, noting
+the credential that delivered it.
+
+Everything it needs to connect comes from the credential file caseflow's operator issued
+(``caseflow nats credentials --department <authority>``): the server, the NKEY seed, the
+inbox prefix its permissions allow, the stream, the consumer and the answer subject. The
+server lets this credential do nothing else: read another authority's requests, answer
+for another authority or under another name, create consumers, publish events.
 
 The rule here is deliberately simple: approve when every material given with
 ``--approve-if-materials`` was handed in, otherwise reject, naming what is missing. A
@@ -25,9 +32,9 @@ SIGTERM or Ctrl-C: stop fetching, finish the request in hand, drain the connecti
 The log names cases by id and number only: requests carry the applicant's name, phone
 and ID number, which never reach the log.
 
-Needs only Python 3.11 and nats-py (``pip install nats-py``)::
+Needs only Python 3.11, nats-py and nkeys (``pip install nats-py nkeys``)::
 
-    python department_system.py --nats-url nats://127.0.0.1:4222 --authority hc_forestry \\
+    python department_system.py --credentials hc_forestry-system.json \\
         --approve-if-materials forest_right_certificate,logging_design --officer liu.forestry
 """
 
@@ -46,40 +53,71 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
-STREAM = "CASEFLOW_DEPT"
-"""caseflow's stream of department requests and answers (``caseflow.dept.>``)."""
 MSG_ID_HEADER = "Nats-Msg-Id"
+CREDENTIAL_FILE_VERSION = 1
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 log = logging.getLogger("department_system")
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the department system is told on its command line."""
+class Credential:
+    """The credential file caseflow's operator issued for this system."""
 
-    nats_url: str
+    name: str
     authority: str
+    seed: str
+    servers: tuple[str, ...]
+    inbox_prefix: str
+    stream: str
+    durable: str
+    requests_subject: str
+    answer_subject: str
+
+    @classmethod
+    def load(cls, path: str) -> Credential:
+        """Read the file; ValueError saying what is wrong with it."""
+        with open(path, encoding="utf-8") as f:
+            body = json.load(f)
+        if body.get("caseflow_nats_credential") != CREDENTIAL_FILE_VERSION:
+            raise ValueError(f"{path} is not a caseflow NATS credential file (version 1)")
+        try:
+            credential = cls(
+                name=str(body["name"]),
+                authority=str(body["authority"]),
+                seed=str(body["seed"]),
+                servers=tuple(str(url) for url in body["servers"]),
+                inbox_prefix=str(body["inbox_prefix"]),
+                stream=str(body["stream"]),
+                durable=str(body["durable"]),
+                requests_subject=str(body["requests_subject"]),
+                answer_subject=str(body["answer_subject"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path} lacks {err}") from None
+        if not _TOKEN.match(credential.authority) or not credential.servers:
+            raise ValueError(f"{path}: authority or servers missing")
+        return credential
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the department system is told: its credential and its command line."""
+
+    credential: Credential
+    servers: tuple[str, ...]
     officer: str
     required: frozenset[str]
-    durable: str
     decision_prefix: str
     batch: int = 10
 
     @property
-    def requests_subject(self) -> str:
-        """``caseflow.dept.<authority>.requests``."""
-        return f"caseflow.dept.{self.authority}.requests"
-
-    @property
-    def answers_subject(self) -> str:
-        """``caseflow.dept.<authority>.answers``: the only subject answers may go to."""
-        return f"caseflow.dept.{self.authority}.answers"
+    def authority(self) -> str:
+        return self.credential.authority
 
 
 class BadRequest(ValueError):
@@ -149,12 +187,13 @@ def answer_id(settings: Settings, msg: Msg) -> str:
 
 async def handle(js: JetStreamContext, msg: Msg, settings: Settings) -> None:
     """Answer one request, then ack it (or term it, or nak it to try again later)."""
+    answer_subject = settings.credential.answer_subject
     try:
         request = Request.parse(msg.data)
         if request.authority != settings.authority:
             raise BadRequest(f"addressed to {request.authority}, not to us")
-        if request.answer_subject != settings.answers_subject:
-            raise BadRequest(f"answer subject must be {settings.answers_subject}")
+        if not answer_subject.startswith(request.answer_subject + "."):
+            raise BadRequest(f"answers go to {request.answer_subject}.<credential>, not ours")
     except BadRequest as err:
         log.warning("request dropped (seq %s): %s", msg.metadata.sequence.stream, err)
         await msg.term()
@@ -163,7 +202,7 @@ async def handle(js: JetStreamContext, msg: Msg, settings: Settings) -> None:
     try:
         # publish() returns once JetStream stored the answer (its PubAck).
         await js.publish(
-            request.answer_subject,
+            answer_subject,
             json.dumps(answer, ensure_ascii=False).encode(),
             headers={MSG_ID_HEADER: answer_id(settings, msg)},
         )
@@ -185,34 +224,30 @@ async def handle(js: JetStreamContext, msg: Msg, settings: Settings) -> None:
     )
 
 
-def consumer_config(settings: Settings) -> api.ConsumerConfig:
-    """The department's durable pull consumer on caseflow's stream."""
-    return api.ConsumerConfig(
-        durable_name=settings.durable,
-        filter_subject=settings.requests_subject,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=30,
-        max_ack_pending=100,
-    )
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Fetch and answer requests until ``stop`` is set."""
+    credential = settings.credential
     nc: NATS = await nats.connect(
-        settings.nats_url,
-        name=f"department-{settings.authority}",
+        list(settings.servers),
+        name=f"department-{credential.name}",
+        nkeys_seed_str=credential.seed,  # the server knows only the public key
+        inbox_prefix=credential.inbox_prefix,  # the only inboxes it may subscribe to
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
     )
     js = nc.jetstream()
-    log.info("listening on %s as %s", settings.requests_subject, settings.durable)
+    log.info(
+        "listening on %s (consumer %s) as %s",
+        credential.requests_subject,
+        credential.durable,
+        credential.name,
+    )
     try:
         while not stop.is_set():
             try:
-                # Idempotent; fails until caseflow has declared its stream.
-                await js.add_consumer(STREAM, consumer_config(settings))
-                sub = await js.pull_subscribe_bind(settings.durable, stream=STREAM)
+                # caseflow's processing creates the consumer; this system only reads it.
+                await js.consumer_info(credential.stream, credential.durable)
+                sub = await js.pull_subscribe_bind(credential.durable, stream=credential.stream)
             except Exception as err:
                 log.warning("can't subscribe yet (%r); retrying", err)
                 with contextlib.suppress(TimeoutError):
@@ -222,7 +257,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 while not stop.is_set():
                     try:
                         msgs = await sub.fetch(settings.batch, timeout=1.0)
-                    except nats.errors.TimeoutError:
+                    except TimeoutError:  # nats-py's and asyncio's: nothing to answer now
                         continue
                     except Exception as err:  # e.g. a server restart: subscribe again
                         log.warning("fetch failed (%r); subscribing again", err)
@@ -246,8 +281,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(
         description="Answer the cases caseflow forwards to a department, over NATS."
     )
-    parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
-    parser.add_argument("--authority", required=True, help="e.g. hc_forestry")
+    parser.add_argument(
+        "--credentials",
+        required=True,
+        metavar="FILE",
+        help="the credential file caseflow's operator issued (caseflow nats credentials)",
+    )
+    parser.add_argument("--nats-url", help="the server (default: the one the file names)")
     parser.add_argument(
         "--approve-if-materials",
         action="append",
@@ -256,20 +296,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="approve only if these materials were handed in (repeat or comma-separate); "
         "without it every request is approved",
     )
-    parser.add_argument("--officer", default="department-system", help="the deciding officer's id")
-    parser.add_argument("--durable", help="the consumer's name (default dept-<authority>)")
+    parser.add_argument(
+        "--officer",
+        default="department-system",
+        help="the deciding officer's id (user, or user@<authority>)",
+    )
     parser.add_argument("--decision-prefix", help="decision numbers are <prefix>-<case number>")
     args = parser.parse_args(argv)
-    if not _TOKEN.match(args.authority):
-        parser.error("--authority must be a code such as hc_forestry")
+    try:
+        credential = Credential.load(args.credentials)
+    except (OSError, ValueError) as err:
+        parser.error(f"--credentials: {err}")
     required = {code.strip() for given in args.approve_if_materials for code in given.split(",")}
     return Settings(
-        nats_url=args.nats_url,
-        authority=args.authority,
+        credential=credential,
+        servers=(args.nats_url,) if args.nats_url else credential.servers,
         officer=args.officer,
         required=frozenset(code for code in required if code),
-        durable=args.durable or f"dept-{args.authority}",
-        decision_prefix=args.decision_prefix or args.authority,
+        decision_prefix=args.decision_prefix or credential.authority,
     )
 
 

@@ -20,7 +20,6 @@ from services.intake.domain import (
     PoliceAssistanceIn,
     PublicityIn,
     Visit,
-    case_id_for,
     start_payload,
 )
 from shared.catalogue import DraftItem, UnknownItem
@@ -29,7 +28,7 @@ from shared.events import NewEvent
 from shared.http import correlation_id
 from shared.workcalendar import OutsideCalendar, local_date
 from shared.workflow import engine
-from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
+from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, keyed
 from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
 from shared.workflow.routes import view
 from shared.workflow.service import (
@@ -48,7 +47,10 @@ MAX_REASON = 500
 
 
 _REPLAYED: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The same request again (same Idempotency-Key): the first answer"}
+    200: {
+        "description": "Your same request again (your same Idempotency-Key): what the first "
+        "one made, as it is now"
+    }
 }
 
 
@@ -61,6 +63,24 @@ def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None
         service.calendar.is_working_day(local_date(occurred_at))
     except OutsideCalendar as err:
         raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
+
+
+async def _check_visit(service: CaseService, staff: engine.Staff, reception_id: uuid.UUID) -> None:
+    """``reception_id`` names a visit logged at the clerk's own station: another station's
+    visit, a case that is not a visit, or nothing at all is refused."""
+    recorded = await service.log.read_case(reception_id)
+    visit = recorded[0] if recorded else None
+    if (
+        visit is None
+        or visit.case_kind != "reception"
+        or visit.event_type != "VisitorReceived"
+        or visit.payload.get("station") != staff.org
+    ):
+        raise FieldInvalid(
+            "reception_id",
+            f"no visit {reception_id} in your station's visitor log; log the visit first "
+            "(POST /reception) or leave reception_id out (来访记录不存在)",
+        )
 
 
 def _answer(service: CaseService, outcome: Outcome, response: Response) -> dict[str, Any]:
@@ -99,6 +119,8 @@ async def submit_case(
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
     _within_calendar(service, application.occurred_at)
+    if application.reception_id:
+        await _check_visit(service, staff, application.reception_id)
     try:
         item = service.catalogue.get(application.item_code)
     except (UnknownItem, DraftItem) as err:
@@ -136,7 +158,6 @@ async def submit_case(
     if application.reception_id:
         payload["reception_id"] = str(application.reception_id)
     outcome = await service.open_case(
-        case_id=case_id_for(idempotency_key),
         case_kind="application",
         workflow=workflow,
         staff=staff,
@@ -146,7 +167,7 @@ async def submit_case(
         follow_body=RequestCorrection(defective=defective) if defective else None,
         correlation_id=correlation_id(request),
         occurred_at=application.occurred_at,
-        idempotency_key=idempotency_key,
+        request=keyed(request, staff, idempotency_key, application),
     )
     if outcome.replayed:
         response.status_code = 200
@@ -165,7 +186,6 @@ async def _open_matter(
     """The station's other work, each a case with its own small workflow."""
     _within_calendar(service, parsed.occurred_at)
     outcome = await service.open_case(
-        case_id=case_id_for(idempotency_key, kind),
         case_kind=kind,
         workflow=service.workflows.for_kind(kind),
         staff=staff,
@@ -174,7 +194,7 @@ async def _open_matter(
         follow_up=None,
         correlation_id=correlation_id(request),
         occurred_at=parsed.occurred_at,
-        idempotency_key=idempotency_key,
+        request=keyed(request, staff, idempotency_key, parsed),
     )
     if outcome.replayed:
         response.status_code = 200
@@ -285,9 +305,7 @@ async def log_visit(
     if staff.role not in ("window_clerk", "station_head", "reviewer"):
         raise engine.NotAllowed("visitors are logged by the station's staff")
     _within_calendar(service, visit.occurred_at)
-    visit_id = case_id_for(idempotency_key, "visit")
     event = NewEvent(
-        event_id=uuid.uuid5(visit_id, "visit"),
         event_type="VisitorReceived",
         occurred_at=visit.occurred_at,
         actor=staff.actor(),
@@ -295,16 +313,20 @@ async def log_visit(
         correlation_id=correlation_id(request),
         payload={**start_payload(visit), "station": staff.org},
     )
-    result = await service.log.append(visit_id, 0, [event], case_kind="reception")
-    if result.replayed:
+    stored, replayed = await service.open_stream(
+        case_kind="reception",
+        event=event,
+        staff=staff,
+        request=keyed(request, staff, idempotency_key, visit),
+    )
+    if replayed:
         response.status_code = 200
-    stored = result.events[0]
-    response.headers["Location"] = f"/reception/{visit_id}"
+    response.headers["Location"] = f"/reception/{stored.case_id}"
     return {
-        "visit_id": str(visit_id),
-        "station": staff.org,
+        "visit_id": str(stored.case_id),
+        "station": stored.payload["station"],
         "occurred_at": stored.occurred_at.isoformat(),
-        "purpose": visit.purpose,
+        "purpose": stored.payload["purpose"],
     }
 
 

@@ -25,6 +25,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         description="The station's window: visitors, applications (收件、受理、一次性告知) "
         "and the station's other matters (mediation, legal publicity, assistance).",
         routers=[router, reads],
+        organisations=reference.organisations,
     )
     workflow_http.install(app, case_service(runtime.log, reference))
     return app

@@ -21,12 +21,32 @@ from pydantic import (
     model_validator,
 )
 
-from shared.identity import PHONE, id_number_problem
+from shared.identity import id_number_problem, person_name_problem, phone_problem, text_problem
 
-_NAMESPACE = uuid.UUID("6c1f4a52-2f6b-4c55-9a7e-5d8f0f3c1a10")
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+def _person_name(value: str) -> str:
+    if problem := person_name_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def _free_text(value: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
+    AfterValidator(_person_name),
+]
+"""A person's name (applicant, visitor, party, person helped): readable as written."""
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    AfterValidator(_free_text),
+]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
@@ -39,8 +59,8 @@ def _id_number(value: str) -> str:
 
 def _phone(value: str) -> str:
     value = value.strip().replace(" ", "").replace("-", "")
-    if not PHONE.match(value):
-        raise ValueError("must be an 11-digit mobile number starting with 1 (应为11位手机号码)")
+    if problem := phone_problem(value):
+        raise ValueError(problem)
     return value
 
 
@@ -160,7 +180,9 @@ class Visit(_In):
     purpose: Literal[
         "enquiry", "application", "mediation", "legal_advice", "assistance", "police", "other"
     ]
-    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    note: Annotated[str, StringConstraints(max_length=2000), AfterValidator(_free_text)] | None = (
+        None
+    )
     occurred_at: OccurredAt
 
 
@@ -197,14 +219,11 @@ class PoliceAssistanceIn(_In):
     """Help the police room asked for (协助公安)."""
 
     police_unit: Text
-    reference: Annotated[str, StringConstraints(max_length=100)] | None = None
+    reference: (
+        Annotated[str, StringConstraints(max_length=100), AfterValidator(_free_text)] | None
+    ) = None
     summary: Text
     occurred_at: OccurredAt
-
-
-def case_id_for(idempotency_key: str, kind: str = "case") -> uuid.UUID:
-    """The case an Idempotency-Key creates: the same key always names the same case."""
-    return uuid.uuid5(_NAMESPACE, f"{kind}:{idempotency_key}")
 
 
 def start_payload(model: BaseModel) -> dict[str, Any]:

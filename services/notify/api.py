@@ -11,17 +11,27 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.notify import outbox, subscriptions
 from services.notify.channels.webhook import generate_secret
+from services.notify.egress import (
+    AddressRefused,
+    EgressPolicy,
+    Resolver,
+    TargetInvalid,
+    check_url,
+    parse_target,
+    system_resolver,
+)
 from shared.auth import Role, Staff, StaffDep
 from shared.bus.asyncapi import event_payloads
+from shared.idempotency import KeyedRequest, KeyReused
 from shared.runtime import EventLogDep
 
 OPERATE = "operate"
-_KEYS = uuid.UUID("9e7d5c3b-1a2f-4e6d-8c0b-2a4f6e8d0c1b")
 
 router = APIRouter(tags=["notifications"])
 
@@ -40,8 +50,9 @@ IdempotencyKey = Annotated[
         min_length=8,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="A unique key per request (e.g. a UUID); a retry with the same key "
-        "returns the original answer",
+        description="A unique key per request (e.g. a UUID), yours alone: your retry with "
+        "the same key and body answers with the subscription it made (without the secret); "
+        "the same key with another request is a 409",
     ),
 ]
 SubscriptionId = Annotated[uuid.UUID, Path(description="the subscription's id")]
@@ -55,7 +66,9 @@ class SubscriptionIn(BaseModel):
 
     url: str = Field(
         max_length=2000,
-        description="Where to POST: https://…, or http:// on a trusted network",
+        description="Where to POST: https://…, or http:// on a trusted network. The host "
+        "must be, or resolve to, public internet addresses only (or a network the operator "
+        "allows); no user name or password in the URL",
         examples=["https://dept.example.gov.cn/caseflow/webhook"],
     )
     event_types: list[str] = Field(
@@ -72,8 +85,12 @@ class SubscriptionIn(BaseModel):
     @field_validator("url")
     @classmethod
     def _web_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or len(value) < 10:
+        if not value.startswith(("https://", "http://")):
             raise ValueError("must be a web address starting with https:// (or http://)")
+        try:
+            parse_target(value)
+        except TargetInvalid as err:
+            raise ValueError(str(err)) from None
         return value
 
     @field_validator("event_types")
@@ -104,6 +121,25 @@ class RedriveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delivery_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+def _url_refused(url: str, reason: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "url"), "msg": reason, "input": url}]
+    )
+
+
+async def _check_webhook_url(request: Request, url: str) -> None:
+    """Refuse (422, naming ``url``) a URL whose host is, or resolves to, an address
+    webhooks may not reach; the dispatcher checks again at every delivery."""
+    policy: EgressPolicy = getattr(request.app.state, "egress_policy", EgressPolicy())
+    resolver: Resolver = getattr(request.app.state, "egress_resolver", system_resolver)
+    try:
+        await check_url(url, policy, resolver)
+    except AddressRefused as err:
+        raise _url_refused(url, err.reason) from None
+    except TargetInvalid as err:
+        raise _url_refused(url, str(err)) from None
 
 
 def _operator(staff: Staff) -> bool:
@@ -145,31 +181,63 @@ async def _subscription(
     "/webhooks",
     status_code=201,
     summary="Subscribe a web address to a station's events",
-    responses={**_REFUSED, 422: {"description": "Invalid, or an operator named no station"}},
+    responses={
+        **_REFUSED,
+        200: {"description": "Your same request again: the subscription, without the secret"},
+        409: {"description": "Your Idempotency-Key was used for a different request"},
+        422: {
+            "description": "Invalid; a URL whose host is or resolves to an internal address "
+            "(loopback, private, link-local, …) or does not resolve; or an operator named "
+            "no station"
+        },
+    },
 )
 async def create_webhook(
     body: SubscriptionIn,
     staff: StaffDep,
     event_log: EventLogDep,
+    request: Request,
     response: Response,
     idempotency_key: IdempotencyKey,
 ) -> dict[str, Any]:
     """Every matching event of the station's cases is POSTed to ``url``, signed as
     Standard Webhooks do (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``:
-    HMAC-SHA256 over ``id.timestamp.body`` with the secret answered here, once)."""
+    HMAC-SHA256 over ``id.timestamp.body`` with the secret answered here, once).
+
+    The URL must lead to the public internet (or a network the operator allows with
+    ``CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS``); it is checked again at every delivery,
+    redirects are not followed, and a 410 Gone answer pauses the subscription.
+
+    Your retry (same Idempotency-Key and body) answers 200 with the subscription as it is
+    now, without the secret: it is shown once, when the subscription is made."""
     station = _station_for(staff, body.station)
-    sid = uuid.uuid5(_KEYS, f"{staff.user}:{idempotency_key}")
-    sub = await subscriptions.create(
-        event_log,
-        subscription_id=sid,
-        station=station,
-        event_types=body.event_types,
-        url=body.url,
-        secret=generate_secret(),
-        created_by=staff.user,
-        description=body.description,
+    await _check_webhook_url(request, body.url)
+    keyed = KeyedRequest.of(
+        organisation=staff.org,
+        user=staff.user,
+        key=idempotency_key,
+        operation="POST /webhooks",
+        body=body,
     )
+    try:
+        sub, created = await subscriptions.create(
+            event_log,
+            station=station,
+            event_types=body.event_types,
+            url=body.url,
+            secret=generate_secret(),
+            created_by=staff.user,
+            description=body.description,
+            request=keyed,
+        )
+    except KeyReused as err:
+        raise HTTPException(409, str(err)) from None
+    if sub is None or not (_operator(staff) or sub.station == staff.org):
+        raise HTTPException(404, "no such webhook subscription (deleted since)")
     response.headers["Location"] = f"/webhooks/{sub.subscription_id}"
+    if not created:
+        response.status_code = 200
+        return sub.public()
     return {**sub.public(), "secret": sub.secret}
 
 
@@ -199,13 +267,21 @@ async def get_webhook(
     "/webhooks/{subscription_id}", summary="Pause or resume a subscription", responses=_UNKNOWN
 )
 async def patch_webhook(
-    subscription_id: SubscriptionId, body: StatusIn, staff: StaffDep, event_log: EventLogDep
+    subscription_id: SubscriptionId,
+    body: StatusIn,
+    staff: StaffDep,
+    event_log: EventLogDep,
+    request: Request,
 ) -> dict[str, Any]:
-    """While paused, no new deliveries are planned and those waiting are held."""
+    """While paused, no new deliveries are planned and those waiting are held. Resuming
+    clears ``status_reason`` (why notify paused it, e.g. the receiver answered 410)."""
     await _subscription(event_log, staff, subscription_id)
     sub = await subscriptions.set_status(event_log, subscription_id, body.status)
     if sub is None:
         raise HTTPException(404, "no such webhook subscription")
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if body.status == subscriptions.ACTIVE and dispatcher is not None:
+        dispatcher.wake()  # its held deliveries are due now
     return sub.public()
 
 

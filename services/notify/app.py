@@ -23,7 +23,9 @@ from shared.settings import load_settings
 def channels(settings: NotifySettings) -> dict[str, Channel]:
     """The configured channels (webhooks always are: subscriptions name their URL)."""
     found: dict[str, Channel] = {
-        "webhook": WebhookChannel(timeout=settings.webhook_timeout_seconds)
+        "webhook": WebhookChannel(
+            timeout=settings.webhook_timeout_seconds, policy=settings.egress_policy()
+        )
     }
     if settings.smtp is not None:
         found["email"] = EmailChannel(settings.smtp)
@@ -63,4 +65,5 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         routers=[api.router],
     )
     app.state.dispatcher = dispatcher
+    app.state.egress_policy = settings.egress_policy()
     return app

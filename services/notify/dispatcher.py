@@ -8,7 +8,10 @@ deliveries never waits for a channel at all.
 Each delivery is tried with exponential backoff and jitter (stamina) up to
 ``max_attempts`` in all, counting attempts made before a restart. A permanent refusal
 (a wrong address) or the last failed attempt ends it as a dead letter with a
-``NotificationFailed`` event; success ends it with ``NotificationSent``.
+``NotificationFailed`` event; success ends it with ``NotificationSent``. A webhook
+receiver's 410 Gone pauses the subscription instead (with the reason for its head) and
+holds its deliveries; before every attempt a webhook's subscription is looked up again,
+so a pause holds deliveries already being retried too.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.notify import outbox, subscriptions
 from services.notify.channels import Channel
-from services.notify.model import DeliveryError, PermanentDeliveryError
+from services.notify.model import DeliveryError, PermanentDeliveryError, ReceiverGone
 from shared.eventlog import ConcurrencyError, EventLog
 from shared.events import utcnow
 
@@ -197,17 +200,6 @@ class Dispatcher:
                 delivery, delivery.attempts, f"the {delivery.channel} channel is not configured"
             )
             return
-        secret = None
-        if delivery.subscription_id is not None:
-            sub = await subscriptions.get(self.log, delivery.subscription_id)
-            if sub is None:
-                await self._finish_failed(delivery, delivery.attempts, "subscription deleted")
-                return
-            if sub.status != subscriptions.ACTIVE:
-                later = utcnow() + timedelta(seconds=self.settings.paused_retry_seconds)
-                await outbox.postpone(self.log, delivery.delivery_id, later)
-                return
-            secret = sub.secret
         limits = self.settings.limits(delivery.channel)
         lease = self.settings.lease(delivery.channel)
         remaining = max(1, self.settings.max_attempts - delivery.attempts)
@@ -222,6 +214,11 @@ class Dispatcher:
                 wait_jitter=self.settings.wait_jitter_seconds,
             ):
                 with attempt:
+                    # Before every attempt: a subscription paused meanwhile (by its head,
+                    # or by another delivery's 410) holds this one too.
+                    go, secret = await self._subscription_allows(delivery)
+                    if not go:
+                        return
                     number = await outbox.begin_attempt(
                         self.log, delivery.delivery_id, self.owner, lease
                     )
@@ -236,20 +233,28 @@ class Dispatcher:
                     except TimeoutError:
                         ATTEMPT_ERRORS.labels(delivery.channel).inc()
                         raise DeliveryError(
-                            f"no answer within {limits.timeout_seconds:g} s"
+                            f"timed out after {limits.timeout_seconds:g} s (超时)"
                         ) from None
                     except DeliveryError as err:
                         ATTEMPT_ERRORS.labels(delivery.channel).inc()
-                        log.info("delivery attempt failed", attempt=number, error=str(err))
+                        log.info(
+                            "delivery attempt failed",
+                            attempt=number,
+                            error=str(err),
+                            detail=err.detail,
+                        )
                         if _retryable(err):
                             await outbox.note_error(self.log, delivery.delivery_id, str(err))
                         raise
+        except ReceiverGone as err:
+            await self._receiver_gone(delivery, err)
+            return
         except PermanentDeliveryError as err:
-            await self._finish_failed(delivery, attempts, f"refused: {err}")
+            await self._finish_failed(delivery, attempts, f"refused: {err}", err.detail)
             return
         except DeliveryError as err:
             await self._finish_failed(
-                delivery, attempts, f"gave up after {attempts} attempts: {err}"
+                delivery, attempts, f"gave up after {attempts} attempts: {err}", err.detail
             )
             return
         await self._retry_conflicts(
@@ -260,12 +265,53 @@ class Dispatcher:
         SENT.labels(delivery.channel).inc()
         log.info("notice delivered", attempts=attempts)
 
-    async def _finish_failed(self, delivery: outbox.Delivery, attempts: int, reason: str) -> None:
+    async def _subscription_allows(self, delivery: outbox.Delivery) -> tuple[bool, str | None]:
+        """Whether to attempt ``delivery`` now, and its subscription's secret (a webhook).
+
+        A deleted subscription ends the delivery; a paused one holds it for a while."""
+        if delivery.subscription_id is None:
+            return True, None
+        sub = await subscriptions.get(self.log, delivery.subscription_id)
+        if sub is None:
+            await self._finish_failed(delivery, delivery.attempts, "subscription deleted")
+            return False, None
+        if sub.status != subscriptions.ACTIVE:
+            later = utcnow() + timedelta(seconds=self.settings.paused_retry_seconds)
+            await outbox.postpone(self.log, delivery.delivery_id, later)
+            return False, None
+        return True, sub.secret
+
+    async def _receiver_gone(self, delivery: outbox.Delivery, err: ReceiverGone) -> None:
+        """HTTP 410: the receiver retired the endpoint. Its subscription is paused with
+        the reason for its head; this delivery waits with the others until it resumes."""
+        if delivery.subscription_id is None:  # not a subscription's: nothing to pause
+            await self._finish_failed(delivery, delivery.attempts, f"refused: {err}", err.detail)
+            return
+        reason = (
+            f"paused by notify on {utcnow():%Y-%m-%d %H:%M} UTC: {err}; resume it once the "
+            "receiver takes calls again (接收端已停用，恢复前不再推送)"
+        )
+        later = utcnow() + timedelta(seconds=self.settings.paused_retry_seconds)
+        await outbox.postpone(self.log, delivery.delivery_id, later, error=str(err))
+        paused = await subscriptions.pause_gone(self.log, delivery.subscription_id, reason)
+        log.warning(
+            "webhook receiver gone; subscription paused",
+            subscription_id=str(delivery.subscription_id),
+            newly_paused=paused,
+            detail=err.detail,
+        )
+
+    async def _finish_failed(
+        self, delivery: outbox.Delivery, attempts: int, reason: str, detail: str | None = None
+    ) -> None:
+        """A dead letter: ``reason`` in the record (heads read it), ``detail`` in the log."""
         await self._retry_conflicts(
             lambda: outbox.mark_failed(self.log, delivery, attempts=attempts, reason=reason)
         )
         FAILED.labels(delivery.channel).inc()
-        log.warning("notice given up; dead letter kept", attempts=attempts, reason=reason)
+        log.warning(
+            "notice given up; dead letter kept", attempts=attempts, reason=reason, detail=detail
+        )
 
     @staticmethod
     async def _retry_conflicts(finish: _Finish) -> None:

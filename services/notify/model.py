@@ -71,12 +71,23 @@ class Outgoing:
 
 class DeliveryError(Exception):
     """The channel could not deliver now; trying again later may work (timeouts, 5xx,
-    refused connections, 4xx SMTP replies)."""
+    refused connections, 4xx SMTP replies).
+
+    The message is what the delivery's record shows (station heads read it: for a
+    webhook, the class of failure only); ``detail`` is for the operator's log alone."""
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class PermanentDeliveryError(DeliveryError):
     """Trying again can't help (the receiver refused the address or the request: 4xx HTTP
     other than 408/429, 5xx SMTP replies)."""
+
+
+class ReceiverGone(PermanentDeliveryError):
+    """A webhook receiver answered 410 Gone: its subscription is paused until resumed."""
 
 
 def delivery_id(event_id: uuid.UUID, channel: str, recipient: Recipient) -> uuid.UUID:

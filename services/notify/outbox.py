@@ -254,13 +254,17 @@ async def release(event_log: EventLog, delivery_ids: Sequence[uuid.UUID], owner:
         )
 
 
-async def postpone(event_log: EventLog, delivery_id: uuid.UUID, until: datetime) -> None:
-    """Leave a delivery pending until ``until`` (its subscription is paused)."""
+async def postpone(
+    event_log: EventLog, delivery_id: uuid.UUID, until: datetime, *, error: str | None = None
+) -> None:
+    """Leave a delivery pending until ``until`` (its subscription is paused), noting
+    ``error`` if given."""
+    values: dict[str, Any] = {"next_attempt_at": until, "leased_until": None, "lease_owner": None}
+    if error is not None:
+        values["last_error"] = error[:2000]
     async with event_log.writer.begin() as conn:
         await conn.execute(
-            d.update()
-            .where(d.c.delivery_id == delivery_id, d.c.status == PENDING)
-            .values(next_attempt_at=until, leased_until=None, lease_owner=None)
+            d.update().where(d.c.delivery_id == delivery_id, d.c.status == PENDING).values(**values)
         )
 
 
@@ -371,6 +375,16 @@ async def cancel(conn: AsyncConnection, subscription_id: uuid.UUID) -> int:
         d.update()
         .where(d.c.subscription_id == subscription_id, d.c.status == PENDING)
         .values(status=CANCELLED, leased_until=None, lease_owner=None)
+    )
+    return int(result.rowcount or 0)
+
+
+async def due_now(conn: AsyncConnection, subscription_id: uuid.UUID) -> int:
+    """Make a resumed subscription's held deliveries due now (how many)."""
+    result = await conn.execute(
+        d.update()
+        .where(d.c.subscription_id == subscription_id, d.c.status == PENDING)
+        .values(next_attempt_at=utcnow())
     )
     return int(result.rowcount or 0)
 

@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from services.notify import outbox, subscriptions
+from services.notify.egress import TargetInvalid, parse_target
 from services.notify.model import PlannedNotice, Recipient, delivery_id
 from shared.bus.consumer import ConsumerSpec, UnitOfWork
 from shared.events import StoredEvent, utcnow
-from shared.identity import mask_id_number, mask_phone, mask_text
+from shared.privacy import masked_envelope
 
-NOT_NOTIFIED = frozenset({"NotificationSent", "NotificationFailed", "PersonalDataViewed"})
+NOT_NOTIFIED = frozenset(
+    {"NotificationSent", "NotificationFailed", "PersonalDataViewed", "PersonalDataDisclosed"}
+)
 """notify's own records (telling somebody about them would never end) and the audit's
-record of staff reading personal data (for auditors, not for subscribers)."""
+records of personal data read by staff or disclosed to a department (for auditors, not
+for subscribers)."""
 
 
 class NoticePlanner(Protocol):
@@ -33,35 +37,13 @@ class NoticePlanner(Protocol):
         ...
 
 
-def _mask_email(value: str) -> str:
-    name, _, domain = value.partition("@")
-    return f"{name[:1]}***@{domain}" if domain else "***"
-
-
-def masked(value: Any, key: str = "") -> Any:
-    """A copy of a payload with personal data masked (integrators get no ID numbers)."""
-    if isinstance(value, dict):
-        return {k: masked(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    if isinstance(value, str):
-        if key == "id_number":
-            return mask_id_number(value)
-        if key == "phone":
-            return mask_phone(value)
-        if key == "email":
-            return _mask_email(value)
-        return mask_text(value)
-    return value
-
-
 def webhook_body(event: StoredEvent) -> bytes:
-    """What a webhook carries: the event's envelope, personal data masked.
+    """What a webhook carries: the event's envelope, personal data masked (the same
+    masked view as on the bus, ``personal_data: masked``).
 
     The shape follows Standard Webhooks: ``type``, ``timestamp`` and ``data``.
     """
-    envelope = event.envelope()
-    envelope["payload"] = masked(envelope["payload"])
+    envelope = masked_envelope(event)
     return orjson.dumps(
         {"type": event.event_type, "timestamp": event.recorded_at.isoformat(), "data": envelope}
     )
@@ -143,7 +125,9 @@ def planning_consumer(
 
 
 def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    """What the record shows of a webhook's URL: ``scheme://host[:port]``, as the
+    channel reads it."""
+    try:
+        return parse_target(url).display
+    except TargetInvalid:
+        return "(not a valid web address)"

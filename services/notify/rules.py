@@ -21,6 +21,7 @@ from services.notify.model import ChannelName, PlannedNotice, Recipient
 from shared.bus.asyncapi import event_payloads
 from shared.events import StoredEvent
 from shared.identity import mask_phone
+from shared.privacy import mask_email, masked
 from shared.workcalendar import local_date
 from shared.workflow.reference import Reference, load_reference
 from shared.workflow.state import CaseState, Task, fold
@@ -205,7 +206,7 @@ class Planner:
                 address = applicant.get("phone" if channel == "sms" else "email")
                 if not address:
                     continue
-                masked = mask_phone(address) if channel == "sms" else templates._mask_email(address)
+                masked = mask_phone(address) if channel == "sms" else mask_email(address)
                 found.append((Recipient("applicant", str(address), masked, language), channel, {}))
         elif rule.tell == "station_head" and after.station:
             contact = self.contacts.of(after.station, "station_head")
@@ -229,7 +230,7 @@ class Planner:
         found: list[tuple[Recipient, ChannelName, dict[str, Any]]] = []
         for channel in channels:
             if channel == "email":
-                masked = templates._mask_email(contact.email)
+                masked = mask_email(contact.email)
                 found.append((Recipient(audience, contact.email, masked), "email", extra))
             elif channel == "sms" and contact.phone:
                 found.append(
@@ -267,7 +268,8 @@ class Planner:
                 item = {"name_zh": state.item_code, "name_en": state.item_code}
         elif state.case_kind:
             item = {"name_zh": state.case_kind, "name_en": state.case_kind.replace("_", " ")}
-        payload = dict(event.payload)
+        # The event as the log holds it, personal data and all: templates get it masked.
+        payload: dict[str, Any] = masked(event.payload)
         reasons = payload.get("reasons") or ([payload["reason"]] if payload.get("reason") else [])
         missing = payload.get("missing") or []
         return {

@@ -64,6 +64,7 @@ from starlette.types import ASGIApp
 
 from services.notify.channels.email import EmailSettings
 from services.notify.channels.sms import ACTION, SERVICE, VERSION, SmsSettings, tc3_authorization
+from services.notify.egress import AllowedNetwork
 from shared.identity import PHONE, mask_phone
 
 log = structlog.get_logger("caseflow.notify.sandbox")
@@ -841,6 +842,13 @@ class WebhookReceiver(_HttpReceiver):
             raise RuntimeError("start the receiver first")
         return f"{self.url}{path}"
 
+    def allowed_network(self) -> AllowedNetwork:
+        """The entry of ``CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS`` that lets notify's
+        webhooks reach this receiver (its address and port only)."""
+        if self.url is None:
+            raise RuntimeError("start the receiver first")
+        return AllowedNetwork.endpoint(self.url)
+
     def fail_first_attempt_of(self, fraction: float, seed: int = 0, status: int = 500) -> None:
         """From now on, answer HTTP ``status`` to the first call of each ``webhook-id``
         that is picked (:func:`picked_for_failure`: about ``fraction`` of them, the same
@@ -979,9 +987,12 @@ class Sandbox:
         await self.stop()
 
     def environment(self) -> dict[str, str]:
-        """Environment variables for notify's settings (``NotifySettings``)."""
+        """Environment variables for notify's settings (``NotifySettings``): its email and
+        SMS channels pointed here, and webhooks allowed to reach this webhook receiver (its
+        address and port, nothing else on the machine)."""
         sms = self.sms.settings()
         return {
+            "CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS": str(self.webhooks.allowed_network()),
             "CASEFLOW_NOTIFY_SMTP__HOST": self.mailbox.host,
             "CASEFLOW_NOTIFY_SMTP__PORT": str(self.mailbox.port),
             "CASEFLOW_NOTIFY_SMTP__STARTTLS": "false",

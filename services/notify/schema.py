@@ -68,6 +68,9 @@ subscriptions = sa.Table(
     sa.Column("secret", sa.String(200), nullable=False),
     sa.Column("description", sa.String(500)),
     sa.Column("status", sa.String(16), nullable=False),
+    # Why notify paused it (a receiver's 410 Gone); none when a person set the status
+    # (migration 0011).
+    sa.Column("status_reason", sa.String(500)),
     sa.Column("created_by", sa.String(100), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import outbox
 from services.notify.schema import subscriptions as s
+from shared import idempotency
 from shared.eventlog import EventLog
 from shared.events import utcnow
+from shared.idempotency import KeyedRequest
 
 ACTIVE, PAUSED = "active", "paused"
 ALL_EVENTS = "*"
@@ -31,6 +33,8 @@ class Subscription:
     secret: str
     description: str | None
     status: str
+    status_reason: str | None
+    """Why notify paused it (the receiver answered 410 Gone), or None."""
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -50,6 +54,7 @@ class Subscription:
             "url": self.url,
             "description": self.description,
             "status": self.status,
+            "status_reason": self.status_reason,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
@@ -66,6 +71,7 @@ def _subscription(row: sa.Row[Any]) -> Subscription:
         secret=m["secret"],
         description=m["description"],
         status=m["status"],
+        status_reason=m["status_reason"],
         created_by=m["created_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
@@ -81,31 +87,42 @@ async def create(
     secret: str,
     created_by: str,
     description: str | None = None,
-    subscription_id: uuid.UUID | None = None,
-) -> Subscription:
-    """Add a subscription (an existing id is returned as it is: idempotent creation)."""
-    sid = subscription_id or uuid.uuid4()
-    now = utcnow()
-    async with event_log.writer.begin() as conn:
-        existing = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).first()
-        if existing is not None:
-            return _subscription(existing)
-        await conn.execute(
-            s.insert().values(
-                subscription_id=sid,
-                station=station,
-                event_types=list(event_types),
-                url=url,
-                secret=secret,
-                description=description,
-                status=ACTIVE,
-                created_by=created_by,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        row = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).one()
-    return _subscription(row)
+    request: KeyedRequest | None = None,
+) -> tuple[Subscription | None, bool]:
+    """Add a subscription under a new random id; with the request that asked for it, its
+    sender's Idempotency-Key is recorded in the same transaction.
+
+    Returns the subscription and True when this call added it. The sender's retry adds
+    nothing: it returns the subscription their first request added (None if it was
+    deleted since) and False."""
+    prior = None if request is None else await idempotency.answered(event_log.engine, request)
+    if prior is None:
+        sid = idempotency.new_id()
+        now = utcnow()
+        try:
+            async with event_log.writer.begin() as conn:
+                if request is not None:
+                    await idempotency.remember(conn, request, sid)
+                await conn.execute(
+                    s.insert().values(
+                        subscription_id=sid,
+                        station=station,
+                        event_types=list(event_types),
+                        url=url,
+                        secret=secret,
+                        description=description,
+                        status=ACTIVE,
+                        created_by=created_by,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                row = (await conn.execute(sa.select(s).where(s.c.subscription_id == sid))).one()
+        except idempotency.AlreadyAnswered as twin:
+            prior = twin.resource_id
+        else:
+            return _subscription(row), True
+    return await get(event_log, prior), False
 
 
 async def get(event_log: EventLog, subscription_id: uuid.UUID) -> Subscription | None:
@@ -135,17 +152,32 @@ async def for_event(conn: AsyncConnection, station: str, event_type: str) -> lis
 async def set_status(
     event_log: EventLog, subscription_id: uuid.UUID, status: str
 ) -> Subscription | None:
-    """Pause or resume; None if there is no such subscription."""
+    """Pause or resume (a person's doing: any reason notify gave is cleared); None if
+    there is no such subscription. Resuming makes its held deliveries due at once."""
     async with event_log.writer.begin() as conn:
         await conn.execute(
             s.update()
             .where(s.c.subscription_id == subscription_id)
-            .values(status=status, updated_at=utcnow())
+            .values(status=status, status_reason=None, updated_at=utcnow())
         )
+        if status == ACTIVE:
+            await outbox.due_now(conn, subscription_id)
         row = (
             await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
         ).first()
     return _subscription(row) if row else None
+
+
+async def pause_gone(event_log: EventLog, subscription_id: uuid.UUID, reason: str) -> bool:
+    """Pause an active subscription whose receiver said it is gone (HTTP 410), with the
+    reason its head reads; False if it was not active (paused or deleted meanwhile)."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            s.update()
+            .where(s.c.subscription_id == subscription_id, s.c.status == ACTIVE)
+            .values(status=PAUSED, status_reason=reason[:500], updated_at=utcnow())
+        )
+    return result.rowcount == 1
 
 
 async def delete(event_log: EventLog, subscription_id: uuid.UUID) -> int | None:

@@ -1,8 +1,8 @@
 """The notice templates: jinja2, strict, one file per (template, channel, language).
 
 Each file defines a ``subject`` block (never personal data) and a ``body`` block. The
-context holds the applicant only masked (name, ``138****5678``, ``110105********002X``):
-a template can't leak what it is never given.
+context holds the applicant only masked (name, ``138****5678``, ``110105********002X``,
+``w***@example.com``): a template can't leak what it is never given.
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ import jinja2
 
 from services.notify.model import Notice
 from shared.identity import mask_id_number, mask_phone
+from shared.privacy import mask_email
 
 TEMPLATES = Path(__file__).with_name("templates")
 LANGUAGES = ("zh-CN", "en")
-
-
-def _mask_email(value: str) -> str:
-    name, _, domain = value.partition("@")
-    return f"{name[:1]}***@{domain}" if domain else "***"
 
 
 @functools.cache
@@ -39,7 +35,7 @@ def environment(folder: Path = TEMPLATES) -> jinja2.Environment:
     )
     env.filters["mask_id"] = mask_id_number
     env.filters["mask_phone"] = mask_phone
-    env.filters["mask_email"] = _mask_email
+    env.filters["mask_email"] = mask_email
     return env
 
 
@@ -67,9 +63,11 @@ def render(template: str, channel: str, language: str, context: Mapping[str, Any
 
 
 def applicant_view(applicant: Mapping[str, Any]) -> dict[str, str]:
-    """What templates may know of the applicant: the name, the numbers masked."""
+    """What templates may know of the applicant: the name; numbers and address masked."""
+    email = applicant.get("email")
     return {
         "name": str(applicant.get("name", "")),
         "phone": mask_phone(str(applicant.get("phone", ""))),
         "id_number": mask_id_number(str(applicant.get("id_number", ""))),
+        "email": mask_email(str(email)) if email else "",
     }

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from shared.http import correlation_id
 from shared.workflow import engine
-from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep
+from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, sender_key
 from shared.workflow.payloads import BODIES
 from shared.workflow.routes import view, visible_state
-from shared.workflow.service import NotFound
+from shared.workflow.service import ActionRefusedError, NotFound
 from shared.workflow.tables import case_index, tasks
 
 router = APIRouter(tags=["cases"], responses=PROBLEMS)
@@ -66,18 +66,20 @@ async def act(
     body: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> dict[str, Any]:
     """Check the action against the workflow, the role and the delegation valid now;
-    record it; answer with the case's new state."""
+    record it; answer with the case's new state.
+
+    Your retry (same Idempotency-Key, same case, action and body) answers with the case
+    as it is now and records nothing; your key with another request is a 409."""
     outcome = await service.act(
         case_id,
         action,
         body or {},
         staff,
         idempotency_key=idempotency_key,
+        sender=sender_key(request, staff, idempotency_key),
         correlation_id=correlation_id(request),
     )
     if outcome.replayed and outcome.events and outcome.events[0].event_type == "ActionRefused":
-        from shared.workflow.service import ActionRefusedError
-
         payload = outcome.events[0].payload
         raise ActionRefusedError(
             engine.Refusal(payload["reason"], payload["message"]), outcome.state

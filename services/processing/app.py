@@ -11,7 +11,11 @@ from services.processing import api
 from services.processing.audit_api import router as audit_router
 from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
-from services.processing.dept import AnswerListener, request_publisher
+from services.processing.dept import (
+    AnswerListener,
+    keep_department_consumers,
+    request_publisher,
+)
 from services.processing.projection import Projector
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
@@ -54,8 +58,13 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         runtime.background.append(runner.run)
         runtime.on_wake.append(runner.wake)
 
+    authorities = [org.code for org in reference.organisations if org.is_authority]
+
     async def answers(nc: NATS, stop: asyncio.Event) -> None:
-        await AnswerListener(service, nc).run(stop)
+        await asyncio.gather(
+            keep_department_consumers(nc.jetstream(), authorities, stop),
+            AnswerListener(service, nc).run(stop),
+        )
 
     runtime.workers.append(answers)
     if settings.audit_checkpoints:
@@ -69,6 +78,7 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
         routers=[reads, api.router, delegations_router, statistics_router, audit_router],
+        organisations=reference.organisations,
     )
     workflow_http.install(app, service)
     app.state.reference = reference  # the audit API reads the log against it

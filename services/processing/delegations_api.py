@@ -189,8 +189,13 @@ def _must_be_officer_of(staff: Staff, delegator: str) -> None:
         )
 
 
-def _event_id(kind: str, code: str, key: str | None) -> uuid.UUID | None:
-    return None if key is None else uuid.uuid5(DELEGATION_NAMESPACE, f"{kind}:{code}:{key}")
+def _event_id(kind: str, code: str, staff: Staff, key: str | None) -> uuid.UUID | None:
+    """The event a keyed change records: derived from the sender too, so that another
+    officer's identical key is another change, never a replay of this one's answer."""
+    if key is None:
+        return None
+    sender = f"{len(staff.org)}:{staff.org}:{len(staff.user)}:{staff.user}"
+    return uuid.uuid5(DELEGATION_NAMESPACE, f"{kind}:{code}:{sender}:{key}")
 
 
 async def _existing(log: EventLogDep, code: str) -> DelegationState:
@@ -239,7 +244,7 @@ async def publish_delegation(
             log,
             instrument,
             actor=_actor(staff),
-            event_id=_event_id("publish", staff.org, idempotency_key),
+            event_id=_event_id("publish", staff.org, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
     except (IllegalTransition, InvalidInstrument) as err:
@@ -343,7 +348,7 @@ async def amend_delegation(
             reason=body.reason,
             actor=_actor(staff),
             expected_version=body.expected_version,
-            event_id=_event_id("amend", code, idempotency_key),
+            event_id=_event_id("amend", code, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
     except (IllegalTransition, InvalidInstrument) as err:
@@ -370,7 +375,7 @@ async def _change(
             reason=body.reason,
             actor=_actor(staff),
             expected_version=body.expected_version,
-            event_id=_event_id(kind, code, idempotency_key),
+            event_id=_event_id(kind, code, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
     except (IllegalTransition, InvalidInstrument) as err:

@@ -1,10 +1,22 @@
 """Forwarding over the bus: requests to departments, and their answers.
 
 A forwarded case is published on ``caseflow.dept.<authority>.requests`` (``Nats-Msg-Id``
-= the ``CaseForwarded`` event id, so a redelivery is dropped by JetStream). A department
-system answers on ``caseflow.dept.<authority>.answers``; processing records the answer
-as that authority's decision, exactly as a department officer's ``approve``/``reject``
-over HTTP would be, with the message id as the Idempotency-Key.
+= the ``CaseForwarded`` event id, so a redelivery is dropped by JetStream). Processing
+keeps one durable pull consumer per authority on that stream, ``dept_<authority>``,
+filtered on its requests: the only one the authority's department systems may read. The
+request carries the applicant in full (the department decides on them), so the same unit
+of work records ``PersonalDataDisclosed`` on the case: to which authority, which fields,
+over which subject, why; its event id derives from the ``CaseForwarded`` event's, so a
+redelivery records it once.
+
+A department system answers on ``caseflow.dept.<authority>.answers.<credential>``, a
+subject only that credential may publish on (``shared.bus.access``), so the subject says
+who delivered the answer. Processing records it as that authority's decision, exactly as
+a department officer's ``approve``/``reject`` over HTTP would be, with the credential in
+``delivered_by`` and an idempotency key from the credential and the message id. An answer
+for a case not forwarded to that authority or not awaiting its answer, or naming an
+officer of another organisation, is refused: recorded on the case as ``ActionRefused``
+(naming the credential and why) and dead-lettered, never retried.
 """
 
 from __future__ import annotations
@@ -12,36 +24,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-import nats.errors
 import orjson
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 
 from shared.bus.consumer import UnitOfWork
+from shared.bus.durables import CONSUMERS
 from shared.bus.headers import (
     DLQ_CONSUMER_HEADER,
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
 )
-from shared.bus.streams import DEPT_STREAM, dept_subject, dlq_subject
-from shared.events import StoredEvent
-from shared.messages import DepartmentAnswer, DepartmentRequest
+from shared.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
+from shared.events import NewEvent, StoredEvent, utcnow
+from shared.messages import DeliveredBy, DepartmentAnswer, DepartmentRequest
 from shared.workflow import engine
+from shared.workflow.engine import Refusal
 from shared.workflow.payloads import Approve, Reject
-from shared.workflow.service import ActionRefusedError, CaseService, NotFound
+from shared.workflow.service import (
+    ActionRefusedError,
+    CaseService,
+    IdempotencyConflict,
+    NotFound,
+)
 from shared.workflow.state import fold
 
 log = structlog.get_logger("caseflow.processing.dept")
 
+DISCLOSURE_REASON = (
+    "转办：部门依申请人信息作出决定 / forwarded: the department decides on the application"
+)
+"""Why a forwarding discloses the applicant (the reason recorded on the case)."""
+
 ANSWERS_CONSUMER = "processing-dept-answers"
-ANSWERS_FILTER = "caseflow.dept.*.answers"
-"""Every department's answers."""
+ANSWERS_FILTER = next(c for c in CONSUMERS if c.name == ANSWERS_CONSUMER).subjects[0]
+"""Every department's answers: ``caseflow.dept.*.answers.*``."""
+DEPARTMENT_ACK_WAIT = 60.0
+"""Seconds a department system has to answer a request before it comes again."""
 
 
 def request_publisher(
@@ -53,7 +78,8 @@ def request_publisher(
         nc = get_nc()
         if nc is None:
             raise RuntimeError("not connected to NATS yet")
-        state = fold(await uow.read_case(event.case_id), service.workflows)
+        history = await uow.read_case(event.case_id)
+        state = fold(history, service.workflows)
         authority = str(event.payload["to"])
         request = DepartmentRequest(
             case_id=str(event.case_id),
@@ -67,8 +93,15 @@ def request_publisher(
             materials=list(state.materials),
             answer_subject=dept_subject(authority, "answers"),
         )
+        subject = dept_subject(authority, "requests")
+        disclosed = disclosure(event, state.authority, authority, subject, request.applicant)
+        if disclosed is not None and all(e.event_id != disclosed.event_id for e in history):
+            # Recorded before the publish, committed after it: a failed publish records
+            # nothing, and a commit that fails after the publish is retried (JetStream
+            # drops the repeated request by its Nats-Msg-Id; the id finds the record).
+            await uow.append(event.case_id, state.version, [disclosed], case_kind=event.case_kind)
         await nc.jetstream().publish(
-            dept_subject(authority, "requests"),
+            subject,
             request.model_dump_json().encode(),
             headers={MSG_ID_HEADER: str(event.event_id)},
         )
@@ -77,8 +110,103 @@ def request_publisher(
     return publish_request
 
 
+def disclosure(
+    forwarded: StoredEvent,
+    authority: str | None,
+    to: str,
+    subject: str,
+    applicant: dict[str, object] | None,
+) -> NewEvent | None:
+    """``PersonalDataDisclosed`` for the request of ``forwarded`` (None if it names nobody).
+
+    ``authority`` is the one the case is handled for (the discloser), ``to`` the
+    department's; the event id derives from the ``CaseForwarded`` event's."""
+    fields = sorted(k for k, v in (applicant or {}).items() if v not in (None, ""))
+    if not fields:
+        return None
+    return NewEvent(
+        event_id=engine.deterministic_id(forwarded.event_id, "PersonalDataDisclosed"),
+        event_type="PersonalDataDisclosed",
+        occurred_at=utcnow(),
+        actor=engine.SYSTEM.actor(),
+        authority=authority,
+        correlation_id=forwarded.correlation_id,
+        causation_id=str(forwarded.event_id),
+        payload={
+            "to": to,
+            "fields": fields,
+            "channel": subject,
+            "reason": DISCLOSURE_REASON,
+            "request_id": str(forwarded.event_id),
+        },
+    )
+
+
+def department_consumer(authority: str) -> api.ConsumerConfig:
+    """The pull consumer of ``authority``'s requests that its department systems read."""
+    durable = dept_durable(authority)
+    return api.ConsumerConfig(
+        durable_name=durable,
+        name=durable,
+        description=f"requests forwarded to {authority}, read by its department systems",
+        filter_subject=dept_subject(authority, "requests"),
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=DEPARTMENT_ACK_WAIT,
+        max_ack_pending=1000,
+    )
+
+
+async def declare_department_consumers(
+    js: JetStreamContext, authorities: Sequence[str]
+) -> list[str]:
+    """Create (or bring up to date) every authority's consumer; the authorities whose
+    consumer could not be declared (e.g. while the server's config does not name them)."""
+    failed = []
+    for authority in authorities:
+        try:
+            await js.add_consumer(DEPT_STREAM, department_consumer(authority))
+        except Exception as err:
+            log.warning("department consumer not declared", authority=authority, error=repr(err))
+            failed.append(authority)
+    return failed
+
+
+async def keep_department_consumers(
+    js: JetStreamContext, authorities: Sequence[str], stop: asyncio.Event, every: float = 60.0
+) -> None:
+    """Declare the authorities' consumers now and again every minute (every few seconds
+    while some fail), so that a server that lost its state or a config that now names a
+    new authority gets them without a restart of processing."""
+    while not stop.is_set():
+        failed = await declare_department_consumers(js, authorities)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0 if failed else every)
+
+
+def answer_origin(subject: str) -> tuple[str, str]:
+    """The authority and the credential an answer's subject names."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[:2] != ["caseflow", "dept"] or parts[3] != "answers":
+        raise ValueError(f"{subject} is not caseflow.dept.<authority>.answers.<credential>")
+    return parts[2], parts[4]
+
+
+def officer_of(named: str, authority: str, credential: str) -> tuple[str, Refusal | None]:
+    """The deciding officer's user id (``user`` or ``user@<authority>``), or why the answer
+    can't be taken: an officer of another organisation can't decide for ``authority``."""
+    user, at, org = named.partition("@")
+    if at and org != authority:
+        return named, Refusal(
+            "officer_of_another_organisation",
+            f"the answer names {named}, an officer of {org}, but credential {credential} "
+            f"answers for {authority}; refused",
+        )
+    return user, None
+
+
 class AnswerListener:
-    """A durable pull consumer of ``caseflow.dept.*.answers``."""
+    """A durable pull consumer of every department's answers."""
 
     def __init__(self, service: CaseService, nc: NATS) -> None:
         self.service = service
@@ -88,6 +216,7 @@ class AnswerListener:
     async def run(self, stop: asyncio.Event) -> None:
         config = api.ConsumerConfig(
             durable_name=ANSWERS_CONSUMER,
+            name=ANSWERS_CONSUMER,
             filter_subject=ANSWERS_FILTER,
             ack_policy=api.AckPolicy.EXPLICIT,
             max_deliver=5,
@@ -104,7 +233,9 @@ class AnswerListener:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(20, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
+                    # nats-py raises its own TimeoutError or asyncio's (the built-in one)
+                    # on an idle fetch: both are nothing to answer, not a broken subscription.
                     continue
                 except Exception as err:
                     log.warning("answers fetch failed", error=repr(err))
@@ -115,39 +246,94 @@ class AnswerListener:
                 await sub.unsubscribe()
 
     async def handle(self, msg: Msg) -> None:
-        authority = msg.subject.split(".")[2]
+        try:
+            authority, credential = answer_origin(msg.subject)
+        except ValueError as err:
+            await self._dead(msg, str(err))
+            return
+        delivered_by = DeliveredBy(channel="nats", credential=credential)
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
         try:
             answer = DepartmentAnswer.model_validate(orjson.loads(msg.data))
         except (ValidationError, orjson.JSONDecodeError) as err:
-            await self._dead(msg, f"undecodable answer: {err}")
+            await self._dead(msg, f"undecodable answer from credential {credential}: {err}")
             return
-        officer = engine.Staff(user=answer.officer, role="department_officer", org=authority)
-        body = (
-            Approve(decision_number=answer.decision_number, opinion=answer.opinion)
-            if answer.outcome == "approve"
-            else Reject(
-                reasons=answer.reasons or ["(no reason given)"],
-                decision_number=answer.decision_number,
-            )
-        )
+        case_id = uuid.UUID(answer.case_id)
+        user, refusal = officer_of(answer.officer, authority, credential)
+        officer = engine.Staff(user=user, role="department_officer", org=authority)
+        key = f"dept-answer:{credential}:{msg_id}"
         try:
-            await self.service.act(
-                uuid.UUID(answer.case_id),
-                answer.outcome,
-                body,
-                officer,
-                idempotency_key=f"dept-answer:{msg_id}",
+            refusal = refusal or await self._not_forwarded(case_id, authority, credential)
+            if refusal is None:
+                await self.service.act(
+                    case_id,
+                    answer.outcome,
+                    _body(answer),
+                    officer,
+                    idempotency_key=key,
+                    delivered_by=delivered_by,
+                )
+        except engine.NotAllowed as err:
+            # The workflow allows no decision now: the case is not awaiting this answer.
+            refusal = Refusal(
+                "not_awaiting_answer",
+                f"{err}: the case is not awaiting {authority}'s answer; answer delivered by "
+                f"credential {credential} refused",
             )
-        except (NotFound, engine.NotAllowed, engine.Invalid, ActionRefusedError) as err:
-            await self._dead(msg, f"answer not taken: {err}")
+        except (
+            NotFound,
+            engine.Invalid,
+            ActionRefusedError,
+            IdempotencyConflict,
+            ValidationError,
+        ) as err:
+            # A refusal by the workflow's own checks is already recorded on the case.
+            await self._dead(msg, f"answer from credential {credential} not taken: {err}")
             return
         except Exception as err:  # database down, conflict: try again later
             log.warning("answer failed; will retry", error=repr(err))
             await msg.nak(delay=1.0)
             return
+        if refusal is not None:
+            try:
+                await self.service.record_refusal(
+                    case_id,
+                    answer.outcome,
+                    refusal,
+                    officer,
+                    idempotency_key=key,
+                    delivered_by=delivered_by,
+                )
+            except NotFound:
+                pass  # no such case: nothing to record it on; the dead letter says why
+            except Exception as err:
+                log.warning("refusal not recorded; will retry", error=repr(err))
+                await msg.nak(delay=1.0)
+                return
+            await self._dead(msg, f"answer refused ({refusal.reason}): {refusal.message}")
+            return
         await msg.ack()
-        log.info("department answered", case_id=str(answer.case_id), outcome=answer.outcome)
+        log.info(
+            "department answered",
+            case_id=str(answer.case_id),
+            outcome=answer.outcome,
+            credential=credential,
+        )
+
+    async def _not_forwarded(
+        self, case_id: uuid.UUID, authority: str, credential: str
+    ) -> Refusal | None:
+        """Why the case is not ``authority``'s to decide, if it isn't (NotFound if there is
+        no such case). Whether it still awaits the answer is the workflow's to say."""
+        _, state = await self.service.load(case_id)
+        if state.forward_to == authority:
+            return None
+        where = f"it was forwarded to {state.forward_to}" if state.forward_to else "it never was"
+        return Refusal(
+            "not_forwarded_to_authority",
+            f"case {state.case_number or case_id} was not forwarded to {authority} ({where}); "
+            f"answer delivered by credential {credential} refused",
+        )
 
     async def _dead(self, msg: Msg, reason: str) -> None:
         log.warning("answer dead-lettered", reason=reason[:300])
@@ -161,3 +347,11 @@ class AnswerListener:
             },
         )
         await msg.term()
+
+
+def _body(answer: DepartmentAnswer) -> Approve | Reject:
+    if answer.outcome == "approve":
+        return Approve(decision_number=answer.decision_number, opinion=answer.opinion)
+    return Reject(
+        reasons=answer.reasons or ["(no reason given)"], decision_number=answer.decision_number
+    )

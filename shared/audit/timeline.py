@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.audit.judge import Judgement, Use, judge, not_allowed, register_from
 from shared.events import StoredEvent
+from shared.privacy import masked
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow.definitions import UnknownWorkflow
@@ -65,7 +66,8 @@ DETAIL_KEYS = (
     "deemed",
 )
 """Payload fields a timeline shows. A whitelist: the applicant's personal data (in
-``CaseReceived``) never reaches it; ``recipient`` of a notice is stored masked."""
+``CaseReceived``) never reaches it; ``recipient`` of a notice is stored masked; what free
+text names of ID or phone numbers or e-mail addresses is masked."""
 
 
 class Basis(enum.StrEnum):
@@ -298,7 +300,8 @@ def _clock(state: CaseState, reference: Reference, day: date) -> ClockPoint | No
 
 
 def _details(event: StoredEvent) -> dict[str, Any]:
-    return {k: event.payload[k] for k in DETAIL_KEYS if k in event.payload}
+    # Free text (a reason, a refusal's message) may name a phone number or an address.
+    return {k: masked(event.payload[k], k) for k in DETAIL_KEYS if k in event.payload}
 
 
 def build_timeline(

@@ -11,35 +11,44 @@ What it covers:
 - every event type, per case kind, on ``caseflow.events.<case_kind>.<EventType>``: those
   the workflow definitions record and those the code records outside them (refusals,
   task claims, clock warnings, overdue forwards, notices sent or given up on, visits,
-  delegation instruments), each message with its ``x-schema-version`` and, where the
-  log still holds older versions, those versions as messages of their own;
-- the department subjects ``caseflow.dept.<authority>.requests`` and ``.answers``;
+  personal data viewed or disclosed, delegation instruments), each message with its
+  ``x-schema-version`` and, where the log still holds older versions, those versions as
+  messages of their own. Each is the event's masked view (``personal_data: masked``, the
+  ``Caseflow-Personal-Data`` header) carrying the stored row's ``hash``;
+- the department subjects ``caseflow.dept.<authority>.requests`` and
+  ``.answers.<credential>``, and the consumer per authority its systems read;
 - the dead letters ``caseflow.dlq.<consumer>`` of every consumer (:data:`CONSUMERS`),
   with the reason headers, and where notify keeps the deliveries it gave up on;
-- the internal wake-up subject the relays listen on.
+- the internal wake-up subject the relays listen on;
+- that the server takes NKEY-authenticated clients only, and what each kind of user may
+  publish and subscribe to (``x-caseflow-access``, from ``shared.bus.access``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared.bus import access
+from shared.bus.durables import CONSUMERS as CONSUMERS  # documented here, defined there
 from shared.bus.headers import (
     CORRELATION_HEADER,
     DLQ_CONSUMER_HEADER,
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
+    PERSONAL_DATA_HEADER,
 )
 from shared.bus.streams import (
     DEPT_STREAM,
     DEPT_SUBJECTS,
     DLQ_STREAM,
     EVENTS_STREAM,
+    WAKE_SUBJECT,
+    dept_durable,
     dlq_subject,
 )
 from shared.catalogue import load_catalogue
@@ -47,6 +56,7 @@ from shared.delegation import PAYLOADS as DELEGATION_PAYLOADS
 from shared.messages import (
     EARLIER_PAYLOADS,
     PAYLOADS,
+    DeliveredBy,
     DepartmentAnswer,
     DepartmentRequest,
     NotificationFailed,
@@ -54,61 +64,6 @@ from shared.messages import (
 from shared.upcasting import current_version
 from shared.workflow.definitions import load_workflows
 from shared.workflow.payloads import body_for
-
-WAKE_SUBJECT = "caseflow.internal.relay.wake"
-"""Core NATS (no stream): a process that committed events wakes the leading relay."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConsumerDoc:
-    """A durable consumer of caseflow's: what it reads, and where its dead letters go."""
-
-    name: str
-    service: str
-    stream: str
-    subjects: tuple[str, ...]
-    summary: str
-
-    @property
-    def dead_letters(self) -> str:
-        """``caseflow.dlq.<name>``."""
-        return dlq_subject(self.name)
-
-
-_MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
-
-CONSUMERS: tuple[ConsumerDoc, ...] = (
-    ConsumerDoc(
-        "processing-projection",
-        "processing",
-        EVENTS_STREAM,
-        tuple(f"caseflow.events.{kind}.>" for kind in ("application", *_MATTER_KINDS, "reception")),
-        "Schedules the timers each application needs (notice window, clock warnings, "
-        "forwarding deadline); the case lists are a projection with its own checkpoint",
-    ),
-    ConsumerDoc(
-        "processing-dept",
-        "processing",
-        EVENTS_STREAM,
-        ("caseflow.events.application.CaseForwarded",),
-        "Publishes each forwarded case to its department (caseflow.dept.<authority>.requests)",
-    ),
-    ConsumerDoc(
-        "processing-dept-answers",
-        "processing",
-        DEPT_STREAM,
-        ("caseflow.dept.*.answers",),
-        "Records each department's answer as that authority's decision",
-    ),
-    ConsumerDoc(
-        "notify",
-        "notify",
-        EVENTS_STREAM,
-        ("caseflow.events.>",),
-        "Plans the notices an event calls for (applicant, staff, webhooks) into notify's outbox",
-    ),
-)
-"""Every durable consumer caseflow's services run (tests compare them with the code)."""
 
 
 @functools.cache
@@ -133,6 +88,7 @@ def _code_events() -> list[tuple[str, type[BaseModel], tuple[str, ...]]]:
         ("NotificationFailed", NotificationFailed, told),
         ("VisitorReceived", PAYLOADS["VisitorReceived"], ("reception",)),
         ("PersonalDataViewed", PAYLOADS["PersonalDataViewed"], ("application",)),
+        ("PersonalDataDisclosed", PAYLOADS["PersonalDataDisclosed"], ("application",)),
     ]
     found += [(t, model, ("delegation",)) for t, model in DELEGATION_PAYLOADS.items()]
     return found
@@ -171,7 +127,16 @@ class ActorSchema(BaseModel):
 
 
 class EnvelopeSchema(BaseModel):
-    """Every event on ``caseflow.events.>``: the envelope around the payload, as stored."""
+    """Every event on ``caseflow.events.>``: the envelope around the payload, a masked view
+    of the event as stored.
+
+    ID numbers, phone numbers and e-mail addresses are masked in the payload
+    (``110105********002X``, ``138****5678``, ``w***@example.com``), and
+    ``personal_data`` says so. The log is the record and the bus is distribution:
+    ``hash`` is the stored row's and does not verify against a masked payload (an
+    auditor verifies the log or its export). caseflow's own consumers take each event
+    from the log by its ``case_id`` and ``event_id``; a message whose event the log does
+    not hold is dead-lettered unhandled."""
 
     position: int = Field(description="global position in the log")
     event_id: str = Field(description="also the Nats-Msg-Id header")
@@ -181,7 +146,7 @@ class EnvelopeSchema(BaseModel):
     event_type: str
     schema_version: int = Field(
         description="version of the payload's schema (x-schema-version of the message); "
-        "the bus carries events as stored, so older versions appear too"
+        "the bus carries events at the version stored, so older versions appear too"
     )
     occurred_at: str = Field(description="ISO 8601: when it happened")
     recorded_at: str = Field(description="ISO 8601: when the log recorded it")
@@ -191,11 +156,19 @@ class EnvelopeSchema(BaseModel):
     delegation_version: int | None
     correlation_id: str | None
     causation_id: str | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] = Field(
+        description="the payload with ID and phone numbers and e-mail addresses masked"
+    )
     prev_hash: str | None = Field(description="hash of the case's previous event")
     hash: str = Field(
         description="SHA-256 over the canonical encoding of the event as stored (the "
-        "version and payload the log holds)"
+        "version and the unmasked payload the log holds): it identifies the stored row "
+        "and does not verify against this masked copy"
+    )
+    personal_data: Literal["masked"] = Field(
+        description="a masked view: personal data is masked in the payload (also the "
+        f"{PERSONAL_DATA_HEADER} header); the full applicant is read through "
+        "GET /cases/{id}/applicant, with a reason, recorded as PersonalDataViewed"
     )
 
 
@@ -204,15 +177,29 @@ _EVENT_HEADERS = {
     "properties": {
         MSG_ID_HEADER: {"type": "string", "description": "the event id (JetStream de-duplicates)"},
         CORRELATION_HEADER: {"type": "string", "description": "the request that caused it"},
+        PERSONAL_DATA_HEADER: {
+            "const": "masked",
+            "description": "the payload is a masked view (ID and phone numbers, e-mail "
+            "addresses); hash is the stored row's",
+        },
     },
+    "required": [MSG_ID_HEADER, PERSONAL_DATA_HEADER],
 }
 
 _DEAD_LETTER_REASONS = [
     "not a caseflow event envelope: … (undecodable; dead-lettered at once)",
+    "not in the log: case <case_id> has no event <event_id>; the message is not a caseflow "
+    "event and was not handled (dead-lettered at once, nothing recorded)",
+    "the log's event <event_id> is <EventType> (<case_kind>), published on "
+    "caseflow.events.<case_kind>.<EventType>, not on <subject>; the message was not handled "
+    "(dead-lettered at once)",
     "<EventType> schema version N is newer than this code knows (version M); upgrade the "
     "consumer, then re-drive the message (dead-lettered at once)",
     "<ExceptionType>: … (the handler failed on every one of max_deliver attempts, 5)",
-    "undecodable answer: … / answer not taken: … (processing-dept-answers only)",
+    "undecodable answer from credential C: … / answer from credential C not taken: … / "
+    "answer refused (not_forwarded_to_authority | not_awaiting_answer | "
+    "officer_of_another_organisation): … (processing-dept-answers only; a refusal is also "
+    "recorded on the case as ActionRefused)",
 ]
 
 
@@ -238,10 +225,24 @@ _OPENED = {
     },
 }
 """What every case's first event adds (the item version, for applications, is pinned too)."""
+ANSWER_ACTIONS = ("approve", "reject")
+"""The actions a department's answer over NATS takes: their events say who delivered it."""
+_DELIVERED = {
+    "delivered_by": {
+        "$ref": "#/components/schemas/DeliveredBy",
+        "description": "set by caseflow when a department's answer came over NATS: the "
+        "credential that delivered it (absent for decisions taken over HTTP)",
+    }
+}
 
 
 def _event_schema(
-    model: type[BaseModel], schemas: dict[str, Any], *, recorded: bool, opened: bool
+    model: type[BaseModel],
+    schemas: dict[str, Any],
+    *,
+    recorded: bool,
+    opened: bool,
+    answered: bool = False,
 ) -> dict[str, Any]:
     """The stored payload: the model's fields, and what the engine adds to a step's body.
 
@@ -254,6 +255,8 @@ def _event_schema(
     if recorded:
         for name, spec in (*_RECORDED.items(), *(_OPENED.items() if opened else ())):
             properties.setdefault(name, spec)
+    if answered:
+        properties.update(_DELIVERED)
     if opened:
         schema["description"] = (
             f"{schema.get('description', '')} The case's first event: it also carries what "
@@ -274,13 +277,13 @@ def _event_message(
     summary = inspect.cleandoc(model.__doc__ or "")
     if version < current:
         summary += (
-            f"\n\nAn earlier schema version still in the log, published as stored; "
+            f"\n\nAn earlier schema version still in the log, published at that version; "
             f"caseflow's consumers read it upcast to version {current}."
         )
     elif current > 1:
         summary += (
-            f"\n\nEvents stored before version {current} are published as stored, with "
-            f"their own schema_version ({', '.join(str(v) for v in range(1, current))})."
+            f"\n\nEvents stored before version {current} are published at their own "
+            f"schema_version ({', '.join(str(v) for v in range(1, current))})."
         )
     return {
         "name": event_type,
@@ -313,12 +316,23 @@ def document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     operations: dict[str, Any] = {}
+    schemas["DeliveredBy"] = _schema(DeliveredBy, schemas)
     workflows = list(load_workflows())
     opened = {workflow.start.event for workflow in workflows}
     recorded = opened | {event for workflow in workflows for event in workflow.event_types}
+    answered = {
+        step.event
+        for workflow in workflows
+        for step in workflow.transitions
+        if step.action in ANSWER_ACTIONS and "department_officer" in step.roles
+    }
     for event_type, (model, kinds) in event_payloads().items():
         current = current_version(event_type)
-        flags = {"recorded": event_type in recorded, "opened": event_type in opened}
+        flags = {
+            "recorded": event_type in recorded,
+            "opened": event_type in opened,
+            "answered": event_type in answered,
+        }
         schemas[f"{event_type}Payload"] = _event_schema(model, schemas, **flags)
         messages[event_type] = _event_message(
             event_type, current, model, f"{event_type}Payload", current=current
@@ -372,18 +386,45 @@ def document() -> dict[str, Any]:
             "title": "caseflow events",
             "version": "0.2.0",
             "description": "Every committed event of the caseflow log, published on NATS "
-            f"JetStream (stream {EVENTS_STREAM}) as stored, with its payload's "
-            "schema_version; requests to departments and their answers (stream "
+            f"JetStream (stream {EVENTS_STREAM}) as a masked view (ID and phone numbers "
+            "and e-mail addresses masked, personal_data: masked, the stored row's hash) "
+            "with its payload's schema_version — the log is the record, the bus is "
+            "distribution, and caseflow's consumers read each event from the log; requests "
+            "to departments, which carry the applicant in full (each one recorded on the "
+            "case as PersonalDataDisclosed), and their answers (stream "
             f"{DEPT_STREAM}); and the dead letters of caseflow's consumers (stream "
             f"{DLQ_STREAM}). Payload schemas are versioned per event type: a message's "
             "x-schema-version is the version it describes, x-current-schema-version the "
-            "one caseflow writes now; caseflow's consumers upcast older ones.",
+            "one caseflow writes now; caseflow's consumers upcast older ones. The server "
+            "admits NKEY-authenticated users only, each with the subjects of its kind "
+            "(x-caseflow-access); only caseflow's relay publishes events.",
         },
         "defaultContentType": "application/json",
-        "servers": {"nats": {"host": "localhost:4222", "protocol": "nats"}},
+        "servers": {
+            "nats": {
+                "host": "localhost:4222",
+                "protocol": "nats",
+                "security": [{"$ref": "#/components/securitySchemes/nkey"}],
+            }
+        },
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {
+            "messages": messages,
+            "schemas": schemas,
+            "securitySchemes": {
+                "nkey": {
+                    "type": "asymmetricEncryption",
+                    "description": "NATS NKEY: the client signs the server's nonce with its "
+                    "Ed25519 seed; the server knows each user's public key and its "
+                    "permissions. No anonymous access. A department system's credential "
+                    "comes from caseflow's operator (`caseflow nats credentials "
+                    "--department <authority>`), as one file with the seed, the server, "
+                    "the inbox prefix, the stream, the consumer and the answer subject.",
+                }
+            },
+        },
+        "x-caseflow-access": _access(),
         "x-caseflow-consumers": {
             c.name: {
                 "service": c.service,
@@ -395,6 +436,40 @@ def document() -> dict[str, Any]:
             for c in CONSUMERS
         },
     }
+
+
+def _access() -> dict[str, Any]:
+    """What each kind of user may publish and subscribe to, for an example of each."""
+    examples = (
+        access.Credential(name="processing", kind=access.Kind.service, public_key=_KEY),
+        access.Credential(name="relay", kind=access.Kind.relay, public_key=_KEY),
+        access.Credential(name="operator", kind=access.Kind.operator, public_key=_KEY),
+        access.Credential(
+            name="forestry-system",
+            kind=access.Kind.department,
+            authority="hc_forestry",
+            public_key=_KEY,
+        ),
+    )
+    described = {
+        access.Kind.service: "intake, processing (shown), notify: each its own consumers; "
+        "processing also publishes the department requests and keeps a consumer per "
+        "authority",
+        access.Kind.relay: "the relay's own connection in each service process",
+        access.Kind.operator: "inspection: stream and consumer info, stored events and dead "
+        "letters",
+        access.Kind.department: "a department system (hc_forestry's, named forestry-system): "
+        "its authority's consumer only, its own answer subject",
+    }
+    found: dict[str, Any] = {}
+    for credential in examples:
+        allowed = access.permissions(credential, ["hc_forestry"]).as_config()
+        found[credential.kind.value] = {"summary": described[credential.kind], **allowed}
+    return found
+
+
+_KEY = "U" + "A" * 55
+"""A placeholder public key for the examples of :func:`_access`."""
 
 
 def _departments(
@@ -419,30 +494,41 @@ def _departments(
             MSG_ID_HEADER: {
                 "type": "string",
                 "description": "a stable id per decision: caseflow records an answer once "
-                "per id (JetStream drops a repeat within 10 minutes, the idempotency key "
-                "dept-answer:<id> ever after); without it the stream sequence is used",
+                "per credential and id (JetStream drops a repeat within 10 minutes, the "
+                "idempotency key dept-answer:<credential>:<id> ever after); without it the "
+                "stream sequence is used",
             }
         },
     }
-    for name, model, kind, action, summary in (
+    for name, model, kind, address, action, summary in (
         (
             "DepartmentRequest",
             DepartmentRequest,
             "requests",
+            "caseflow.dept.{authority}.requests",
             "send",
-            "A forwarded case for its department to decide; answer on its answer_subject. "
-            "A department system reads it with a durable pull consumer of its own on "
-            f"stream {DEPT_STREAM} (e.g. dept-<authority>) and acks after its answer "
-            "was stored",
+            "A forwarded case for its department to decide. It carries the applicant in "
+            "full (the department decides on them): each request is recorded on the case "
+            "as PersonalDataDisclosed (to which authority, which fields, over this subject, "
+            "why). A department system reads it "
+            f"from the pull consumer processing keeps for the authority on stream "
+            f"{DEPT_STREAM}, dept_<authority> (e.g. {dept_durable('hc_forestry')}; it may "
+            "create none of its own), acks after its answer was stored, and answers on its "
+            "credential's answer subject",
         ),
         (
             "DepartmentAnswer",
             DepartmentAnswer,
             "answers",
+            "caseflow.dept.{authority}.answers.{credential}",
             "receive",
             "A department's decision, recorded as that authority's approve or reject by "
-            "the officer it names; an undecodable or impossible answer goes to "
-            f"{dlq_subject('processing-dept-answers')}",
+            "the officer it names, with the credential in delivered_by (only that "
+            "credential may publish on its subject). An answer for a case not forwarded "
+            "to that authority or not awaiting its answer, or naming an officer of "
+            "another organisation, is refused: recorded on the case as ActionRefused "
+            "(with the credential) and sent to "
+            f"{dlq_subject('processing-dept-answers')}, as is an undecodable one",
         ),
     ):
         schemas[name] = _schema(model, schemas)
@@ -457,11 +543,18 @@ def _departments(
             "headers": {"type": "object", "properties": headers[name]},
             "payload": {"$ref": f"#/components/schemas/{name}"},
         }
+        parameters: dict[str, Any] = {"authority": parameter}
+        if "{credential}" in address:
+            parameters["credential"] = {
+                "description": "the department credential's name (`caseflow nats "
+                "credentials --name`): only that credential may publish here",
+                "examples": ["hc_forestry-system"],
+            }
         channels[f"dept-{kind}"] = {
-            "address": f"caseflow.dept.{{authority}}.{kind}",
+            "address": address,
             "title": f"department {kind}",
             "description": f"stream {DEPT_STREAM} on {DEPT_SUBJECTS}",
-            "parameters": {"authority": parameter},
+            "parameters": parameters,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
         operations[f"{action}{name}"] = {

@@ -7,9 +7,19 @@ A fetched batch is handled in one transaction (one commit, one fsync); if any me
 it fails, the batch is rolled back and handled one message at a time, so one bad message
 can't hold back the others.
 
-Handlers see every event at the current version of its payload: the decoded message and
-the histories a :class:`UnitOfWork` reads are upcast (``shared.upcasting``); the log
-itself keeps what was stored.
+**A message is a reference; the log is the record.** The relay publishes a masked view
+of each event (``shared.privacy``), and anybody who may publish on the bus could publish
+anything. So a handler is never given the message: the consumer reads the cases of the
+batch ahead in its transaction and hands each handler the log's own copy of the event
+the message names (by case and event id), with the personal data the handler may need.
+A message whose event is not in the log is not a caseflow event: it is dead-lettered at
+once, before anything is recorded of it (not even in the inbox, where a forged id could
+otherwise shadow a real event still to come). So is one whose subject is not the one its
+event is published on.
+
+Handlers see every event at the current version of its payload: the log's copy and the
+histories a :class:`UnitOfWork` reads are upcast (``shared.upcasting``); the log itself
+keeps what was stored.
 
 Handler errors are retried with backoff (``nak`` with a delay) up to ``max_deliver``
 times, then the message goes to ``caseflow.dlq.<consumer>`` with the reason. Messages
@@ -44,7 +54,7 @@ from shared.bus.headers import (
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
 )
-from shared.bus.streams import EVENTS_STREAM, dlq_subject
+from shared.bus.streams import EVENTS_STREAM, dlq_subject, event_subject
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.schema import inbox
 from shared.eventlog.store import _insert, _read_cases_in, read_case_in
@@ -74,13 +84,43 @@ class UnitOfWork:
 
     async def read_ahead(self, case_ids: Sequence[uuid.UUID]) -> None:
         """Read the cases the handlers are about to read, all in one query (upcast)."""
-        for case_id, events in (await _read_cases_in(self.conn, case_ids)).items():
+        await self._read_ahead(case_ids)
+
+    async def _read_ahead(
+        self, case_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, list[StoredEvent]]:
+        """:meth:`read_ahead`; returns the histories as stored."""
+        stored = await _read_cases_in(self.conn, case_ids)
+        for case_id, events in stored.items():
             try:
                 self._histories[case_id] = upcast_all(events)
             except UpcastError:
                 # Only a handler that reads this case fails (read_case reads it again and
                 # says why); the others of the batch go on.
                 self._histories.pop(case_id, None)
+        return stored
+
+    async def logged(self, refs: Sequence[EventRef]) -> dict[uuid.UUID, StoredEvent | UpcastError]:
+        """The log's copy of each event named (upcast), by event id, reading the cases ahead.
+
+        An event not in its case is missing from the answer; one that can't be upcast
+        (newer than this code knows) maps to the error."""
+        stored = await self._read_ahead(list(dict.fromkeys(ref.case_id for ref in refs)))
+        found: dict[uuid.UUID, StoredEvent | UpcastError] = {}
+        wanted = {ref.event_id for ref in refs}
+        for case_id, events in stored.items():
+            history = self._histories.get(case_id)
+            for index, event in enumerate(events):
+                if event.event_id not in wanted:
+                    continue
+                if history is not None:
+                    found[event.event_id] = history[index]
+                    continue
+                try:
+                    found[event.event_id] = upcast(event)
+                except UpcastError as err:
+                    found[event.event_id] = err
+        return found
 
     async def claim(self, event_id: uuid.UUID) -> bool:
         """Record the event as handled; False if it was handled before."""
@@ -171,6 +211,32 @@ class PoisonMessage(Exception):
     """The message can't be decoded as an event envelope."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRef:
+    """What a message says it is about: which event of which case. Nothing more of the
+    message is believed (see the module's docstring)."""
+
+    event_id: uuid.UUID
+    case_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Delivery:
+    """A fetched message and the event it names (each delivery is itself: compared and
+    hashed by identity)."""
+
+    msg: Msg
+    ref: EventRef
+
+
+def _not_logged(delivery: Delivery) -> str:
+    ref = delivery.ref
+    return (
+        f"not in the log: case {ref.case_id} has no event {ref.event_id}; the message is "
+        "not a caseflow event and was not handled"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ConsumerSpec:
     """What a consumer listens to and how it retries."""
@@ -188,16 +254,13 @@ class ConsumerSpec:
         return self.backoff[min(attempt, len(self.backoff)) - 1]
 
 
-def _decode(msg: Msg) -> StoredEvent:
-    """The message's event, upcast to the current version of its payload."""
+def _decode(msg: Msg) -> EventRef:
+    """The event the message names."""
     try:
-        event = StoredEvent.from_envelope(orjson.loads(msg.data))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        envelope = orjson.loads(msg.data)
+        return EventRef(uuid.UUID(envelope["event_id"]), uuid.UUID(envelope["case_id"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise PoisonMessage(f"not a caseflow event envelope: {err!r}") from err
-    try:
-        return upcast(event)
-    except UpcastError as err:
-        raise PoisonMessage(str(err)) from err
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -270,30 +333,58 @@ class Consumer:
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         """Handle a batch in one transaction, or one by one if any of it fails."""
-        decoded: list[tuple[Msg, StoredEvent]] = []
+        decoded: list[Delivery] = []
         for msg in msgs:
             try:
-                decoded.append((msg, _decode(msg)))
+                decoded.append(Delivery(msg, _decode(msg)))
             except PoisonMessage as err:
                 await self.dead_letter(msg, str(err))
         if not decoded:
             return
         try:
-            await self._transaction([event for _, event in decoded])
+            refused = await self._transaction(decoded)
         except Exception:
-            for msg, event in decoded:
-                await self._handle_one(msg, event)
+            for delivery in decoded:
+                await self._handle_one(delivery)
             return
-        await asyncio.gather(*(msg.ack() for msg, _ in decoded))
+        await self._settle(decoded, refused)
 
-    async def _transaction(self, events: list[StoredEvent]) -> None:
+    async def _settle(self, deliveries: list[Delivery], refused: dict[Delivery, str]) -> None:
+        """After the commit: dead-letter what was refused, ack the rest."""
+        for delivery, reason in refused.items():
+            await self.dead_letter(delivery.msg, reason)
+        await asyncio.gather(*(d.msg.ack() for d in deliveries if d not in refused))
+
+    async def _transaction(self, deliveries: list[Delivery]) -> dict[Delivery, str]:
+        """Handle the events the messages name, as the log holds them, in one transaction.
+
+        Returns the messages refused (to dead-letter once this commits), with the reason."""
+        refused: dict[Delivery, str] = {}
+        events: list[StoredEvent] = []
         async with self.log.writer.begin() as conn:
             uow = UnitOfWork(conn, self.spec.name)
+            # Handlers read their event's case: read those cases ahead in one query, and
+            # take each event from there.
+            logged = await uow.logged([d.ref for d in deliveries])
+            for delivery in deliveries:
+                found = logged.get(delivery.ref.event_id)
+                if found is None:
+                    refused[delivery] = _not_logged(delivery)
+                elif isinstance(found, UpcastError):
+                    refused[delivery] = str(found)
+                elif delivery.msg.subject != event_subject(found.case_kind, found.event_type):
+                    refused[delivery] = (
+                        f"the log's event {found.event_id} is {found.event_type} "
+                        f"({found.case_kind}), published on "
+                        f"{event_subject(found.case_kind, found.event_type)}, not on "
+                        f"{delivery.msg.subject}; the message was not handled"
+                    )
+                else:
+                    events.append(found)
             # One statement records the whole batch in the inbox (same transaction, so the
-            # same all-or-nothing as claiming each event before handling it).
+            # same all-or-nothing as claiming each event before handling it). Only events
+            # in the log: a forged id recorded here would shadow a real event to come.
             claimed = await uow.claim_all([event.event_id for event in events])
-            # Handlers read their event's case: read those cases ahead in one query.
-            await uow.read_ahead(list({e.case_id: e for e in events if e.event_id in claimed}))
             for event in events:
                 if event.event_id not in claimed:
                     REPEATS.labels(self.spec.name).inc()
@@ -307,10 +398,12 @@ class Consumer:
         if uow.appended:
             self.log.appended()
         HANDLED.labels(self.spec.name).inc(len(events))
+        return refused
 
-    async def _handle_one(self, msg: Msg, event: StoredEvent) -> None:
+    async def _handle_one(self, delivery: Delivery) -> None:
+        msg = delivery.msg
         try:
-            await self._transaction([event])
+            refused = await self._transaction([delivery])
         except Exception as err:
             FAILED.labels(self.spec.name).inc()
             attempt = msg.metadata.num_delivered or 1
@@ -323,13 +416,13 @@ class Consumer:
                 log.warning(
                     "handler failed; will retry",
                     consumer=self.spec.name,
-                    event_id=str(event.event_id),
+                    event_id=str(delivery.ref.event_id),
                     attempt=attempt,
                     error=repr(err),
                 )
                 await msg.nak(delay=self.spec.delay(attempt))
             return
-        await msg.ack()
+        await self._settle([delivery], refused)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move the message to ``caseflow.dlq.<consumer>`` with the reason, then drop it."""

@@ -4,6 +4,11 @@ Each event goes to ``caseflow.events.<case_kind>.<event_type>`` with ``Nats-Msg-
 its event id, so the server drops a repeat. The checkpoint moves only after JetStream
 acknowledged every publish of the batch. A lease in the checkpoint row lets one relay
 publish while others stand by; even without it two relays are harmless.
+
+The bus is distribution, not the record: each message is the event's masked view (ID and
+phone numbers and e-mail addresses masked, ``personal_data: masked`` in the envelope and
+the ``Caseflow-Personal-Data: masked`` header), with the stored row's ``hash``. caseflow's
+consumers take the event itself from the log (``shared.bus.consumer``).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.bus.headers import CORRELATION_HEADER, MSG_ID_HEADER
+from shared.bus.headers import CORRELATION_HEADER, MSG_ID_HEADER, PERSONAL_DATA_HEADER
 from shared.bus.streams import event_subject
 from shared.eventlog import EventLog, LogCursor
 from shared.eventlog.schema import relay_checkpoints as cp
 from shared.eventlog.tailing import tail
 from shared.events import StoredEvent, utcnow
+from shared.privacy import MASKED_VIEW, masked_envelope
 from shared.sql import insert_ignore
 
 log = structlog.get_logger("caseflow.relay")
@@ -158,13 +164,16 @@ class Relay:
     async def _publish(self, events: list[StoredEvent]) -> None:
         futures = []
         for event in events:
-            headers: dict[str, Any] = {MSG_ID_HEADER: str(event.event_id)}
+            headers: dict[str, Any] = {
+                MSG_ID_HEADER: str(event.event_id),
+                PERSONAL_DATA_HEADER: MASKED_VIEW,
+            }
             if event.correlation_id:
                 headers[CORRELATION_HEADER] = event.correlation_id
             futures.append(
                 await self.js.publish_async(
                     event_subject(event.case_kind, event.event_type),
-                    orjson.dumps(event.envelope()),
+                    orjson.dumps(masked_envelope(event)),
                     headers=headers,
                 )
             )

@@ -14,7 +14,9 @@ DLQ_SUBJECTS = "caseflow.dlq.>"
 DEPT_STREAM = "CASEFLOW_DEPT"
 DEPT_SUBJECTS = "caseflow.dept.>"
 """Forwarded cases to departments (``caseflow.dept.<authority>.requests``) and their
-answers (``caseflow.dept.<authority>.answers``), for integrators on the bus."""
+answers (``caseflow.dept.<authority>.answers.<credential>``), for integrators on the bus."""
+WAKE_SUBJECT = "caseflow.internal.relay.wake"
+"""Core NATS (no stream): a process that committed events wakes the leading relay."""
 DUPLICATE_WINDOW_SECONDS = 600.0
 """How long JetStream remembers a Nats-Msg-Id. A relay re-publishes at most the batch it
 had in flight when it stopped, seconds old, so ten minutes leaves a wide margin."""
@@ -31,10 +33,28 @@ def event_subject(case_kind: str, event_type: str) -> str:
 
 
 def dept_subject(authority: str, kind: str) -> str:
-    """``caseflow.dept.<authority>.requests`` or ``.answers``."""
+    """``caseflow.dept.<authority>.requests``, or ``.answers``: the prefix of the
+    authority's answer subjects (see :func:`answer_subject`)."""
     if not _TOKEN.match(authority) or kind not in ("requests", "answers"):
         raise ValueError(f"no department subject for {authority!r} {kind!r}")
     return f"caseflow.dept.{authority}.{kind}"
+
+
+def answer_subject(authority: str, credential: str) -> str:
+    """``caseflow.dept.<authority>.answers.<credential>``: where the department system
+    holding ``credential`` answers; only that credential may publish on it, so the
+    subject names who delivered an answer."""
+    if not _TOKEN.match(credential):
+        raise ValueError(f"{credential!r} can't be a NATS subject token")
+    return f"{dept_subject(authority, 'answers')}.{credential}"
+
+
+def dept_durable(authority: str) -> str:
+    """``dept_<authority>``: the pull consumer processing keeps on the department stream
+    for each authority, filtered on its requests; the only one its systems may read."""
+    if not _TOKEN.match(authority):
+        raise ValueError(f"{authority!r} can't be a NATS subject token")
+    return f"dept_{authority}"
 
 
 def dlq_subject(consumer: str) -> str:

@@ -1,6 +1,7 @@
 """HTTP plumbing for the workflow: the case service on the app, the signed-in staff
-member as the engine sees them, Idempotency-Key, and problem details for the engine's
-errors (404, 409, 422 and the recorded 403)."""
+member as the engine sees them, Idempotency-Key (the sender's, see
+:mod:`shared.idempotency`), and problem details for the engine's errors (404, 409, 422
+and the recorded 403)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from shared.auth import StaffDep
 from shared.catalogue import DraftItem, UnknownItem
 from shared.http import problem
+from shared.idempotency import KeyedRequest, KeyReused, SenderKey
 from shared.workflow import engine
 from shared.workflow.service import (
     ActionRefusedError,
     BodyInvalid,
     CaseService,
     FieldInvalid,
-    IdempotencyConflict,
     NotFound,
 )
 
@@ -29,8 +31,9 @@ IdempotencyKey = Annotated[
         min_length=8,
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
-        description="A unique key per request (e.g. a UUID); a retry with the same key "
-        "returns the original answer and records nothing twice",
+        description="A unique key per request (e.g. a UUID), yours alone: your retry with "
+        "the same key and request answers with what the first one made and records nothing "
+        "twice; the same key with another request is a 409",
     ),
 ]
 
@@ -68,6 +71,21 @@ def acting(staff: StaffDep) -> engine.Staff:
 ActingDep = Annotated[engine.Staff, Depends(acting)]
 
 
+def sender_key(request: Request, staff: engine.Staff, key: str) -> SenderKey:
+    """Whose key it is and the route it was sent to (``POST /cases/{case_id}/actions/…``)."""
+    route = request.scope.get("route")
+    operation = f"{request.method} {getattr(route, 'path', request.url.path)}"
+    return SenderKey(organisation=staff.org, user=staff.user, key=key, operation=operation)
+
+
+def keyed(
+    request: Request, staff: engine.Staff, key: str, body: BaseModel | None, **path: object
+) -> KeyedRequest:
+    """The request as its sender's key records it: who sent it, the route, and a
+    fingerprint of its validated body and path parameters."""
+    return sender_key(request, staff, key).keyed(body, path)
+
+
 def _refused(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ActionRefusedError)
     return problem(
@@ -84,6 +102,10 @@ def _not_found(_: Request, exc: Exception) -> JSONResponse:
 
 def _not_allowed(_: Request, exc: Exception) -> JSONResponse:
     return problem(409, str(exc), title="Not allowed now")
+
+
+def _key_reused(_: Request, exc: Exception) -> JSONResponse:
+    return problem(409, str(exc), title="Idempotency-Key already used")
 
 
 def _invalid(_: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +135,7 @@ def install(app: FastAPI, service: CaseService) -> None:
     app.add_exception_handler(ActionRefusedError, _refused)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(engine.NotAllowed, _not_allowed)
-    app.add_exception_handler(IdempotencyConflict, _not_allowed)
+    app.add_exception_handler(KeyReused, _key_reused)
     app.add_exception_handler(engine.Invalid, _invalid)
     app.add_exception_handler(BodyInvalid, _body_invalid)
     app.add_exception_handler(FieldInvalid, _body_invalid)

@@ -7,6 +7,15 @@ otherwise); does the workflow allow the action now (409, nothing recorded); may 
 role take it and does a delegation valid *now* cover it (403, and the refused attempt is
 recorded as ``ActionRefused``); then the engine's events are appended at the version
 that was read (a concurrent change is a 409).
+
+Idempotency-Keys belong to their sender. An HTTP request passes its sender's key (a
+:class:`~shared.idempotency.KeyedRequest`; for an action a
+:class:`~shared.idempotency.SenderKey`, fingerprinted once the case is known to be visible
+and the body valid), recorded in the transaction that writes what it asked for; a replay
+is answered only to the same sender, after the same visibility check as anything else.
+Internal callers (timers, consumers) pass a plain key: their event ids are derived from
+the case, the actor's organisation and user and the key, so a repeated delivery appends
+nothing twice and nobody else's key can ever name those events.
 """
 
 from __future__ import annotations
@@ -15,17 +24,20 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import idempotency
 from shared.bus.consumer import UnitOfWork
 from shared.delegation import Power
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
-from shared.upcasting import current_version, upcast
+from shared.messages import DeliveredBy
+from shared.upcasting import current_version
 from shared.workcalendar import local_date
 from shared.workflow import clock as clocks
 from shared.workflow import engine, numbers
@@ -37,6 +49,8 @@ from shared.workflow.state import CaseState, apply, fold
 NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
 
 APPLICATION = "application"
+ATTEMPT = "attempt"
+"""The kind of the stream a refused attempt to open a case is kept in."""
 RETRIES = 5
 """How often an action is checked again when another event lands on the case first."""
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
@@ -55,8 +69,8 @@ class ActionRefusedError(Exception):
         self.state = state
 
 
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key reused for a different request (HTTP 409)."""
+IdempotencyConflict = idempotency.KeyReused
+"""An Idempotency-Key reused by its sender for a different request (HTTP 409)."""
 
 
 class CatalogueLike(Protocol):
@@ -184,20 +198,34 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
+        sender: idempotency.SenderKey | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         at: datetime | None = None,
         uow: UnitOfWork | None = None,
+        delivered_by: DeliveredBy | None = None,
     ) -> Outcome:
         """Take ``action`` on the case for ``staff``; see the module's docstring.
+
+        ``delivered_by`` (a department's answer over NATS: the credential that sent it) is
+        recorded in the payload of what the action records, decision or refusal.
 
         The caller names no version: the case is read here, and if another event lands
         between that read and the append (a notification, a timer), the action is checked
         again against the new state and retried — the same checks, on fresher facts.
         With ``uow`` the case is read and written in that transaction (timers, consumers),
         whose caller retries the whole transaction instead.
+
+        ``sender`` is whose key it is and the route it came with, for an HTTP request:
+        once the case is known to be visible and the body valid, the request (with its
+        fingerprint over body, case and action) is recorded with the events; only
+        without ``uow``.
         """
-        for attempt in range(1, RETRIES + 1):
+        if sender is not None and (uow is not None or sender.key != idempotency_key):
+            raise ValueError("a keyed request is recorded in a transaction of its own")
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await self._act_once(
                     case_id,
@@ -205,14 +233,50 @@ class CaseService:
                     body,
                     staff,
                     idempotency_key=idempotency_key,
+                    sender=sender,
                     correlation_id=correlation_id,
                     causation_id=causation_id,
                     at=at,
                     uow=uow,
+                    stamp=_stamp(delivered_by),
                 )
             except ConcurrencyError:
-                if uow is not None or attempt == RETRIES:
+                if uow is not None or attempt >= RETRIES:
                     raise
+            except idempotency.AlreadyAnswered:
+                pass  # the sender's twin request committed first: the next round replays it
+
+    async def record_refusal(
+        self,
+        case_id: uuid.UUID,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        *,
+        idempotency_key: str,
+        delivered_by: DeliveredBy | None = None,
+    ) -> Outcome:
+        """Record on the case that ``staff``'s ``action`` was refused for a reason found
+        before the workflow's checks (a department's answer that is not its to give);
+        ``NotFound`` if there is no such case. Once per idempotency key."""
+        for attempt in range(1, RETRIES + 1):
+            events, state = await self.load(case_id)
+            ids = _ids(case_id, staff, idempotency_key)
+            replay = [e for e in events if e.event_id in ids]
+            if replay:
+                return Outcome(state, replay, replayed=True)
+            ctx = engine.Context(at=utcnow(), calendar=self.calendar)
+            refused = engine.refusal_event(state, action, refusal, staff, ctx)
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **_stamp(delivered_by)}}
+            )
+            try:
+                result = await self._append(None, case_id, state, [refused])
+            except ConcurrencyError:
+                if attempt == RETRIES:
+                    raise
+                continue
+            return Outcome(_advance(state, result.events, self.workflows), result.events)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _act_once(
@@ -223,10 +287,12 @@ class CaseService:
         staff: Staff,
         *,
         idempotency_key: str,
+        sender: idempotency.SenderKey | None,
         correlation_id: str | None,
         causation_id: str | None,
         at: datetime | None,
         uow: UnitOfWork | None,
+        stamp: dict[str, Any],
     ) -> Outcome:
         if uow is not None:
             events = await uow.read_case(case_id)
@@ -235,14 +301,27 @@ class CaseService:
             state = fold(events, self.workflows)
         else:
             events, state = await self.load(case_id)
-        ids = _ids(case_id, idempotency_key)
-        replay = [e for e in events if e.event_id in ids]
-        if replay:
-            if replay[0].payload.get("action") != action:
-                raise IdempotencyConflict("this Idempotency-Key was used for another action")
-            return Outcome(state, replay, replayed=True)
+        # Nothing is answered, not even a replay or a 409, about a case the actor may not
+        # see: the sender's own key is looked at only after this.
         if not self.visible(staff, state):
             raise NotFound(f"no case {case_id}")
+        parsed = body if isinstance(body, ActionBody) else _parse(action, body)
+        request = None
+        answered = False
+        if sender is not None:
+            request = sender.keyed(parsed, {"case_id": case_id, "action": action})
+            # Their key used for another request (another body, action or case) is a 409.
+            answered = await idempotency.answered(self.log.engine, request) is not None
+        ids = _ids(case_id, staff, idempotency_key)
+        replay = [e for e in events if e.event_id in ids]
+        if answered and not replay:
+            # A twin committed its events with its key after this read: read again.
+            events, state = await self.load(case_id)
+            replay = [e for e in events if e.event_id in ids]
+        if replay or answered:
+            if replay and replay[0].payload.get("action") != action:
+                raise IdempotencyConflict()
+            return Outcome(state, replay, replayed=True)
         workflow = self.workflow_of(state)
         at = at or utcnow()
         ctx = engine.Context(
@@ -252,7 +331,6 @@ class CaseService:
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
-        parsed = body if isinstance(body, ActionBody) else _parse(action, body)
         planned = engine.plan(state, workflow, action, staff)
         if isinstance(planned, Step) and staff.role != "system":
             holder = engine.claimed_by_other(state, workflow, planned, staff)
@@ -265,14 +343,18 @@ class CaseService:
         )
         if isinstance(acting, Refusal):
             refused = engine.refusal_event(state, action, acting, staff, ctx)
-            refused = refused.model_copy(update={"event_id": ids[0]})
-            result = await self._append(uow, case_id, state, [refused])
+            refused = refused.model_copy(
+                update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
+            )
+            result = await self._append(uow, case_id, state, [refused], request)
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-        new = [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in new]
-        result = await self._append(uow, case_id, state, new)
+        new = [
+            e.model_copy(update={"payload": {**e.payload, "action": action, **stamp}}) for e in new
+        ]
+        result = await self._append(uow, case_id, state, new, request)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
     async def _append(
@@ -281,18 +363,30 @@ class CaseService:
         case_id: uuid.UUID,
         state: CaseState,
         events: list[NewEvent],
+        request: idempotency.KeyedRequest | None = None,
     ) -> AppendResult:
         kind = state.case_kind or APPLICATION
         if uow is not None:
             return await uow.append(case_id, state.version, events, case_kind=kind)
-        return await self.log.append(case_id, state.version, events, case_kind=kind)
+        if request is None:
+            return await self.log.append(case_id, state.version, events, case_kind=kind)
+        try:
+            async with self.log.writer.begin() as conn:
+                await idempotency.remember(conn, request, case_id)
+                result = await append_in(conn, case_id, state.version, events, case_kind=kind)
+        except IntegrityError:
+            # Another writer took the version meanwhile: a ConcurrencyError, and act
+            # checks the action again on the new state.
+            return await self.log.resolve_conflict(case_id, state.version, events)
+        if not result.replayed:
+            self.log.appended()
+        return result
 
     # -- opening cases -----------------------------------------------------------------
 
     async def open_case(
         self,
         *,
-        case_id: uuid.UUID,
         case_kind: str,
         workflow: Workflow,
         staff: Staff,
@@ -302,28 +396,66 @@ class CaseService:
         follow_body: ActionBody | None = None,
         correlation_id: str | None,
         occurred_at: datetime | None,
-        idempotency_key: str,
+        request: idempotency.KeyedRequest,
     ) -> Outcome:
         """Open a case with its workflow's start event and, for applications, the
         window's decision in the same transaction (acceptance or the one-time notice).
 
+        The case gets a new random id (UUIDv7). The sender's key is recorded in that
+        transaction too: their retry answers with the case as it is now; two identical
+        requests at once open one case (the key's primary key lets one in, the other
+        answers with its case).
+
         The case number is drawn in that transaction too: a refused or repeated request
-        leaves no gap in the numbering.
+        leaves no gap in the numbering. A refused opening is recorded with the key as
+        well, so the sender's retry is refused again without a second record.
         """
+        prior = await idempotency.answered(self.log.engine, request)
+        if prior is not None:
+            return await self._opened(prior, staff, request.key)
+        try:
+            return await self._open_new(
+                case_kind=case_kind,
+                workflow=workflow,
+                staff=staff,
+                start_payload=start_payload,
+                item=item,
+                follow_up=follow_up,
+                follow_body=follow_body,
+                correlation_id=correlation_id,
+                occurred_at=occurred_at,
+                request=request,
+            )
+        except idempotency.AlreadyAnswered as twin:
+            # The sender's twin request was recorded first: answer with what it made.
+            return await self._opened(twin.resource_id, staff, request.key)
+
+    async def _open_new(
+        self,
+        *,
+        case_kind: str,
+        workflow: Workflow,
+        staff: Staff,
+        start_payload: dict[str, Any],
+        item: Any | None,
+        follow_up: str | None,
+        follow_body: ActionBody | None,
+        correlation_id: str | None,
+        occurred_at: datetime | None,
+        request: idempotency.KeyedRequest,
+    ) -> Outcome:
+        case_id = idempotency.new_id()
         at = utcnow()
         moment = occurred_at or at
-        ids = _ids(case_id, idempotency_key)
-        existing = await self.log.read_case(case_id)
-        if existing:
-            return self._replayed(existing, start_payload)
         start = workflow.start
         if staff.role not in start.roles:
             refusal = Refusal(
                 "wrong_role",
                 f"{start.action} must be done by: {', '.join(start.roles)} (not {staff.role})",
             )
-            await self._record_attempt(case_id, start.action, refusal, staff, at, correlation_id)
-            raise ActionRefusedError(refusal, CaseState())
+            await self._refuse_opening(
+                case_id, start.action, refusal, staff, at, correlation_id, request
+            )
         acting: Authority | Refusal
         if start.power is not None and item is not None:
             step = Step(start.action, start.event, start.power, start)
@@ -332,20 +464,23 @@ class CaseService:
         else:
             acting = Authority(self.own_authority(staff.org))
         if isinstance(acting, Refusal):
-            await self._record_attempt(
+            await self._refuse_opening(
                 case_id,
                 start.action,
                 acting,
                 staff,
                 at,
                 correlation_id,
+                request,
                 item.code if item is not None else None,
             )
-            raise ActionRefusedError(acting, CaseState())
         station = staff.org
         organisation = self.organisations.get(station)
         prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
+        ids = _ids(case_id, staff, request.key)
         async with self.log.writer.begin() as conn:
+            # First, so that a concurrent twin waits here, before drawing a number.
+            await idempotency.remember(conn, request, case_id)
             number = await numbers.allocate(conn, prefix, local_date(moment).year)
             payload = {
                 **start_payload,
@@ -384,11 +519,38 @@ class CaseService:
                 )
             new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
             result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
-            if result.replayed:
-                await conn.rollback()
-                return self._replayed(result.events, start_payload)
         self.log.appended()
         return Outcome(fold(result.events, self.workflows), result.events)
+
+    async def open_stream(
+        self,
+        *,
+        case_kind: str,
+        event: NewEvent,
+        staff: Staff,
+        request: idempotency.KeyedRequest,
+    ) -> tuple[StoredEvent, bool]:
+        """A stream of one event that a sender's request opens (a visitor in the
+        station's reception log), under a new random id; the stored event, and whether
+        this is the sender's retry (then nothing is recorded, and the event is answered
+        only while it is their station's)."""
+        prior = await idempotency.answered(self.log.engine, request)
+        if prior is None:
+            stream_id = idempotency.new_id()
+            event = event.model_copy(update={"event_id": _ids(stream_id, staff, request.key)[0]})
+            try:
+                async with self.log.writer.begin() as conn:
+                    await idempotency.remember(conn, request, stream_id)
+                    result = await append_in(conn, stream_id, 0, [event], case_kind=case_kind)
+            except idempotency.AlreadyAnswered as twin:
+                prior = twin.resource_id
+            else:
+                self.log.appended()
+                return result.events[0], False
+        events = await self.log.read_case(prior)
+        if not events or events[0].payload.get("station") != staff.org:
+            raise NotFound(f"no {case_kind} {prior}")
+        return events[0], True
 
     async def _follow_up(
         self,
@@ -420,19 +582,33 @@ class CaseService:
         events = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
         return [e.model_copy(update={"payload": {**e.payload, "action": action}}) for e in events]
 
-    def _replayed(self, events: Sequence[StoredEvent], start_payload: dict[str, Any]) -> Outcome:
-        # Compared at the current schema version: a retry of a request stored before an
-        # upgrade (a v1 CaseReceived has no language) is still the same request.
-        first = upcast(events[0]).payload
-        for key, value in start_payload.items():
-            if first.get(key) != value:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was already used for a different request; "
-                    "use a new key for a new one"
-                )
-        return Outcome(fold(events, self.workflows), list(events), replayed=True)
+    async def _opened(self, case_id: uuid.UUID, staff: Staff, key: str) -> Outcome:
+        """The answer to the sender's retry of an opening: the case as it is now, with
+        the events that opening recorded, if the sender may (still) see it; or the same
+        refusal again if the opening was refused (recorded once)."""
+        events = await self.log.read_case(case_id)
+        if not events:
+            raise NotFound(f"no case {case_id}")
+        if events[0].case_kind == ATTEMPT:
+            refused = events[0]
+            if refused.actor_station != staff.org or refused.actor_user != staff.user:
+                raise NotFound(f"no case {case_id}")
+            payload = refused.payload
+            refusal = Refusal(
+                payload["reason"],
+                payload["message"],
+                payload.get("delegation_id"),
+                payload.get("delegation_version"),
+                payload.get("power"),
+            )
+            raise ActionRefusedError(refusal, CaseState())
+        state = fold(events, self.workflows)
+        if not self.visible(staff, state):
+            raise NotFound(f"no case {case_id}")
+        ids = _ids(case_id, staff, key)
+        return Outcome(state, [e for e in events if e.event_id in ids], replayed=True)
 
-    async def _record_attempt(
+    async def _refuse_opening(
         self,
         case_id: uuid.UUID,
         action: str,
@@ -440,11 +616,14 @@ class CaseService:
         staff: Staff,
         at: datetime,
         correlation_id: str | None,
+        request: idempotency.KeyedRequest,
         item_code: str | None = None,
-    ) -> None:
-        """A refused attempt to open a case is kept in a stream of its own."""
+    ) -> NoReturn:
+        """Record a refused attempt to open a case, in a stream of its own with the
+        sender's key (their retry is refused again, recorded once), and raise it."""
+        attempt_id = idempotency.new_id()
         event = NewEvent(
-            event_id=uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}"),
+            event_id=_ids(attempt_id, staff, request.key)[0],
             event_type="ActionRefused",
             occurred_at=at,
             actor=staff.actor(),
@@ -459,16 +638,28 @@ class CaseService:
                 **({"item_code": item_code} if item_code else {}),
             },
         )
-        attempt_id = uuid.uuid5(NAMESPACE, f"attempt:{case_id}:{at.isoformat()}")
-        await self.log.append(attempt_id, 0, [event], case_kind="attempt")
+        async with self.log.writer.begin() as conn:
+            await idempotency.remember(conn, request, attempt_id)  # AlreadyAnswered: a twin
+            await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
+        self.log.appended()
+        raise ActionRefusedError(refusal, CaseState())
 
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""
         return fold(await read_case_in(conn, case_id), self.workflows)
 
 
-def _ids(case_id: uuid.UUID, key: str) -> list[uuid.UUID]:
-    return [uuid.uuid5(NAMESPACE, f"{case_id}:{key}:{i}") for i in range(4)]
+def _ids(case_id: uuid.UUID, staff: Staff, key: str) -> list[uuid.UUID]:
+    """The ids of the events one request records: derived from the case, the sender and
+    their key, so that a retry appends nothing twice and another sender's identical key
+    names other events."""
+    sender = f"{len(staff.org)}:{staff.org}:{len(staff.user)}:{staff.user}"
+    return [uuid.uuid5(NAMESPACE, f"{case_id}:{sender}:{key}:{i}") for i in range(4)]
+
+
+def _stamp(delivered_by: DeliveredBy | None) -> dict[str, Any]:
+    """What an action records besides its body about how it reached caseflow."""
+    return {"delivered_by": delivered_by.model_dump()} if delivered_by else {}
 
 
 def _parse(action: str, raw: dict[str, Any]) -> ActionBody:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from shared.identity import mask_id_number, mask_phone
+from shared.privacy import masked
 from shared.workflow import clock as clocks
 from shared.workflow.definitions import Workflow
 from shared.workflow.payloads import TASK_ACTIONS
@@ -17,15 +17,11 @@ from shared.workflow.state import CaseState
 
 
 def masked_applicant(applicant: Any) -> dict[str, Any] | None:
-    """The applicant with ID and phone numbers masked."""
+    """The applicant with ID and phone numbers and the e-mail address masked."""
     if not isinstance(applicant, dict):
         return None
-    masked = dict(applicant)
-    if masked.get("id_number"):
-        masked["id_number"] = mask_id_number(str(masked["id_number"]))
-    if masked.get("phone"):
-        masked["phone"] = mask_phone(str(masked["phone"]))
-    return masked
+    shown: dict[str, Any] = masked(applicant)
+    return shown
 
 
 def clock_reading(

@@ -14,6 +14,7 @@ from tests.services import (
     VALID_APPLICANT,
     VALID_APPLICATION,
     ServiceProcess,
+    metrics_headers,
     running_stack,
     wait_for_event,
 )
@@ -245,7 +246,9 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
         assert httpx.get(f"{base}/livez", timeout=5).json() == {"status": "ok"}
         ready = httpx.get(f"{base}/readyz", timeout=5).json()
         assert ready["checks"] == {"database": "ok", "nats": "ok"}
-        assert "caseflow_http_requests_total" in httpx.get(f"{base}/metrics", timeout=5).text
+        scraped = httpx.get(f"{base}/metrics", headers=metrics_headers(), timeout=5)
+        assert "caseflow_http_requests_total" in scraped.text
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401  # not for the world
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
         assert (
             httpx.get(f"{base}/openapi.json", timeout=5)
@@ -257,7 +260,9 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
         assert "caseflow.events.{case_kind}.CaseReceived" in addresses
         assert "caseflow.dept.{authority}.requests" in addresses
         assert "caseflow.dlq.notify" in addresses
-    wait_metric = httpx.get(f"{stack['processing'].base_url}/metrics", timeout=5).text
+    wait_metric = httpx.get(
+        f"{stack['processing'].base_url}/metrics", headers=metrics_headers(), timeout=5
+    ).text
     assert "caseflow_consumer_handled_total" in wait_metric
 
 

@@ -6,12 +6,17 @@ with their ``environment``: only the addresses change, from the ``nats`` and ``p
 services to this suite's real nats-server and PostgreSQL, and the ports to free ones.
 A wrong command, a misspelt or missing variable, a URL that doesn't match the postgres
 service or a health check that can't pass fails here, not on an operator's machine.
+
+NATS runs as the compose ``nats`` service's command, with the users of a folder made by
+``caseflow nats init`` (its ``configs`` mapped to that folder's config): the services get
+in with their seed secrets, and an anonymous client does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -32,6 +37,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
+import nats
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
@@ -50,6 +56,7 @@ from tests.services import (
     VALID_APPLICATION,
     ServiceProcess,
     session_keys,
+    session_metrics_token,
     session_sandbox,
     start_process,
     wait_for_event,
@@ -77,6 +84,7 @@ OPERATOR_ENV = {
     "CASEFLOW_SMS_SDK_APP_ID": "set-by-compose-env",
     "CASEFLOW_SMS_SIGN_NAME": "set-by-compose-env",
     "CASEFLOW_SMS_TEMPLATE_ID": "set-by-compose-env",
+    "CASEFLOW_NATS_DIR": "set-by-compose-env",
 }
 """What an operator sets before ``docker compose up``; everything else has a default."""
 
@@ -305,7 +313,25 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_SMS_SIGN_NAME": sandbox["SMS__SIGN_NAME"],
         "CASEFLOW_SMS_TEMPLATE_ID": sandbox["SMS__TEMPLATE_ID"],
         "CASEFLOW_AUDIT_KEY_FILE": str(session_audit_key()),
+        "CASEFLOW_METRICS_TOKEN_FILE": str(session_metrics_token()),
+        "CASEFLOW_NATS_DIR": str(session_nats_dir()),
     }
+
+
+@functools.cache
+def session_nats_dir() -> Path:
+    """The operator's NATS users for the run, made as the compose file says:
+    ``caseflow nats init --dir DIR``."""
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-compose-nats-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    made = subprocess.run(
+        [str(CASEFLOW), "nats", "init", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    return folder
 
 
 @functools.cache
@@ -315,6 +341,14 @@ def session_audit_key() -> Path:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     pair, _ = ensure_audit_key(folder / "audit-ed25519.pem")
     return pair.private_path
+
+
+def local_config(target: str, service: Mapping[str, Any], compose: Mapping[str, Any]) -> str:
+    """The host file of the compose config mounted at ``target`` in ``service``."""
+    for entry in service.get("configs", []):
+        if isinstance(entry, dict) and entry.get("target") == target:
+            return str(compose["configs"][entry["source"]]["file"])
+    raise AssertionError(f"no config of {service.get('image')} is mounted at {target}")
 
 
 def local_secret(value: str, service: Mapping[str, Any], secrets: Mapping[str, Any]) -> str:
@@ -344,6 +378,9 @@ def test_nats_runs_jetstream_on_a_named_volume_with_a_jetstream_health_check(
     nats = compose["services"]["nats"]
     assert str(nats["image"]).startswith("nats:")
     args = argv(nats["command"])
+    # Its users and their permissions from the operator's folder: no anonymous access.
+    config = flag_value(args, "-c", "--config")
+    assert Path(local_config(config, nats, compose)).name == "nats-server.conf"
     assert {"-js", "--jetstream"} & set(args), args
     store = flag_value(args, "-sd", "--store_dir")
     assert volume_mounts(nats).get(store) in compose["volumes"], "JetStream's store_dir is lost"
@@ -463,15 +500,21 @@ def local_env(
         tops = {n.split("__")[0] for n in names}
         assert set(env) == {prefix + n for n in names} and tops <= settings, env
         assert {"DATABASE_URL", "NATS_URL", "HOST", "PORT"} <= names, env
-        # The values as the service would take them (its ports, levels, URL schemes);
-        # SMTP__HOST is the nested setting smtp.host.
+        # Every service connects to NATS with its own seed, and relays with the relay's.
+        assert {"NATS_SEED_FILE", "NATS_RELAY_SEED_FILE"} <= names, env
+        assert env[prefix + "NATS_SEED_FILE"] == f"/run/secrets/nats-{name}-seed"
+        # The values as the service would take them (its ports, levels, URL schemes; the
+        # secret files as mounted); SMTP__HOST is the nested setting smtp.host.
         values: dict[str, Any] = {}
         for n in names:
             *parents, leaf = n.lower().split("__")
             node = values
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = env[prefix + n]
+            value = env[prefix + n]
+            if n.endswith("_FILE") and value.startswith("/run/secrets/"):
+                value = local_secret(value, services[name], compose.get("secrets", {}))
+            node[leaf] = value
         SERVICES[name].model_validate(values)
     local = dict(env)
     for key, value in env.items():
@@ -504,6 +547,16 @@ def health_check(service: Mapping[str, Any], env: Mapping[str, str]) -> int:
         timeout=30,
     )
     return result.returncode
+
+
+async def connect_anonymously(url: str) -> str:
+    """The server's answer to a client without credentials."""
+    try:
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
+    except Exception as err:
+        return str(err)
+    await nc.close()
+    return "let in"
 
 
 async def stored_event_types(database_url: str, case_id: str) -> list[str]:
@@ -539,10 +592,52 @@ def jwks_url() -> Iterator[str]:
         server.shutdown()
 
 
+@contextlib.contextmanager
+def compose_nats(compose: dict[str, Any], folder: Path) -> Iterator[tuple[str, int]]:
+    """The nats service's command as a local nats-server (its store, monitoring port and
+    config mapped to local ones); yields its URL and monitoring port."""
+    nats = compose["services"]["nats"]
+    args = argv(nats["command"])
+    if args[0] == "nats-server":  # the image's entrypoint takes the command with or without
+        args = args[1:]
+    store = flag_value(args, "-sd", "--store_dir")
+    monitor = flag_value(args, "-m", "--http_port")
+    config = flag_value(args, "-c", "--config")
+    local = {
+        store: str(folder / "jetstream"),
+        monitor: str(devservers.free_port()),
+        config: local_config(config, nats, compose),
+    }
+    port = devservers.free_port()
+    client = ["-a", "127.0.0.1", "-p", str(port)]
+    with open(folder / "nats.log", "wb") as log:
+        proc = subprocess.Popen(
+            [devservers.nats_server_binary(), *(local.get(a, a) for a in args), *client],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        devservers.wait_for_port(port)
+        yield f"nats://127.0.0.1:{port}", int(local[monitor])
+    finally:
+        devservers.stop_process(proc)
+
+
+@pytest.fixture
+def nats_url(compose: dict[str, Any], tmp_path: Path) -> Iterator[str]:
+    """The compose nats service, run here (instead of the suite's server)."""
+    with compose_nats(compose, tmp_path) as (url, _):
+        yield url
+
+
 def test_compose_services_run_a_case_end_to_end(
     compose: dict[str, Any], postgres_url: str, nats_url: str, tmp_path: Path, jwks_url: str
 ) -> None:
     services = compose["services"]
+    # Only caseflow's users get in: an anonymous client is refused.
+    anonymous = asyncio.run(connect_anonymously(nats_url))
+    assert "authorization violation" in anonymous.lower(), anonymous
+
     # The working directory is not the source tree, as in the image.
     migrate = subprocess.run(
         local_argv(services["migrate"]["command"]),
@@ -569,9 +664,15 @@ def test_compose_services_run_a_case_end_to_end(
             command = local_argv(services[name]["command"])
             assert command[1:] == ["serve", name], command
             running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
+        token = session_metrics_token().read_text().strip()
         for name, service in running.items():
             wait_ready(service, timeout=60)
             assert health_check(services[name], envs[name]) == 0, name
+            # /metrics answers Prometheus holding the secret's token, and nobody else.
+            metrics = f"{service.base_url}/metrics"
+            assert httpx.get(metrics, timeout=10).status_code == 401, name
+            scraped = httpx.get(metrics, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert scraped.status_code == 200 and "caseflow_http" in scraped.text, name
 
         intake = running["intake"].base_url
         response = httpx.post(
@@ -611,29 +712,12 @@ def test_nats_command_and_health_check_work_with_nats_server(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     nats = compose["services"]["nats"]
-    args = argv(nats["command"])
-    if args[0] == "nats-server":  # the image's entrypoint takes the command with or without
-        args = args[1:]
-    store = flag_value(args, "-sd", "--store_dir")
-    monitor = flag_value(args, "-m", "--http_port")
-    local_store, monitor_port = tmp_path / "jetstream", devservers.free_port()
-    local_args = [
-        str(local_store) if a == store else str(monitor_port) if a == monitor else a for a in args
-    ]
-    client = ["-a", "127.0.0.1", "-p", str(devservers.free_port())]
-    with open(tmp_path / "nats.log", "wb") as log:
-        proc = subprocess.Popen(
-            [devservers.nats_server_binary(), *local_args, *client],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with compose_nats(compose, tmp_path) as (_, monitor_port):
         url = urlsplit(next(a for a in health_argv(nats) if a.startswith("http")))
         assert url.hostname in ("127.0.0.1", "localhost")
         local_url = url._replace(netloc=f"127.0.0.1:{monitor_port}").geturl()
         deadline = time.monotonic() + 15
         while True:
-            assert proc.poll() is None, (tmp_path / "nats.log").read_text(errors="replace")
             try:
                 health = httpx.get(local_url, timeout=1)
                 break
@@ -642,6 +726,4 @@ def test_nats_command_and_health_check_work_with_nats_server(
                 time.sleep(0.1)
         assert health.status_code == 200, health.text
         jsz = httpx.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
-        assert Path(jsz["config"]["store_dir"]).is_relative_to(local_store), jsz
-    finally:
-        devservers.stop_process(proc)
+        assert Path(jsz["config"]["store_dir"]).is_relative_to(tmp_path / "jetstream"), jsz

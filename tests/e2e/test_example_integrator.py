@@ -4,15 +4,18 @@ own, the log on SQLite and on PostgreSQL; the example runs as a standalone progr
 
 A logging permit (林木采伐许可证) goes through the window, review and forwarding to the
 city forestry bureau (hc_forestry) over HTTP; the department system, started after the
-forward, finds the request on its durable consumer, approves it in its officer's name,
-and the clerk delivers the decision. A second forestry case that lacks a material the
-department requires is rejected with the reason. Notify is not needed and not started.
+forward with the credential file ``caseflow nats credentials`` issues, finds the request
+on the authority's consumer, approves it in its officer's name, and the clerk delivers
+the decision, which names the credential that delivered it. A second forestry case that
+lacks a material the department requires is rejected with the reason. Notify is not
+needed and not started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -23,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import yaml
 from nats.js import api
@@ -34,7 +36,12 @@ from tests.services import (
     CLERK,
     REVIEWER,
     VALID_APPLICANT,
+    BusServer,
     ServiceProcess,
+    bus_server,
+    connect_as,
+    connect_department,
+    issue_department,
     seed_delegations,
     service_env,
     start_process,
@@ -49,11 +56,16 @@ OFFICER = "liu.forestry"
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    """A nats-server of this test's own: the department's durable consumer and the
-    streams see only this test's requests."""
-    with devservers.nats_server(tmp_path / "jetstream", devservers.free_port()) as url:
-        yield url
+def bus(tmp_path: Path) -> Iterator[BusServer]:
+    """A nats-server of this test's own: the department's consumer and the streams see only
+    this test's requests."""
+    with bus_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def nats_url(bus: BusServer) -> str:
+    return bus.url
 
 
 @pytest.fixture
@@ -129,29 +141,23 @@ class Desk:
         return case_id
 
 
-def run_example(
-    nats_url: str, log_path: Path, cwd: Path, durable: str = "dept-hc_forestry"
-) -> subprocess.Popen[bytes]:
+def run_example(credentials: Path, log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """The department system as its own program: ``python -I`` from another folder, so it
-    can import nothing of caseflow's (only the standard library and nats-py)."""
+    can import nothing of caseflow's (only the standard library, nats-py and nkeys)."""
     with open(log_path, "ab") as out:
         return subprocess.Popen(
             [
                 sys.executable,
                 "-I",
                 str(EXAMPLE),
-                "--nats-url",
-                nats_url,
-                "--authority",
-                "hc_forestry",
+                "--credentials",
+                str(credentials),
                 "--approve-if-materials",
                 "forest_right_certificate,logging_design",
                 "--officer",
-                OFFICER,
+                f"{OFFICER}@hc_forestry",
                 "--decision-prefix",
                 "韩林采字",
-                "--durable",
-                durable,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -174,8 +180,11 @@ def stop_example(proc: subprocess.Popen[bytes], log_path: Path) -> str:
 
 
 def test_the_example_department_answers_forwarded_cases(
-    stack: dict[str, ServiceProcess], nats_url: str, tmp_path: Path
+    stack: dict[str, ServiceProcess], bus: BusServer, tmp_path: Path
 ) -> None:
+    file = issue_department(bus, "hc_forestry")
+    credentials = tmp_path / "forestry.json"
+    credentials.write_text(json.dumps(file), encoding="utf-8")
     desk = Desk(stack)
     logging_permit = desk.forward("logging_permit", language="en")
     # Intake records the notice language: CaseReceived schema version 2.
@@ -184,7 +193,7 @@ def test_the_example_department_answers_forwarded_cases(
     assert received["schema_version"] == 2 and received["payload"]["language"] == "en"
 
     log_path = tmp_path / "department.log"
-    example = run_example(nats_url, log_path, cwd=tmp_path)
+    example = run_example(credentials, log_path, cwd=tmp_path)
     try:
         # Forwarded while the department system runs (the first one was forwarded before).
         compensation = desk.forward("ecological_forest_compensation", language="zh-CN")
@@ -197,6 +206,11 @@ def test_the_example_department_answers_forwarded_cases(
             "station": "hc_forestry",
         }
         assert decision["authority"] == "hc_forestry"
+        # The server vouches for the credential: only it may publish on its answer subject.
+        assert decision["payload"]["delivered_by"] == {
+            "channel": "nats",
+            "credential": file["name"],
+        }
         number = next(e for e in approved if e["event_type"] == "CaseAccepted")["payload"][
             "case_number"
         ]
@@ -216,24 +230,27 @@ def test_the_example_department_answers_forwarded_cases(
     # The services document all of it (processing's consumers, the department subjects).
     served = httpx.get(f"{desk.processing}/asyncapi.json", timeout=5).json()
     assert served["components"]["messages"]["CaseReceived"]["x-schema-version"] == 2
-    assert served["channels"]["dept-answers"]["address"] == "caseflow.dept.{authority}.answers"
+    assert (
+        served["channels"]["dept-answers"]["address"]
+        == "caseflow.dept.{authority}.answers.{credential}"
+    )
     assert "processing-dept-answers" in served["x-caseflow-consumers"]
     as_yaml = httpx.get(f"{desk.intake}/asyncapi.yaml", timeout=5)
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.text) == served
 
     # Every request it answered was acked, and nothing is left for it.
-    consumer, answers, letters = asyncio.run(bus_state(nats_url))
+    consumer, answers, letters = asyncio.run(bus_state(bus.url, file["answer_subject"]))
     assert consumer.num_ack_pending == 0 and consumer.num_pending == 0, consumer
     assert answers == 2 and letters == 0
 
-    # A second department system reading the same requests from the start answers both
-    # again, with the same answer ids: JetStream keeps one answer each, and caseflow
-    # records no second decision (nor a dead letter).
-    replay = run_example(nats_url, log_path, cwd=tmp_path, durable="dept-hc_forestry-replay")
-    wait_for_log(log_path, "answered case", after=logs, count=2)
-    logs = stop_example(replay, log_path)
-    consumer, answers, letters = asyncio.run(bus_state(nats_url))
+    # The same answer sent again (a crash between the answer's publish and the request's
+    # ack brings the request back, and the same answer id with it): JetStream keeps one
+    # answer, and caseflow records no second decision (nor a dead letter).
+    forwarded = next(e for e in approved if e["event_type"] == "CaseForwarded")
+    asyncio.run(answer_again(file, forwarded["event_id"], logging_permit))
+    time.sleep(1.0)
+    consumer, answers, letters = asyncio.run(bus_state(bus.url, file["answer_subject"]))
     assert answers == 2 and letters == 0
 
     # The clerk delivers both decisions.
@@ -245,25 +262,31 @@ def test_the_example_department_answers_forwarded_cases(
         assert history.count(decided) == 1, history
 
 
-async def bus_state(nats_url: str) -> tuple[api.ConsumerInfo, int, int]:
-    """The department's consumer, how many answers the stream holds, and how many dead
-    letters of caseflow's answer consumer."""
-    nc = await nats.connect(nats_url)
+async def bus_state(nats_url: str, answer_subject: str) -> tuple[api.ConsumerInfo, int, int]:
+    """The authority's consumer, how many answers the stream holds, and how many dead
+    letters of caseflow's answer consumer (read as the operator)."""
+    nc = await connect_as(nats_url, "operator")
     try:
         js = nc.jetstream()
-        consumer = await js.consumer_info("CASEFLOW_DEPT", "dept-hc_forestry")
+        consumer = await js.consumer_info("CASEFLOW_DEPT", "dept_hc_forestry")
         dept = await js.stream_info("CASEFLOW_DEPT", subjects_filter="caseflow.dept.>")
         dlq = await js.stream_info("CASEFLOW_DLQ", subjects_filter="caseflow.dlq.>")
-        answers = (dept.state.subjects or {}).get("caseflow.dept.hc_forestry.answers", 0)
+        answers = (dept.state.subjects or {}).get(answer_subject, 0)
         letters = (dlq.state.subjects or {}).get("caseflow.dlq.processing-dept-answers", 0)
         return consumer, answers, letters
     finally:
         await nc.close()
 
 
-def wait_for_log(path: Path, text: str, after: str, count: int, timeout: float = 15.0) -> None:
-    """Until ``text`` appears ``count`` times in the log past what it held before."""
-    deadline = time.monotonic() + timeout
-    while path.read_text("utf-8")[len(after) :].count(text) < count:
-        assert time.monotonic() < deadline, path.read_text("utf-8")
-        time.sleep(0.05)
+async def answer_again(file: dict[str, Any], request_id: str, case_id: str) -> None:
+    """Publish the example's answer to one request once more, with the same answer id."""
+    nc = await connect_department(file)
+    try:
+        answer = {"case_id": case_id, "outcome": "approve", "officer": OFFICER}
+        await nc.jetstream().publish(
+            file["answer_subject"],
+            json.dumps(answer).encode(),
+            headers={"Nats-Msg-Id": f"hc_forestry:answer:{request_id}"},
+        )
+    finally:
+        await nc.close()

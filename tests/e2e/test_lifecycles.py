@@ -24,13 +24,15 @@ import nats
 import nats.errors
 import pytest
 
-from services.intake.domain import case_id_for
 from shared.catalogue import Completion, ServiceItem, load_catalogue
 from shared.delegations_store import load_seed_delegations
 from tests.services import (
     VALID_APPLICANT,
     VALID_APPLICATION,
+    BusServer,
     ServiceProcess,
+    connect_department,
+    issue_department,
     running_stack,
     staff_headers,
     wait_for_event,
@@ -99,7 +101,7 @@ XF_HEAD = Person("zhao.head", "station_head", "xuefeng_station")
 LM_CLERK = Person("chen.clerk", "window_clerk", "longmen_station")
 LM_REVIEWER = Person("chen.reviewer", "reviewer", "longmen_station")
 LM_HEAD = Person("liu.head", "station_head", "longmen_station")
-AUDITOR = Person("qian.audit", "auditor", "hc_justice")
+AUDITOR = Person("qian.audit", "auditor", "hc_audit")
 
 Grant = tuple[str | None, str | None, int | None]
 """(authority, delegation id, delegation version) a step must name."""
@@ -285,11 +287,13 @@ class Station:
         )
 
     def history(self, case_id: str, who: Person) -> list[str]:
-        """The case's event types, leaving out notifications (they arrive when they do)."""
+        """The case's event types, leaving out notifications and the record of a forwarded
+        case's disclosure to its department (they arrive when they do)."""
         return [
             e["event_type"]
             for e in self.events(case_id, who)
             if not e["event_type"].startswith("Notification")
+            and e["event_type"] != "PersonalDataDisclosed"
         ]
 
     def worklist(self, who: Person) -> list[dict[str, Any]]:
@@ -483,10 +487,15 @@ def test_forwarded_item_decided_by_the_department_over_http(
         "TaskClaimed",
         *steps[5:],
     ]
+    # The request to the town carried the applicant: recorded once, naming the town.
+    disclosed = [
+        e for e in desk.events(case_id, XF_CLERK) if e["event_type"] == "PersonalDataDisclosed"
+    ]
+    assert [e["payload"]["to"] for e in disclosed] == ["banqiao_town"]
 
 
 def test_forwarded_item_decided_by_the_department_over_nats(
-    stack: dict[str, ServiceProcess], nats_url: str
+    stack: dict[str, ServiceProcess], nats_bus: BusServer
 ) -> None:
     """特困供养: the department's own system reads the request from
     ``caseflow.dept.banqiao_town.requests`` and answers (a rejection) on ``.answers``."""
@@ -497,13 +506,14 @@ def test_forwarded_item_decided_by_the_department_over_nats(
     forwarded = desk.act(case_id, "forward", XF_REVIEWER, item, status="forwarded")
     reasons = ["家庭人均收入高于当地特困供养标准 / household income above the threshold"]
 
+    # The department's system, with the credential `caseflow nats credentials` issues.
+    credential = issue_department(nats_bus, "banqiao_town")
+
     async def department() -> dict[str, Any]:
-        nc = await nats.connect(nats_url)
+        nc = await connect_department(credential)
         try:
             js = nc.jetstream()
-            sub = await js.pull_subscribe(
-                "caseflow.dept.banqiao_town.requests", stream="CASEFLOW_DEPT"
-            )
+            sub = await js.pull_subscribe_bind(credential["durable"], stream="CASEFLOW_DEPT")
             deadline = time.monotonic() + 15
             request: dict[str, Any] | None = None
             while request is None and time.monotonic() < deadline:
@@ -525,7 +535,7 @@ def test_forwarded_item_decided_by_the_department_over_nats(
                 "decision_number": "板民特〔2026〕3号",
             }
             await js.publish(
-                "caseflow.dept.banqiao_town.answers",
+                credential["answer_subject"],
                 json.dumps(answer).encode(),
                 headers={"Nats-Msg-Id": f"answer-{case_id}"},
             )
@@ -803,8 +813,10 @@ def test_refused_attempts_are_answered_403_and_recorded(stack: dict[str, Service
     assert response.status_code == 403, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert response.json()["reason"] == "outside_delegation"
-    never = httpx.get(f"{desk.processing}/cases/{case_id_for(key)}", headers=AUDITOR.headers)
-    assert never.status_code == 404
+    # Nothing was opened under the key: the same request again is refused again, not
+    # answered with a case.
+    again = desk.post(f"{desk.intake}/cases", LM_CLERK, complete(logging), key)
+    assert again.status_code == 403, again.text
 
 
 def test_revocation_refuses_what_was_granted_before(stack: dict[str, ServiceProcess]) -> None:

@@ -411,3 +411,74 @@ def test_webhook_subscriptions_are_managed_by_the_station_head(
         assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
         gone = httpx.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
         assert gone.status_code == 404
+
+
+def test_webhooks_reach_no_further_than_the_sandbox_receiver(
+    sqlite_url: str, nats_url: str, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """On the real stack (``caseflow serve`` with the sandbox's environment, as ``caseflow
+    up`` runs it): the services, NATS and every spelling of loopback are refused at
+    registration; the sandbox's receiver alone is allowed (127.1 is 127.0.0.1);
+    its 410 pauses the subscription, and resuming sends what was held, signed."""
+    with running_stack(sqlite_url, nats_url, tmp_path, **notify_extra(sandbox)) as stack:
+        intake = stack["intake"].base_url
+        notify = stack["notify"].base_url
+        hooks = f"{notify}/webhooks"
+        receiver = httpx.URL(sandbox.webhooks.endpoint())
+        nats = httpx.URL(nats_url.replace("nats://", "http://"))
+        inside = [
+            f"{notify}/webhooks",
+            f"{intake}/cases",
+            f"http://127.0.0.1:{nats.port}/",
+            f"http://localhost:{httpx.URL(intake).port}/cases",
+            f"http://2130706433:{httpx.URL(notify).port}/",
+            f"http://[::ffff:127.0.0.1]:{receiver.port}/hooks",  # the receiver, by IPv6
+            f"http://0.0.0.0:{receiver.port}/hooks",
+            f"http://[::1]:{receiver.port}/hooks",
+            "http://169.254.169.254/latest/meta-data/",
+        ]
+        for url in inside:
+            refused = post(hooks, HEAD, {"url": url, "event_types": ["*"]})
+            assert refused.status_code == 422, (url, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert [e["field"] for e in refused.json()["errors"]] == ["url"]
+        assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
+
+        # The receiver's address and port, however spelled.
+        url = f"http://127.1:{receiver.port}/gone-then-back"
+        created = post(hooks, HEAD, {"url": url, "event_types": ["CaseReceived"]})
+        assert created.status_code == 201, created.text
+        sub = created.json()
+        sandbox.webhooks.add_secret(sub["secret"])
+        sandbox.webhooks.fail_next(1, 410)
+        first = apply(intake)
+
+        def paused() -> dict[str, Any] | None:
+            shown = httpx.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+            found: dict[str, Any] = shown.json()
+            return found if found["status"] == "paused" else None
+
+        shown = wait_until(paused, 60, "the 410 to pause the subscription")
+        assert "410 Gone" in shown["status_reason"]
+        assert "sandbox failure" not in shown["status_reason"]  # what the receiver said
+        (held,) = [d for d in deliveries_of(notify, first) if d["channel"] == "webhook"]
+        assert held["status"] == "pending" and "410 Gone" in held["last_error"]
+        quiet = apply(intake)  # while paused: not planned for the subscription
+        wait_until(
+            lambda: any(d["event_type"] == "CaseAccepted" for d in deliveries_of(notify, quiet)),
+            30,
+            "the paused-time case's other notices",
+        )
+        resumed = httpx.patch(
+            f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD
+        )
+        assert resumed.status_code == 200 and resumed.json()["status_reason"] is None
+        after = apply(intake)
+
+        def calls() -> set[str]:
+            return {c.json()["data"]["case_id"] for c in sandbox.webhooks.received}
+
+        wait_until(lambda: {first, after} <= calls(), 60, "the held call and the next one")
+        assert quiet not in calls()
+        assert all(c.path == "/gone-then-back" for c in sandbox.webhooks.received)
+        assert sandbox.webhooks.rejected == 0  # every call signed with the secret

@@ -26,7 +26,10 @@ from tests.services import (
     REVIEWER,
     VALID_APPLICANT,
     VALID_APPLICATION,
+    BusServer,
     ServiceProcess,
+    connect_department,
+    issue_department,
     running_stack,
     staff_headers,
     wait_for_event,
@@ -348,7 +351,7 @@ def test_refused_attempts_are_answered_403_and_recorded(stack: dict[str, Service
 
 
 def test_a_department_answers_a_forwarded_case_over_nats(
-    stack: dict[str, ServiceProcess], nats_url: str
+    stack: dict[str, ServiceProcess], nats_bus: BusServer
 ) -> None:
     desk = Desk(stack)
     item = CATALOGUE.get("logging_permit")
@@ -357,13 +360,14 @@ def test_a_department_answers_a_forwarded_case_over_nats(
     desk.act(case_id, "complete_review", REVIEWER, {"recommendation": "approve", "opinion": "ok"})
     desk.act(case_id, "forward", REVIEWER)
 
+    # The department's system, with the credential `caseflow nats credentials` issues.
+    credential = issue_department(nats_bus, "hc_forestry")
+
     async def department() -> dict[str, Any]:
-        nc = await nats.connect(nats_url)
+        nc = await connect_department(credential)
         try:
             js = nc.jetstream()
-            sub = await js.pull_subscribe(
-                "caseflow.dept.hc_forestry.requests", stream="CASEFLOW_DEPT"
-            )
+            sub = await js.pull_subscribe_bind(credential["durable"], stream="CASEFLOW_DEPT")
             request: dict[str, Any] = {}
             deadline = time.monotonic() + 60
             while not request and time.monotonic() < deadline:
@@ -385,7 +389,7 @@ def test_a_department_answers_a_forwarded_case_over_nats(
             }
             for _ in range(2):  # the department system sends it twice: recorded once
                 await js.publish(
-                    request["answer_subject"],
+                    credential["answer_subject"],
                     json.dumps(answer).encode(),
                     headers={"Nats-Msg-Id": f"answer-{case_id}"},
                 )

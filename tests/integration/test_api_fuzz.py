@@ -69,7 +69,8 @@ BUSINESS_RULES: dict[tuple[str, str], str] = {
     "that ends after it starts",
     ("GET", "/audit/cases/{case_ref}/timeline"): "basis only together with as_of",
     ("GET", "/audit/compliance"): "a station of the reference data, a period in order",
-    ("POST", "/webhooks"): "event types of the AsyncAPI catalogue",
+    ("POST", "/webhooks"): "event types of the AsyncAPI catalogue; a URL whose host resolves "
+    "to public addresses only (DNS, and the operator's allowed networks)",
 }
 
 CONFIG: dict[str, Any] = {
@@ -112,7 +113,7 @@ STAFF: dict[str, dict[str, Any]] = {
     "reviewer": {"user": "wang.reviewer", "role": "reviewer", "org": "xuefeng_station"},
     "head": {"user": "zhao.head", "role": "station_head", "org": "xuefeng_station"},
     "officer": {"user": "sun.officer", "role": "department_officer", "org": "hc_hrss"},
-    "auditor": {"user": "qian.auditor", "role": "auditor", "org": "hc_justice"},
+    "auditor": {"user": "qian.auditor", "role": "auditor", "org": "hc_audit"},
     "operator": {
         "user": "wu.operator",
         "role": "station_head",

@@ -38,7 +38,7 @@ from tests.services import (
     staff_headers,
 )
 
-AUDITOR = staff_headers("qian.auditor", "auditor", "hc_justice")
+AUDITOR = staff_headers("qian.auditor", "auditor", "hc_audit")
 
 
 @dataclass

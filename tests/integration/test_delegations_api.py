@@ -19,7 +19,7 @@ from tests.services import session_keys, staff_headers
 OFFICER = staff_headers("li.officer", "department_officer", "hc_hrss")
 HEALTH_OFFICER = staff_headers("wang", "department_officer", "hc_health")
 CLERK = staff_headers("zhang", "window_clerk", "xuefeng_station")
-AUDITOR = staff_headers("audit", "auditor", "hc_justice")
+AUDITOR = staff_headers("audit", "auditor", "hc_audit")
 
 CODE = "hrss-xuefeng-2021"
 
@@ -133,6 +133,12 @@ async def test_publishing_is_idempotent_per_key(client: httpx.AsyncClient) -> No
     retry = await client.post("/delegations", json=instrument(), headers=headers)
     assert first.status_code == retry.status_code == 201
     assert retry.json() == first.json()
+    # Another officer of the same bureau with the same key sends their own request: not
+    # a replay of li.officer's answer (the instrument is published already).
+    colleague = {**staff_headers("zhou.officer", "department_officer", "hc_hrss")}
+    colleague["Idempotency-Key"] = headers["Idempotency-Key"]
+    theirs = await client.post("/delegations", json=instrument(), headers=colleague)
+    assert "published already" in problem(theirs, 409)["detail"]
     other = await client.post(
         "/delegations", json=instrument(items=["funeral_subsidy"]), headers=headers
     )

@@ -33,6 +33,7 @@ from shared.workflow.state import CaseState, fold
 from shared.workflow.tables import case_index, tasks
 from shared.workflow.wiring import case_service
 from tests.conftest import fresh_sqlite_db
+from tests.keys import sent
 
 REFERENCE = load_reference()
 ITEMS = ["pension_enrolment", "funeral_subsidy", "logging_permit", "minimum_living_allowance"]
@@ -44,7 +45,7 @@ STAFF = [
     engine.Staff("liu.forestry", "department_officer", "hc_forestry"),
     engine.Staff("ma.town", "department_officer", "banqiao_town"),
     engine.Staff("chen.clerk", "window_clerk", "longmen_station"),
-    engine.Staff("gao.audit", "auditor", "hc_justice"),
+    engine.Staff("gao.audit", "auditor", "hc_audit"),
 ]
 SAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "request_correction": {},
@@ -107,25 +108,26 @@ class CaseMachine(RuleBasedStateMachine):
         if decide == "now":
             follow_up = "accept" if complete else "request_correction"
         workflow = REFERENCE.workflows.get(item.workflow, item.workflow_version)
-        self.run(
+        payload = {
+            "item_code": item.code,
+            "item_version": item.version,
+            "applicant": {"name": "王秀英", "phone": "13812345678"},
+            "materials": materials,
+        }
+        opened = self.run(
             self.service.open_case(
-                case_id=self.case_id,
                 case_kind="application",
                 workflow=workflow,
                 staff=STAFF[0],
-                start_payload={
-                    "item_code": item.code,
-                    "item_version": item.version,
-                    "applicant": {"name": "王秀英", "phone": "13812345678"},
-                    "materials": materials,
-                },
+                start_payload=payload,
                 item=item,
                 follow_up=follow_up,
                 correlation_id=None,
                 occurred_at=None,
-                idempotency_key=self.case_id.hex,
+                request=sent(STAFF[0], uuid.uuid4().hex, payload),
             )
         )
+        self.case_id = opened.events[0].case_id
 
     def state(self) -> tuple[list[Any], CaseState]:
         events, state = self.run(self.service.load(self.case_id))

@@ -12,23 +12,18 @@ from shared.bus.relay import Relay
 from shared.bus.streams import EVENTS_STREAM
 from shared.eventlog import EventLog
 from shared.events import NewEvent
+from tests.bus_helpers import body, headers, stored_messages
 
 
-async def _stream_messages(nc: NATS, count: int) -> list[dict[str, object]]:
-    js = nc.jetstream()
-    sub = await js.subscribe("caseflow.events.>", ordered_consumer=True)
-    out = []
-    for _ in range(count):
-        msg = await sub.next_msg(timeout=5)
-        out.append(
-            {
-                "subject": msg.subject,
-                "msg_id": msg.headers.get("Nats-Msg-Id") if msg.headers else None,
-                **orjson.loads(msg.data),
-            }
-        )
-    await sub.unsubscribe()
-    return out
+async def _stream_messages(operator: NATS, count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "subject": msg.subject,
+            "msg_id": headers(msg).get("Nats-Msg-Id"),
+            **orjson.loads(body(msg)),
+        }
+        for msg in await stored_messages(operator, EVENTS_STREAM, count)
+    ]
 
 
 async def _append_cases(log: EventLog, cases: int) -> list[uuid.UUID]:
@@ -43,30 +38,34 @@ async def _append_cases(log: EventLog, cases: int) -> list[uuid.UUID]:
     return ids
 
 
-async def test_relay_publishes_in_log_order_with_msg_id(log: EventLog, nc: NATS) -> None:
+async def test_relay_publishes_in_log_order_with_msg_id(
+    log: EventLog, relay_nc: NATS, operator_nc: NATS
+) -> None:
     ids = await _append_cases(log, 20)
-    relay = Relay(log, nc.jetstream(), batch_size=7)
+    relay = Relay(log, relay_nc.jetstream(), batch_size=7)
     while await relay.publish_pending():
         pass
-    msgs = await _stream_messages(nc, len(ids))
+    msgs = await _stream_messages(operator_nc, len(ids))
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
     assert all(m["msg_id"] == m["event_id"] for m in msgs)
     assert msgs[0]["subject"] == "caseflow.events.application.CaseReceived"
     assert msgs[0]["correlation_id"] == "corr-0"
     # The checkpoint held: a new relay publishes nothing more.
-    assert await Relay(log, nc.jetstream()).publish_pending() == 0
+    assert await Relay(log, relay_nc.jetstream()).publish_pending() == 0
 
 
-async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, nc: NATS) -> None:
+async def test_two_relays_at_once_put_no_duplicate_in_the_stream(
+    log: EventLog, relay_nc: NATS, operator_nc: NATS
+) -> None:
     ids = await _append_cases(log, 100)
     stop = asyncio.Event()
     # No lease: both publish the same events, as two relays that lost their coordination would.
     relays = [
-        Relay(log, nc.jetstream(), use_lease=False, batch_size=30, poll_interval=0.05)
+        Relay(log, relay_nc.jetstream(), use_lease=False, batch_size=30, poll_interval=0.05)
         for _ in range(2)
     ]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
-    js = nc.jetstream()
+    js = operator_nc.jetstream()
     deadline = asyncio.get_running_loop().time() + 30
     while asyncio.get_running_loop().time() < deadline:
         info = await js.stream_info(EVENTS_STREAM)
@@ -78,41 +77,79 @@ async def test_two_relays_at_once_put_no_duplicate_in_the_stream(log: EventLog, 
     await asyncio.gather(*tasks)
     info = await js.stream_info(EVENTS_STREAM)
     assert info.state.messages == len(ids)
-    msgs = await _stream_messages(nc, len(ids))
+    msgs = await _stream_messages(operator_nc, len(ids))
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
 
 
-async def test_relay_wakes_on_commit(log: EventLog, nc: NATS) -> None:
+async def test_relay_wakes_on_commit(log: EventLog, relay_nc: NATS, operator_nc: NATS) -> None:
     stop = asyncio.Event()
     # Polling only every 30 s: the second event arrives in time only if its commit wakes it.
-    relay = Relay(log, nc.jetstream(), poll_interval=30.0)
+    relay = Relay(log, relay_nc.jetstream(), poll_interval=30.0)
     task = asyncio.create_task(relay.run(stop))
     ids = await _append_cases(log, 1)
-    await _stream_messages(nc, 1)  # the relay's first round: it is running
+    await _stream_messages(operator_nc, 1)  # the relay's first round: it is running
     ids += await _append_cases(log, 1)
-    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 10)
+    msgs = await asyncio.wait_for(_stream_messages(operator_nc, len(ids)), 10)
     stop.set()
     await task
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
 
 
 async def test_relay_wakes_on_another_process_commit_via_notify(
-    postgres_url: str, nc: NATS
+    postgres_url: str, relay_nc: NATS, operator_nc: NATS
 ) -> None:
     from shared.db import create_engine
 
     relay_engine, writer_engine = create_engine(postgres_url), create_engine(postgres_url)
     # Polling only every 30 s: the second event arrives in time only if NOTIFY wakes it.
-    relay = Relay(EventLog(relay_engine), nc.jetstream(), poll_interval=30.0)
+    relay = Relay(EventLog(relay_engine), relay_nc.jetstream(), poll_interval=30.0)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     writer = EventLog(writer_engine)  # the relay's log is not told of its commits
     ids = await _append_cases(writer, 1)
-    await _stream_messages(nc, 1)  # the relay's first round: it is listening
+    await _stream_messages(operator_nc, 1)  # the relay's first round: it is listening
     ids += await _append_cases(writer, 1)
-    msgs = await asyncio.wait_for(_stream_messages(nc, len(ids)), 10)
+    msgs = await asyncio.wait_for(_stream_messages(operator_nc, len(ids)), 10)
     stop.set()
     await task
     await relay_engine.dispose()
     await writer_engine.dispose()
     assert [m["event_id"] for m in msgs] == [str(i) for i in ids]
+
+
+async def test_relay_publishes_a_masked_view_with_the_stored_hash(log: EventLog, nc: NATS) -> None:
+    applicant = {
+        "name": "王秀英",
+        "phone": "13812345678",
+        "id_number": "11010519491231002X",
+        "email": "wang.xiuying@example.cn",
+    }
+    note = "申请人电话 13812345678，邮箱 wang.xiuying@example.cn"
+    result = await log.append(
+        uuid.uuid4(),
+        0,
+        [NewEvent(event_type="CaseReceived", payload={"applicant": applicant, "note": note})],
+        case_kind="application",
+    )
+    [stored] = result.events
+    await Relay(log, nc.jetstream()).publish_pending()
+    sub = await nc.jetstream().subscribe("caseflow.events.>", ordered_consumer=True)
+    msg = await sub.next_msg(timeout=5)
+    await sub.unsubscribe()
+
+    for clear in ("13812345678", "11010519491231002X", "wang.xiuying@example.cn", "wang.xiuying"):
+        assert clear.encode() not in msg.data
+    assert (msg.headers or {})["Caseflow-Personal-Data"] == "masked"
+    published = orjson.loads(msg.data)
+    assert published["personal_data"] == "masked"
+    assert published["payload"]["applicant"] == {
+        "name": "王秀英",
+        "phone": "138****5678",
+        "id_number": "110105********002X",
+        "email": "w***@example.cn",
+    }
+    assert published["payload"]["note"] == "申请人电话 138****5678，邮箱 w***@example.cn"
+    # The hash is the stored row's: the log is the record, the message only a view of it.
+    assert published["hash"] == stored.hash and published["event_id"] == str(stored.event_id)
+    [kept] = await log.read_case(stored.case_id)
+    assert kept.payload["applicant"] == applicant

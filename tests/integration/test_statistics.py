@@ -461,7 +461,7 @@ async def processing(story: tuple[str, Rows]) -> AsyncIterator[httpx.AsyncClient
 HEAD = staff_headers("zhao.head", "station_head", "xuefeng_station")
 LM_HEAD = staff_headers("liu.head", "station_head", "longmen_station")
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")
-AUDITOR = staff_headers("qian.audit", "auditor", "hc_justice")
+AUDITOR = staff_headers("qian.audit", "auditor", "hc_audit")
 PERIOD = {"from": "2026-11-01", "to": "2026-11-30"}
 
 

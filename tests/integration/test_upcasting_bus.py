@@ -1,7 +1,7 @@
 """A pre-upgrade event in the log reaches handlers upcast, over the real relay and NATS.
 
 The log keeps the event as stored (schema version 1, its hash still verifies); the
-consumer's handler sees version 2, in the message and in the case's history. An event
+consumer's handler sees version 2, in the log's copy it is given and in the case's history. An event
 newer than the code knows is dead-lettered with the reason, never handled.
 """
 
@@ -12,20 +12,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared import idempotency
 from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
 from shared.bus.relay import Relay
 from shared.bus.streams import DLQ_STREAM
 from shared.eventlog import EventLog
 from shared.eventlog.hashing import HASHED_FIELDS, event_hash
 from shared.events import Actor, NewEvent, StoredEvent
+from shared.idempotency import KeyedRequest
 from shared.workflow.engine import Staff
 from shared.workflow.reference import load_reference
 from shared.workflow.service import IdempotencyConflict, Outcome
 from shared.workflow.wiring import case_service
+from tests.bus_helpers import body, stored_messages
+from tests.keys import sent
 
 V1_PAYLOAD: dict[str, Any] = {
     "item_code": "pension_enrolment",
@@ -91,15 +94,16 @@ async def _until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 1
 
 @pytest.fixture
 async def bus(
-    log: EventLog, nc: NATS
+    log: EventLog, nc: NATS, relay_nc: NATS
 ) -> AsyncIterator[Callable[[Callable[[StoredEvent, UnitOfWork], Awaitable[None]]], None]]:
-    """The relay running; ``start(handler)`` runs a consumer of application events."""
+    """The relay running; ``start(handler)`` runs a consumer of application events (as
+    notify's, the name its credential may use)."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(Relay(log, nc.jetstream(), poll_interval=0.05).run(stop))]
+    tasks = [asyncio.create_task(Relay(log, relay_nc.jetstream(), poll_interval=0.05).run(stop))]
 
     def start(handler: Callable[[StoredEvent, UnitOfWork], Awaitable[None]]) -> None:
         spec = ConsumerSpec(
-            name="upcast-test",
+            name="notify",
             subjects=("caseflow.events.application.>",),
             handler=handler,
             backoff=(0.05,),
@@ -157,7 +161,7 @@ async def test_a_unit_of_work_reads_old_cases_upcast_without_read_ahead(log: Eve
 
 
 async def test_an_event_newer_than_the_code_is_dead_lettered_with_the_reason(
-    log: EventLog, nc: NATS, bus: Callable[[Any], None]
+    log: EventLog, operator_nc: NATS, bus: Callable[[Any], None]
 ) -> None:
     too_new = await append_old(log, schema_version=3)
     fine = await append_old(log)
@@ -165,17 +169,12 @@ async def test_an_event_newer_than_the_code_is_dead_lettered_with_the_reason(
     bus(seen)
     await _until(lambda: bool(seen.events))
 
-    js = nc.jetstream()
-    letters = await js.pull_subscribe("caseflow.dlq.upcast-test", stream=DLQ_STREAM)
-    try:
-        [letter] = await letters.fetch(1, timeout=10)
-    except nats.errors.TimeoutError:
-        pytest.fail("no dead letter")
+    [letter] = await stored_messages(operator_nc, DLQ_STREAM, 1, subject="caseflow.dlq.notify")
     headers = letter.headers or {}
     reason = headers["Caseflow-Dead-Letter-Reason"]
     assert "CaseReceived schema version 3 is newer than this code knows (version 2)" in reason
     assert headers["Caseflow-Original-Subject"] == "caseflow.events.application.CaseReceived"
-    assert str(too_new.event_id).encode() in letter.data  # the message, unchanged
+    assert str(too_new.event_id).encode() in body(letter)  # the message, unchanged
     await asyncio.sleep(0.3)
     assert [e.event_id for e in seen.events] == [fine.event_id]  # never handled
     # The stored event itself is kept as it is, for an upgraded consumer to re-drive.
@@ -194,31 +193,38 @@ async def test_a_history_holding_an_event_newer_than_the_code_is_not_guessed_at(
             await uow.read_case(too_new.case_id)
 
 
-async def test_a_retried_request_from_before_the_upgrade_is_still_the_same_request(
+async def test_a_retry_answers_a_case_stored_at_an_older_schema_as_it_is_now(
     log: EventLog,
 ) -> None:
-    # A case opened before applicants chose a language; its Idempotency-Key comes again.
+    # A case opened before applicants chose a language; the clerk's Idempotency-Key for it
+    # comes again. The retry is recognised by the clerk's recorded request (its
+    # fingerprint), not by comparing the stored payload, whatever its schema version.
     old = await append_old(log)
     reference = load_reference()
     service = case_service(log, reference)
+    clerk = Staff(user="li.clerk", role="window_clerk", org="xuefeng_station")
     retried = {k: V1_PAYLOAD[k] for k in ("item_code", "item_version", "applicant", "materials")}
+    request = sent(clerk, "the-same-key", retried)
+    async with log.writer.begin() as conn:
+        await idempotency.remember(conn, request, old.case_id)
 
-    async def open_again(**payload: object) -> Outcome:
+    async def open_again(request: KeyedRequest) -> Outcome:
         return await service.open_case(
-            case_id=old.case_id,
             case_kind="application",
             workflow=reference.workflows.get("station_item", 1),
-            staff=Staff(user="li.clerk", role="window_clerk", org="xuefeng_station"),
-            start_payload={**retried, **payload},
+            staff=clerk,
+            start_payload=retried,
             item=None,
             follow_up=None,
             correlation_id=None,
             occurred_at=None,
-            idempotency_key="the-same-key",
+            request=request,
         )
 
-    outcome = await open_again(channels=["sms"], language="zh-CN")
-    assert outcome.replayed and [e.event_id for e in outcome.events] == [old.event_id]
+    outcome = await open_again(request)
+    assert outcome.replayed and outcome.state.case_id == old.case_id
+    assert outcome.state.case_number == "XF-2025-000007"
+    assert outcome.state.status == "received"
     with pytest.raises(IdempotencyConflict):
-        await open_again(channels=["sms"], language="en")
+        await open_again(sent(clerk, "the-same-key", {**retried, "language": "en"}))
     assert len(await log.read_case(old.case_id)) == 1

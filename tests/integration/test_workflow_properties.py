@@ -60,6 +60,7 @@ from shared.workflow.state import CaseState, apply, fold
 from shared.workflow.tables import case_index, tasks
 from shared.workflow.wiring import case_service
 from tests.conftest import fresh_sqlite_db
+from tests.keys import sent
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ STAFF = [
     engine.Staff("ma.town", "department_officer", "banqiao_town"),
     engine.Staff("he.health", "department_officer", "hc_health"),
     engine.Staff("chen.clerk", "window_clerk", "longmen_station"),
-    engine.Staff("gao.audit", "auditor", "hc_justice"),
+    engine.Staff("gao.audit", "auditor", "hc_audit"),
     engine.SYSTEM,
 ]
 TASK_KINDS = [
@@ -161,6 +162,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         self.db: AsyncEngine = create_engine(url)
         self.service: CaseService = case_service(EventLog(self.db), REFERENCE)
         self.case_id = uuid.uuid4()
+        """The case's id, a random one until it is opened."""
         self.now = START
         self.kept = CaseState()
         """The state kept by applying each new event once, as the service does."""
@@ -205,25 +207,26 @@ class WorkflowMachine(RuleBasedStateMachine):
         follow_up = None
         if decide == "now":
             follow_up = "accept" if complete else "request_correction"
+        payload = {
+            "item_code": item.code,
+            "item_version": item.version,
+            "applicant": {"name": "王秀英", "phone": "13812345678", "village": "gongyu"},
+            "materials": materials,
+        }
         outcome = self.run(
             self.service.open_case(
-                case_id=self.case_id,
                 case_kind="application",
                 workflow=WORKFLOWS.get(item.workflow, item.workflow_version),
                 staff=STAFF[0],
-                start_payload={
-                    "item_code": item.code,
-                    "item_version": item.version,
-                    "applicant": {"name": "王秀英", "phone": "13812345678", "village": "gongyu"},
-                    "materials": materials,
-                },
+                start_payload=payload,
                 item=item,
                 follow_up=follow_up,
                 correlation_id=None,
                 occurred_at=self.now,
-                idempotency_key=self.case_id.hex,
+                request=sent(STAFF[0], uuid.uuid4().hex, payload),
             )
         )
+        self.case_id = outcome.events[0].case_id
         assert outcome.state == self.keep()
         expected = (
             "received"

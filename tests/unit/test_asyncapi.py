@@ -102,6 +102,7 @@ def test_the_source_scan_finds_what_the_code_records() -> None:
     assert "services/intake/api.py" in code["VisitorReceived"]
     assert "shared/delegation.py" in code["DelegationRevoked"]
     assert "shared/workflow/engine.py" in code["ActionRefused"]
+    assert "services/processing/dept.py" in code["PersonalDataDisclosed"]
 
 
 def test_every_recordable_event_has_a_message_with_its_schema_version(
@@ -177,13 +178,15 @@ def _real_consumers() -> dict[str, tuple[str, ...]]:
 
 
 def _concrete_subjects(doc: dict[str, Any]) -> set[str]:
-    """Every documented channel address with its parameters filled in from their enums."""
+    """Every documented channel address with its parameters filled in from their enums (or,
+    for open ones such as a credential's name, their examples)."""
     subjects: set[str] = set()
     for channel in doc["channels"].values():
         address: str = channel["address"]
         names = re.findall(r"\{(\w+)\}", address)
         params = channel.get("parameters", {})
-        for values in product(*(params[name]["enum"] for name in names)):
+        choices = [params[name].get("enum") or params[name]["examples"] for name in names]
+        for values in product(*choices):
             subject = address
             for name, value in zip(names, values, strict=True):
                 subject = subject.replace(f"{{{name}}}", value)
@@ -204,7 +207,8 @@ def _matches(pattern: str, subject: str) -> bool:
 
 def test_subject_matching() -> None:
     assert _matches("caseflow.events.>", "caseflow.events.application.CaseReceived")
-    assert _matches("caseflow.dept.*.answers", "caseflow.dept.hc_forestry.answers")
+    assert _matches("caseflow.dept.*.answers.*", "caseflow.dept.hc_forestry.answers.f-sys")
+    assert not _matches("caseflow.dept.*.answers.*", "caseflow.dept.hc_forestry.answers")
     assert not _matches("caseflow.dept.*.answers", "caseflow.dept.hc_forestry.requests")
     assert not _matches("caseflow.events.reception.>", "caseflow.events.reception")
 
@@ -233,10 +237,18 @@ def test_departments_and_dead_letters_are_documented(doc: dict[str, Any]) -> Non
     channels = doc["channels"]
     addresses = {c["address"] for c in channels.values()}
     assert "caseflow.dept.{authority}.requests" in addresses
-    assert "caseflow.dept.{authority}.answers" in addresses
+    assert "caseflow.dept.{authority}.answers.{credential}" in addresses
     assert "hc_forestry" in channels["dept-requests"]["parameters"]["authority"]["enum"]
-    refused = doc["components"]["schemas"]["ActionRefusedPayload"]
-    assert {"action", "reason", "message"} <= set(refused["properties"])
+    schemas = doc["components"]["schemas"]
+    refused = schemas["ActionRefusedPayload"]
+    assert {"action", "reason", "message", "delivered_by"} <= set(refused["properties"])
+    # A department's decision over NATS says which credential delivered it; the schema of
+    # that field is the model caseflow writes it with.
+    for decided in ("CaseApprovedPayload", "CaseRejectedPayload"):
+        delivered = schemas[decided]["properties"]["delivered_by"]
+        assert delivered["$ref"] == "#/components/schemas/DeliveredBy"
+    assert set(schemas["DeliveredBy"]["required"]) == {"channel", "credential"}
+    assert "delivered_by" not in schemas["CaseAcceptedPayload"]["properties"]
     answer = doc["components"]["schemas"]["DepartmentAnswer"]
     assert set(answer["required"]) >= {"case_id", "outcome", "officer"}
     request = doc["components"]["schemas"]["DepartmentRequest"]
@@ -244,6 +256,15 @@ def test_departments_and_dead_letters_are_documented(doc: dict[str, Any]) -> Non
     assert (
         "Nats-Msg-Id" in doc["components"]["messages"]["DepartmentAnswer"]["headers"]["properties"]
     )
+    # The bus admits NKEY users only; each kind's subjects come from shared.bus.access.
+    assert doc["servers"]["nats"]["security"] == [{"$ref": "#/components/securitySchemes/nkey"}]
+    assert "NKEY" in doc["components"]["securitySchemes"]["nkey"]["description"]
+    department = doc["x-caseflow-access"]["department"]
+    assert department["publish"]["allow"][-1] == "caseflow.dept.hc_forestry.answers.forestry-system"
+    assert department["subscribe"]["allow"] == ["_INBOX.forestry-system.>"]
+    assert doc["x-caseflow-access"]["relay"]["publish"]["allow"] == ["caseflow.events.>"]
+    for kind in ("service", "operator", "department"):
+        assert "caseflow.events.>" in doc["x-caseflow-access"][kind]["publish"]["deny"]
     letter = doc["components"]["messages"]["DeadLetter"]["headers"]
     assert set(letter["required"]) == {
         "Caseflow-Dead-Letter-Reason",
@@ -281,3 +302,32 @@ def test_operations_point_at_channels_and_messages_that_exist(doc: dict[str, Any
         resolve(ref)  # a dangling reference raises KeyError
     for operation in doc["operations"].values():
         assert operation["action"] in ("send", "receive")
+
+
+def test_events_on_the_bus_are_documented_as_a_masked_view(doc: dict[str, Any]) -> None:
+    envelope = doc["components"]["schemas"]["Envelope"]
+    assert envelope["properties"]["personal_data"]["const"] == "masked"
+    assert "personal_data" in envelope["required"]
+    assert (
+        "does not verify against this masked copy" in envelope["properties"]["hash"]["description"]
+    )
+    assert "the log is the record" in doc["info"]["description"]
+    headers = doc["components"]["messages"]["CaseReceived"]["headers"]
+    assert headers["properties"]["Caseflow-Personal-Data"]["const"] == "masked"
+    assert "Caseflow-Personal-Data" in headers["required"]
+    reasons = doc["components"]["messages"]["DeadLetter"]["headers"]["properties"][
+        "Caseflow-Dead-Letter-Reason"
+    ]["examples"]
+    assert any(r.startswith("not in the log") for r in reasons)
+
+
+def test_a_disclosure_to_a_department_is_a_documented_fact(doc: dict[str, Any]) -> None:
+    message = doc["components"]["messages"]["PersonalDataDisclosed"]
+    assert "the status is unchanged, nobody is told" in message["summary"]
+    payload = doc["components"]["schemas"]["PersonalDataDisclosedPayload"]
+    assert {"to", "fields", "channel", "reason", "request_id"} <= set(payload["required"])
+    assert doc["channels"]["PersonalDataDisclosed"]["parameters"]["case_kind"]["enum"] == [
+        "application"
+    ]
+    request = doc["components"]["messages"]["DepartmentRequest"]["description"]
+    assert "PersonalDataDisclosed" in request

@@ -13,6 +13,7 @@ import pytest
 from shared.audit.judge import Use, register_from, step_of
 from shared.audit.timeline import Basis, TimelineError, build_timeline, counted
 from shared.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
+from shared.events import Actor
 from shared.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
     CLERK,
@@ -277,3 +278,41 @@ def test_an_action_entered_while_its_delegation_was_suspended_says_so(
     # As things stood before the entry, the entry's moment is not yet part of the story.
     before_entry = build_timeline(script.stored(), reference, stream.events, as_of=china(11, 18))
     assert [e.judgement.when_recorded for e in before_entry.entries if e.judgement] == [None, None]
+
+
+def test_a_disclosure_and_free_text_are_shown_without_personal_data(
+    reference: Reference,
+) -> None:
+    stream = troubled_delegation()
+    script = received_and_accepted(CaseScript("XF-2026-000502"), china(11, 16), (CODE, 1))
+    script.add(
+        "PersonalDataViewed",
+        china(11, 16, 10),
+        CLERK,
+        authority=None,
+        reason=f"申请人来电 {PHONE}，改用邮箱 wang.xiuying@example.cn",
+        fields=["email", "id_number", "name", "phone"],
+    )
+    script.add(
+        "PersonalDataDisclosed",
+        china(11, 16, 11),
+        Actor(user="system", role="system", station="system"),
+        to="hc_forestry",
+        fields=["id_number", "name", "phone"],
+        channel="caseflow.dept.hc_forestry.requests",
+        reason="转办 / forwarded",
+        request_id="3b6f0c2e-7a43-4f1e-9a51-3f0d2c8e6b17",
+    )
+    timeline = build_timeline(script.stored(), reference, stream.events)
+    viewed, disclosed = timeline.entries[2:]
+    assert viewed.details["reason"] == "申请人来电 138****5678，改用邮箱 w***@example.cn"
+    assert (disclosed.status_before, disclosed.status_after) == ("accepted", "accepted")
+    assert disclosed.judgement is None and disclosed.delegation_valid is None
+    assert disclosed.details == {
+        "to": "hc_forestry",
+        "fields": ["id_number", "name", "phone"],
+        "channel": "caseflow.dept.hc_forestry.requests",
+        "reason": "转办 / forwarded",
+    }
+    text = json.dumps(timeline.as_json(), ensure_ascii=False)
+    assert PHONE not in text and "wang.xiuying" not in text

@@ -306,7 +306,7 @@ def test_token_refuses_a_role_that_does_not_fit_the_org(
         ("station_head", "longmen_station"),
         ("department_officer", "hc_civil_affairs"),
         ("department_officer", "banqiao_town"),
-        ("auditor", "hc_justice"),
+        ("auditor", "hc_audit"),
     ],
 )
 def test_token_accepts_roles_that_fit(tmp_path: Path, role: str, org: str) -> None:
@@ -349,10 +349,17 @@ def test_caseflow_up_makes_the_key_and_points_the_services_at_it(
     )
     stack.ensure_keys()
     stack.ensure_keys()  # a second `caseflow up` keeps the key: tokens stay valid
+    stack.ensure_nats_credentials()  # and the NATS users' seeds, readable by the owner only
     public = tmp_path / "var" / "keys" / "jwt-ed25519.pub.pem"
     for service in ports:
         env = stack.service_env(service, "nats://127.0.0.1:4")
         assert env[f"CASEFLOW_{service.upper()}_JWT_PUBLIC_KEY_FILE"] == str(public)
+        seed = tmp_path / "var" / "nats" / f"{service}.nk"
+        assert env[f"CASEFLOW_{service.upper()}_NATS_SEED_FILE"] == str(seed)
+        assert seed.stat().st_mode & 0o777 == 0o600
+        relay = env[f"CASEFLOW_{service.upper()}_NATS_RELAY_SEED_FILE"]
+        assert relay == str(tmp_path / "var" / "nats" / "relay.nk")
+    assert (tmp_path / "var" / "nats" / "nats-server.conf").read_text().count("nkey:") == 5
 
     args = ["token", "--user", "u", "--role", "reviewer", "--org", "xuefeng_station"]
     token = runner.invoke(app, [*args, "--key-dir", str(public.parent)]).output.strip()
@@ -391,3 +398,53 @@ def test_special_permissions_travel_in_the_token(tmp_path: Path) -> None:
     assert verifier.verify(result.output.strip()).permissions == frozenset({"reopen"})
     plain = runner.invoke(app, [*args, "--key-dir", str(tmp_path)])
     assert verifier.verify(plain.output.strip()).permissions == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("role", "permission", "says"),
+    [
+        ("reviewer", "reopen", "only a station head may hold"),
+        ("station_head", "superuser", "doesn't grant"),
+    ],
+)
+def test_token_refuses_a_permission_the_registry_does_not_grant(
+    tmp_path: Path, role: str, permission: str, says: str
+) -> None:
+    ensure_key_pair(tmp_path)
+    args = ["token", "--user", "u", "--role", role, "--org", "xuefeng_station"]
+    result = runner.invoke(app, [*args, "--key-dir", str(tmp_path), "--permission", permission])
+    assert result.exit_code == 2
+    words = " ".join(result.output.replace("│", " ").split())
+    assert "--permission" in words and says in words
+    assert "eyJ" not in result.output
+
+
+def test_claims_are_checked_against_the_registry() -> None:
+    from shared.auth import ClaimsRefused, check_claims
+    from shared.orgs import load_organisations
+
+    orgs = load_organisations()
+    check_claims(Staff("a", Role.auditor, "hc_audit"), orgs)
+    check_claims(
+        Staff("h", Role.station_head, "xuefeng_station", permissions=frozenset({"reopen"})), orgs
+    )
+    cases = [
+        (Staff("a", Role.auditor, "nowhere"), 401, "unknown org"),
+        (Staff("a", Role.auditor, "hc_justice"), 403, "role does not fit org"),
+        (Staff("c", Role.window_clerk, "hc_hrss"), 403, "role does not fit org"),
+        (Staff("o", Role.department_officer, "longmen_station"), 403, "role does not fit org"),
+        (
+            Staff("c", Role.window_clerk, "xuefeng_station", permissions=frozenset({"reopen"})),
+            403,
+            "permission not granted",
+        ),
+        (
+            Staff("h", Role.station_head, "xuefeng_station", permissions=frozenset({"root"})),
+            403,
+            "unknown permission",
+        ),
+    ]
+    for staff, status, reason in cases:
+        with pytest.raises(ClaimsRefused) as refused:
+            check_claims(staff, orgs)
+        assert (refused.value.status, refused.value.reason) == (status, reason), staff

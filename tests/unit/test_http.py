@@ -179,3 +179,67 @@ def test_each_kind_of_matter_documents_its_body(documents: dict[str, dict[str, A
         "police_assistance": "PoliceAssistanceIn",
     }
     assert "parties" in schemas["MediationIn"]["required"]
+
+
+def failing_app(error: Exception) -> httpx.AsyncClient:
+    """An app whose one route fails with ``error`` (no runtime: nothing to ping)."""
+    app = FastAPI()
+    http.install(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise error
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+def _operational() -> Exception:
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.OperationalError(
+        "SELECT 1", {}, sqlite3.OperationalError("unable to open database file")
+    )
+
+
+def _nats_down() -> Exception:
+    import nats.errors
+
+    return nats.errors.NoServersError()
+
+
+def _refused_in_a_group() -> Exception:
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError as err:
+        return ExceptionGroup("task group", [err])
+
+
+@pytest.mark.parametrize(
+    ("make_error", "dependency"),
+    [(_operational, "database"), (_nats_down, "NATS"), (_refused_in_a_group, "database")],
+)
+async def test_an_unreachable_dependency_is_a_503_with_retry_after_and_one_log_line(
+    make_error: Any, dependency: str
+) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        async with failing_app(make_error()) as http_client:
+            response = await http_client.get("/fails")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == http.PROBLEM_JSON
+    assert response.headers["retry-after"] == str(http.RETRY_AFTER_SECONDS)
+    assert response.json()["unavailable"] == dependency
+    assert "nothing was saved" in response.json()["detail"]
+    assert [e["event"] for e in logs] == ["dependency unavailable: answered 503"]
+    assert logs[0]["dependency"] == dependency and "exc_info" not in logs[0]
+
+
+async def test_a_bug_is_still_a_500() -> None:
+    async with failing_app(FileNotFoundError("templates/x.j2")) as http_client:
+        response = await http_client.get("/fails")
+    assert response.status_code == 500
+    assert "retry-after" not in response.headers

@@ -315,3 +315,49 @@ def test_a_reading_of_personal_data_tells_nobody(planner: Planner) -> None:
     assert planner.plan(viewed, [*events, viewed]) == []
     # Nor the station's webhook subscribers: the planning consumer passes it over.
     assert "PersonalDataViewed" in NOT_NOTIFIED
+
+
+def test_a_disclosure_to_a_department_tells_nobody(planner: Planner) -> None:
+    events = history(planner, "CaseAccepted")
+    disclosed = stored(
+        events[0].case_id,
+        len(events) + 1,
+        "PersonalDataDisclosed",
+        {
+            "to": "hc_forestry",
+            "fields": ["id_number", "name", "phone"],
+            "channel": "caseflow.dept.hc_forestry.requests",
+            "reason": "转办 / forwarded",
+            "request_id": str(events[-1].event_id),
+        },
+    )
+    assert planner.plan(disclosed, [*events, disclosed]) == []
+    assert "PersonalDataDisclosed" in NOT_NOTIFIED
+
+
+def test_templates_know_the_applicant_only_masked() -> None:
+    shown = templates.applicant_view(
+        {
+            "name": "王秀英",
+            "phone": "13812345678",
+            "id_number": "11010519491231002X",
+            "email": "wang.xiuying@example.cn",
+        }
+    )
+    assert shown == {
+        "name": "王秀英",
+        "phone": "138****5678",
+        "id_number": "110105********002X",
+        "email": "w***@example.cn",
+    }
+    assert templates.environment().filters["mask_email"]("wang@example.cn") == "w***@example.cn"
+
+
+def test_templates_get_the_event_payload_masked_too(planner: Planner) -> None:
+    [received] = history(planner, "CaseReceived")
+    state = fold([received], planner.reference.workflows)
+    context = planner._context(received, state)
+    shown = repr(context)
+    for clear in (APPLICANT["phone"], APPLICANT["id_number"], APPLICANT["email"]):
+        assert clear not in shown
+    assert context["p"]["applicant"]["email"] == "w***@example.cn"

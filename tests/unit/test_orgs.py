@@ -27,6 +27,7 @@ CITY_DEPARTMENTS = {
     "hc_agriculture": "韩城市农业农村局",
     "hc_public_security": "韩城市公安局",
     "hc_justice": "韩城市司法局",
+    "hc_audit": "韩城市审计局",
 }
 
 
@@ -75,6 +76,30 @@ def test_only_stations_have_case_prefixes_and_villages() -> None:
             assert org.case_prefix is None and org.villages == () and org.is_authority
 
 
+def test_the_audit_bureau_is_the_one_audit_body() -> None:
+    orgs = load_organisations()
+    body = orgs.audit_body()
+    assert body is not None and body.code == "hc_audit"
+    assert [o.code for o in orgs if o.audit_body] == ["hc_audit"]
+    assert body.kind is OrgKind.city_department
+
+
+def test_special_permissions_name_the_roles_that_may_hold_them() -> None:
+    grants = load_organisations().special_permissions
+    assert set(grants) == {"reopen", "operate"}
+    assert grants["reopen"].roles == ("station_head",)
+    assert "station_head" in grants["operate"].roles
+
+
+def test_the_roles_in_the_data_are_the_roles_of_tokens() -> None:
+    from typing import get_args
+
+    from shared.auth import Role
+    from shared.orgs import StaffRole
+
+    assert set(get_args(StaffRole)) == {r.value for r in Role}
+
+
 def test_unknown_code_raises_a_key_error_naming_it() -> None:
     orgs = load_organisations()
     assert "hc_hrss" in orgs
@@ -103,8 +128,53 @@ def _edited(tmp_path: Path, edit: Any) -> Path:
     return tmp_path
 
 
+def _edited_file(tmp_path: Path, edit: Any) -> Path:
+    """Like :func:`_edited`, for the file as a whole (``special_permissions`` too)."""
+    text = (DEFAULT_DATA_DIR / ORGANISATIONS_FILE).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    edit(data)
+    (tmp_path / ORGANISATIONS_FILE).write_text(
+        yaml.safe_dump(data, allow_unicode=True), encoding="utf-8"
+    )
+    return tmp_path
+
+
 def test_unchanged_copy_loads(tmp_path: Path) -> None:
-    assert len(load_organisations(_edited(tmp_path, lambda by_code, entries: None))) == 11
+    assert len(load_organisations(_edited(tmp_path, lambda by_code, entries: None))) == 12
+
+
+def test_two_audit_bodies_are_refused(tmp_path: Path) -> None:
+    def edit(by_code: dict[str, Any], _: list[Any]) -> None:
+        by_code["hc_justice"]["audit_body"] = True
+
+    with pytest.raises(OrganisationError, match="only one organisation can be the audit body"):
+        load_organisations(_edited(tmp_path, edit))
+
+
+def test_a_station_as_audit_body_is_refused(tmp_path: Path) -> None:
+    def edit(by_code: dict[str, Any], _: list[Any]) -> None:
+        by_code["hc_audit"]["audit_body"] = False
+        by_code["xuefeng_station"]["audit_body"] = True
+
+    with pytest.raises(OrganisationError, match="only a city department can be the audit body"):
+        load_organisations(_edited(tmp_path, edit))
+
+
+@pytest.mark.parametrize(
+    ("grant", "problem"),
+    [
+        ({"roles": ["mayor"], "description": "x"}, "roles.0"),
+        ({"roles": [], "description": "x"}, "roles"),
+        ({"roles": ["station_head"]}, "description"),
+        ({"roles": ["station_head"], "description": "x", "orgs": ["a"]}, "orgs"),
+    ],
+)
+def test_a_bad_special_permission_is_refused(
+    tmp_path: Path, grant: dict[str, Any], problem: str
+) -> None:
+    data_dir = _edited_file(tmp_path, lambda data: data["special_permissions"].update(x=grant))
+    with pytest.raises(OrganisationError, match=rf"special permission 'x': {problem}"):
+        load_organisations(data_dir)
 
 
 def test_station_without_case_prefix_is_refused(tmp_path: Path) -> None:

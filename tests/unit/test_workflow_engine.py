@@ -881,6 +881,8 @@ def test_notices_and_readings_of_personal_data_do_not_reset_how_long_a_task_has_
     later = cst(D(2026, 2, 13), 15)
     viewed = case.fact("PersonalDataViewed", later, reason="核对 checking", fields=["phone"])
     told = case.fact("NotificationSent", later, channel="sms", audience="applicant")
-    assert viewed.updated_at == told.updated_at == received
+    disclosed = case.fact("PersonalDataDisclosed", later, to="hc_forestry", fields=["phone"])
+    assert viewed.updated_at == told.updated_at == disclosed.updated_at == received
+    assert disclosed.status == viewed.status
     claimed = case.fact("TaskClaimed", later, task="acceptance", user="li.clerk")
     assert claimed.updated_at == later, "claiming a task is work on the case"

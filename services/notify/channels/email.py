@@ -31,7 +31,7 @@ from services.notify.model import (
     Recipient,
 )
 from shared.events import utcnow
-from shared.identity import mask_text
+from shared.privacy import mask_text
 
 
 class EmailSettings(BaseModel):

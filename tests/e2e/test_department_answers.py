@@ -1,0 +1,267 @@
+"""Department answers over NATS are checked against the credential that delivered them.
+
+Intake and processing run as processes on a nats-server of the test's own; department
+credentials for the forestry bureau and for HRSS are issued as ``caseflow nats
+credentials`` issues them. An answer the server let through (the credential may publish
+on its subject) can still be one its authority may not give: for a case not forwarded to
+it, for a case no longer awaiting it, or naming an officer of another organisation. Each
+is refused and recorded on the case as ``ActionRefused`` naming the credential and why,
+and dead-lettered with the reason, never retried; an accepted answer records its
+credential. Over HTTP nobody can claim to be a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.bus.streams import DLQ_STREAM
+from tests.bus_helpers import headers, stored_messages
+from tests.e2e.test_example_integrator import Desk
+from tests.services import (
+    VALID_APPLICATION,
+    BusServer,
+    ServiceProcess,
+    bus_server,
+    connect_as,
+    connect_department,
+    issue_department,
+    running_stack,
+    staff_headers,
+    wait_for_event,
+)
+
+FORESTRY_OFFICER = staff_headers("liu.forestry", "department_officer", "hc_forestry")
+
+
+@pytest.fixture(scope="module")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusServer]:
+    with bus_server(tmp_path_factory.mktemp("bus")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(
+    sqlite_module_url: str, bus: BusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServiceProcess]]:
+    with running_stack(sqlite_module_url, bus.url, tmp_path_factory.mktemp("logs")) as services:
+        yield services
+
+
+@pytest.fixture(scope="module")
+def sqlite_module_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.conftest import fresh_sqlite_db
+
+    return fresh_sqlite_db(tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="module")
+def forestry(bus: BusServer) -> dict[str, Any]:
+    return issue_department(bus, "hc_forestry")
+
+
+@pytest.fixture(scope="module")
+def hrss(bus: BusServer) -> dict[str, Any]:
+    return issue_department(bus, "hc_hrss")
+
+
+def answer(file: dict[str, Any], case_id: str, officer: str, msg_id: str | None = None) -> None:
+    """Publish an approval as the credential's system would, on its own subject."""
+
+    async def send() -> None:
+        nc = await connect_department(file)
+        try:
+            body = {"case_id": case_id, "outcome": "approve", "officer": officer}
+            await nc.jetstream().publish(
+                file["answer_subject"],
+                json.dumps(body).encode(),
+                headers={"Nats-Msg-Id": msg_id or uuid.uuid4().hex},
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+
+
+def refusal_on(desk: Desk, case_id: str, reason: str) -> dict[str, Any]:
+    """The ActionRefused recorded on the case for ``reason`` (waits for it)."""
+    events = wait_for_event(
+        desk.intake,
+        case_id,
+        "ActionRefused",
+        timeout=20,
+        where=lambda e: e["payload"]["reason"] == reason,
+    )
+    return next(
+        e for e in events if e["event_type"] == "ActionRefused" and e["payload"]["reason"] == reason
+    )
+
+
+def dead_letter(bus: BusServer, contains: str) -> dict[str, Any]:
+    """The dead letter of the answer consumer whose reason names ``contains``."""
+
+    async def read() -> dict[str, Any]:
+        operator = await connect_as(bus.url, "operator")
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                info = await operator.jetstream().stream_info(DLQ_STREAM)
+                letters = await stored_messages(operator, DLQ_STREAM, info.state.messages)
+                for letter in letters:
+                    found = headers(letter)
+                    if contains in found.get("Caseflow-Dead-Letter-Reason", ""):
+                        return found
+                assert asyncio.get_running_loop().time() < deadline, [headers(m) for m in letters]
+                await asyncio.sleep(0.2)
+        finally:
+            await operator.close()
+
+    return asyncio.run(read())
+
+
+def test_an_answer_for_a_case_not_forwarded_to_that_authority_is_refused_and_recorded(
+    stack: dict[str, ServiceProcess],
+    bus: BusServer,
+    forestry: dict[str, Any],
+    hrss: dict[str, Any],
+) -> None:
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")  # forwarded to hc_forestry
+    # HRSS's system may publish on its own subject, but the case is not HRSS's to decide.
+    answer(hrss, permit, "wang.hrss")
+    refused = refusal_on(desk, permit, "not_forwarded_to_authority")
+    assert refused["payload"]["delivered_by"] == {"channel": "nats", "credential": hrss["name"]}
+    assert refused["payload"]["action"] == "approve"
+    assert refused["actor"] == {
+        "user": "wang.hrss",
+        "role": "department_officer",
+        "station": "hc_hrss",
+    }
+    assert "hc_hrss" in refused["payload"]["message"]
+    letter = dead_letter(bus, "not_forwarded_to_authority")
+    assert letter["Caseflow-Original-Subject"] == hrss["answer_subject"]
+
+    # A station case that was never forwarded: refused and recorded the same way.
+    pension = desk.submit({**VALID_APPLICATION})
+    answer(forestry, pension["case_id"], "liu.forestry")
+    refused = refusal_on(desk, pension["case_id"], "not_forwarded_to_authority")
+    assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
+    assert refused["payload"]["status"] == "accepted"
+    # The cases did not move.
+    events = wait_for_event(desk.intake, permit, "ActionRefused")
+    assert not [e for e in events if e["event_type"] in ("CaseApproved", "CaseRejected")]
+
+
+def test_an_answer_naming_an_officer_of_another_organisation_is_refused_and_recorded(
+    stack: dict[str, ServiceProcess], bus: BusServer, forestry: dict[str, Any]
+) -> None:
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    answer(forestry, permit, "zhang@hc_hrss")
+    refused = refusal_on(desk, permit, "officer_of_another_organisation")
+    assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
+    assert refused["actor"]["user"] == "zhang@hc_hrss"
+    assert "hc_hrss" in refused["payload"]["message"]
+    dead_letter(bus, "officer_of_another_organisation")
+
+    # The same credential naming its own officer (user@authority) is taken, and the
+    # decision records the credential that delivered it.
+    answer(forestry, permit, "liu.forestry@hc_forestry")
+    events = wait_for_event(desk.intake, permit, "CaseApproved", timeout=20)
+    decision = next(e for e in events if e["event_type"] == "CaseApproved")
+    assert decision["payload"]["delivered_by"] == {
+        "channel": "nats",
+        "credential": forestry["name"],
+    }
+    assert decision["actor"]["user"] == "liu.forestry"
+    assert decision["authority"] == "hc_forestry"
+
+    # A second answer, after the decision: the case no longer awaits one.
+    answer(forestry, permit, "liu.forestry")
+    refused = refusal_on(desk, permit, "not_awaiting_answer")
+    assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
+    history = [e["event_type"] for e in wait_for_event(desk.intake, permit, "CaseApproved")]
+    assert history.count("CaseApproved") == 1
+
+
+def test_an_undecodable_answer_is_dead_lettered_once(
+    stack: dict[str, ServiceProcess], bus: BusServer, forestry: dict[str, Any]
+) -> None:
+    async def send() -> None:
+        nc = await connect_department(forestry)
+        try:
+            await nc.jetstream().publish(forestry["answer_subject"], b'{"case_id": "nope"}')
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+    letter = dead_letter(bus, f"undecodable answer from credential {forestry['name']}")
+    assert letter["Caseflow-Consumer"] == "processing-dept-answers"
+
+
+def test_over_http_nobody_can_claim_a_credential(stack: dict[str, ServiceProcess]) -> None:
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    response = httpx.post(
+        f"{desk.processing}/cases/{permit}/actions/approve",
+        json={"delivered_by": {"channel": "nats", "credential": "forestry-system"}},
+        headers={**FORESTRY_OFFICER, "Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    approved = httpx.post(
+        f"{desk.processing}/cases/{permit}/actions/approve",
+        json={"decision_number": "韩林采字〔2026〕7号"},
+        headers={**FORESTRY_OFFICER, "Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert approved.status_code == 200, approved.text
+    events = wait_for_event(desk.intake, permit, "CaseApproved")
+    decision = next(e for e in events if e["event_type"] == "CaseApproved")
+    assert "delivered_by" not in decision["payload"]
+
+
+def test_a_reply_steered_onto_another_credentials_subject_decides_nothing(
+    stack: dict[str, ServiceProcess],
+    bus: BusServer,
+    forestry: dict[str, Any],
+    hrss: dict[str, Any],
+) -> None:
+    """What subject permissions can't stop (docs/architecture.md, "Not yet"): a request the
+    department may send, with another credential's answer subject as its reply, makes the
+    server deliver its answer there (a forwarded request, a consumer info). Its content is
+    never the department's own, so it decodes as no answer: dead-lettered, nothing
+    recorded, the case still waits for its department."""
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    wait_for_event(desk.intake, permit, "CaseForwarded")
+
+    async def steer() -> None:
+        nc = await connect_department(forestry)
+        try:
+            durable = f"CASEFLOW_DEPT.{forestry['durable']}"
+            await nc.publish(f"$JS.API.CONSUMER.INFO.{durable}", b"", reply=hrss["answer_subject"])
+            pull = json.dumps({"batch": 5, "expires": 2_000_000_000}).encode()
+            await nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{durable}", pull, reply=hrss["answer_subject"]
+            )
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(steer())
+    dead_letter(bus, f"undecodable answer from credential {hrss['name']}")
+    events = httpx.get(
+        f"{desk.intake}/cases/{permit}/events", headers=dict(FORESTRY_OFFICER), timeout=10
+    ).json()["events"]
+    types = [e["event_type"] for e in events]
+    assert "CaseApproved" not in types and "CaseRejected" not in types
+    assert "ActionRefused" not in types
+    assert types[-1] in ("CaseForwarded", "NotificationSent")

