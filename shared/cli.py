@@ -100,6 +100,13 @@ def up(
     data_dir: Annotated[
         Path, typer.Option(help="where the embedded default keeps its data")
     ] = Path("var"),
+    nats_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="caseflow's NATS users (seeds, register, server config) if not under "
+            "<data-dir>/nats: the folder an external NATS takes its users from"
+        ),
+    ] = None,
     host: str = "127.0.0.1",
     intake_port: int = 8001,
     processing_port: int = 8002,
@@ -116,6 +123,7 @@ def up(
         host=host,
         ports={"intake": intake_port, "processing": processing_port, "notify": notify_port},
         nats_port=nats_port,
+        nats_dir=nats_dir.resolve() if nats_dir else None,
     )
     raise typer.Exit(stack.run())
 

@@ -46,6 +46,7 @@ class Stack:
         host: str,
         ports: dict[str, int],
         nats_port: int,
+        nats_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.database_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'caseflow.db'}"
@@ -56,7 +57,9 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.key_pair = KeyPair(data_dir / "keys")
-        self.credentials = CredentialStore(data_dir / "nats")
+        self.credentials = CredentialStore(nats_dir or data_dir / "nats")
+        """caseflow's NATS users: under the data folder, or the folder an external NATS
+        already takes its users from (``caseflow nats init --dir``)."""
         self.notify_env: dict[str, str] = {}
         """Where notify sends email and SMS: the sandbox's receivers, unless configured."""
 

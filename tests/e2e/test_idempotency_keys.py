@@ -36,7 +36,7 @@ LM_REVIEWER = staff_headers("wang.reviewer", "reviewer", "longmen_station")
 XF_HEAD = staff_headers("zhao.head", "station_head", "xuefeng_station")
 XF_HEAD_2 = staff_headers("sun.head", "station_head", "xuefeng_station")
 LM_HEAD = staff_headers("zhao.head", "station_head", "longmen_station")
-AUDITOR = staff_headers("audit", "auditor", "hc_justice")
+AUDITOR = staff_headers("audit", "auditor", "hc_audit")
 
 _KEYS = itertools.count(1)
 
@@ -212,10 +212,11 @@ def test_an_action_key_is_its_senders_own(stack: dict[str, ServiceProcess]) -> N
     first = post(processing, act, XF_REVIEWER, key, {})
     assert first.status_code == 200, first.text
     assert first.json()["recorded"] == ["ReviewStarted"]
-    version = first.json()["version"]
     again = post(processing, act, XF_REVIEWER, key, {})
     assert again.status_code == 200 and again.json()["recorded"] == ["ReviewStarted"]
-    assert again.json()["version"] == version
+    # Recorded once (the case's version may have moved meanwhile: notify records its
+    # notices of the acceptance when it sends them).
+    assert _history(processing, case_id).count("ReviewStarted") == 1
 
     # Another station's reviewer of the same user name, with the same key: no such case.
     foreign = post(processing, act, LM_REVIEWER, key, {})

@@ -15,7 +15,13 @@ import psutil
 
 from shared import devservers
 from shared.auth import Role, SigningKey, Staff, issue_token
-from tests.services import VALID_APPLICATION, service_env, start_process, wait_for_event
+from tests.services import (
+    VALID_APPLICATION,
+    service_env,
+    session_bus,
+    start_process,
+    wait_for_event,
+)
 
 
 def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -> None:
@@ -151,6 +157,9 @@ def test_caseflow_up_against_external_postgres_and_nats(
         postgres_url,
         "--nats-url",
         nats_url,
+        # The external server knows the users of this folder (as an operator's would).
+        "--nats-dir",
+        str(session_bus().folder),
     ]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import RawStreamMsg
 
 from shared import devservers
 from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
@@ -218,12 +219,9 @@ async def test_consumer_resumes_after_nats_server_restart(
         devservers.stop_process(proc)
 
 
-async def _dead_letters(nc: NATS, count: int) -> list[Msg]:
-    dlq = await nc.jetstream().subscribe("caseflow.dlq.>", stream=DLQ_STREAM, ordered_consumer=True)
-    try:
-        return [await dlq.next_msg(timeout=10) for _ in range(count)]
-    finally:
-        await dlq.unsubscribe()
+async def _dead_letters(operator: NATS, count: int) -> list[RawStreamMsg]:
+    """The first ``count`` dead letters, read as the operator reads them."""
+    return await stored_messages(operator, DLQ_STREAM, count)
 
 
 async def _inbox(log: EventLog, event_id: uuid.UUID) -> int:
@@ -253,11 +251,15 @@ def _forged(case_id: uuid.UUID, event_id: uuid.UUID, **payload: object) -> bytes
 
 
 async def test_a_message_whose_event_is_not_in_the_log_is_dead_lettered_unhandled(
-    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+    log: EventLog,
+    nc: NATS,
+    relay_nc: NATS,
+    operator_nc: NATS,
+    running: Callable[[Consumer], None],
 ) -> None:
     good = await _append(log, 2)
     forged_id = uuid.uuid4()
-    js = nc.jetstream()
+    js = relay_nc.jetstream()
     await js.publish(
         "caseflow.events.application.CaseReceived",
         _forged(uuid.uuid4(), forged_id),
@@ -266,7 +268,7 @@ async def test_a_message_whose_event_is_not_in_the_log_is_dead_lettered_unhandle
     running(Consumer(spec(), log, nc))
     await _until(lambda: _has(log, 2))
 
-    [letter] = await _dead_letters(nc, 1)
+    [letter] = await _dead_letters(operator_nc, 1)
     headers = letter.headers or {}
     assert f"has no event {forged_id}" in headers["Caseflow-Dead-Letter-Reason"]
     assert "not in the log" in headers["Caseflow-Dead-Letter-Reason"]
@@ -277,18 +279,22 @@ async def test_a_message_whose_event_is_not_in_the_log_is_dead_lettered_unhandle
 
 
 async def test_a_forged_id_does_not_shadow_the_real_event_that_comes_later(
-    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+    log: EventLog,
+    nc: NATS,
+    relay_nc: NATS,
+    operator_nc: NATS,
+    running: Callable[[Consumer], None],
 ) -> None:
     # Someone publishes an id before caseflow records it (ids derived from keys can be
     # guessed): the real event must still be handled when it is recorded.
     case_id, event_id = uuid.uuid4(), uuid.uuid4()
-    await nc.jetstream().publish(
+    await relay_nc.jetstream().publish(
         "caseflow.events.application.CaseReceived",
         _forged(case_id, event_id),
         headers={"Nats-Msg-Id": f"forged-{event_id}"},
     )
     running(Consumer(spec(), log, nc))
-    await _dead_letters(nc, 1)
+    await _dead_letters(operator_nc, 1)
     await log.append(
         case_id,
         0,
@@ -300,7 +306,11 @@ async def test_a_forged_id_does_not_shadow_the_real_event_that_comes_later(
 
 
 async def test_the_handler_gets_the_log_copy_not_the_message(
-    log: EventLog, nc: NATS, running: Callable[[Consumer], None]
+    log: EventLog,
+    nc: NATS,
+    relay_nc: NATS,
+    operator_nc: NATS,
+    running: Callable[[Consumer], None],
 ) -> None:
     seen: list[StoredEvent] = []
 
@@ -320,13 +330,13 @@ async def test_the_handler_gets_the_log_copy_not_the_message(
 
     # A real id published with another payload, or on another subject, changes nothing.
     tampered = {**stored.envelope(), "payload": {"poison": True}}
-    js = nc.jetstream()
+    js = relay_nc.jetstream()
     await js.publish(
         "caseflow.events.application.CaseApproved",
         orjson.dumps(tampered),
         headers={"Nats-Msg-Id": "tampered-subject"},
     )
-    [letter] = await _dead_letters(nc, 1)
+    [letter] = await _dead_letters(operator_nc, 1)
     reason = (letter.headers or {})["Caseflow-Dead-Letter-Reason"]
     assert f"{stored.event_id} is CaseReceived (application)" in reason
     assert "not on caseflow.events.application.CaseApproved" in reason

@@ -747,6 +747,7 @@ async def test_caseflow_up_allows_its_sandbox_receiver_and_nothing_else(
         ports={"notify": 3},
         nats_port=4,
     )
+    stack.ensure_nats_credentials()  # as `caseflow up` does before it starts a service
     async with Sandbox() as sandbox:
         stack.notify_env = sandbox.environment()  # what `caseflow up` reads from its sandbox
         receiver = httpx.URL(sandbox.webhooks.endpoint())
