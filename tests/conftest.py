@@ -28,6 +28,36 @@ from tests.services import BusServer, bus_server, session_keys
 TEMPLATE = "caseflow_template"
 
 
+SECURITY_SUITE = frozenset(
+    {
+        "tests/security/test_cross_station.py",
+        "tests/security/test_suite_files.py",
+        "tests/e2e/test_bus_privacy.py",
+        "tests/e2e/test_department_answers.py",
+        "tests/e2e/test_idempotency_keys.py",
+        "tests/e2e/test_relay_credential.py",
+        "tests/integration/test_claims.py",
+        "tests/integration/test_idempotency_replays.py",
+        "tests/integration/test_input_checks.py",
+        "tests/integration/test_metrics_token.py",
+        "tests/integration/test_nats_auth.py",
+        "tests/integration/test_nats_cli.py",
+        "tests/integration/test_unavailable.py",
+        "tests/integration/test_webhook_egress.py",
+        "tests/unit/test_egress.py",
+        "tests/unit/test_nats_access.py",
+    }
+)
+"""The files of the security suite (``pytest -m security``; see ``tests/security``)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if item.path.relative_to(root).as_posix() in SECURITY_SUITE:
+            item.add_marker(pytest.mark.security)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Give the run a base temp folder of its own, outside pytest's numbered rotation.
 

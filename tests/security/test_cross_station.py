@@ -36,7 +36,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared.auth import ROLE_ORG_KINDS, Role
+from shared.auth import ClaimsRefused, Role, Staff, check_claims
 from shared.db import create_engine
 from shared.eventlog.schema import events as events_table
 from shared.orgs import load_organisations
@@ -45,6 +45,7 @@ from tests.services import (
     VALID_APPLICANT,
     ServiceProcess,
     running_stack,
+    session_sandbox,
     staff_headers,
     wait_for_event,
 )
@@ -52,9 +53,7 @@ from tests.services import (
 VICTIM = "xuefeng_station"
 ORGS = load_organisations()
 UNKNOWN_ORG = "nowhere_station"
-AUDIT_ORG = next(
-    o.code for o in ORGS if o.kind.value in ROLE_ORG_KINDS[Role.auditor]
-)  # the audit body (the registry marks it)
+AUDIT_ORG = next(o.code for o in ORGS if o.audit_body)  # the audit body: the registry marks it
 
 CLERK = staff_headers("xf.clerk", Role.window_clerk, VICTIM)
 REVIEWER = staff_headers("xf.reviewer", Role.reviewer, VICTIM)
@@ -159,7 +158,7 @@ def _build_victim(stack: dict[str, ServiceProcess]) -> Victim:
         f"{notify}/webhooks",
         HEAD,
         {
-            "url": "https://hooks.example.org/xuefeng",
+            "url": f"{_receiver()}/xuefeng",
             "event_types": ["CaseAccepted"],
             "description": MARKERS["webhook"],
         },
@@ -175,6 +174,13 @@ def _build_victim(stack: dict[str, ServiceProcess]) -> Victim:
     victim.deliveries = [d["delivery_id"] for d in listed.json()["deliveries"]]
     assert victim.deliveries
     return victim
+
+
+def _receiver() -> str:
+    """The base URL of the test run's sandbox webhook receiver: the one address the
+    stack's notify is allowed to call (the refusals below are then for whom, not where)."""
+    network, _, port = session_sandbox()["WEBHOOK_ALLOW_NETWORKS"].rpartition(":")
+    return f"http://{network.removesuffix('/32')}:{port}"
 
 
 # --- who may see what ---------------------------------------------------------------------
@@ -196,16 +202,21 @@ SEES: dict[str, set[tuple[Role, str]]] = {
 class Identity:
     role: Role
     org: str
+    permissions: frozenset[str] = frozenset()
 
     @property
     def valid(self) -> bool:
-        """Whether the registry knows the organisation and the role fits its kind."""
-        if self.org not in ORGS:
+        """Whether the registry bears the claims out: the organisation exists, the role
+        suits it, the special permissions are the role's to hold."""
+        try:
+            check_claims(Staff("probe", self.role, self.org, None, self.permissions), ORGS)
+        except ClaimsRefused:
             return False
-        return ORGS.get(self.org).kind.value in ROLE_ORG_KINDS[self.role]
+        return True
 
     def headers(self) -> dict[str, str]:
-        return staff_headers(f"probe.{self.role.value}.{self.org}", self.role, self.org)
+        user = f"probe.{self.role.value}.{self.org}.{'-'.join(sorted(self.permissions))}"
+        return staff_headers(user, self.role, self.org, permissions=self.permissions)
 
     def sees(self, thing: str) -> bool:
         return (self.role, self.org) in SEES[thing]
@@ -305,7 +316,7 @@ def _probes(
         body = {"reason": "probe"} if verb != "amendments" else _instrument()
         return [probe(f"/delegations/hrss-xuefeng-2021/{verb}", "delegation", True, body=body)]
     if key == ("notify", "POST", "/webhooks"):
-        body = {"url": "https://hooks.example.org/probe", "station": VICTIM}
+        body = {"url": f"{_receiver()}/probe", "station": VICTIM}
         return [probe(path, "webhook", True, body=body)]
     if key == ("notify", "GET", "/webhooks"):
         return [probe(path, None, False), probe(path, None, False, params={"station": VICTIM})]
@@ -493,7 +504,9 @@ async def _nothing_changed(database_url: str, victim: Victim) -> None:
             strangers = [
                 (r.event_type, r.actor_station)
                 for r in rows
-                if r.actor_station not in (VICTIM, None) and r.event_type != "ActionRefused"
+                # caseflow's own records (notices, disclosures) name no organisation
+                if r.actor_station not in (VICTIM, None, "system")
+                and r.event_type != "ActionRefused"
             ]
             assert not strangers, strangers
             opened = (
@@ -518,3 +531,66 @@ def _subscription_unchanged(stack: dict[str, ServiceProcess], victim: Victim) ->
     assert {k: now.json()[k] for k in ("status", "url", "event_types", "updated_at")} == {
         k: sub[k] for k in ("status", "url", "event_types", "updated_at")
     }
+
+
+MATTER_BODIES: dict[str, Any] = {
+    "/matters/mediation": {"title": "邻里纠纷", "parties": ["甲", "乙"], "summary": "宅基地"},
+    "/matters/legal_publicity": {"topic": "普法", "planned_on": "2026-12-01"},
+    "/matters/assistance": {"person_name": "王五", "need": "生活困难"},
+    "/matters/police_assistance": {"police_unit": "板桥派出所", "summary": "协查"},
+    "/reception": {"visitor_name": "李四", "purpose": "enquiry"},
+    "/cases": {
+        "item_code": "pension_enrolment",
+        "applicant": VALID_APPLICANT,
+        "materials": [
+            {"code": "id_card", "original_checked": True},
+            {"code": "household_register", "original_checked": True},
+            "application_form",
+        ],
+    },
+}
+
+
+def test_what_anyone_opens_is_their_own_stations(stack: dict[str, ServiceProcess]) -> None:
+    """Every identity hands in an application, a visit and each matter: only station staff
+    whose role opens it may, and it opens at their own station, never at Xuefeng's or at a
+    "station" that is a department, the town or nowhere."""
+    intake = stack["intake"].base_url
+    stations = {o.code for o in ORGS if o.kind.value == "station"}
+    findings = []
+    opened: list[str] = []
+    with httpx.Client(timeout=60) as client:
+        for identity in IDENTITIES:
+            for path, body in MATTER_BODIES.items():
+                response = client.post(
+                    intake + path,
+                    json=body,
+                    headers={**_headers(identity), "Idempotency-Key": uuid.uuid4().hex},
+                )
+                where = f"{identity.role.value}@{identity.org} POST {path}"
+                if response.status_code >= 500:
+                    findings.append(f"{where}: {response.status_code}")
+                elif response.status_code < 300:
+                    answer = response.json()
+                    station = answer.get("station")
+                    opened.append(f"{identity.org}:{station}:{answer.get('case_number')}")
+                    if not identity.valid or identity.org not in stations:
+                        findings.append(f"{where}: opened by a non-station identity")
+                    elif station is not None and station != identity.org:
+                        findings.append(f"{where}: opened at {station}")
+                    number = answer.get("case_number") or ""
+                    if number.startswith(("XF-", "HC-")) or (
+                        identity.org != VICTIM and MARKERS["station_case"] in response.text
+                    ):
+                        findings.append(f"{where}: answered {number}")
+                elif not identity.valid and response.status_code not in (401, 403):
+                    findings.append(f"{where}: {response.status_code} for a misfit")
+    assert not findings, _summary(findings)
+    # Longmen's own staff did open things, at Longmen, numbered LM-…
+    assert len(opened) >= len(MATTER_BODIES), opened
+    assert all(o.startswith("longmen_station:longmen_station:") for o in opened), opened
+    assert any(o.endswith(":None") is False and ":LM-" in o for o in opened), opened
+    # Longmen's own staff did open things, at Longmen, numbered LM-…
+    assert len(opened) >= len(MATTER_BODIES), opened
+    assert all(o.startswith("longmen_station:longmen_station:") for o in opened), opened
+    assert any(":LM-" in o for o in opened), opened
