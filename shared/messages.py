@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.identity import person_name_problem, text_problem
 
 
 class _Payload(BaseModel):
@@ -249,7 +252,7 @@ class DepartmentAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    case_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    case_id: uuid.UUID
     outcome: Literal["approve", "reject"]
     officer: str = Field(
         min_length=1,
@@ -261,6 +264,23 @@ class DepartmentAnswer(BaseModel):
     reasons: list[str] = Field(default_factory=list, max_length=20)
     decision_number: str | None = Field(default=None, max_length=200)
     opinion: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("officer")
+    @classmethod
+    def _officer_reads_as_written(cls, value: str) -> str:
+        # The same rules as a person's name: no control, bidi or invisible-only characters.
+        if problem := person_name_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("reasons", "decision_number", "opinion")
+    @classmethod
+    def _plain_text(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # The rules an HTTP body's text meets at the edge (shared.http.InputGuardMiddleware).
+        for text in [value] if isinstance(value, str) else value or []:
+            if problem := text_problem(text):
+                raise ValueError(problem)
+        return value
 
 
 PAYLOADS: dict[str, type[BaseModel]] = {

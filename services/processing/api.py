@@ -46,9 +46,14 @@ async def get_case_by_number(
                 sa.select(case_index.c.case_id).where(case_index.c.case_number == case_number)
             )
         ).scalar()
-    if found is None:
-        raise NotFound(f"no case {case_number}")
-    return view(service, await visible_state(service, found, staff))
+    try:
+        if found is None:
+            raise NotFound(f"no case {case_number}")
+        return view(service, await visible_state(service, found, staff))
+    except NotFound:
+        # The same answer whether the number is unknown or another station's: the
+        # problem names the number asked for, never the id of a case the caller can't see.
+        raise NotFound(f"no case {case_number}") from None
 
 
 @router.post(

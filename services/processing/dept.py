@@ -40,9 +40,12 @@ from shared.bus.headers import (
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
+    header_value,
 )
 from shared.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
+from shared.eventlog.errors import ConcurrencyError
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.http import unavailable_dependency
 from shared.messages import DeliveredBy, DepartmentAnswer, DepartmentRequest
 from shared.workflow import engine
 from shared.workflow.engine import Refusal
@@ -219,7 +222,7 @@ class AnswerListener:
             name=ANSWERS_CONSUMER,
             filter_subject=ANSWERS_FILTER,
             ack_policy=api.AckPolicy.EXPLICIT,
-            max_deliver=5,
+            max_deliver=-1,  # outages are waited out; an answer's own failure is dead-lettered
             ack_wait=30,
         )
         while not stop.is_set():
@@ -240,12 +243,30 @@ class AnswerListener:
                 except Exception as err:
                     log.warning("answers fetch failed", error=repr(err))
                     break  # recreate the subscription (a server restart loses it)
-                for msg in msgs:
-                    await self.handle(msg)
+                try:
+                    for msg in msgs:
+                        await self.handle(msg)
+                except Exception as err:  # NATS went away mid-answer: it comes again
+                    log.warning("answers interrupted", error=repr(err)[:300])
+                    break
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
     async def handle(self, msg: Msg) -> None:
+        """Take one answer, or refuse it (recorded on the case and dead-lettered), or leave
+        it for later while the database can't be reached. Nothing in an answer stops the
+        listener: a failure of its own goes to the dead letter with its reason."""
+        try:
+            await self._handle(msg)
+        except Exception as err:
+            if _waits(err):
+                log.warning("answer waits for the database; will retry", error=repr(err)[:300])
+                await msg.nak(delay=1.0)
+                return
+            log.exception("answer failed", subject=msg.subject)
+            await self._dead(msg, f"answer not taken: {type(err).__name__}: {err}"[:1000])
+
+    async def _handle(self, msg: Msg) -> None:
         try:
             authority, credential = answer_origin(msg.subject)
         except ValueError as err:
@@ -258,7 +279,7 @@ class AnswerListener:
         except (ValidationError, orjson.JSONDecodeError) as err:
             await self._dead(msg, f"undecodable answer from credential {credential}: {err}")
             return
-        case_id = uuid.UUID(answer.case_id)
+        case_id = answer.case_id
         user, refusal = officer_of(answer.officer, authority, credential)
         officer = engine.Staff(user=user, role="department_officer", org=authority)
         key = f"dept-answer:{credential}:{msg_id}"
@@ -287,15 +308,13 @@ class AnswerListener:
             IdempotencyConflict,
             ValidationError,
         ) as err:
-            # A refusal by the workflow's own checks is already recorded on the case.
+            # No such case (a visit's or a delegation's id is none either), or a refusal
+            # by the workflow's own checks, already recorded on the case.
             await self._dead(msg, f"answer from credential {credential} not taken: {err}")
             return
-        except Exception as err:  # database down, conflict: try again later
-            log.warning("answer failed; will retry", error=repr(err))
-            await msg.nak(delay=1.0)
-            return
         if refusal is not None:
-            try:
+            # No such case: nothing to record it on; the dead letter says why.
+            with contextlib.suppress(NotFound):
                 await self.service.record_refusal(
                     case_id,
                     answer.outcome,
@@ -304,12 +323,6 @@ class AnswerListener:
                     idempotency_key=key,
                     delivered_by=delivered_by,
                 )
-            except NotFound:
-                pass  # no such case: nothing to record it on; the dead letter says why
-            except Exception as err:
-                log.warning("refusal not recorded; will retry", error=repr(err))
-                await msg.nak(delay=1.0)
-                return
             await self._dead(msg, f"answer refused ({refusal.reason}): {refusal.message}")
             return
         await msg.ack()
@@ -341,12 +354,18 @@ class AnswerListener:
             dlq_subject(ANSWERS_CONSUMER),
             msg.data,
             headers={
-                DLQ_REASON_HEADER: reason[:1000],
+                DLQ_REASON_HEADER: header_value(reason),
                 DLQ_SUBJECT_HEADER: msg.subject,
                 DLQ_CONSUMER_HEADER: ANSWERS_CONSUMER,
             },
         )
         await msg.term()
+
+
+def _waits(err: BaseException) -> bool:
+    """Whether ``err`` says nothing about the answer: the database (or NATS) can't be
+    reached, or other events kept landing on the case first. Try again later."""
+    return isinstance(err, ConcurrencyError) or unavailable_dependency(err) is not None
 
 
 def _body(answer: DepartmentAnswer) -> Approve | Reject:

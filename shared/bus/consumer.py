@@ -53,6 +53,7 @@ from shared.bus.headers import (
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
+    header_value,
 )
 from shared.bus.streams import EVENTS_STREAM, dlq_subject, event_subject
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
@@ -427,7 +428,7 @@ class Consumer:
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move the message to ``caseflow.dlq.<consumer>`` with the reason, then drop it."""
         headers = {
-            DLQ_REASON_HEADER: reason[:1000],
+            DLQ_REASON_HEADER: header_value(reason),
             DLQ_SUBJECT_HEADER: msg.subject,
             DLQ_CONSUMER_HEADER: self.spec.name,
         }

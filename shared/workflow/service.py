@@ -54,6 +54,9 @@ ATTEMPT = "attempt"
 RETRIES = 5
 """How often an action is checked again when another event lands on the case first."""
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
+CASE_KINDS = frozenset((APPLICATION, *MATTER_KINDS))
+"""The kinds of stream that are cases with a workflow. Visits, delegations and refused
+openings are streams of the same log, but nothing done to a case is done to them."""
 
 
 class NotFound(LookupError):
@@ -114,9 +117,10 @@ class CaseService:
     # -- reading -----------------------------------------------------------------------
 
     async def load(self, case_id: uuid.UUID) -> tuple[list[StoredEvent], CaseState]:
-        """The case's events and folded state (NotFound if it has none)."""
+        """The case's events and folded state (NotFound if it has none, or if the id is
+        of a stream that is not a case: a visit, a delegation, a refused opening)."""
         events = await self.log.read_case(case_id)
-        if not events:
+        if not events or events[0].case_kind not in CASE_KINDS:
             raise NotFound(f"no case {case_id}")
         return events, fold(events, self.workflows)
 
@@ -296,7 +300,7 @@ class CaseService:
     ) -> Outcome:
         if uow is not None:
             events = await uow.read_case(case_id)
-            if not events:
+            if not events or events[0].case_kind not in CASE_KINDS:
                 raise NotFound(f"no case {case_id}")
             state = fold(events, self.workflows)
         else:

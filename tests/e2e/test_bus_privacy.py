@@ -356,9 +356,7 @@ def test_forwarding_handled_again_records_one_disclosure(world: World) -> None:
     history = events_of(world.intake, forwarded)
     assert len(of_type(history, "PersonalDataDisclosed")) == 1
     requests = [
-        m
-        for m in department_requests(world)
-        if orjson.loads(m.data)["case_id"] == forwarded
+        m for m in department_requests(world) if orjson.loads(m.data)["case_id"] == forwarded
     ]
     assert len(requests) == 1  # JetStream dropped the repeated request by its id
 

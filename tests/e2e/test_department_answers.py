@@ -25,6 +25,9 @@ from shared.bus.streams import DLQ_STREAM
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
 from tests.services import (
+    CLERK,
+    REVIEWER,
+    VALID_APPLICANT,
     VALID_APPLICATION,
     BusServer,
     ServiceProcess,
@@ -71,13 +74,19 @@ def hrss(bus: BusServer) -> dict[str, Any]:
     return issue_department(bus, "hc_hrss")
 
 
-def answer(file: dict[str, Any], case_id: str, officer: str, msg_id: str | None = None) -> None:
+def answer(
+    file: dict[str, Any],
+    case_id: str,
+    officer: str,
+    msg_id: str | None = None,
+    **more: Any,
+) -> None:
     """Publish an approval as the credential's system would, on its own subject."""
 
     async def send() -> None:
         nc = await connect_department(file)
         try:
-            body = {"case_id": case_id, "outcome": "approve", "officer": officer}
+            body = {"case_id": case_id, "outcome": "approve", "officer": officer, **more}
             await nc.jetstream().publish(
                 file["answer_subject"],
                 json.dumps(body).encode(),
@@ -268,3 +277,114 @@ def test_a_reply_steered_onto_another_credentials_subject_decides_nothing(
     # disclosure to the department land after it, in whatever order).
     acts = [t for t in types if t not in ("NotificationSent", "PersonalDataDisclosed")]
     assert acts[-1] == "CaseForwarded", types
+
+
+def test_answers_naming_no_case_or_written_to_deceive_change_nothing_and_stop_nothing(
+    stack: dict[str, ServiceProcess], bus: BusServer, forestry: dict[str, Any]
+) -> None:
+    """An answer for a stream that is not a case (a delegation's, a visit's), with an id
+    that is no UUID, or with control or direction characters in what it says is
+    dead-lettered with its reason; nothing is appended anywhere (a refusal recorded on a
+    delegation's stream broke the register), and the listener goes on to the next answer."""
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    delegations = httpx.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
+    assert delegations.status_code == 200, delegations.text
+    register = delegations.json()
+    delegation = register["delegations"][0]["case_id"]
+    visit = httpx.post(
+        f"{desk.intake}/reception",
+        json={"visitor_name": "王秀英", "purpose": "enquiry"},
+        headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert visit.status_code == 201, visit.text
+    visit_id = visit.json()["visit_id"]
+
+    answer(forestry, delegation, "liu.forestry")
+    dead_letter(bus, f"no case {delegation}")
+    answer(forestry, visit_id, "liu.forestry")
+    dead_letter(bus, f"no case {visit_id}")
+    answer(forestry, "a" * 36, "liu.forestry", msg_id="not-a-uuid")
+    answer(forestry, permit, "liu\u202eyrtserof", msg_id="bidi-officer")
+    answer(forestry, permit, "liu.forestry", msg_id="ansi", opinion="\x1b[2J准予")
+    answer(forestry, permit, "liu.forestry\x00", msg_id="nul")
+    for why in ("valid UUID", "U+202E", "U+001B", "U+0000"):
+        dead_letter(bus, why)
+
+    # The listener is alive: the department's real answer is taken.
+    answer(forestry, permit, "liu.forestry", decision_number="韩林采字〔2026〕8号")
+    events = wait_for_event(desk.intake, permit, "CaseApproved", timeout=20)
+    assert [e["event_type"] for e in events].count("ActionRefused") == 0
+    # Nothing landed on the delegation's stream or the visit's: the register reads as before.
+    again = httpx.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
+    assert again.status_code == 200, again.text
+    assert again.json() == register
+    for stream in (delegation, visit_id):
+        shown = httpx.get(f"{desk.intake}/cases/{stream}/events", headers=FORESTRY_OFFICER)
+        assert shown.status_code == 404, shown.text
+    opened = httpx.post(
+        f"{desk.intake}/cases",
+        json=VALID_APPLICATION,
+        headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    assert opened.status_code == 201, opened.text
+
+
+def test_only_the_authority_a_case_was_forwarded_to_decides_it(
+    stack: dict[str, ServiceProcess],
+) -> None:
+    """The minimum living allowance is the civil affairs bureau's power, forwarded to the
+    town: the bureau's officers see the case, but only the town's decide it. Before the
+    forwarding, no department extends the case's time limit."""
+    desk = Desk(stack)
+    item = {
+        "item_code": "minimum_living_allowance",
+        "applicant": VALID_APPLICANT,
+        "materials": [
+            {"code": code, "original_checked": True}
+            for code in (
+                "application_form",
+                "id_card",
+                "household_register",
+                "household_income_declaration",
+                "economic_check_authorisation",
+            )
+        ],
+    }
+    case = str(desk.submit(item)["case_id"])
+    desk.act(case, "start_review", REVIEWER)
+    bureau = staff_headers("chen.civil", "department_officer", "hc_civil_affairs")
+    town = staff_headers("sun.town", "department_officer", "banqiao_town")
+
+    def attempt(action: str, who: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{desk.processing}/cases/{case}/actions/{action}",
+            json=body,
+            headers={**who, "Idempotency-Key": uuid.uuid4().hex},
+            timeout=10,
+        )
+
+    early = attempt("extend", bureau, {"reason": "需要实地核查家庭经济状况"})
+    assert early.status_code == 403, early.text
+    assert early.json()["reason"] == "not_forwarded_to_authority"
+    desk.act(case, "complete_review", REVIEWER, {"recommendation": "approve", "opinion": "ok"})
+    forwarded = desk.act(case, "forward", REVIEWER)
+    assert forwarded["forward_to"] == "banqiao_town", forwarded
+
+    seen = httpx.get(f"{desk.processing}/cases/{case}", headers=bureau, timeout=10)
+    assert seen.status_code == 200, seen.text
+    refused = attempt("approve", bureau, {"decision_number": "韩民〔2026〕1号"})
+    assert refused.status_code == 403, refused.text
+    assert "banqiao_town" in refused.json()["detail"]
+    approved = attempt("approve", town, {"decision_number": "板政〔2026〕1号"})
+    assert approved.status_code == 200, approved.text
+    events = httpx.get(f"{desk.intake}/cases/{case}/events", headers=CLERK, timeout=10).json()
+    decisions = [e for e in events["events"] if e["event_type"] == "CaseApproved"]
+    assert [d["actor"]["station"] for d in decisions] == ["banqiao_town"]
+    refusals = [e for e in events["events"] if e["event_type"] == "ActionRefused"]
+    assert {(r["payload"]["action"], r["actor"]["station"]) for r in refusals} == {
+        ("extend", "hc_civil_affairs"),
+        ("approve", "hc_civil_affairs"),
+    }

@@ -336,6 +336,8 @@ class WorkflowMachine(RuleBasedStateMachine):
         else:
             assert step is not None, f"{action} was recorded from {before.status}"
             assert who.role in step.roles
+            if who.role == "department_officer":  # seeing a case is not deciding it
+                assert who.org == before.forward_to, (action, who.org, before.forward_to)
             assert after.status == step.target(before.status)
         MOVED.add(action)
         REACHED.add(after.status)

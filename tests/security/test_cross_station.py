@@ -387,9 +387,18 @@ def _operations(stack: dict[str, ServiceProcess]) -> list[tuple[str, str, str]]:
     return found
 
 
-def _leaks(text: str, identity: Identity) -> list[str]:
-    return [
+def _leaks(text: str, identity: Identity, probe: Probe, victim: Victim) -> list[str]:
+    """What the answer shows of Xuefeng's things that ``identity`` may not see: a marker,
+    or an id that the request did not name itself (a 404 for a case number must not
+    give away the case's id)."""
+    asked = f"{probe.url} {probe.params} {probe.body}"
+    shown = [
         thing for thing, marker in MARKERS.items() if marker in text and not identity.sees(thing)
+    ]
+    return shown + [
+        f"the id of {thing}"
+        for thing, thing_id in victim.ids.items()
+        if thing_id in text and thing_id not in asked and not identity.sees(thing)
     ]
 
 
@@ -408,7 +417,7 @@ def test_nobody_reads_or_changes_another_stations_things(
     ]
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(4) as pool:
         findings = [
-            f for found in pool.map(lambda job: _try(client, stack, *job), jobs) for f in found
+            f for found in pool.map(lambda job: _try(client, stack, *job, victim), jobs) for f in found
         ]
     counted = len(jobs)
     assert counted > 5000, counted
@@ -430,7 +439,11 @@ def _summary(findings: list[str]) -> str:
 
 
 def _try(
-    client: httpx.Client, stack: dict[str, ServiceProcess], identity: Identity, probe: Probe
+    client: httpx.Client,
+    stack: dict[str, ServiceProcess],
+    identity: Identity,
+    probe: Probe,
+    victim: Victim,
 ) -> list[str]:
     """Send one probe as ``identity``; what it found wrong."""
     where = f"{identity.role.value}@{identity.org} {probe.method} {probe.url}"
@@ -452,7 +465,7 @@ def _try(
         findings.append(f"{where}: {status} for a role that doesn't fit its org")
     elif probe.changes and status < 400 and not _harmless(probe, response):
         findings.append(f"{where}: {status}, a change was accepted")
-    leaked = _leaks(response.text, identity)
+    leaked = _leaks(response.text, identity, probe, victim)
     if leaked:
         findings.append(f"{where}: {status} shows {', '.join(leaked)}")
     if (

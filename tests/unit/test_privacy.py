@@ -118,7 +118,12 @@ def test_masking_twice_changes_nothing_more(value: Any) -> None:
     assert masked(once) == once
 
 
-@given(id_numbers(), phones, st.emails())
+@given(
+    id_numbers(),
+    phones,
+    # A mailbox of only asterisks ("*@A.AC") reads the same masked ("***@A.AC").
+    st.emails().filter(lambda address: address.split("@")[0].strip("*") != ""),
+)
 def test_personal_fields_are_masked_at_any_depth(number: str, phone: str, address: str) -> None:
     payload: dict[str, Any] = {
         "applicant": {"name": "王秀英", "id_number": number, "phone": phone, "email": address},

@@ -332,10 +332,21 @@ def test_plan_refuses_a_wrong_role_naming_who_may() -> None:
         "wrong_role", "accept must be done by: window_clerk, station_head (not reviewer)"
     )
     assert isinstance(engine.plan(CaseState(status="reviewed"), STATION, "approve", CLERK), Refusal)
-    forwarded = CaseState(status="forwarded")
+    forwarded = CaseState(status="forwarded", forward_to="hc_forestry")
     assert isinstance(engine.plan(forwarded, FORWARDED, "approve", HEAD), Refusal)
     step = engine.plan(forwarded, FORWARDED, "approve", FORESTRY)
     assert step == Step("approve", "CaseApproved", "decide", FORWARDED.step("forwarded", "approve"))
+
+
+def test_only_the_authority_the_case_was_forwarded_to_decides_or_extends_it() -> None:
+    elsewhere = CaseState(status="forwarded", forward_to="banqiao_town")
+    refusal = engine.plan(elsewhere, FORWARDED, "approve", FORESTRY)
+    assert isinstance(refusal, Refusal) and refusal.reason == "not_forwarded_to_authority"
+    assert "banqiao_town" in refusal.message
+    in_review = CaseState(status="in_review")
+    refusal = engine.plan(in_review, FORWARDED, "extend", FORESTRY)
+    assert isinstance(refusal, Refusal) and refusal.reason == "not_forwarded_to_authority"
+    assert isinstance(engine.plan(in_review, FORWARDED, "extend", HEAD), Step)
 
 
 def test_only_the_system_deems_a_case_accepted() -> None:
