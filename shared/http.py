@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import sqlite3
 import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
-import asyncpg
-import nats.errors
-import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.eventlog import ConcurrencyError
 from shared.identity import text_problem
 from shared.metrics import metrics
+from shared.outages import unavailable_dependency
 
 log = structlog.get_logger("caseflow.http")
 
@@ -249,60 +245,6 @@ class InputGuardMiddleware:
 
 RETRY_AFTER_SECONDS = 5
 """What a 503 asks the client to wait before trying again."""
-
-_NATS_DOWN: tuple[type[BaseException], ...] = (
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoServersError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.FlushTimeoutError,
-    nats.errors.TimeoutError,
-)
-_DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    sqlalchemy.exc.DisconnectionError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    sqlite3.OperationalError,
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, what caused it, and the members of exception groups, once each."""
-    found: list[BaseException] = []
-    pending = [exc]
-    while pending:
-        current = pending.pop()
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        orig = getattr(current, "orig", None)
-        if isinstance(orig, BaseException):
-            pending.append(orig)
-    return found
-
-
-def unavailable_dependency(exc: BaseException) -> tuple[str, BaseException] | None:
-    """``("NATS" | "database", the cause)`` when ``exc`` comes from a dependency that
-    can't be reached (refused, gone, timed out, shut down), else None."""
-    for cause in _causes(exc):
-        if isinstance(cause, _NATS_DOWN):
-            return "NATS", cause
-        if isinstance(cause, _DATABASE_DOWN) or (
-            isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
-        ):
-            return "database", cause
-    return None
 
 
 async def _database_down(scope: Scope) -> bool:

@@ -232,7 +232,11 @@ class Stack:
 
     def run(self) -> int:
         """Start everything, print the addresses and wait for Ctrl-C."""
+        # The event log, the keys and the NATS seeds hold citizens' data and secrets:
+        # readable by the operator's account only (the services inherit the umask).
+        os.umask(0o077)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         try:

@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.bus.consumer import UnitOfWork
 from shared.eventlog import ConcurrencyError, EventLog
 from shared.events import utcnow
+from shared.outages import log_failed_round
 from shared.sql import insert_ignore
 from shared.timers_schema import timers as t
 
@@ -341,7 +342,7 @@ class TimerWheel:
                         # Due, yet nothing to claim: another wheel has them in hand.
                         claimed_nothing = True
                 except Exception:
-                    log.exception("timer round failed; retrying", wheel=self.name)
+                    log_failed_round(log, "timer round failed; retrying", wheel=self.name)
                     await self._sleep(stop, self.poll_interval)
                     continue
                 now = utcnow()

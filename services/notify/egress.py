@@ -312,6 +312,14 @@ async def resolve(
     return addresses
 
 
+def named_refusal(host: str) -> str:
+    """Why a name is refused, whether it resolves to no address or to an internal one."""
+    return (
+        f"{host} does not resolve to a public address; check the name "
+        f"(域名无法解析或不是公网地址) — {PUBLIC_ONLY}"
+    )
+
+
 def checked(
     host: str, port: int, addresses: Sequence[IPAddress], policy: EgressPolicy, *, named: bool
 ) -> None:
@@ -328,7 +336,7 @@ def checked(
             detail += " (an allowed network, but not this port)"
         if named:
             # Which internal address a name has is the inside's business: not said.
-            reason = f"{host} resolves to an address that is not allowed; {PUBLIC_ONLY}"
+            reason = named_refusal(host)
         else:
             article = "an" if kind[0].lower() in "aeiou" else "a"
             reason = f"{host} is {article} {kind} address ({address}); {PUBLIC_ONLY}"
@@ -344,15 +352,15 @@ async def check_url(
 ) -> Target:
     """A subscription's URL, checked as a delivery will check it (registration).
 
-    Raises :class:`TargetInvalid` (not a usable URL, or a name that does not resolve)
-    or :class:`AddressRefused`."""
+    Raises :class:`TargetInvalid` (not a usable URL) or :class:`AddressRefused` (an
+    address webhooks may not reach, or a name that resolves to no public one)."""
     target = parse_target(url)
     try:
         addresses = await resolve(target.host, target.port, resolver, lookup_seconds=lookup_seconds)
-    except LookupFailed:
-        raise TargetInvalid(
-            f"{target.host} does not resolve to an address; check the name (域名无法解析)"
-        ) from None
+    except LookupFailed as err:
+        # The same words as for a name resolving inside: which internal names exist
+        # is not for a subscriber to learn by trying them.
+        raise AddressRefused(named_refusal(target.host), f"{target.host}: {err}") from None
     checked(
         target.host,
         target.port,

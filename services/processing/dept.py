@@ -45,8 +45,8 @@ from shared.bus.headers import (
 from shared.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
 from shared.eventlog.errors import ConcurrencyError
 from shared.events import NewEvent, StoredEvent, utcnow
-from shared.http import unavailable_dependency
 from shared.messages import DeliveredBy, DepartmentAnswer, DepartmentRequest
+from shared.outages import unavailable_dependency
 from shared.workflow import engine
 from shared.workflow.engine import Refusal
 from shared.workflow.payloads import Approve, Reject

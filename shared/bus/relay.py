@@ -33,6 +33,7 @@ from shared.eventlog import EventLog, LogCursor
 from shared.eventlog.schema import relay_checkpoints as cp
 from shared.eventlog.tailing import tail
 from shared.events import StoredEvent, utcnow
+from shared.outages import log_failed_round
 from shared.privacy import MASKED_VIEW, masked_envelope
 from shared.sql import insert_ignore
 
@@ -202,5 +203,5 @@ class Relay:
             batch_size=self.batch_size,
             poll_interval=self.poll_interval,
             leading=lambda: self._leading,
-            failed=lambda: log.exception("relay round failed; retrying"),
+            failed=lambda: log_failed_round(log, "relay round failed; retrying"),
         )

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from shared.eventlog import EventLog, LogCursor
 from shared.eventlog.tailing import tail
+from shared.outages import log_failed_round
 from shared.projections import Projection
 from shared.projections import checkpoints as cps
 
@@ -143,7 +144,9 @@ class ProjectionRunner:
             batch_size=self.batch_size,
             poll_interval=self.poll_interval,
             leading=lambda: self._held is not None,
-            failed=lambda: log.exception("projection round failed; retrying", projection=self.name),
+            failed=lambda: log_failed_round(
+                log, "projection round failed; retrying", projection=self.name
+            ),
         )
         with contextlib.suppress(Exception):
             async with self.log.writer.begin() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -128,6 +129,9 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
         alive = _stop(proc)
     assert alive == [], f"left behind: {alive}"
     assert (data / "caseflow.db").exists() and (data / "jetstream").is_dir()
+    # Citizens' data and the keys are the operator's alone.
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "caseflow.db").stat().st_mode) & 0o077 == 0
 
     log = tmp_path / "up-again.log"
     proc = _up(data, ports, log)

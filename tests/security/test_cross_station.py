@@ -417,7 +417,9 @@ def test_nobody_reads_or_changes_another_stations_things(
     ]
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(4) as pool:
         findings = [
-            f for found in pool.map(lambda job: _try(client, stack, *job, victim), jobs) for f in found
+            f
+            for found in pool.map(lambda job: _try(client, stack, job[0], job[1], victim), jobs)
+            for f in found
         ]
     counted = len(jobs)
     assert counted > 5000, counted

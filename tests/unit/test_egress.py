@@ -231,9 +231,13 @@ async def test_names_resolving_inside_refused_without_saying_where() -> None:
             await check_url(f"https://{name}/in", EgressPolicy(), resolver)
         assert name in err.value.reason and hidden not in err.value.reason
         assert hidden in err.value.detail  # the operator's log may say
-    with pytest.raises(TargetInvalid) as invalid:
+    with pytest.raises(AddressRefused) as unknown:
         await check_url("https://nowhere.example/", EgressPolicy(), resolver)
-    assert "解析" in str(invalid.value)
+    assert "解析" in unknown.value.reason
+    # Whether a name exists inside is not told: the same words as for db.example.
+    assert unknown.value.reason.replace("nowhere", "db") == err.value.reason.replace(
+        "v6", "db"
+    )
     assert calls.count("mixed.example") == 1  # looked up once
 
 
