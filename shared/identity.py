@@ -144,10 +144,13 @@ def person_name_problem(value: str) -> str | None:
                 "how it reads (姓名含有文字方向控制字符)"
             )
     if all(
-        char in _INVISIBLE or unicodedata.category(char) in ("Cf", "Zs", "Mn", "Me")
+        char in _INVISIBLE or unicodedata.category(char) in ("Cf", "Zs", "Mn", "Me", "Co", "Cn")
         for char in value
     ):
-        return "a name needs visible letters, not only spaces or invisible characters (姓名为空)"
+        return (
+            "a name needs visible letters, not only spaces, invisible, private-use or "
+            "unassigned characters (姓名为空或无法显示)"
+        )
     return None
 
 

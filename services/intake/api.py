@@ -8,7 +8,7 @@ listing every missing or defective material (一次性告知) with its deadline.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -65,6 +65,27 @@ def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None
         raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
 
 
+def _check_village(service: CaseService, field: str, village: str | None) -> None:
+    """A village code must be one of the villages a station serves (organisations.yaml):
+    the reports count by village, and a made-up code counts nowhere."""
+    if village is None:
+        return
+    known = {v.code for org in service.organisations for v in org.villages}
+    if village not in known:
+        raise FieldInvalid(
+            field,
+            f"no village {village!r} in the registry of organisations; use a village code "
+            "such as gongyu (村代码不存在)",
+        )
+
+
+def _check_planned_on(service: CaseService, planned_on: date) -> None:
+    try:
+        service.calendar.is_working_day(planned_on)
+    except OutsideCalendar as err:
+        raise FieldInvalid("planned_on", f"{err}; check the date (日期超出工作日历)") from None
+
+
 async def _check_visit(service: CaseService, staff: engine.Staff, reception_id: uuid.UUID) -> None:
     """``reception_id`` names a visit logged at the clerk's own station: another station's
     visit, a case that is not a visit, or nothing at all is refused."""
@@ -119,6 +140,7 @@ async def submit_case(
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
     _within_calendar(service, application.occurred_at)
+    _check_village(service, "applicant.village", application.applicant.village)
     if application.reception_id:
         await _check_visit(service, staff, application.reception_id)
     try:
@@ -185,6 +207,9 @@ async def _open_matter(
 ) -> dict[str, Any]:
     """The station's other work, each a case with its own small workflow."""
     _within_calendar(service, parsed.occurred_at)
+    _check_village(service, "village", getattr(parsed, "village", None))
+    if isinstance(parsed, PublicityIn):
+        _check_planned_on(service, parsed.planned_on)
     outcome = await service.open_case(
         case_kind=kind,
         workflow=service.workflows.for_kind(kind),
@@ -305,6 +330,7 @@ async def log_visit(
     if staff.role not in ("window_clerk", "station_head", "reviewer"):
         raise engine.NotAllowed("visitors are logged by the station's staff")
     _within_calendar(service, visit.occurred_at)
+    _check_village(service, "village", visit.village)
     event = NewEvent(
         event_type="VisitorReceived",
         occurred_at=visit.occurred_at,

@@ -35,6 +35,7 @@ from shared.eventlog import DuplicateEventError
 from shared.events import Actor
 from shared.http import PROBLEM_JSON, correlation_id
 from shared.runtime import EventLogDep
+from shared.workflow.reference import Reference
 
 router = APIRouter(prefix="/delegations", tags=["delegations"])
 
@@ -205,6 +206,16 @@ async def _existing(log: EventLogDep, code: str) -> DelegationState:
     return state
 
 
+def _fits_registry(request: Request, instrument: Instrument) -> None:
+    """The delegate must be a known organisation and every item one of the catalogue's
+    whose competent authority is the delegator (an instrument naming anything else would
+    grant nothing, or name a body nobody can act for): 422 listing what doesn't fit."""
+    reference: Reference = request.app.state.reference
+    problems = store.seed_problems([instrument], reference.catalogue, reference.organisations)
+    if problems:
+        raise HTTPException(422, "; ".join(problems))
+
+
 def _key_reused() -> HTTPException:
     return HTTPException(
         409,
@@ -239,6 +250,7 @@ async def publish_delegation(
 ) -> DelegationView:
     """Record ``DelegationPublished`` (version 1) and index the instrument."""
     _must_be_officer_of(staff, instrument.delegator)
+    _fits_registry(request, instrument)
     try:
         outcome = await store.publish(
             log,
@@ -341,6 +353,7 @@ async def amend_delegation(
     _must_be_officer_of(staff, state.instrument.delegator)
     if body.instrument.code != code:
         raise HTTPException(422, f"the amended instrument's code must stay {code}")
+    _fits_registry(request, body.instrument)
     try:
         outcome = await store.amend(
             log,

@@ -9,11 +9,28 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.events import utcnow
+from shared.workcalendar import local_date
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=500)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+EARLIEST = date(2000, 1, 1)
+"""No station's records go back further (a date before it is a typo)."""
+
+
+def _held_already(value: date) -> date:
+    if value > local_date(utcnow()):
+        raise ValueError("a session is recorded once held: not a future date (不能是将来的日期)")
+    if value < EARLIEST:
+        raise ValueError(f"not before {EARLIEST.isoformat()}; check the date (日期有误)")
+    return value
+
+
+HeldOn = Annotated[date, AfterValidator(_held_already)]
 
 
 class ActionBody(BaseModel):
@@ -143,7 +160,7 @@ class CompleteCallback(ActionBody):
 class HoldSession(ActionBody):
     """A mediation session."""
 
-    held_on: date | None = None
+    held_on: HeldOn | None = None
     notes: Reason
 
 
@@ -158,7 +175,7 @@ class HoldPublicity(ActionBody):
     """A legal-publicity session was held."""
 
     attendees: int = Field(ge=0, le=100_000)
-    held_on: date | None = None
+    held_on: HeldOn | None = None
     notes: Note | None = None
 
 

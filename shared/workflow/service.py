@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -82,6 +82,8 @@ class CatalogueLike(Protocol):
 
 class OrganisationsLike(Protocol):
     def get(self, code: str) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class DelegationsLike(Protocol):

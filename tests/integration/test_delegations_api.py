@@ -211,6 +211,27 @@ async def test_bad_requests_are_explained(client: httpx.AsyncClient) -> None:
     assert "no delegation no-such-thing" in problem(unknown, 404)["detail"]
 
 
+async def test_an_instrument_must_name_what_the_registry_knows(client: httpx.AsyncClient) -> None:
+    """A delegate nobody knows, an item not in the catalogue, or another body's item grant
+    nothing: refused, naming each, whether published or amended."""
+    nobody = await publish(client, delegate="nowhere_station")
+    assert "unknown delegate 'nowhere_station'" in problem(nobody, 422)["detail"]
+    made_up = await publish(client, items=["pension_enrolment", "moon_landing_permit"])
+    assert "moon_landing_permit" in problem(made_up, 422)["detail"]
+    foreign = await publish(client, items=["logging_permit"])
+    assert "competent authority is hc_forestry" in problem(foreign, 422)["detail"]
+    assert (await client.get(f"/delegations/{CODE}", headers=CLERK)).status_code == 404
+    assert (await publish(client)).status_code == 201
+    amended = await client.post(
+        f"/delegations/{CODE}/amendments",
+        json={"instrument": instrument(items=["logging_permit"]), "reason": "more items"},
+        headers=OFFICER,
+    )
+    assert "competent authority is hc_forestry" in problem(amended, 422)["detail"]
+    shown = (await client.get(f"/delegations/{CODE}", headers=CLERK)).json()
+    assert shown["instrument"]["items"] == ["pension_enrolment"]
+
+
 async def test_a_retried_change_changes_once(client: httpx.AsyncClient) -> None:
     assert (await publish(client)).status_code == 201
     headers = {**OFFICER, **key()}

@@ -170,6 +170,8 @@ BAD_NAMES = [
     ("王\u2067秀英", "U+2067"),
     ("\u200d\u200d\u200d", "visible letters"),
     ("\u200b\u2060", "visible letters"),
+    ("\ue000\ue001", "private-use"),  # private use: shows as something else everywhere
+    ("\U000e0057\U000e0041\U000e004e\U000e0047", "visible letters"),  # tag characters
 ]
 
 
@@ -302,3 +304,53 @@ async def test_reception_id_of_a_case_that_is_not_a_visit_is_refused(services: S
     case = await services.post("intake", "/cases", VALID_APPLICATION)
     body = {**VALID_APPLICATION, "reception_id": case.json()["case_id"]}
     await services.refused("intake", "/cases", body, "reception_id", "no visit")
+
+
+# ------------------------------------------------------------------------ villages and dates
+
+
+@pytest.mark.parametrize("village", ["atlantis", "nowhere_village", "GONGYU"])
+async def test_a_village_that_no_station_serves_is_refused(
+    services: Services, village: str
+) -> None:
+    problem = await services.refused(
+        "intake", "/cases", application(village=village), "applicant.village", "no village"
+    )
+    assert has_chinese(problem["detail"])
+    visit = {"visitor_name": "张三", "purpose": "enquiry", "village": village}
+    await services.refused("intake", "/reception", visit, "village", "no village")
+    mediation = {
+        "title": "宅基地纠纷",
+        "parties": ["张三", "李四"],
+        "summary": "邻里宅基地界线争议",
+        "village": village,
+    }
+    await services.refused("intake", "/matters/mediation", mediation, "village", "no village")
+
+
+async def test_a_village_of_the_registry_is_kept(services: Services) -> None:
+    response = await services.post("intake", "/cases", application(village="gongyu"))
+    assert response.status_code == 201, response.text
+    visit = {"visitor_name": "张三", "purpose": "enquiry", "village": "xiangshan"}
+    assert (await services.post("intake", "/reception", visit)).status_code == 201
+
+
+@pytest.mark.parametrize("planned_on", ["0001-01-01", "9999-12-31", "1900-06-01"])
+async def test_a_publicity_session_planned_outside_the_calendar_is_refused(
+    services: Services, planned_on: str
+) -> None:
+    body = {"topic": "反诈宣传进村", "planned_on": planned_on}
+    await services.refused("intake", "/matters/legal_publicity", body, "planned_on", "calendar")
+
+
+@pytest.mark.parametrize(("held_on", "says"), [("9999-12-31", "future"), ("0001-01-01", "2000")])
+async def test_a_session_held_in_the_future_or_in_antiquity_is_refused(
+    services: Services, held_on: str, says: str
+) -> None:
+    opened = await services.post(
+        "intake", "/matters/legal_publicity", {"topic": "反诈宣传进村", "planned_on": "2026-12-10"}
+    )
+    assert opened.status_code == 201, opened.text
+    path = f"/cases/{opened.json()['case_id']}/actions/hold"
+    body = {"attendees": 30, "held_on": held_on}
+    await services.refused("processing", path, body, "held_on", says, headers=HEAD)

@@ -235,9 +235,7 @@ async def test_names_resolving_inside_refused_without_saying_where() -> None:
         await check_url("https://nowhere.example/", EgressPolicy(), resolver)
     assert "解析" in unknown.value.reason
     # Whether a name exists inside is not told: the same words as for db.example.
-    assert unknown.value.reason.replace("nowhere", "db") == err.value.reason.replace(
-        "v6", "db"
-    )
+    assert unknown.value.reason.replace("nowhere", "db") == err.value.reason.replace("v6", "db")
     assert calls.count("mixed.example") == 1  # looked up once
 
 

@@ -4,6 +4,8 @@ naming the dependency; any other failure logs its traceback."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import MutableMapping
+from typing import Any
 
 import nats.errors
 import sqlalchemy.exc
@@ -15,7 +17,7 @@ from shared.outages import log_failed_round, unavailable_dependency
 log = structlog.get_logger("test")
 
 
-def _logged(err: BaseException) -> dict[str, object]:
+def _logged(err: BaseException) -> MutableMapping[str, Any]:
     with capture_logs() as logs:
         try:
             raise err
