@@ -51,6 +51,7 @@ from shared.workflow import engine
 from shared.workflow.engine import Refusal
 from shared.workflow.payloads import Approve, Reject
 from shared.workflow.service import (
+    APPLICATION,
     ActionRefusedError,
     CaseService,
     IdempotencyConflict,
@@ -339,6 +340,8 @@ class AnswerListener:
         """Why the case is not ``authority``'s to decide, if it isn't (NotFound if there is
         no such case). Whether it still awaits the answer is the workflow's to say."""
         _, state = await self.service.load(case_id)
+        if state.case_kind != APPLICATION:
+            raise NotFound(f"no case {case_id}")  # a visit, a matter: never forwarded
         if state.forward_to == authority:
             return None
         where = f"it was forwarded to {state.forward_to}" if state.forward_to else "it never was"

@@ -57,6 +57,9 @@ MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance
 CASE_KINDS = frozenset((APPLICATION, *MATTER_KINDS))
 """The kinds of stream that are cases with a workflow. Visits, delegations and refused
 openings are streams of the same log, but nothing done to a case is done to them."""
+RECEPTION = "reception"
+READABLE_KINDS = CASE_KINDS | {RECEPTION}
+"""What ``GET /cases/{id}`` shows: cases, and a station's visits (to its own staff)."""
 
 
 class NotFound(LookupError):
@@ -119,10 +122,10 @@ class CaseService:
     # -- reading -----------------------------------------------------------------------
 
     async def load(self, case_id: uuid.UUID) -> tuple[list[StoredEvent], CaseState]:
-        """The case's events and folded state (NotFound if it has none, or if the id is
-        of a stream that is not a case: a visit, a delegation, a refused opening)."""
+        """The case's (or visit's) events and folded state; NotFound if it has none, or if
+        the id is of a stream that is neither: a delegation's, a refused opening's."""
         events = await self.log.read_case(case_id)
-        if not events or events[0].case_kind not in CASE_KINDS:
+        if not events or events[0].case_kind not in READABLE_KINDS:
             raise NotFound(f"no case {case_id}")
         return events, fold(events, self.workflows)
 
@@ -267,6 +270,8 @@ class CaseService:
         ``NotFound`` if there is no such case. Once per idempotency key."""
         for attempt in range(1, RETRIES + 1):
             events, state = await self.load(case_id)
+            if state.case_kind not in CASE_KINDS:
+                raise NotFound(f"no case {case_id}")  # a visit is no case to refuse on
             ids = _ids(case_id, staff, idempotency_key)
             replay = [e for e in events if e.event_id in ids]
             if replay:
@@ -307,6 +312,8 @@ class CaseService:
             state = fold(events, self.workflows)
         else:
             events, state = await self.load(case_id)
+        if state.case_kind not in CASE_KINDS:
+            raise NotFound(f"no case {case_id}")  # a visit: no action is taken on it
         # Nothing is answered, not even a replay or a 409, about a case the actor may not
         # see: the sender's own key is looked at only after this.
         if not self.visible(staff, state):

@@ -155,10 +155,11 @@ async def test_a_revoked_credential_is_refused_after_the_reload(
     connected = await connect_department(file, allow_reconnect=False)
     revoke_department(server, file["name"])
     deadline = asyncio.get_running_loop().time() + 15
-    while (refused := await try_connect(file)) is None:
-        assert asyncio.get_running_loop().time() < deadline, "revoked credential still let in"
+    # Until the reload, the credential gets in; after it, the server says why it refuses
+    # (on a loaded machine it may close the socket before the client reads the reason).
+    while "authorization violation" not in ((refused := await try_connect(file)) or "").lower():
+        assert asyncio.get_running_loop().time() < deadline, f"revoked credential: {refused}"
         await asyncio.sleep(0.1)
-    assert "authorization violation" in refused.lower()
     # The server also dropped the connection it had.
     while connected.is_connected:
         assert asyncio.get_running_loop().time() < deadline, "revoked connection kept"
