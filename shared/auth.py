@@ -500,7 +500,7 @@ class TokenVerifier:
     def _kid(self, token: str) -> str:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not only DecodeError: a `crit` or a `kid` not text
             raise InvalidToken(_DAMAGED, "malformed") from None
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(_NOT_GENUINE, "algorithm")

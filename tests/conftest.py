@@ -42,6 +42,7 @@ SECURITY_SUITE = frozenset(
         "tests/integration/test_metrics_token.py",
         "tests/integration/test_nats_auth.py",
         "tests/integration/test_nats_cli.py",
+        "tests/integration/test_token_edge.py",
         "tests/integration/test_unavailable.py",
         "tests/integration/test_webhook_egress.py",
         "tests/unit/test_egress.py",
