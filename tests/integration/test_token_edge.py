@@ -4,6 +4,9 @@ each is a 401 problem+json with a Bearer challenge, never a 500, and records not
 - Headers PyJWT refuses before any key is looked at (``crit``, a ``kid`` that is not text),
   once signed with the right key (only the header is at fault) and once spliced onto a
   genuine token; ``alg`` none and a huge ``kid`` too.
+- User ids (``sub``) the log can't hold (over 100 characters, NUL on PostgreSQL) or a
+  reader can't read (control, direction-control or only invisible characters): they were
+  recorded, or a 500. ``caseflow token`` signs none of them.
 """
 
 from __future__ import annotations
@@ -13,22 +16,30 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from annotated_types import MaxLen
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.notify.app import create_app as create_notify
+from services.notify.schema import subscriptions
 from services.notify.settings import NotifySettings
 from services.processing.app import create_app as create_processing
 from services.processing.settings import ProcessingSettings
-from shared.auth import SigningKey
+from shared.auth import USER_ID_MAX_LENGTH, SigningKey, ensure_key_pair
+from shared.cli import app as cli
 from shared.eventlog.schema import events
+from shared.events import Actor
 from shared.http import PROBLEM_JSON
+from shared.idempotency_schema import idempotency_keys
+from shared.workflow.tables import tasks
 from tests.services import session_keys, token_for
 
 NOT_LISTENING = "nats://127.0.0.1:1"
@@ -171,3 +182,51 @@ async def test_a_header_without_typ_is_accepted(apps: Apps) -> None:
     """``typ`` is optional (RFC 7519 §5.1), so the 401s above are the headers' doing."""
     token = signed(_header({"alg": "EdDSA", "kid": "KID"}), _claims())
     assert [r.status_code for r in await apps.answers(token)] == SIGNED_IN
+
+
+BAD_USER_IDS = [
+    ("x" * (USER_ID_MAX_LENGTH + 1), "longer than 100 characters"),
+    ("li\x00ming", "control character U+0000"),
+    ("li\x1b[31mming", "control character U+001B"),
+    ("li.ming\r\nforged log line", "control character U+000D"),
+    ("li\u202egnim", "direction control U+202E"),
+    ("li\u2066ming", "direction control U+2066"),
+    ("\u200b\u200d", "no visible characters"),
+    ("   ", "no visible characters"),
+    ("", "doesn't name a user"),
+]
+
+
+@pytest.mark.parametrize(("user", "says"), BAD_USER_IDS, ids=[s for _, s in BAD_USER_IDS])
+async def test_a_user_id_the_log_cant_hold_or_a_reader_cant_read_is_a_401(
+    apps: Apps, user: str, says: str
+) -> None:
+    await apps.refused(signed(_header({"alg": "EdDSA", "kid": "KID"}), _claims(user)), says)
+
+
+async def test_a_user_id_of_the_longest_length_is_recorded(apps: Apps) -> None:
+    user = "王" * USER_ID_MAX_LENGTH  # 100 characters, 300 bytes: the column counts characters
+    answers = await apps.answers(token_for(user, "window_clerk", "xuefeng_station"))
+    assert [r.status_code for r in answers] == SIGNED_IN, answers[0].text
+
+
+def test_the_longest_user_id_is_what_every_column_naming_a_user_holds() -> None:
+    columns = [
+        events.c.actor_user,
+        idempotency_keys.c.actor_user,
+        tasks.c.claimed_by,
+        subscriptions.c.created_by,
+    ]
+    assert {column.type.length for column in columns} == {USER_ID_MAX_LENGTH}  # type: ignore[attr-defined]
+    assert MaxLen(USER_ID_MAX_LENGTH) in Actor.model_fields["user"].metadata
+
+
+@pytest.mark.parametrize(("user", "says"), BAD_USER_IDS[:-1], ids=[s for _, s in BAD_USER_IDS[:-1]])
+def test_caseflow_token_signs_no_such_user_id(tmp_path: Path, user: str, says: str) -> None:
+    ensure_key_pair(tmp_path)
+    args = ["--role", "window_clerk", "--org", "xuefeng_station", "--key-dir", str(tmp_path)]
+    result = CliRunner().invoke(cli, ["token", "--user", user, *args])
+    assert result.exit_code == 2, result.output
+    words = " ".join(result.output.replace("│", " ").split())  # Rich wraps its error box
+    assert "--user" in words and "the user id" in words
+    assert "eyJ" not in result.output  # no token printed
