@@ -402,10 +402,17 @@ class CorrelationMiddleware:
             try:
                 await self.app(scope, receive, send_with_header)
             finally:
-                route = scope.get("route")
-                path = getattr(route, "path", "unmatched")
-                REQUESTS.labels(scope["method"], path, str(status)).inc()
-                LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+                method, route = _metric_labels(scope)
+                REQUESTS.labels(method, route, str(status)).inc()
+                LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+def _metric_labels(scope: Scope) -> tuple[str, str]:
+    """The request's ``method`` and ``route`` labels: a method outside HTTP's standard ones
+    is ``other`` and the route is the matched template (``/cases/{case_id}``), else
+    ``unmatched``, so made-up methods and addresses can't grow the number of series."""
+    method = scope["method"] if scope["method"] in _METHODS else "other"
+    return method, getattr(scope.get("route"), "path", "unmatched")
 
 
 def correlation_id(request: Request) -> str:

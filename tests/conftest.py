@@ -39,6 +39,7 @@ SECURITY_SUITE = frozenset(
         "tests/integration/test_claims.py",
         "tests/integration/test_idempotency_replays.py",
         "tests/integration/test_input_checks.py",
+        "tests/integration/test_metrics_labels.py",
         "tests/integration/test_metrics_token.py",
         "tests/integration/test_nats_auth.py",
         "tests/integration/test_nats_cli.py",
