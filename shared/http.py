@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.eventlog import ConcurrencyError
 from shared.identity import text_problem
 from shared.metrics import metrics
+from shared.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
 
 log = structlog.get_logger("caseflow.http")
 
@@ -45,6 +46,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "The request is not valid",
     500: "Internal error",
     503: "Service unavailable",
@@ -134,10 +136,60 @@ class _Pairs(list[tuple[str, Any]]):
 
 
 class _Refused(Exception):
-    def __init__(self, field: str, message: str) -> None:
+    """A request the guard answers itself: ``status`` (422 unless said), the field at fault
+    and why."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.status = status
+
+    def answer(self) -> JSONResponse:
+        error = {"field": self.field, "message": self.message}
+        response = problem(self.status, f"{self.field}: {self.message}", errors=[error])
+        if self.status == 413:  # the rest of the body stays unread: don't wait for it
+            response.headers["Connection"] = "close"
+        return response
+
+
+def _size(limit: int) -> str:
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if limit >= unit and limit % unit == 0:
+            return f"{limit // unit} {name}"
+    return f"{limit} bytes"
+
+
+def _too_large(limit: int) -> _Refused:
+    return _Refused(
+        "body",
+        f"the request is larger than this service accepts (at most {_size(limit)}); send "
+        "less (请求内容过大)",
+        413,
+    )
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The largest ``Content-Length`` the request declares (0 if none or not a number: the
+    server refuses those, and the body is counted as it comes anyway)."""
+    lengths = [v.strip() for k, v in headers if k == b"content-length"]
+    return max((int(v) for v in lengths if v.isdigit()), default=0)
+
+
+async def _read_body(receive: Receive, limit: int) -> list[Message]:
+    """The request's messages up to the end of its body; :class:`_Refused` (413) as soon as
+    the body passes ``limit``, with the rest left unread."""
+    received: list[Message] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        received.append(message)
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise _too_large(limit)
+        more = message["type"] == "http.request" and message.get("more_body", False)
+    return received
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -195,7 +247,9 @@ def _check_query(query: str) -> None:
 
 
 class InputGuardMiddleware:
-    """Refuses, with a 422 problem naming the field, before anything reads the request:
+    """Refuses a body larger than ``max_body_bytes`` with a 413 problem, as soon as its
+    ``Content-Length`` or the bytes so far say so, without reading the rest; and, with a
+    422 problem naming the field, before anything reads the request:
 
     - the NUL character (U+0000) in the address or the body: PostgreSQL stores it in
       neither text nor JSONB (the request would end in a 500), and no clerk means to type it;
@@ -206,45 +260,42 @@ class InputGuardMiddleware:
       for every free-text field of every service at once.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        query = scope["query_string"].decode("latin-1")
-        unquoted = unquote_plus(query)
-        where = "path" if "\x00" in scope["path"] else "query" if "\x00" in unquoted else None
-        received: list[Message] = []
-        if where is None:
-            more = True
-            while more:
-                message = await receive()
-                received.append(message)
-                more = message["type"] == "http.request" and message.get("more_body", False)
-            body = b"".join(m.get("body", b"") for m in received)
-            if b"\x00" in body or _NUL_ESCAPE.search(body):
-                where = "body"
-        if where is not None:
-            refused = problem(
-                422, f"{where}: {_NUL_WHY}", errors=[{"field": where, "message": _NUL_WHY}]
-            )
-            await refused(scope, receive, send)
-            return
         try:
-            _check_query(query)
-            if body and _is_json(scope["headers"]):
-                _check_json(body)
-        except _Refused as err:
-            error = {"field": err.field, "message": err.message}
-            await problem(422, f"{err.field}: {err.message}", errors=[error])(scope, receive, send)
+            received = await self._check(scope, receive)
+        except _Refused as refused:
+            await refused.answer()(scope, receive, send)
             return
 
         async def replay() -> Message:
             return received.pop(0) if received else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _check(self, scope: Scope, receive: Receive) -> list[Message]:
+        """The request's body messages, read and found fine; else :class:`_Refused`."""
+        if _declared_length(scope["headers"]) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)  # before reading a byte of it
+        query = scope["query_string"].decode("latin-1")
+        if "\x00" in scope["path"]:
+            raise _Refused("path", _NUL_WHY)
+        if "\x00" in unquote_plus(query):
+            raise _Refused("query", _NUL_WHY)
+        received = await _read_body(receive, self.max_body_bytes)
+        body = b"".join(m.get("body", b"") for m in received)
+        if b"\x00" in body or _NUL_ESCAPE.search(body):
+            raise _Refused("body", _NUL_WHY)
+        _check_query(query)
+        if body and _is_json(scope["headers"]):
+            _check_json(body)
+        return received
 
 
 RETRY_AFTER_SECONDS = 5
@@ -448,8 +499,9 @@ _FASTAPI_DEFAULTS = ("HTTPValidationError", "ValidationError")
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make ``schema`` (an OpenAPI document) say what the handlers above answer: every
     error is ``application/problem+json`` (FastAPI documents its own 422 shape, which
-    nobody receives); a body that can't be read is a 400, a missing or bad token a 401,
-    claims the registry doesn't bear out a 403, an unreachable database a 503.
+    nobody receives); a body that can't be read is a 400, one too large a 413, a missing or
+    bad token a 401, claims the registry doesn't bear out a 403, an unreachable database a
+    503.
 
     Parameters travel as text, so none is ``null``: FastAPI's ``anyOf [..., null]`` for
     an optional one becomes the plain type (leaving it out is how to give none)."""
@@ -458,6 +510,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             if "requestBody" in operation:
                 responses.setdefault("400", {"description": "The body is not readable JSON"})
+                responses.setdefault(
+                    "413", {"description": "The body is larger than the service accepts"}
+                )
             if operation.get("security"):
                 responses.setdefault("401", {"description": "Not signed in, or a bad token"})
                 responses.setdefault(
@@ -500,9 +555,10 @@ def _not_null(parameter: dict[str, Any]) -> None:
         parameter["anyOf"] = kept
 
 
-def install(app: FastAPI) -> None:
-    """Problem-details handlers and their OpenAPI documentation, the input guard,
-    correlation middleware and ``/metrics`` (for the holder of the metrics token)."""
+def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES) -> None:
+    """Problem-details handlers and their OpenAPI documentation, the input guard (bodies up
+    to ``max_body_bytes``), correlation middleware and ``/metrics`` (for the holder of the
+    metrics token)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -514,6 +570,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConcurrencyError, _conflict_problem)
     app.add_exception_handler(Exception, _unexpected_problem)
     app.add_middleware(UnavailableMiddleware)
-    app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(InputGuardMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
