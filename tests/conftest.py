@@ -38,6 +38,7 @@ SECURITY_SUITE = frozenset(
         "tests/e2e/test_relay_credential.py",
         "tests/integration/test_body_limits.py",
         "tests/integration/test_claims.py",
+        "tests/integration/test_content_type.py",
         "tests/integration/test_idempotency_replays.py",
         "tests/integration/test_input_checks.py",
         "tests/integration/test_metrics_labels.py",
