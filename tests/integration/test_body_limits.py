@@ -24,7 +24,7 @@ from services.notify.app import create_app as create_notify
 from services.notify.settings import NotifySettings
 from services.processing.app import create_app as create_processing
 from services.processing.settings import ProcessingSettings
-from shared.http import PROBLEM_JSON, InputGuardMiddleware
+from shared.http import MAX_CONTAINERS, MAX_NESTING, PROBLEM_JSON, InputGuardMiddleware
 from shared.supervisor import publish_seed_delegations
 from tests.services import VALID_APPLICATION, session_keys, staff_headers
 
@@ -117,6 +117,28 @@ async def test_a_body_just_under_the_limit_goes_on_to_the_route(
     assert response.json()["errors"][0]["field"] == "note"
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[" * 40 + b"]" * 40, "nested more than 32 deep"),
+        (b"[" * 5000 + b"]" * 5000, "nested more than 32 deep"),  # deeper than json parses
+        (b"[" * 100_000 + b"]" * 100_000, "more than 20,000 objects and arrays"),
+        (b'{"note": [' + b"[]," * 30_000 + b"[]]}", "more than 20,000 objects and arrays"),
+    ],
+    ids=["40-deep", "5000-deep", "100000-deep", "30000-arrays"],
+)
+async def test_deep_or_crowded_json_is_refused_in_words(
+    clients: dict[str, httpx.AsyncClient], body: bytes, says: str
+) -> None:
+    for service, path in BODIES.items():
+        headers = {**CLERK, "Content-Type": "application/json", "Idempotency-Key": "deep-json"}
+        response = await clients[service].post(path, content=body, headers=headers)
+        assert response.status_code == 422, f"{service}: {response.text[:300]}"
+        assert response.headers["content-type"] == PROBLEM_JSON
+        (error,) = response.json()["errors"]
+        assert error["field"] == "body" and says in error["message"], error
+
+
 async def test_the_limit_is_a_setting(sqlite_url: str) -> None:
     await publish_seed_delegations(sqlite_url)
     app = build("intake", sqlite_url, max_request_body_bytes=4096)
@@ -193,6 +215,41 @@ async def test_the_limit_itself_is_allowed() -> None:
     request = Request([], iter([b"x" * CHUNK] * (MiB // CHUNK)))
     assert await request.run(MiB) == 204
     assert request.reached_app
+
+
+def guarded(body: bytes) -> Request:
+    return Request([(b"content-type", b"application/json")], iter([body]))
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"[" * MAX_NESTING + b"]" * MAX_NESTING, 204),
+        (b"[" * (MAX_NESTING + 1) + b"]" * (MAX_NESTING + 1), 422),
+        (b"[" + b"[]," * (MAX_CONTAINERS - 2) + b"[]]", 204),
+        (b"[" + b"[]," * (MAX_CONTAINERS - 1) + b"[]]", 422),
+    ],
+    ids=["nesting-at-the-limit", "nesting-past-it", "containers-at-the-limit", "past-it"],
+)
+async def test_json_shape_limits(body: bytes, status: int) -> None:
+    assert await guarded(body).run(MiB) == status
+
+
+async def test_a_large_body_is_checked_while_the_loop_serves_others() -> None:
+    """A 1 MiB body of small values takes ~0.1 s to check; checked on the event loop, it
+    held every other request (here a tiny one started just after) until it was done."""
+    large = guarded(b"[" + b"0," * (MiB // 2 - 2) + b"0]")
+    small = guarded(b'{"note": "a"}')
+    finished: list[str] = []
+
+    async def run(name: str, request: Request) -> None:
+        assert await request.run(MiB) == 204
+        finished.append(name)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(run("large", large))
+        group.create_task(run("small", small))
+    assert finished == ["small", "large"]
 
 
 # ------------------------------------------------------------------ over a real socket
