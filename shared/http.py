@@ -183,7 +183,8 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
     """The largest ``Content-Length`` the request declares (0 if none or not a number: the
     server refuses those, and the body is counted as it comes anyway)."""
     lengths = [v.strip() for k, v in headers if k == b"content-length"]
-    return max((int(v) for v in lengths if v.isdigit()), default=0)
+    # Python won't read over 4,300 digits as a number (a ValueError); 19 already say "huge".
+    return max((int(v.lstrip(b"0")[:19] or b"0") for v in lengths if v.isdigit()), default=0)
 
 
 async def _read_body(receive: Receive, limit: int) -> list[Message]:
@@ -270,7 +271,7 @@ def _where(keys: list[str | int], key: str | int) -> str:
 
 def _check_keys(pairs: tuple[tuple[str, Any], ...], keys: list[str | int], key: str | int) -> None:
     """Refuse a name given twice in the object ``pairs`` (at ``key`` below ``keys``), or a
-    name that is no text."""
+    name with a character a string may not hold."""
     names = [name for name, _ in pairs]
     if len(set(names)) < len(names):
         seen: set[str] = set()
@@ -314,9 +315,12 @@ class InputGuardMiddleware:
       so ``{"id_number": "<bad>", "id_number": "<good>"}`` would hide what was sent;
     - a control character other than newline and tab (ANSI escapes, carriage returns,
       C1 controls) or a lone surrogate in any string of the body or value of the query,
-      for every free-text field of every service at once.
+      for every free-text field of every service at once;
+    - nesting deeper than :data:`MAX_NESTING`, or more than :data:`MAX_CONTAINERS` objects
+      and arrays, which would hold the event loop while being parsed.
 
-    Every body that parses as JSON is checked as JSON, whatever type it declares.
+    Every body that parses as JSON is checked as JSON, whatever type it declares; one over
+    :data:`CHECK_IN_A_THREAD` bytes in a worker thread.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTES) -> None:
