@@ -13,9 +13,10 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/caseflow.db"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MAX_REQUEST_BODY_BYTES = 1024 * 1024
 """The largest request body a service reads (``shared.http.InputGuardMiddleware``). The
-largest legitimate ones are tens of KiB (a re-drive of 1,000 dead letters is ~40 KiB; an
-application with 50 materials and every text field full, escaped, ~30 KiB), so 1 MiB leaves
-a wide margin and bounds what the guard reads and parses before anyone signs in."""
+largest legitimate ones are tens of KiB (a re-drive of 1,000 dead letters is 40 KB; a
+mediation with every text field full of escaped Chinese 19 KB; an application with 50
+materials 6 KB), so 1 MiB leaves a wide margin and bounds what the guard reads and parses
+before anyone signs in."""
 
 
 class ServiceSettings(BaseSettings):
