@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.identity import unreadable
 from shared.orgs import Organisation, Organisations, OrgKind, load_organisations
 
 if TYPE_CHECKING:
@@ -126,10 +127,41 @@ class ClaimsRefused(Exception):
         self.status = status  # 401: not someone caseflow knows; 403: not allowed as claimed
 
 
+USER_ID_MAX_LENGTH = 100
+"""The longest user id: the log's ``actor_user`` (and every other column naming a user)
+holds 100 characters."""
+
+
+def user_id_problem(user: str) -> str | None:
+    """Why ``user`` can't be a staff user id, or None: it is empty, longer than the log
+    keeps, or doesn't read as written (the rule of person names,
+    :func:`shared.identity.unreadable`: it ends up in events, logs and worklists)."""
+    if not user:
+        return "is empty"
+    if len(user) > USER_ID_MAX_LENGTH:
+        return f"is longer than {USER_ID_MAX_LENGTH} characters"
+    found = unreadable(user)
+    if found is None:
+        return None
+    if found.kind == "control":
+        return f"contains the control character U+{ord(found.char):04X}"
+    if found.kind == "direction":
+        return f"contains the direction control U+{ord(found.char):04X}, which changes how it reads"
+    return "has no visible characters"
+
+
 def check_claims(staff: Staff, organisations: Organisations) -> None:
-    """Raise :class:`ClaimsRefused` unless the registry bears out what the token claims:
-    the organisation exists, the role suits it, and each special permission is one the
+    """Raise :class:`ClaimsRefused` unless the token's user id is one caseflow can record
+    (:func:`user_id_problem`) and the registry bears out what the token claims: the
+    organisation exists, the role suits it, and each special permission is one the
     registry grants to that role."""
+    if problem := user_id_problem(staff.user):
+        raise ClaimsRefused(
+            f"sign in again: the user id in your token {problem}; ask your administrator for "
+            "a token with a proper user id (令牌中的用户标识无效)",
+            "bad user id",
+            401,
+        )
     if staff.org not in organisations:
         raise ClaimsRefused(
             f"sign in again: your token names an organisation caseflow doesn't know "
@@ -500,7 +532,7 @@ class TokenVerifier:
     def _kid(self, token: str) -> str:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not only DecodeError: a `crit` or a `kid` not text
             raise InvalidToken(_DAMAGED, "malformed") from None
         if header.get("alg") != ALGORITHM:
             raise InvalidToken(_NOT_GENUINE, "algorithm")

@@ -186,6 +186,7 @@ def token(
         Staff,
         check_claims,
         issue_token,
+        user_id_problem,
     )
     from shared.auth import parse_ttl as parse
     from shared.orgs import load_organisations
@@ -206,8 +207,8 @@ def token(
         lifetime = parse(ttl)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--ttl") from None
-    if not user.strip():
-        raise typer.BadParameter("must not be empty", param_hint="--user")
+    if problem := user_id_problem(user.strip()):
+        raise typer.BadParameter(f"the user id {problem}", param_hint="--user")
     staff = Staff(
         user=user.strip(),
         role=staff_role,

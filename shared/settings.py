@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/caseflow.db"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_MAX_REQUEST_BODY_BYTES = 1024 * 1024
+"""The largest request body a service reads (``shared.http.InputGuardMiddleware``). The
+largest legitimate ones are tens of KiB (a re-drive of 1,000 dead letters is 40 KB; a
+mediation with every text field full of escaped Chinese 19 KB; an application with 50
+materials 6 KB), so 1 MiB leaves a wide margin and bounds what the guard reads and parses
+before anyone signs in."""
 
 
 class ServiceSettings(BaseSettings):
@@ -50,6 +56,12 @@ class ServiceSettings(BaseSettings):
         default=Path("var/keys/metrics-token"),
         description="the bearer token Prometheus must send for /metrics (caseflow up makes "
         "one); without a readable token /metrics serves nobody",
+    )
+    max_request_body_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_BODY_BYTES,
+        ge=1024,
+        description="the largest request body read; a larger one is refused with 413 "
+        "before the rest of it is read",
     )
     data_dir: Path | None = Field(
         default=None,

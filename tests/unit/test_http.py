@@ -68,6 +68,8 @@ def test_errors_are_documented_as_the_problem_details_they_are() -> None:
     }
     assert write["responses"]["422"]["content"] == PROBLEM
     assert write["responses"]["400"]["content"] == PROBLEM  # a body that isn't JSON
+    assert write["responses"]["413"]["content"] == PROBLEM  # a body that is too large
+    assert "413" not in read["responses"]
     assert read["responses"]["401"]["content"] == PROBLEM  # the staff token
     assert "401" not in write["responses"]  # no token needed there
     schemas = document["components"]["schemas"]
