@@ -112,6 +112,13 @@ def up(
     processing_port: int = 8002,
     notify_port: int = 8003,
     nats_port: int = 4222,
+    sandbox_smtp_port: Annotated[
+        int, typer.Option(help="the sandbox's local mailbox (what notify e-mails lands there)")
+    ] = 8025,
+    sandbox_sms_port: Annotated[int, typer.Option(help="the sandbox's SMS gateway")] = 8004,
+    sandbox_webhook_port: Annotated[
+        int, typer.Option(help="the sandbox's webhook receiver (the one local address allowed)")
+    ] = 8005,
 ) -> None:
     """Run the whole system: nats-server (unless --nats-url), migrations, three services."""
     from shared.supervisor import Stack
@@ -124,6 +131,11 @@ def up(
         ports={"intake": intake_port, "processing": processing_port, "notify": notify_port},
         nats_port=nats_port,
         nats_dir=nats_dir.resolve() if nats_dir else None,
+        sandbox_ports={
+            "smtp": sandbox_smtp_port,
+            "sms": sandbox_sms_port,
+            "webhook": sandbox_webhook_port,
+        },
     )
     raise typer.Exit(stack.run())
 

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import ClassVar
 
 import httpx
 
@@ -32,6 +31,9 @@ from shared.bus.access import RELAY
 from shared.bus.credentials import CredentialStore, authorities
 from shared.db import migrate
 from shared.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
+
+SANDBOX_PORTS = {"smtp": 8025, "sms": 8004, "webhook": 8005}
+"""The sandbox's receivers' ports unless ``caseflow up --sandbox-<what>-port`` says."""
 
 
 class Stack:
@@ -47,8 +49,11 @@ class Stack:
         ports: dict[str, int],
         nats_port: int,
         nats_dir: Path | None = None,
+        sandbox_ports: dict[str, int] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.sandbox_ports = {**SANDBOX_PORTS, **(sandbox_ports or {})}
+        """The embedded default's local mailbox, SMS gateway and webhook receiver."""
         self.database_url = database_url or f"sqlite+aiosqlite:///{data_dir / 'caseflow.db'}"
         self.nats_url = nats_url
         self.host = host
@@ -103,9 +108,6 @@ class Stack:
                 "its configuration (or print it: caseflow nats server-config)"
             )
 
-    sandbox_ports: ClassVar[dict[str, int]] = {"smtp": 8025, "sms": 8004, "webhook": 8005}
-    """The embedded default's local mailbox, SMS gateway and webhook receiver."""
-
     def _start_sandbox(self) -> None:
         """Local receivers for notify's email and SMS (nothing leaves the machine): what
         would have been sent is written under ``<data dir>/outbox``. Skipped when the
@@ -116,7 +118,7 @@ class Stack:
             self._say("notify uses the SMTP server and SMS gateway configured in the environment")
             return
         for what, port in self.sandbox_ports.items():
-            self._check_port_free(port, f"sandbox {what}")
+            self._check_port_free(port, f"sandbox-{what}")
         folder = self.data_dir / "outbox"
         try:
             proc, self.notify_env = sandbox.spawn(

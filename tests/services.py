@@ -369,6 +369,11 @@ class _LazyHeaders(Mapping[str, str]):
         return len(self._headers)
 
 
+SERVICES = ("intake", "processing", "notify")
+SANDBOX = ("sandbox-smtp", "sandbox-sms", "sandbox-webhook")
+"""each ``caseflow up`` of a test on ports of its own, also the sandbox's receivers (a
+``make up`` beside the tests holds the default ones)."""
+
 CLERK: Mapping[str, str] = _LazyHeaders("li.clerk", "window_clerk", "xuefeng_station")
 REVIEWER: Mapping[str, str] = _LazyHeaders("wang.reviewer", "reviewer", "xuefeng_station")
 HEAD: Mapping[str, str] = _LazyHeaders("zhao.head", "station_head", "xuefeng_station")

@@ -21,7 +21,7 @@ from shared import devservers
 from shared.catalogue import load_catalogue
 from shared.delegations_store import load_seed_delegations
 from shared.demo import SHOWCASE, Slot, Station, application, ensure_delegations
-from tests.services import service_env, session_keys, start_process, wait_ready
+from tests.services import SANDBOX, SERVICES, service_env, session_keys, start_process, wait_ready
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")
 STAFF_EVENTS = "SELECT count(*) FROM events WHERE actor_role != 'system'"
@@ -67,7 +67,7 @@ def _events(processing: str, case_id: str, token: str) -> list[dict[str, Any]]:
 
 def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> None:
     data = tmp_path / "var"
-    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify", "nats")}
+    ports = {n: devservers.free_port() for n in (*SERVICES, "nats", *SANDBOX)}
     proc = _up(data, ports, tmp_path / "up.log")
     intake, processing = (f"http://127.0.0.1:{ports[n]}" for n in ("intake", "processing"))
     tokens = tmp_path / "demo-tokens.json"

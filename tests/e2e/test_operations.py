@@ -17,6 +17,8 @@ import psutil
 from shared import devservers
 from shared.auth import Role, SigningKey, Staff, issue_token
 from tests.services import (
+    SANDBOX,
+    SERVICES,
     VALID_APPLICATION,
     service_env,
     session_bus,
@@ -106,7 +108,7 @@ def _clerk(key_dir: Path) -> dict[str, str]:
 
 def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     data = tmp_path / "var"
-    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify", "nats")}
+    ports = {n: devservers.free_port() for n in (*SERVICES, "nats", *SANDBOX)}
     log = tmp_path / "up.log"
     proc = _up(data, ports, log)
     intake = f"http://127.0.0.1:{ports['intake']}"
@@ -150,7 +152,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
 def test_caseflow_up_against_external_postgres_and_nats(
     tmp_path: Path, postgres_url: str, nats_url: str
 ) -> None:
-    ports = {n: devservers.free_port() for n in ("intake", "processing", "notify")}
+    ports = {n: devservers.free_port() for n in (*SERVICES, *SANDBOX)}
     log = tmp_path / "up.log"
     args = [
         str(Path(sys.executable).parent / "caseflow"),
