@@ -41,15 +41,28 @@ def mask_email(value: str) -> str:
 
 
 # Numbers standing alone: not inside a longer run of letters and digits (a UUID, a hash
-# or a reference number keeps its digits).
+# or a reference number keeps its digits), except right after a label people write
+# before them ("ID61058119680312002X", "tel13891234567").
 _ALONE_BEFORE = r"(?<![0-9A-Za-z])"
 _ALONE_AFTER = r"(?![0-9A-Za-z])"
+_LABEL = r"(?:(?i:sfzh|sfz|id|no|tel|phone|mobile|mob|cell)[:#.]?)?"
+_SEP = r"[ -]?"
 # ``\d`` is any decimal digit, full-width ones included, and the fixed digits and X have
 # their full-width forms too: a number typed in full-width digits into a note is masked.
-_ID_ANYWHERE = re.compile(_ALONE_BEFORE + r"(\d{6})\d{8}(\d{3}[\dXxＸｘ])" + _ALONE_AFTER)
-# A mobile number, also as +86 138 1234 5678, 86-138-1234-5678 or 8613812345678.
+# Also written in groups: 610581 19680312 002X, 610581-1968-0312-002X.
+_ID_ANYWHERE = re.compile(
+    _ALONE_BEFORE
+    + rf"({_LABEL}\d{{6}}){_SEP}\d{{4}}{_SEP}\d{{4}}{_SEP}(\d{{3}}[\dXxＸｘ])"
+    + _ALONE_AFTER
+)
+# The 15-digit ID numbers issued before 1999 (6 region, 6 birth date, 3 sequence).
+_OLD_ID_ANYWHERE = re.compile(_ALONE_BEFORE + rf"({_LABEL}\d{{6}})\d{{6}}(\d{{3}})" + _ALONE_AFTER)
+# A mobile number, also as +86 138 1234 5678, 86-138-1234-5678, 8613812345678,
+# 138.1234.5678 or (138)1234-5678.
 _PHONE_ANYWHERE = re.compile(
-    _ALONE_BEFORE + r"((?:\+?86[ -]?)?[1１][3-9３-９]\d)[ -]?\d{4}[ -]?(\d{4})" + _ALONE_AFTER
+    _ALONE_BEFORE
+    + rf"({_LABEL}(?:\+?86[ -]?)?\(?[1１][3-9３-９]\d\)?)[ .-]?\d{{4}}[ .-]?(\d{{4}})"
+    + _ALONE_AFTER
 )
 # A mailbox (RFC 5322 atext and dots, letters of any script) at a domain with a dot.
 _EMAIL_ANYWHERE = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]+@(?:[\w-]+\.)+[\w-]+")
@@ -68,6 +81,8 @@ def mask_text(text: str) -> str:
     # times more than a search that finds nothing (the relay masks every event).
     if _ID_ANYWHERE.search(text):
         text = _ID_ANYWHERE.sub(r"\1********\2", text)
+    if _OLD_ID_ANYWHERE.search(text):
+        text = _OLD_ID_ANYWHERE.sub(r"\1******\2", text)
     if _PHONE_ANYWHERE.search(text):
         text = _PHONE_ANYWHERE.sub(r"\1****\2", text)
     return text

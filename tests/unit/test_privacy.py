@@ -181,3 +181,25 @@ def test_numbers_in_full_width_digits_are_masked_in_free_text_too() -> None:
     assert "１３８１２３４５６７８" not in mask_text("电话 １３８１２３４５６７８")
     full_width_id = "１１０１０５１９４９１２３１００２Ｘ"
     assert full_width_id not in mask_text(f"身份证 {full_width_id}")
+
+
+def test_numbers_as_people_write_them_are_masked() -> None:
+    """Spellings an outside probe found in clear: a label right before the number, ID
+    numbers in groups, the 15-digit ID numbers of before 1999, phones with dots or
+    brackets. Identifiers inside longer runs of letters and digits keep their digits."""
+    for text, shown in (
+        ("ID61058119680312002X", "ID610581********002X"),
+        ("身份证号sfz:61058119680312002X", "身份证号sfz:610581********002X"),
+        ("tel13891234567", "tel138****4567"),
+        ("Mobile.13891234567", "Mobile.138****4567"),
+        ("610581 19680312 002X", "610581********002X"),
+        ("610581-1968-0312-002X", "610581********002X"),
+        ("老身份证 610581680312002。", "老身份证 610581******002。"),
+        ("138.9123.4567", "138****4567"),
+        ("(138)9123-4567", "(138)****4567"),
+        ("ab13812345678", "ab13812345678"),  # the tail of a hex digest
+        ("XID61058119680312002X", "XID61058119680312002X"),  # not a label: a token
+        ("6222 0212 3456 7890 123", "6222 0212 3456 7890 123"),  # a bank card's groups
+    ):
+        assert mask_text(text) == shown, text
+        assert mask_text(shown) == shown
