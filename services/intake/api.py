@@ -26,6 +26,7 @@ from shared.catalogue import DraftItem, UnknownItem
 from shared.eventlog import ConcurrencyError
 from shared.events import NewEvent
 from shared.http import correlation_id
+from shared.identity import unreadable
 from shared.workcalendar import OutsideCalendar, local_date
 from shared.workflow import engine
 from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, keyed
@@ -374,6 +375,7 @@ _NEED_REASON = (
 async def get_applicant(
     case_id: uuid.UUID,
     request: Request,
+    response: Response,
     service: ServiceDep,
     staff: ActingDep,
     reason: Annotated[str | None, READ_REASON] = None,
@@ -385,7 +387,9 @@ async def get_applicant(
     nobody is notified.
     """
     why = (reason or "").strip()
-    if not why:
+    # A reason the auditor can read: words, not only dots or invisible characters, and no
+    # direction controls that make it read as something else.
+    if sum(char.isalnum() for char in why) < 2 or unreadable(why) is not None:
         raise FieldInvalid("reason", _NEED_REASON)
     if len(why) > MAX_REASON:
         raise FieldInvalid("reason", f"at most {MAX_REASON} characters, please")
@@ -408,6 +412,8 @@ async def get_applicant(
         break
     else:
         raise ConcurrencyError(case_id, state.version, state.version + 1)
+    # Personal data in full: no browser or proxy keeps a copy.
+    response.headers["Cache-Control"] = "no-store"
     return {
         "case_id": str(case_id),
         "case_number": state.case_number,

@@ -26,9 +26,10 @@ from services.notify.egress import (
     parse_target,
     system_resolver,
 )
-from shared.auth import Role, Staff, StaffDep
+from shared.auth import Role, Staff, StaffDep, get_organisations
 from shared.bus.asyncapi import event_payloads
 from shared.idempotency import KeyedRequest, KeyReused
+from shared.orgs import OrgKind
 from shared.runtime import EventLogDep
 
 OPERATE = "operate"
@@ -161,6 +162,15 @@ def _station_for(staff: Staff, station: str | None) -> str:
     return staff.org
 
 
+def _known_station(request: Request, station: str) -> None:
+    """An operator subscribes for a station of the registry, not for a code made up."""
+    organisations = get_organisations(request)
+    if station not in organisations or organisations.get(station).kind is not OrgKind.station:
+        raise HTTPException(
+            422, f"no station {station!r} in the registry of organisations (服务站不存在)"
+        )
+
+
 def _check_owner(staff: Staff, station: str | None) -> None:
     if _operator(staff):
         return
@@ -211,6 +221,7 @@ async def create_webhook(
     Your retry (same Idempotency-Key and body) answers 200 with the subscription as it is
     now, without the secret: it is shown once, when the subscription is made."""
     station = _station_for(staff, body.station)
+    _known_station(request, station)
     await _check_webhook_url(request, body.url)
     keyed = KeyedRequest.of(
         organisation=staff.org,

@@ -21,10 +21,14 @@ from shared.delegation import (
     DELEGATION_NAMESPACE,
     ITEM_PATTERN,
     ORG_PATTERN,
+    DelegationAmended,
     DelegationPublished,
     DelegationRecord,
+    DelegationResumed,
+    DelegationRevoked,
     DelegationState,
     DelegationStatus,
+    DelegationSuspended,
     IllegalTransition,
     Instrument,
     InvalidInstrument,
@@ -366,7 +370,17 @@ async def amend_delegation(
         )
     except (IllegalTransition, InvalidInstrument) as err:
         raise _refused(err) from None
+    if outcome.replayed:
+        sent = DelegationAmended(instrument=body.instrument, reason=body.reason)
+        _same_change(outcome, sent.model_dump(mode="json"))
     return DelegationView.full(outcome.state)
+
+
+def _same_change(outcome: store.Outcome, sent: dict[str, Any]) -> None:
+    """A replayed change must be the sender's same request: their key with another text
+    or reason is a 409, never the first answer passed off as this one's."""
+    if outcome.events and outcome.events[0].payload != sent:
+        raise _key_reused()
 
 
 async def _change(
@@ -393,6 +407,13 @@ async def _change(
         )
     except (IllegalTransition, InvalidInstrument) as err:
         raise _refused(err) from None
+    if outcome.replayed:
+        model = {
+            "suspend": DelegationSuspended,
+            "resume": DelegationResumed,
+            "revoke": DelegationRevoked,
+        }[kind]
+        _same_change(outcome, model(reason=body.reason).model_dump(mode="json"))
     return DelegationView.full(outcome.state)
 
 

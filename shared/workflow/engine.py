@@ -160,13 +160,19 @@ def plan(state: CaseState, workflow: Workflow, action: str, staff: Staff) -> Ste
     if staff.role not in step.roles:
         roles = ", ".join(step.roles)
         return Refusal("wrong_role", f"{action} must be done by: {roles} (not {staff.role})")
-    if staff.role == "department_officer" and staff.org != state.forward_to:
-        # Seeing a case (its competent authority does) is not deciding it: only the
-        # organisation it was forwarded to acts on it, and only once it was.
-        where = f"it was forwarded to {state.forward_to}" if state.forward_to else "it was not"
+    if staff.role == "department_officer" and not any(
+        task.org == staff.org for task in state.tasks(workflow)
+    ):
+        # Seeing a case (its competent authority does) is not deciding it: a department
+        # acts only while the case waits for it (forwarded to it, not reopened since).
+        where = (
+            f"it is {state.status}, forwarded to {state.forward_to}"
+            if state.forward_to
+            else f"it is {state.status}, not forwarded"
+        )
         return Refusal(
             "not_forwarded_to_authority",
-            f"{action} is for the authority the case was forwarded to, not {staff.org} ({where})",
+            f"{action} is for the authority the case is forwarded to, not {staff.org} ({where})",
         )
     if step.permission and step.permission not in staff.permissions:
         return Refusal(

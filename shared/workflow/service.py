@@ -324,7 +324,10 @@ class CaseService:
         if sender is not None:
             request = sender.keyed(parsed, {"case_id": case_id, "action": action})
             # Their key used for another request (another body, action or case) is a 409.
-            answered = await idempotency.answered(self.log.engine, request) is not None
+            made = await idempotency.answered(self.log.engine, request)
+            answered = made is not None
+            if made is not None and made != case_id:
+                await self._refused_again(made)  # an outsider's refused attempt, kept apart
         ids = _ids(case_id, staff, idempotency_key)
         replay = [e for e in events if e.event_id in ids]
         if answered and not replay:
@@ -354,6 +357,11 @@ class CaseService:
             if isinstance(planned, Step)
             else planned
         )
+        if isinstance(acting, Refusal) and request is not None and not self._party(staff, state):
+            # Someone who may see the case but has no part in it (an auditor, the competent
+            # authority of a delegated item): the attempt is theirs to answer for, not the
+            # station's case to carry. Kept in a stream of its own, like refused openings.
+            await self._refuse_outsider(case_id, state, action, acting, staff, ctx, request)
         if isinstance(acting, Refusal):
             refused = engine.refusal_event(state, action, acting, staff, ctx)
             refused = refused.model_copy(
@@ -655,6 +663,57 @@ class CaseService:
             await idempotency.remember(conn, request, attempt_id)  # AlreadyAnswered: a twin
             await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
         self.log.appended()
+        raise ActionRefusedError(refusal, CaseState())
+
+    def _party(self, staff: Staff, state: CaseState) -> bool:
+        """Whether ``staff`` has a part in the case now: its station's staff, or an
+        organisation one of its open tasks waits for (the department it is forwarded to)."""
+        if staff.role == SYSTEM_ROLE or staff.org == state.station:
+            return True
+        return any(task.org == staff.org for task in state.tasks(self.workflow_of(state)))
+
+    async def _refuse_outsider(
+        self,
+        case_id: uuid.UUID,
+        state: CaseState,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        ctx: engine.Context,
+        request: idempotency.KeyedRequest,
+    ) -> NoReturn:
+        """Record an outsider's refused attempt on ``case_id`` in a stream of its own with
+        the sender's key (their retry is refused again, recorded once), and raise it."""
+        attempt_id = idempotency.new_id()
+        event = engine.refusal_event(state, action, refusal, staff, ctx)
+        event = event.model_copy(
+            update={
+                "event_id": _ids(attempt_id, staff, request.key)[0],
+                "payload": {**event.payload, "case_id": str(case_id)},
+            }
+        )
+        try:
+            async with self.log.writer.begin() as conn:
+                await idempotency.remember(conn, request, attempt_id)
+                await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
+        except idempotency.AlreadyAnswered as twin:
+            await self._refused_again(twin.resource_id)
+        self.log.appended()
+        raise ActionRefusedError(refusal, state)
+
+    async def _refused_again(self, attempt_id: uuid.UUID) -> NoReturn:
+        """The sender's retry of a refused attempt kept apart: the same refusal again."""
+        events = await self.log.read_case(attempt_id)
+        if not events or events[0].case_kind != ATTEMPT:
+            raise AssertionError(f"key answered by {attempt_id}, which is no refused attempt")
+        payload = events[0].payload
+        refusal = Refusal(
+            payload["reason"],
+            payload["message"],
+            payload.get("delegation_id"),
+            payload.get("delegation_version"),
+            payload.get("power"),
+        )
         raise ActionRefusedError(refusal, CaseState())
 
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:

@@ -24,12 +24,18 @@ STANDING_TASKS = frozenset({"call_back", "escalation"})
 """Tasks no status opens (a call-back after a poor rating, a late clock's escalation): a
 status change leaves their claims alone."""
 NOT_WORK = frozenset(
-    {"NotificationSent", "NotificationFailed", "PersonalDataViewed", "PersonalDataDisclosed"}
+    {
+        "NotificationSent",
+        "NotificationFailed",
+        "PersonalDataViewed",
+        "PersonalDataDisclosed",
+        "ActionRefused",
+    }
 )
 """Facts about a case that are not work on it: telling someone, opening the applicant's
-data or disclosing it to a department. They leave ``updated_at`` (the case list's "updated",
-the worklist's "since") alone, so a notice or a reading never resets how long a task has
-waited."""
+data or disclosing it to a department, an attempt that was refused. They leave
+``updated_at`` (the case list's "updated", the worklist's "since") alone, so a notice, a
+reading or a refused attempt never resets how long a task has waited."""
 
 
 class IllegalTransition(Exception):

@@ -198,3 +198,18 @@ async def test_tokens_that_fit_are_served(apps: dict[str, httpx.AsyncClient]) ->
     assert listed.status_code == 200, listed.text
     officer = staff_headers("sun.officer", "department_officer", "hc_audit")
     assert (await apps["processing"].get("/cases", headers=officer)).status_code == 200
+
+
+@pytest.mark.parametrize("station", ["nonexistent_station", "hc_forestry", "banqiao_town"])
+async def test_an_operator_subscribes_webhooks_for_stations_of_the_registry_only(
+    apps: dict[str, httpx.AsyncClient], station: str
+) -> None:
+    operator = staff_headers(
+        "wu.operator", "department_officer", "banqiao_town", permissions=frozenset({"operate"})
+    )
+    body = {"url": "https://hooks.example.gov.cn/in", "event_types": ["*"], "station": station}
+    refused = await apps["notify"].post(
+        "/webhooks", json=body, headers={**operator, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert refused.status_code == 422, refused.text
+    assert station in refused.json()["detail"]

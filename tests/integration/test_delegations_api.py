@@ -243,6 +243,22 @@ async def test_a_retried_change_changes_once(client: httpx.AsyncClient) -> None:
     )
     assert first.status_code == retry.status_code == 200
     assert retry.json()["version"] == first.json()["version"] == 2
+    # The same key with another reason is another request: 409, nothing changed.
+    other = await client.post(
+        f"/delegations/{CODE}/suspension", json={"reason": "x2"}, headers=headers
+    )
+    assert "Idempotency-Key" in problem(other, 409)["detail"]
+    amend_key = {**OFFICER, **key()}
+    text = {"instrument": instrument(valid_until="2030-12-31"), "reason": "a term"}
+    amended = await client.post(f"/delegations/{CODE}/amendments", json=text, headers=amend_key)
+    assert amended.status_code == 200, amended.text
+    again = await client.post(f"/delegations/{CODE}/amendments", json=text, headers=amend_key)
+    assert again.status_code == 200 and again.json()["version"] == amended.json()["version"]
+    changed = {"instrument": instrument(valid_until="2031-12-31"), "reason": "a term"}
+    reused = await client.post(f"/delegations/{CODE}/amendments", json=changed, headers=amend_key)
+    problem(reused, 409)
+    shown = (await client.get(f"/delegations/{CODE}", headers=CLERK)).json()
+    assert shown["instrument"]["valid_until"] == "2030-12-31"
 
 
 async def test_listing_filters_and_as_of(client: httpx.AsyncClient) -> None:

@@ -354,3 +354,26 @@ async def test_a_session_held_in_the_future_or_in_antiquity_is_refused(
     path = f"/cases/{opened.json()['case_id']}/actions/hold"
     body = {"attendees": 30, "held_on": held_on}
     await services.refused("processing", path, body, "held_on", says, headers=HEAD)
+
+
+@pytest.mark.parametrize(
+    "reason", ["\u200b", ".", "\u202egnikcehc", "\u200e\ufeff", "\u3164", "——"]
+)
+async def test_a_reason_to_open_personal_data_must_be_readable_words(
+    services: Services, reason: str
+) -> None:
+    case = await services.post("intake", "/cases", VALID_APPLICATION)
+    before = await services.log_size()
+    response = await services.http["intake"].get(
+        f"/cases/{case.json()['case_id']}/applicant", params={"reason": reason}, headers=CLERK
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "reason"
+    assert await services.log_size() == before
+    opened = await services.http["intake"].get(
+        f"/cases/{case.json()['case_id']}/applicant",
+        params={"reason": "申请人来电查询"},
+        headers=CLERK,
+    )
+    assert opened.status_code == 200, opened.text
+    assert opened.headers["cache-control"] == "no-store"

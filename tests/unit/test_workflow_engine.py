@@ -347,6 +347,12 @@ def test_only_the_authority_the_case_was_forwarded_to_decides_or_extends_it() ->
     refusal = engine.plan(in_review, FORWARDED, "extend", FORESTRY)
     assert isinstance(refusal, Refusal) and refusal.reason == "not_forwarded_to_authority"
     assert isinstance(engine.plan(in_review, FORWARDED, "extend", HEAD), Step)
+    # Reopened after the department's decision: forward_to stays, the wait for it does not.
+    reopened = CaseState(status="in_review", forward_to="hc_forestry")
+    refusal = engine.plan(reopened, FORWARDED, "extend", FORESTRY)
+    assert isinstance(refusal, Refusal) and refusal.reason == "not_forwarded_to_authority"
+    forwarded = CaseState(status="forwarded", forward_to="hc_forestry")
+    assert isinstance(engine.plan(forwarded, FORWARDED, "extend", FORESTRY), Step)
 
 
 def test_only_the_system_deems_a_case_accepted() -> None:
