@@ -786,10 +786,16 @@ def test_refused_attempts_are_answered_403_and_recorded(stack: dict[str, Service
     desk.review(case_id, item)
     # Wrong roles: neither the clerk, the reviewer nor the bureau's own officer decides
     # a station item; the head then does.
-    for who in (XF_CLERK, XF_REVIEWER, officer("hc_hrss")):
+    for who in (XF_CLERK, XF_REVIEWER):
         desk.refused(case_id, "approve", who, "wrong_role")
+    # The bureau sees the case but has no part in it: refused the same, and its attempt
+    # is kept apart, not written into the station's case.
+    before = desk.history(case_id, XF_HEAD)
+    bureau = desk.attempt(case_id, "approve", officer("hc_hrss"))
+    assert bureau.status_code == 403 and bureau.json()["reason"] == "wrong_role", bureau.text
+    assert desk.history(case_id, XF_HEAD) == before
     desk.act(case_id, "approve", XF_HEAD, item, status="approved")
-    assert desk.history(case_id, XF_HEAD)[-4:] == ["ActionRefused"] * 3 + ["CaseApproved"]
+    assert desk.history(case_id, XF_HEAD)[-3:] == ["ActionRefused"] * 2 + ["CaseApproved"]
 
     # A power the delegation lacks: Longmen only *receives* medical insurance
     # enrolments for the bureau — the case is received in the bureau's name, no more.
