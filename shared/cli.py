@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _private_files() -> None:
+    """Whatever a caseflow command writes (keys, NATS seeds, the event log, audit
+    exports with applicants in full, replayed databases) is the operator's alone."""
+    os.umask(0o077)
+
+
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(notify_app, name="notify")
 app.add_typer(audit_app, name="audit")

@@ -26,6 +26,11 @@ WRITE_OPTION = "caseflow_write"
 """Execution option marking a connection that will write (SQLite: BEGIN IMMEDIATE)."""
 
 
+def shown_url(url: str) -> str:
+    """The database URL as it may be printed or logged: its password as ``***``."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def is_sqlite(url: str) -> bool:
     """Whether the URL names a SQLite database."""
     return make_url(url).get_backend_name() == "sqlite"

@@ -45,8 +45,10 @@ def mask_email(value: str) -> str:
 # before them ("ID61058119680312002X", "tel13891234567").
 _ALONE_BEFORE = r"(?<![0-9A-Za-z])"
 _ALONE_AFTER = r"(?![0-9A-Za-z])"
-_LABEL = r"(?:(?i:sfzh|sfz|id|no|tel|phone|mobile|mob|cell)[:#.]?)?"
-_SEP = r"[ -]?"
+_LABEL = r"(?:(?i:sfzh|sfz|id|no|tel|phone|mobile|mob|cell)[:#.]?){0,2}"
+# Between groups of digits: up to two of the separators people type, the full-width ones
+# an IME gives (U+3000 space, U+FF0D hyphen, 、), no-break and zero-width spaces included.
+_SEP = r"[\s\u00a0\u200b\u3000\-\uff0d.,/、]{0,2}"
 # ``\d`` is any decimal digit, full-width ones included, and the fixed digits and X have
 # their full-width forms too: a number typed in full-width digits into a note is masked.
 # Also written in groups: 610581 19680312 002X, 610581-1968-0312-002X.
@@ -61,7 +63,7 @@ _OLD_ID_ANYWHERE = re.compile(_ALONE_BEFORE + rf"({_LABEL}\d{{6}})\d{{6}}(\d{{3}
 # 138.1234.5678 or (138)1234-5678.
 _PHONE_ANYWHERE = re.compile(
     _ALONE_BEFORE
-    + rf"({_LABEL}(?:\+?86[ -]?)?\(?[1１][3-9３-９]\d\)?)[ .-]?\d{{4}}[ .-]?(\d{{4}})"
+    + rf"({_LABEL}(?:\+?86{_SEP})?\(?[1１][3-9３-９]\d\)?){_SEP}\d{{4}}{_SEP}(\d{{4}})"
     + _ALONE_AFTER
 )
 # A mailbox (RFC 5322 atext and dots, letters of any script) at a domain with a dot.

@@ -29,7 +29,7 @@ from shared.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.auth import KeyPair, ensure_key_pair
 from shared.bus.access import RELAY
 from shared.bus.credentials import CredentialStore, authorities
-from shared.db import migrate
+from shared.db import migrate, shown_url
 from shared.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
 
 SANDBOX_PORTS = {"smtp": 8025, "sms": 8004, "webhook": 8005}
@@ -248,7 +248,8 @@ class Stack:
             self.ensure_nats_credentials()
             nats_url = self.nats_url or self._start_nats()
             migrate(self.database_url)
-            self._say(f"event log at {self.database_url}")
+            shown = shown_url(self.database_url)
+            self._say(f"event log at {shown}")
             if self.seed_delegations:
                 published = asyncio.run(publish_seed_delegations(self.database_url))
                 if published:

@@ -171,6 +171,20 @@ def _known_station(request: Request, station: str) -> None:
         )
 
 
+def _may_send_away(request: Request, staff: Staff, station: str) -> None:
+    """A subscription sends a station's case events to an address of the subscriber's
+    choosing: only for a station of the subscriber's own organisation (the station itself,
+    or one under the town). The ``operate`` permission manages every station's
+    subscriptions and dead letters, but is no way to read another organisation's cases."""
+    if station == staff.org or get_organisations(request).get(station).parent == staff.org:
+        return
+    raise HTTPException(
+        403,
+        f"{staff.org} can't subscribe to {station}'s events: a subscription sends that "
+        f"station's cases away; ask {station}'s head (只能订阅本单位所属服务站的事件)",
+    )
+
+
 def _check_owner(staff: Staff, station: str | None) -> None:
     if _operator(staff):
         return
@@ -222,6 +236,7 @@ async def create_webhook(
     now, without the secret: it is shown once, when the subscription is made."""
     station = _station_for(staff, body.station)
     _known_station(request, station)
+    _may_send_away(request, staff, station)
     await _check_webhook_url(request, body.url)
     keyed = KeyedRequest.of(
         organisation=staff.org,

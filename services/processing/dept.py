@@ -15,8 +15,10 @@ who delivered the answer. Processing records it as that authority's decision, ex
 a department officer's ``approve``/``reject`` over HTTP would be, with the credential in
 ``delivered_by`` and an idempotency key from the credential and the message id. An answer
 for a case not forwarded to that authority or not awaiting its answer, or naming an
-officer of another organisation, is refused: recorded on the case as ``ActionRefused``
-(naming the credential and why) and dead-lettered, never retried.
+officer of another organisation, is refused and dead-lettered, never retried; the refusal
+(``ActionRefused`` naming the credential and why) is recorded on the case while the case
+waits for that authority, else in an attempt stream of its own, so that no department
+writes into a case that is not waiting for it.
 """
 
 from __future__ import annotations
@@ -277,8 +279,16 @@ class AnswerListener:
         msg_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
         try:
             answer = DepartmentAnswer.model_validate(orjson.loads(msg.data))
-        except (ValidationError, orjson.JSONDecodeError) as err:
+        except orjson.JSONDecodeError as err:
             await self._dead(msg, f"undecodable answer from credential {credential}: {err}")
+            return
+        except ValidationError as err:
+            # What is wrong where, without the values (they may be personal data).
+            wrong = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in err.errors(include_input=False, include_url=False)
+            )
+            await self._dead(msg, f"undecodable answer from credential {credential}: {wrong}")
             return
         case_id = answer.case_id
         user, refusal = officer_of(answer.officer, authority, credential)
@@ -337,13 +347,20 @@ class AnswerListener:
     async def _not_forwarded(
         self, case_id: uuid.UUID, authority: str, credential: str
     ) -> Refusal | None:
-        """Why the case is not ``authority``'s to decide, if it isn't (NotFound if there is
-        no such case). Whether it still awaits the answer is the workflow's to say."""
+        """Why the case is not ``authority``'s to decide now, if it isn't (NotFound if
+        there is no such case): it must be an application waiting for its answer."""
         _, state = await self.service.load(case_id)
         if state.case_kind != APPLICATION:
             raise NotFound(f"no case {case_id}")  # a visit, a matter: never forwarded
-        if state.forward_to == authority:
+        officer = engine.Staff(user="answer", role="department_officer", org=authority)
+        if self.service.is_party(officer, state):
             return None
+        if state.forward_to == authority:
+            return Refusal(
+                "not_awaiting_answer",
+                f"case {state.case_number or case_id} is {state.status}: it is not awaiting "
+                f"{authority}'s answer; answer delivered by credential {credential} refused",
+            )
         where = f"it was forwarded to {state.forward_to}" if state.forward_to else "it never was"
         return Refusal(
             "not_forwarded_to_authority",

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.audit.compliance import ComplianceError, ComplianceReport, check_period
 from shared.audit.reading import CaseNotFound, read_compliance, read_timeline
 from shared.audit.timeline import Basis, ClockPoint, Timeline, TimelineError, check_moment
-from shared.db import create_engine
+from shared.db import create_engine, shown_url
 from shared.delegation import DelegationError
 from shared.settings import DEFAULT_DATABASE_URL
 from shared.workcalendar import CHINA_TZ
@@ -74,7 +74,7 @@ def _read(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) ->
         finally:
             await engine.dispose()
 
-    shown = make_url(database_url).render_as_string(hide_password=True)
+    shown = shown_url(database_url)
     try:
         return asyncio.run(main())
     except (CaseNotFound, TimelineError, ComplianceError, DelegationError) as err:

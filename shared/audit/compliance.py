@@ -183,10 +183,23 @@ class ComplianceReport:
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for action in self.actions:
-            writer.writerow({"record": "action", **action.row()})
+            writer.writerow(_inert({"record": "action", **action.row()}))
         for refused in self.refused:
-            writer.writerow({"record": "refused", **refused.row()})
+            writer.writerow(_inert({"record": "refused", **refused.row()}))
         return out.getvalue()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with text that a spreadsheet would run as a formula (a user id or a
+    message starting with ``=``, ``+``, ``-``, ``@``) kept as text: a leading ``'``, as
+    OWASP advises against CSV injection. The auditor opens these files in Excel/WPS."""
+    return {
+        k: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+        for k, v in row.items()
+    }
 
 
 class ComplianceError(ValueError):

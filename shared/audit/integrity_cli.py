@@ -31,6 +31,7 @@ from shared.audit.keys import (
     read_public_keys,
 )
 from shared.audit.verify import Report
+from shared.db import shown_url
 from shared.settings import DEFAULT_DATABASE_URL
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def _on_log(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     try:
         return asyncio.run(main())
     except (SQLAlchemyError, OSError) as e:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from shared.audit.statistics import StationReport, StatisticsError
 from shared.audit.statistics_reading import read_statistics
 from shared.audit.statistics_render import render_table, to_csv, to_html, to_json
-from shared.db import create_engine
+from shared.db import create_engine, shown_url
 from shared.settings import DEFAULT_DATABASE_URL
 from shared.workflow.reference import load_reference
 
@@ -80,7 +80,7 @@ def _report(
         finally:
             await engine.dispose()
 
-    shown = make_url(database_url).render_as_string(hide_password=True)
+    shown = shown_url(database_url)
     try:
         return asyncio.run(main())
     except StatisticsError as err:

@@ -33,7 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared import idempotency
 from shared.bus.consumer import UnitOfWork
 from shared.delegation import Power
-from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
+from shared.eventlog import (
+    AppendResult,
+    ConcurrencyError,
+    DuplicateEventError,
+    EventLog,
+    append_in,
+)
 from shared.eventlog.store import read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
 from shared.messages import DeliveredBy
@@ -265,13 +271,19 @@ class CaseService:
         idempotency_key: str,
         delivered_by: DeliveredBy | None = None,
     ) -> Outcome:
-        """Record on the case that ``staff``'s ``action`` was refused for a reason found
-        before the workflow's checks (a department's answer that is not its to give);
-        ``NotFound`` if there is no such case. Once per idempotency key."""
+        """Record that ``staff``'s ``action`` was refused for a reason found before the
+        workflow's checks (a department's answer that is not its to give); ``NotFound`` if
+        there is no such case. Once per idempotency key. On the case if ``staff`` has a
+        part in it (the case waits for their organisation), else in an attempt stream of
+        its own: nobody outside writes into a station's case, however often they try."""
         for attempt in range(1, RETRIES + 1):
             events, state = await self.load(case_id)
             if state.case_kind not in CASE_KINDS:
                 raise NotFound(f"no case {case_id}")  # a visit is no case to refuse on
+            if not self.is_party(staff, state):
+                return await self._refusal_apart(
+                    case_id, state, action, refusal, staff, idempotency_key, delivered_by
+                )
             ids = _ids(case_id, staff, idempotency_key)
             replay = [e for e in events if e.event_id in ids]
             if replay:
@@ -357,7 +369,7 @@ class CaseService:
             if isinstance(planned, Step)
             else planned
         )
-        if isinstance(acting, Refusal) and request is not None and not self._party(staff, state):
+        if isinstance(acting, Refusal) and request is not None and not self.is_party(staff, state):
             # Someone who may see the case but has no part in it (an auditor, the competent
             # authority of a delegated item): the attempt is theirs to answer for, not the
             # station's case to carry. Kept in a stream of its own, like refused openings.
@@ -665,7 +677,7 @@ class CaseService:
         self.log.appended()
         raise ActionRefusedError(refusal, CaseState())
 
-    def _party(self, staff: Staff, state: CaseState) -> bool:
+    def is_party(self, staff: Staff, state: CaseState) -> bool:
         """Whether ``staff`` has a part in the case now: its station's staff, or an
         organisation one of its open tasks waits for (the department it is forwarded to)."""
         if staff.role == SYSTEM_ROLE or staff.org == state.station:
@@ -700,6 +712,33 @@ class CaseService:
             await self._refused_again(twin.resource_id)
         self.log.appended()
         raise ActionRefusedError(refusal, state)
+
+    async def _refusal_apart(
+        self,
+        case_id: uuid.UUID,
+        state: CaseState,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        key: str,
+        delivered_by: DeliveredBy | None,
+    ) -> Outcome:
+        """:meth:`record_refusal` for one with no part in the case: an attempt stream whose
+        id derives from the case, the sender and the key (a redelivery records nothing)."""
+        attempt_id = _ids(case_id, staff, f"attempt:{key}")[0]
+        ctx = engine.Context(at=utcnow(), calendar=self.calendar)
+        event = engine.refusal_event(state, action, refusal, staff, ctx)
+        event = event.model_copy(
+            update={
+                "event_id": _ids(attempt_id, staff, key)[0],
+                "payload": {**event.payload, "case_id": str(case_id), **_stamp(delivered_by)},
+            }
+        )
+        try:
+            result = await self.log.append(attempt_id, 0, [event], case_kind=ATTEMPT)
+        except (ConcurrencyError, DuplicateEventError):
+            return Outcome(state, [], replayed=True)  # recorded by the first delivery
+        return Outcome(state, result.events, replayed=result.replayed)
 
     async def _refused_again(self, attempt_id: uuid.UUID) -> NoReturn:
         """The sender's retry of a refused attempt kept apart: the same refusal again."""

@@ -20,8 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from shared.bus.streams import DLQ_STREAM
+from shared.db import create_engine
+from shared.eventlog.schema import events as events_table
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
 from tests.services import (
@@ -112,6 +115,39 @@ def refusal_on(desk: Desk, case_id: str, reason: str) -> dict[str, Any]:
     )
 
 
+def refusal_apart(db_url: str, case_id: str, reason: str) -> dict[str, Any]:
+    """The ActionRefused kept in an attempt stream of its own for ``case_id`` (waits for it):
+    a department's refused answer for a case that is not waiting for it."""
+
+    async def read() -> dict[str, Any]:
+        engine = create_engine(db_url)
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                async with engine.connect() as conn:
+                    rows = (
+                        await conn.execute(
+                            sa.select(events_table).where(events_table.c.case_kind == "attempt")
+                        )
+                    ).all()
+                for row in rows:
+                    payload = (
+                        row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+                    )
+                    if payload.get("case_id") == case_id and payload["reason"] == reason:
+                        return {
+                            "payload": payload,
+                            "actor_user": row.actor_user,
+                            "actor_station": row.actor_station,
+                        }
+                assert asyncio.get_running_loop().time() < deadline, "no attempt recorded"
+                await asyncio.sleep(0.2)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
 def dead_letter(bus: BusServer, contains: str) -> dict[str, Any]:
     """The dead letter of the answer consumer whose reason names ``contains``."""
 
@@ -134,41 +170,47 @@ def dead_letter(bus: BusServer, contains: str) -> dict[str, Any]:
     return asyncio.run(read())
 
 
-def test_an_answer_for_a_case_not_forwarded_to_that_authority_is_refused_and_recorded(
+def test_an_answer_for_a_case_not_forwarded_to_that_authority_is_refused_and_kept_apart(
     stack: dict[str, ServiceProcess],
     bus: BusServer,
     forestry: dict[str, Any],
     hrss: dict[str, Any],
+    sqlite_module_url: str,
 ) -> None:
+    """Refused and recorded, but not in the case: a department that the case does not
+    wait for writes nothing into it, however many answers it sends."""
     desk = Desk(stack)
     permit = desk.forward("logging_permit", language="zh-CN")  # forwarded to hc_forestry
+    before = wait_for_event(desk.intake, permit, "CaseForwarded")
     # HRSS's system may publish on its own subject, but the case is not HRSS's to decide.
-    answer(hrss, permit, "wang.hrss")
-    refused = refusal_on(desk, permit, "not_forwarded_to_authority")
+    for _ in range(3):
+        answer(hrss, permit, "wang.hrss")
+    refused = refusal_apart(sqlite_module_url, permit, "not_forwarded_to_authority")
     assert refused["payload"]["delivered_by"] == {"channel": "nats", "credential": hrss["name"]}
     assert refused["payload"]["action"] == "approve"
-    assert refused["actor"] == {
-        "user": "wang.hrss",
-        "role": "department_officer",
-        "station": "hc_hrss",
-    }
+    assert (refused["actor_user"], refused["actor_station"]) == ("wang.hrss", "hc_hrss")
     assert "hc_hrss" in refused["payload"]["message"]
     letter = dead_letter(bus, "not_forwarded_to_authority")
     assert letter["Caseflow-Original-Subject"] == hrss["answer_subject"]
 
-    # A station case that was never forwarded: refused and recorded the same way.
+    # A station case that was never forwarded: refused and kept apart the same way.
     pension = desk.submit({**VALID_APPLICATION})
     answer(forestry, pension["case_id"], "liu.forestry")
-    refused = refusal_on(desk, pension["case_id"], "not_forwarded_to_authority")
+    refused = refusal_apart(sqlite_module_url, pension["case_id"], "not_forwarded_to_authority")
     assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
     assert refused["payload"]["status"] == "accepted"
-    # The cases did not move.
-    events = wait_for_event(desk.intake, permit, "ActionRefused")
-    assert not [e for e in events if e["event_type"] in ("CaseApproved", "CaseRejected")]
+    # The cases did not move, nor grow.
+    events = httpx.get(f"{desk.intake}/cases/{permit}/events", headers=CLERK, timeout=10).json()
+    acts = [e["event_type"] for e in events["events"] if e["event_type"] != "NotificationSent"]
+    assert "ActionRefused" not in acts and "CaseApproved" not in acts
+    assert len([e for e in before if e["event_type"] != "NotificationSent"]) <= len(acts)
 
 
 def test_an_answer_naming_an_officer_of_another_organisation_is_refused_and_recorded(
-    stack: dict[str, ServiceProcess], bus: BusServer, forestry: dict[str, Any]
+    stack: dict[str, ServiceProcess],
+    bus: BusServer,
+    forestry: dict[str, Any],
+    sqlite_module_url: str,
 ) -> None:
     desk = Desk(stack)
     permit = desk.forward("logging_permit", language="zh-CN")
@@ -191,9 +233,9 @@ def test_an_answer_naming_an_officer_of_another_organisation_is_refused_and_reco
     assert decision["actor"]["user"] == "liu.forestry"
     assert decision["authority"] == "hc_forestry"
 
-    # A second answer, after the decision: the case no longer awaits one.
+    # A second answer, after the decision: the case no longer awaits one (kept apart).
     answer(forestry, permit, "liu.forestry")
-    refused = refusal_on(desk, permit, "not_awaiting_answer")
+    refused = refusal_apart(sqlite_module_url, permit, "not_awaiting_answer")
     assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
     history = [e["event_type"] for e in wait_for_event(desk.intake, permit, "CaseApproved")]
     assert history.count("CaseApproved") == 1

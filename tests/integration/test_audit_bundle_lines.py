@@ -120,3 +120,9 @@ def test_a_row_of_the_wrong_form_is_tampering_for_verify_and_named_when_read(
         with pytest.raises(BundleError, match=f"line 7 of events.jsonl: {message}"):
             for _ in open_bundle(copy).rows():
                 pass
+
+
+def test_an_export_is_readable_by_its_operator_only(bundle: Path) -> None:
+    """The bundle holds applicants in full: no group or other access, folder or files."""
+    for path in [bundle, *bundle.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))

@@ -213,3 +213,41 @@ async def test_an_operator_subscribes_webhooks_for_stations_of_the_registry_only
     )
     assert refused.status_code == 422, refused.text
     assert station in refused.json()["detail"]
+
+
+async def test_operate_subscribes_only_for_stations_of_ones_own_organisation(
+    apps: dict[str, httpx.AsyncClient],
+) -> None:
+    """A subscription sends a station's cases away: a city department's operator may not
+    make one for a station (it could not read those cases), a town's may for its own."""
+    body = {"url": "https://hooks.example.gov.cn/in", "event_types": ["*"]}
+    for org in ("hc_justice", "hc_audit"):
+        operator = staff_headers(
+            "wu.operator", "department_officer", org, permissions=frozenset({"operate"})
+        )
+        refused = await apps["notify"].post(
+            "/webhooks",
+            json={**body, "station": "xuefeng_station"},
+            headers={**operator, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert refused.status_code == 403, refused.text
+        assert "xuefeng_station" in refused.json()["detail"]
+    longmen_head = staff_headers(
+        "chen.head", "station_head", "longmen_station", permissions=frozenset({"operate"})
+    )
+    refused = await apps["notify"].post(
+        "/webhooks",
+        json={**body, "station": "xuefeng_station"},
+        headers={**longmen_head, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert refused.status_code == 403, refused.text
+    town = staff_headers(
+        "wu.operator", "department_officer", "banqiao_town", permissions=frozenset({"operate"})
+    )
+    allowed = await apps["notify"].post(
+        "/webhooks",
+        json={**body, "station": "xuefeng_station"},
+        headers={**town, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    # Past the ownership check, only the URL's (test network: the name resolves nowhere).
+    assert allowed.status_code == 422 and "url" in allowed.text, allowed.text

