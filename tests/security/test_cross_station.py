@@ -201,6 +201,7 @@ SEES: dict[str, set[tuple[Role, str]]] = {
 PARTIES: dict[str, set[tuple[Role, str]]] = {
     # Of those who see a thing, who has a part in it: the bureau the case waits for.
     "forwarded_case": {(Role.department_officer, "hc_forestry")},
+    "delegation": {(Role.department_officer, "hc_hrss")},  # the delegator changes its own
 }
 
 
