@@ -196,17 +196,17 @@ async def test_a_forged_key_to_another_station_s_subscription_shows_nothing(
 async def test_a_replay_is_checked_against_what_its_sender_may_see_now(
     notify: httpx.AsyncClient,
 ) -> None:
-    # As an operator, zhao.head subscribes Longmen's events; the same key sent again
+    # As the town's operator, wu.town subscribes Longmen's events; the same key sent again
     # without the operate permission shows nothing of Longmen's subscription.
     operator = staff_headers(
-        "zhao.head", "station_head", "xuefeng_station", permissions=frozenset({"operate"})
+        "wu.town", "department_officer", "banqiao_town", permissions=frozenset({"operate"})
     )
     body = {**HOOK, "station": "longmen_station"}
     headers = {"Idempotency-Key": "ops-0001"}
     made = await notify.post("/webhooks", json=body, headers={**operator, **headers})
     assert made.status_code == 201, made.text
-    head = staff_headers("zhao.head", "station_head", "xuefeng_station")
-    again = await notify.post("/webhooks", json=body, headers={**head, **headers})
+    officer = staff_headers("wu.town", "department_officer", "banqiao_town")
+    again = await notify.post("/webhooks", json=body, headers={**officer, **headers})
     assert again.status_code == 403, again.text
     assert made.json()["subscription_id"] not in again.text
     replay = await notify.post("/webhooks", json=body, headers={**operator, **headers})
