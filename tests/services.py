@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import nats
+from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
@@ -387,3 +388,30 @@ def seed_delegations(database_url: str) -> int:
     from shared.supervisor import publish_seed_delegations
 
     return asyncio.run(publish_seed_delegations(database_url))
+
+
+NOT_LISTENING = "nats://127.0.0.1:1"
+"""A NATS address nothing listens on: in-process apps that need no bus."""
+
+
+def build_app(service: str, database_url: str, **settings: Any) -> FastAPI:
+    """One service as its composition root builds it, in-process (no lifespan run), with
+    the session's signing key and no NATS; ``settings`` add to or override those."""
+    from services.intake.app import create_app as create_intake
+    from services.intake.settings import IntakeSettings
+    from services.notify.app import create_app as create_notify
+    from services.notify.settings import NotifySettings
+    from services.processing.app import create_app as create_processing
+    from services.processing.settings import ProcessingSettings
+
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "jwt_public_key_file": session_keys().public_path,
+        "nats_url": NOT_LISTENING,
+        **settings,
+    }
+    if service == "intake":
+        return create_intake(IntakeSettings(**values))
+    if service == "processing":
+        return create_processing(ProcessingSettings(**values))
+    return create_notify(NotifySettings(**values))

@@ -84,6 +84,17 @@ class Refusal:
     power: str | None = None
     """The delegated power the action needed, if the delegation check refused it."""
 
+    @classmethod
+    def recorded(cls, payload: dict[str, Any]) -> Refusal:
+        """The refusal an ``ActionRefused`` payload records (to answer a retry the same)."""
+        return cls(
+            payload["reason"],
+            payload["message"],
+            payload.get("delegation_id"),
+            payload.get("delegation_version"),
+            payload.get("power"),
+        )
+
     def cited(self) -> dict[str, Any]:
         """The payload fields that name the delegation and power, where known."""
         fields = {

@@ -626,15 +626,7 @@ class CaseService:
             refused = events[0]
             if refused.actor_station != staff.org or refused.actor_user != staff.user:
                 raise NotFound(f"no case {case_id}")
-            payload = refused.payload
-            refusal = Refusal(
-                payload["reason"],
-                payload["message"],
-                payload.get("delegation_id"),
-                payload.get("delegation_version"),
-                payload.get("power"),
-            )
-            raise ActionRefusedError(refusal, CaseState())
+            raise ActionRefusedError(Refusal.recorded(refused.payload), CaseState())
         state = fold(events, self.workflows)
         if not self.visible(staff, state):
             raise NotFound(f"no case {case_id}")
@@ -671,11 +663,18 @@ class CaseService:
                 **({"item_code": item_code} if item_code else {}),
             },
         )
+        await self._keep_attempt(attempt_id, event, request)  # AlreadyAnswered: a twin
+        raise ActionRefusedError(refusal, CaseState())
+
+    async def _keep_attempt(
+        self, attempt_id: uuid.UUID, event: NewEvent, request: idempotency.KeyedRequest
+    ) -> None:
+        """Append a refused attempt as the first event of a stream of its own, with the
+        sender's key (:class:`idempotency.AlreadyAnswered` if their twin got there first)."""
         async with self.log.writer.begin() as conn:
-            await idempotency.remember(conn, request, attempt_id)  # AlreadyAnswered: a twin
+            await idempotency.remember(conn, request, attempt_id)
             await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
         self.log.appended()
-        raise ActionRefusedError(refusal, CaseState())
 
     def is_party(self, staff: Staff, state: CaseState) -> bool:
         """Whether ``staff`` has a part in the case now: its station's staff, or an
@@ -705,12 +704,9 @@ class CaseService:
             }
         )
         try:
-            async with self.log.writer.begin() as conn:
-                await idempotency.remember(conn, request, attempt_id)
-                await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
+            await self._keep_attempt(attempt_id, event, request)
         except idempotency.AlreadyAnswered as twin:
             await self._refused_again(twin.resource_id)
-        self.log.appended()
         raise ActionRefusedError(refusal, state)
 
     async def _refusal_apart(
@@ -745,15 +741,7 @@ class CaseService:
         events = await self.log.read_case(attempt_id)
         if not events or events[0].case_kind != ATTEMPT:
             raise AssertionError(f"key answered by {attempt_id}, which is no refused attempt")
-        payload = events[0].payload
-        refusal = Refusal(
-            payload["reason"],
-            payload["message"],
-            payload.get("delegation_id"),
-            payload.get("delegation_version"),
-            payload.get("power"),
-        )
-        raise ActionRefusedError(refusal, CaseState())
+        raise ActionRefusedError(Refusal.recorded(events[0].payload), CaseState())
 
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""

@@ -31,17 +31,10 @@ from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.python import asgi
 from starlette.types import Receive, Scope, Send
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.http import PROBLEM_JSON
-from tests.services import seed_delegations, session_keys, staff_headers
+from tests.services import build_app, seed_delegations, staff_headers
 
 SERVICES = ("intake", "processing", "notify")
-NOT_LISTENING = "nats://127.0.0.1:1"
 """Nothing listens there: the services never connect (and no background work runs)."""
 
 MAX_EXAMPLES = int(os.environ.get("CASEFLOW_FUZZ_EXAMPLES", "20"))
@@ -132,20 +125,6 @@ ROLES = {
 }
 
 
-def build(service: str, database_url: str) -> FastAPI:
-    """One service as its composition root builds it."""
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": NOT_LISTENING,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
-
-
 class Mounted:
     """The ASGI app schemathesis sends a service's requests to: the service the module
     fixture builds on the test's database, without its lifespan."""
@@ -171,7 +150,7 @@ Test = Callable[[Case, str], None]
 def load(service: str) -> Callable[[Test], Test]:
     """A test per operation of the service's OpenAPI document (read at collection),
     sending to :data:`MOUNTED`."""
-    document = build(service, "sqlite+aiosqlite:///never-opened.db").openapi()
+    document = build_app(service, "sqlite+aiosqlite:///never-opened.db").openapi()
     schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config.from_dict(CONFIG))
     schema.app = MOUNTED[service]
     parametrize: Callable[[Test], Test] = schema.parametrize()
@@ -190,7 +169,7 @@ def services(module_db_url: str) -> Iterator[None]:
     )
     seed_delegations(module_db_url)
     for service, mounted in MOUNTED.items():
-        mounted.app = build(service, module_db_url)
+        mounted.app = build_app(service, module_db_url)
     yield
     for mounted in MOUNTED.values():
         mounted.app = None

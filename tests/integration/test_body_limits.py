@@ -14,19 +14,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from starlette.types import Message
 
-from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.notify import sandbox
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.http import MAX_CONTAINERS, MAX_NESTING, PROBLEM_JSON, InputGuardMiddleware
 from shared.supervisor import publish_seed_delegations
-from tests.services import VALID_APPLICATION, session_keys, staff_headers
+from tests.services import VALID_APPLICATION, build_app, staff_headers
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -36,23 +30,9 @@ HEAD = staff_headers("zhao.head", "station_head", "xuefeng_station")
 BODIES = {"intake": "/reception", "processing": "/delegations", "notify": "/webhooks"}
 
 
-def build(service: str, database_url: str, **more: Any) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": "nats://127.0.0.1:1",
-        **more,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
-
-
 @pytest.fixture
 async def clients(sqlite_url: str) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    built = {name: build(name, sqlite_url) for name in BODIES}
+    built = {name: build_app(name, sqlite_url) for name in BODIES}
     clients = {
         name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         for name, app in built.items()
@@ -141,7 +121,7 @@ async def test_deep_or_crowded_json_is_refused_in_words(
 
 async def test_the_limit_is_a_setting(sqlite_url: str) -> None:
     await publish_seed_delegations(sqlite_url)
-    app = build("intake", sqlite_url, max_request_body_bytes=4096)
+    app = build_app("intake", sqlite_url, max_request_body_bytes=4096)
     transport = httpx.ASGITransport(app=app)
     application = {**VALID_APPLICATION, "padding": " " * 4096}
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -271,7 +251,7 @@ async def exchange(base_url: str, head: bytes, body: bytes = b"") -> bytes:
 
 @pytest.fixture
 async def served(sqlite_url: str) -> AsyncIterator[str]:
-    app = build("intake", sqlite_url)
+    app = build_app("intake", sqlite_url)
     async with sandbox.serve_asgi(app) as base_url:
         yield base_url
     await app.state.runtime.engine.dispose()

@@ -11,27 +11,18 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.auth import ROLE_ORG_KINDS, Role
 from shared.eventlog.schema import events
 from shared.http import PROBLEM_JSON
 from shared.orgs import load_organisations
 from shared.supervisor import publish_seed_delegations
-from tests.services import VALID_APPLICATION, session_keys, staff_headers
+from tests.services import VALID_APPLICATION, build_app, staff_headers
 
-NOT_LISTENING = "nats://127.0.0.1:1"
 ORGS = load_organisations()
 
 # One organisation of each kind (the audit body apart from the other city departments).
@@ -64,25 +55,12 @@ def test_the_misfits_are_every_pair_the_registry_refuses() -> None:
     assert len(pairs) == 3 * 3 + 1 + 4
 
 
-def build(service: str, database_url: str) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": NOT_LISTENING,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
-
-
 @pytest.fixture
 async def apps(db_url: str) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """The three services on one database, without their background work."""
     await publish_seed_delegations(db_url)
     clients: dict[str, httpx.AsyncClient] = {}
-    built = {name: build(name, db_url) for name in ("intake", "processing", "notify")}
+    built = {name: build_app(name, db_url) for name in ("intake", "processing", "notify")}
     for name, app in built.items():
         clients[name] = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
@@ -95,7 +73,7 @@ async def apps(db_url: str) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
 
 def secured_operations(service: str) -> list[tuple[str, str]]:
     """(method, path with placeholder values) of every operation needing a token."""
-    document = build(service, "sqlite+aiosqlite:///never-opened.db").openapi()
+    document = build_app(service, "sqlite+aiosqlite:///never-opened.db").openapi()
     found = []
     for path, item in document["paths"].items():
         for method, operation in item.items():

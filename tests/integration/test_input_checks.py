@@ -19,19 +19,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.eventlog.schema import events
 from shared.http import PROBLEM_JSON
 from shared.identity import id_check_digit
 from shared.supervisor import publish_seed_delegations
-from tests.services import VALID_APPLICATION, session_keys, staff_headers
+from tests.services import VALID_APPLICATION, build_app, staff_headers
 
-NOT_LISTENING = "nats://127.0.0.1:1"
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")
 LONGMEN_CLERK = staff_headers("chen.clerk", "window_clerk", "longmen_station")
 HEAD = staff_headers("zhao.head", "station_head", "xuefeng_station")
@@ -40,19 +33,6 @@ REVIEWER = staff_headers("wang.reviewer", "reviewer", "xuefeng_station")
 
 def with_check(first17: str) -> str:
     return first17 + id_check_digit(first17)
-
-
-def build(service: str, database_url: str) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": NOT_LISTENING,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
 
 
 class Services:
@@ -101,7 +81,9 @@ class Services:
 @pytest.fixture
 async def services(db_url: str) -> AsyncIterator[Services]:
     await publish_seed_delegations(db_url)
-    running = Services({name: build(name, db_url) for name in ("intake", "processing", "notify")})
+    running = Services(
+        {name: build_app(name, db_url) for name in ("intake", "processing", "notify")}
+    )
     yield running
     for name, client in running.http.items():
         await client.aclose()

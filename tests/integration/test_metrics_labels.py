@@ -8,40 +8,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.metrics import ensure_metrics_token
-from tests.services import session_keys, staff_headers
+from tests.services import build_app, staff_headers
 
 SERVICES = ("intake", "processing", "notify")
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")
 
 Series = frozenset[tuple[str, tuple[tuple[str, str], ...]]]
-
-
-def build(service: str, database_url: str, token_file: Path) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": "nats://127.0.0.1:1",
-        "metrics_token_file": token_file,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
 
 
 class Scraper:
@@ -69,7 +47,7 @@ async def scraper(
     request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path
 ) -> AsyncIterator[Scraper]:
     token_file, _ = ensure_metrics_token(tmp_path / "metrics-token")
-    app = build(request.param, sqlite_url, token_file)
+    app = build_app(request.param, sqlite_url, metrics_token_file=token_file)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         yield Scraper(client, token_file.read_text().strip())

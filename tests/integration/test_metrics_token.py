@@ -7,38 +7,16 @@ from __future__ import annotations
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.http import PROBLEM_JSON
 from shared.metrics import ensure_metrics_token
 from shared.supervisor import Stack
-from tests.services import session_keys
+from tests.services import build_app
 
 SERVICES = ("intake", "processing", "notify")
-
-
-def build(service: str, database_url: str, token_file: Path | None) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": "nats://127.0.0.1:1",
-        "metrics_token_file": token_file,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
 
 
 @pytest.fixture(params=SERVICES)
@@ -46,7 +24,7 @@ async def scrape(
     request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     token_file, _ = ensure_metrics_token(tmp_path / "metrics-token")
-    app = build(request.param, sqlite_url, token_file)
+    app = build_app(request.param, sqlite_url, metrics_token_file=token_file)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         yield client, token_file
@@ -87,7 +65,7 @@ async def test_without_a_token_file_metrics_serve_nobody(
     if what == "empty":
         path.write_text("\n")
     token_file = None if what == "unset" else path
-    app = build("intake", sqlite_url, token_file)
+    app = build_app("intake", sqlite_url, metrics_token_file=token_file)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         assert (await client.get("/metrics")).status_code == 401

@@ -22,17 +22,10 @@ from typing import Any
 import httpx
 import pytest
 from annotated_types import MaxLen
-from fastapi import FastAPI
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.notify.app import create_app as create_notify
 from services.notify.schema import subscriptions
-from services.notify.settings import NotifySettings
-from services.processing.app import create_app as create_processing
-from services.processing.settings import ProcessingSettings
 from shared.auth import USER_ID_MAX_LENGTH, SigningKey, ensure_key_pair
 from shared.cli import app as cli
 from shared.eventlog.schema import events
@@ -40,9 +33,8 @@ from shared.events import Actor
 from shared.http import PROBLEM_JSON
 from shared.idempotency_schema import idempotency_keys
 from shared.workflow.tables import tasks
-from tests.services import session_keys, token_for
+from tests.services import build_app, session_keys, token_for
 
-NOT_LISTENING = "nats://127.0.0.1:1"
 VISIT = {"visitor_name": "张三", "purpose": "enquiry"}
 # One operation per service that needs a token; intake's records the user as the actor.
 READS = {"processing": "/worklist", "notify": "/webhooks"}
@@ -51,24 +43,11 @@ SIGNED_IN = [201, 200, 403]
 webhooks refused by role (they are the station head's), so past sign-in everywhere."""
 
 
-def build(service: str, database_url: str) -> FastAPI:
-    settings: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_public_key_file": session_keys().public_path,
-        "nats_url": NOT_LISTENING,
-    }
-    if service == "intake":
-        return create_intake(IntakeSettings(**settings))
-    if service == "processing":
-        return create_processing(ProcessingSettings(**settings))
-    return create_notify(NotifySettings(**settings))
-
-
 class Apps:
     """The three services in-process on one database."""
 
     def __init__(self, database_url: str) -> None:
-        self.built = {name: build(name, database_url) for name in ("intake", *READS)}
+        self.built = {name: build_app(name, database_url) for name in ("intake", *READS)}
         self.http = {
             name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
             for name, app in self.built.items()
