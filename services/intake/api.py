@@ -38,6 +38,7 @@ from shared.workflow.service import (
     FieldInvalid,
     NotFound,
     Outcome,
+    pause_before_retry,
 )
 
 router = APIRouter(responses=PROBLEMS)
@@ -393,7 +394,7 @@ async def get_applicant(
         raise FieldInvalid("reason", _NEED_REASON)
     if len(why) > MAX_REASON:
         raise FieldInvalid("reason", f"at most {MAX_REASON} characters, please")
-    for _attempt in range(RETRIES):
+    for attempt in range(1, RETRIES + 1):
         _, state = await service.load(case_id)
         if staff.org != state.station or state.applicant is None:
             raise NotFound(f"no case {case_id}")
@@ -408,6 +409,7 @@ async def get_applicant(
                 case_id, state.version, [viewed], case_kind=state.case_kind or "application"
             )
         except ConcurrencyError:
+            await pause_before_retry(attempt)
             continue  # another event landed first: record the reading after it
         break
     else:

@@ -20,7 +20,9 @@ nothing twice and nobody else's key can ever name those events.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
@@ -57,8 +59,17 @@ NAMESPACE = uuid.UUID("0b6f1c2e-7a43-4f1e-9a51-3f0d2c8e6b17")
 APPLICATION = "application"
 ATTEMPT = "attempt"
 """The kind of the stream a refused attempt to open a case is kept in."""
-RETRIES = 5
-"""How often an action is checked again when another event lands on the case first."""
+RETRIES = 12
+"""How often an action is checked again when another event lands on the case first
+(a notice recorded, a timer fired): the rounds are apart by a short random pause that
+grows, so a burst of notices on a busy machine does not outlast them."""
+
+
+async def pause_before_retry(attempt: int) -> None:
+    """Wait a little before round ``attempt + 1``: up to 5 ms, doubling, at most 200 ms."""
+    await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311
+
+
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
 CASE_KINDS = frozenset((APPLICATION, *MATTER_KINDS))
 """The kinds of stream that are cases with a workflow. Visits, delegations and refused
@@ -258,6 +269,7 @@ class CaseService:
             except ConcurrencyError:
                 if uow is not None or attempt >= RETRIES:
                     raise
+                await pause_before_retry(attempt)
             except idempotency.AlreadyAnswered:
                 pass  # the sender's twin request committed first: the next round replays it
 
@@ -298,6 +310,7 @@ class CaseService:
             except ConcurrencyError:
                 if attempt == RETRIES:
                     raise
+                await pause_before_retry(attempt)
                 continue
             return Outcome(_advance(state, result.events, self.workflows), result.events)
         raise AssertionError("unreachable")  # pragma: no cover
