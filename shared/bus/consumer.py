@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,6 +70,10 @@ HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consume
 REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
 FAILED = Counter("caseflow_consumer_failures_total", "Handler failures", ["consumer"])
 DEAD = Counter("caseflow_consumer_dead_letters_total", "Events dead-lettered", ["consumer"])
+
+REDRIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar("caseflow_redriven", default=False)
+"""True while a handler handles an event re-driven from the dead letters (``caseflow bus
+redrive``): an operator asked for it to be handled now, whatever its age."""
 
 
 class UnitOfWork:
