@@ -12,6 +12,7 @@ import typer
 from services.notify.cli import app as notify_app
 from shared.audit.cli import app as audit_app
 from shared.bus.cli import app as nats_app
+from shared.bus.deadletters_cli import app as bus_app
 from shared.catalogue.cli import app as catalogue_app
 from shared.projections.cli import app as projections_app
 from shared.settings import DEFAULT_NATS_URL
@@ -35,6 +36,7 @@ app.add_typer(notify_app, name="notify")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
 app.add_typer(nats_app, name="nats")
+app.add_typer(bus_app, name="bus")
 
 SERVICES = ("intake", "processing", "notify")
 

@@ -57,14 +57,29 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
+def _raised_connecting(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while asyncpg opened a connection: an embedded
+    PostgreSQL that is stopped has no socket file, and connecting to it raises a bare
+    ``FileNotFoundError`` (no file name) from there."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "asyncpg" in tb.tb_frame.f_code.co_filename and "connect" in tb.tb_frame.f_code.co_name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def unavailable_dependency(exc: BaseException) -> tuple[str, BaseException] | None:
     """``("NATS" | "database", the cause)`` when ``exc`` comes from a dependency that
-    can't be reached (refused, gone, timed out, shut down), else None."""
+    can't be reached (refused, gone, timed out, shut down, its socket file gone), else
+    None."""
     for cause in _causes(exc):
         if isinstance(cause, _NATS_DOWN):
             return "NATS", cause
-        if isinstance(cause, _DATABASE_DOWN) or (
-            isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
+        if (
+            isinstance(cause, _DATABASE_DOWN)
+            or (isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated)
+            or (isinstance(cause, OSError) and _raised_connecting(cause))
         ):
             return "database", cause
     return None

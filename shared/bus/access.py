@@ -7,12 +7,16 @@ credential has a kind, and its permissions follow from the kind alone:
 - a **service** (intake, processing, notify) declares the streams, pulls from and acks its
   own durable consumers (``shared.bus.durables``), sends and hears the relays' wake-up,
   dead-letters on ``caseflow.dlq.>``; processing also publishes department requests and
-  keeps one pull consumer per authority for the departments (``dept_<authority>``). No
+  keeps one pull consumer per authority for the departments (``dept_<authority>``). Each
+  service takes the redrive requests of its own consumers (``<consumer>-redrive``), reads
+  the dead letter named and deletes it once handled. No
   service may publish on ``caseflow.events.>``;
 - the **relay** publishes ``caseflow.events.>`` and nothing else: it is the only writer of
   the event stream, and it runs on a connection of its own in each service process;
 - the **operator** inspects streams and consumers, reads events and dead letters (for
-  tools such as the ``nats`` CLI); it can create, change or delete nothing;
+  tools such as the ``nats`` CLI) and asks for dead letters to be handled again
+  (``caseflow bus redrive``: a request naming a dead letter by its sequence on
+  ``caseflow.redrive.<consumer>``); it can create, change or delete nothing;
 - a **department** system pulls from its authority's consumer only (no consumer of its
   own: a consumer's request body could name any filter or a push subject), acks there,
   and answers on ``caseflow.dept.<authority>.answers.<its name>``, so the server
@@ -43,10 +47,13 @@ from shared.bus.streams import (
     DLQ_SUBJECTS,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
+    REDRIVE_STREAM,
+    REDRIVE_SUBJECTS,
     WAKE_SUBJECT,
     answer_subject,
     dept_durable,
     dept_subject,
+    redrive_durable,
 )
 
 SERVICES = ("intake", "processing", "notify")
@@ -62,7 +69,7 @@ _NAME = re.compile(NAME_PATTERN)
 PUBLIC_KEY_PATTERN = r"^U[A-Z2-7]{55}$"
 """An NKEY user's public key."""
 
-STREAMS = (EVENTS_STREAM, DEPT_STREAM, DLQ_STREAM)
+STREAMS = (EVENTS_STREAM, DEPT_STREAM, DLQ_STREAM, REDRIVE_STREAM)
 JS_ACK = "$JS.ACK"
 JS_API = "$JS.API"
 
@@ -171,8 +178,18 @@ def _service(name: str, authorities: Sequence[str]) -> Permissions:
             if consumer.service == name
             for subject in _consumer_api(consumer.stream, consumer.name)
         ),
+        *(
+            subject
+            for consumer in CONSUMERS
+            if consumer.service == name and consumer.redrive
+            for subject in _consumer_api(REDRIVE_STREAM, redrive_durable(consumer.name))
+        ),
         WAKE_SUBJECT,
         DLQ_SUBJECTS,
+        # A re-driven dead letter is read from the dead letters by its sequence, and
+        # deleted there once handled.
+        f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
+        f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}",
     ]
     if name == "processing":
         publish.append("caseflow.dept.*.requests")
@@ -207,7 +224,9 @@ def _operator() -> Permissions:
         f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
     )
     return Permissions(
-        publish_allow=reads,
+        # Asking for dead letters to be handled again: a request names a dead letter by
+        # its sequence; the consumer reads the letter itself, which only services write.
+        publish_allow=(*reads, REDRIVE_SUBJECTS),
         publish_deny=(EVENTS_SUBJECTS,),
         subscribe_allow=(f"{inbox_prefix(OPERATOR)}.>", EVENTS_SUBJECTS, DLQ_SUBJECTS),
     )

@@ -21,11 +21,22 @@ Handlers see every event at the current version of its payload: the log's copy a
 histories a :class:`UnitOfWork` reads are upcast (``shared.upcasting``); the log itself
 keeps what was stored.
 
-Handler errors are retried with backoff (``nak`` with a delay) up to ``max_deliver``
-times, then the message goes to ``caseflow.dlq.<consumer>`` with the reason. Messages
-that can't be decoded go there at once, and so do events of a schema version newer than
-the code knows. Infrastructure errors (database down) are retried without limit: they
-say nothing about the message.
+**Outages are waited out, not counted.** When handling fails because the database (or
+NATS) can't be reached — and a probe confirms it — the consumer stops fetching, keeps the
+messages in hand (telling JetStream they are in progress, so none is redelivered
+meanwhile) and handles the same batch again once the probe answers. A conflict with
+another writer (the case moved on) is retried without being counted either. Only a
+handler's own error counts: after ``max_deliver`` of them (counted by this process, not
+by JetStream's deliveries, which outages and restarts also make) the message goes to
+``caseflow.dlq.<consumer>`` with the reason. Messages that can't be decoded go there at
+once, and so do events of a schema version newer than the code knows.
+
+**Dead letters can be handled again.** ``caseflow bus redrive`` puts a request naming a
+dead letter (its sequence in ``CASEFLOW_DLQ``) on ``caseflow.redrive.<consumer>``; the
+consumer reads that dead letter from the dead-letter stream (which only services write),
+handles the event it names as the log holds it with :data:`REDRIVEN` set (notify tells
+whatever the event's age), and deletes the dead letter once handled. Handled before?
+The inbox says so and nothing happens twice.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -44,7 +57,8 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
-from prometheus_client import Counter
+from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Gauge
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,11 +70,20 @@ from shared.bus.headers import (
     MSG_ID_HEADER,
     header_value,
 )
-from shared.bus.streams import EVENTS_STREAM, dlq_subject, event_subject
+from shared.bus.streams import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    REDRIVE_STREAM,
+    dlq_subject,
+    event_subject,
+    redrive_durable,
+    redrive_subject,
+)
 from shared.eventlog import AppendResult, ConcurrencyError, EventLog, append_in
 from shared.eventlog.schema import inbox
 from shared.eventlog.store import _insert, _read_cases_in, read_case_in
 from shared.events import NewEvent, StoredEvent, utcnow
+from shared.outages import unavailable_dependency
 from shared.sql import insert_ignore
 from shared.upcasting import UpcastError, upcast, upcast_all
 
@@ -70,6 +93,14 @@ HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consume
 REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
 FAILED = Counter("caseflow_consumer_failures_total", "Handler failures", ["consumer"])
 DEAD = Counter("caseflow_consumer_dead_letters_total", "Events dead-lettered", ["consumer"])
+REDRIVEN_TOTAL = Counter(
+    "caseflow_consumer_redriven_total", "Dead letters handled again", ["consumer"]
+)
+WAITING = Gauge(
+    "caseflow_consumer_waiting_out",
+    "1 while the consumer waits for an unreachable database or NATS",
+    ["consumer"],
+)
 
 REDRIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar("caseflow_redriven", default=False)
 """True while a handler handles an event re-driven from the dead letters (``caseflow bus
@@ -229,10 +260,25 @@ class EventRef:
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Delivery:
     """A fetched message and the event it names (each delivery is itself: compared and
-    hashed by identity)."""
+    hashed by identity). For a re-driven dead letter, ``msg`` is the redrive request
+    (acked, nak'ed, terminated) and the rest comes from the dead letter."""
 
     msg: Msg
     ref: EventRef
+    subject: str
+    """The subject the event was published on."""
+    data: bytes
+    msg_id: str | None = None
+    """The published message's ``Nats-Msg-Id``."""
+    dead_letter: int | None = None
+    """The dead letter's sequence in ``CASEFLOW_DLQ``, if re-driven from there."""
+
+    @classmethod
+    def of(cls, msg: Msg) -> Delivery:
+        """The delivery of a message fetched from the stream (PoisonMessage if it names
+        no event)."""
+        msg_id = (msg.headers or {}).get(MSG_ID_HEADER)
+        return cls(msg, _decode(msg.data), msg.subject, msg.data, msg_id)
 
 
 def _not_logged(delivery: Delivery) -> str:
@@ -260,20 +306,25 @@ class ConsumerSpec:
         return self.backoff[min(attempt, len(self.backoff)) - 1]
 
 
-def _decode(msg: Msg) -> EventRef:
+def _decode(data: bytes) -> EventRef:
     """The event the message names."""
     try:
-        envelope = orjson.loads(msg.data)
+        envelope = orjson.loads(data)
         return EventRef(uuid.UUID(envelope["event_id"]), uuid.UUID(envelope["case_id"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise PoisonMessage(f"not a caseflow event envelope: {err!r}") from err
 
 
 def _is_transient(err: BaseException) -> bool:
-    """Errors that say nothing about the message: retry them without limit."""
+    """Errors that say nothing about the message: retry them without counting them."""
     if isinstance(err, ConcurrencyError | IntegrityError | OperationalError):
-        return True  # another writer moved the case on, or the database is away
+        return True  # another writer moved the case on, or the database was busy
     return isinstance(err, DBAPIError) and err.connection_invalidated
+
+
+FAILURES_REMEMBERED = 10_000
+"""How many messages' failure counts a consumer keeps (the oldest are forgotten: a
+forgotten message is retried more often, never dead-lettered sooner)."""
 
 
 class Consumer:
@@ -286,6 +337,10 @@ class Consumer:
         self.js = nc.jetstream()
         self.reconnects = 0
         self.idle = asyncio.Event()
+        self.stop = asyncio.Event()
+        """Set by :meth:`run`'s caller: an outage being waited out ends with it."""
+        self._failures: dict[str, int] = {}
+        """The handler's own failures per message (outages and conflicts don't count)."""
 
     def config(self) -> api.ConsumerConfig:
         """The durable consumer's configuration (redelivery is bounded by our own code)."""
@@ -307,32 +362,68 @@ class Consumer:
         """Called by the NATS client after a reconnect: recreate the pull subscription."""
         self.reconnects += 1
 
+    def redrive_config(self) -> api.ConsumerConfig:
+        """The durable that takes this consumer's redrive requests."""
+        durable = redrive_durable(self.spec.name)
+        return api.ConsumerConfig(
+            durable_name=durable,
+            name=durable,
+            filter_subject=redrive_subject(self.spec.name),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.spec.ack_wait,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and handle until ``stop`` is set; the batch in hand is finished first."""
+        """Fetch and handle until ``stop`` is set; the batch in hand is finished first.
+        Redrive requests are taken beside the stream's messages."""
+        self.stop = stop
+        await asyncio.gather(
+            self._pull(stop, EVENTS_STREAM, self.config(), self.handle_batch, wait=0.5),
+            self._pull(stop, REDRIVE_STREAM, self.redrive_config(), self.handle_redrives, wait=5),
+        )
+
+    async def _pull(
+        self,
+        stop: asyncio.Event,
+        stream: str,
+        config: api.ConsumerConfig,
+        handle: Callable[[list[Msg]], Awaitable[None]],
+        *,
+        wait: float,
+    ) -> None:
+        durable = config.durable_name or ""
         while not stop.is_set():
             seen_reconnects = self.reconnects
             try:
-                await self.declare()
-                sub = await self.js.pull_subscribe_bind(
-                    durable=self.spec.name, stream=EVENTS_STREAM
-                )
+                await self.js.add_consumer(stream, config)
+                sub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
             except Exception as err:
-                log.warning("consumer subscribe failed", consumer=self.spec.name, error=repr(err))
+                log.warning("consumer subscribe failed", consumer=durable, error=repr(err))
                 await _sleep_unless(stop, 1.0)
                 continue
             try:
                 while not stop.is_set() and self.reconnects == seen_reconnects:
                     try:
-                        msgs = await sub.fetch(self.spec.batch_size, timeout=0.5)
+                        msgs = await sub.fetch(self.spec.batch_size, timeout=wait)
                     except TimeoutError:
-                        self.idle.set()
+                        if stream == EVENTS_STREAM:
+                            self.idle.set()
                         continue
                     except nats.errors.Error as err:
-                        log.warning("fetch failed", consumer=self.spec.name, error=repr(err))
+                        log.warning("fetch failed", consumer=durable, error=repr(err))
                         await _sleep_unless(stop, 0.5)
                         break
-                    self.idle.clear()
-                    await self.handle_batch(msgs)
+                    if stream == EVENTS_STREAM:
+                        self.idle.clear()
+                    try:
+                        await handle(msgs)
+                    except Exception as err:
+                        # NATS went away while acking or dead-lettering: the messages come
+                        # again (the inbox knows those handled) on a new subscription.
+                        log.warning("batch interrupted", consumer=durable, error=repr(err)[:300])
+                        await _sleep_unless(stop, 0.5)
+                        break
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -342,24 +433,151 @@ class Consumer:
         decoded: list[Delivery] = []
         for msg in msgs:
             try:
-                decoded.append(Delivery(msg, _decode(msg)))
+                decoded.append(Delivery.of(msg))
             except PoisonMessage as err:
-                await self.dead_letter(msg, str(err))
-        if not decoded:
+                await self._dead_letter_msg(msg, str(err))
+        await self._handle_deliveries(decoded)
+
+    async def _handle_deliveries(self, decoded: list[Delivery]) -> None:
+        while decoded:
+            try:
+                refused = await self._transaction(decoded)
+            except Exception as err:
+                if await self._waited_out(err, decoded):
+                    if self.stop.is_set():
+                        await self._give_back(decoded)
+                        return
+                    continue  # the dependency is back: the same batch again
+                for delivery in decoded:
+                    await self._handle_one(delivery)
+                return
+            await self._settle(decoded, refused)
             return
+
+    async def handle_redrives(self, msgs: list[Msg]) -> None:
+        """Take redrive requests: each names a dead letter of this consumer, which is
+        handled again as the log holds its event, then deleted from the dead letters."""
+        for msg in msgs:
+            delivery = await self._redriven(msg)
+            if delivery is None:
+                continue
+            token = REDRIVEN.set(True)
+            try:
+                await self._handle_deliveries([delivery])
+            finally:
+                REDRIVEN.reset(token)
+
+    async def _redriven(self, request: Msg) -> Delivery | None:
+        """The dead letter a redrive request names, or None (the request settled) if
+        there is none of this consumer's by that sequence."""
         try:
-            refused = await self._transaction(decoded)
-        except Exception:
-            for delivery in decoded:
-                await self._handle_one(delivery)
-            return
-        await self._settle(decoded, refused)
+            sequence = int(orjson.loads(request.data)["dead_letter"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("redrive request names no dead letter", consumer=self.spec.name)
+            await request.term()
+            return None
+        try:
+            letter = await self.js.get_msg(DLQ_STREAM, sequence)
+        except NotFoundError:
+            log.info("redrive: no such dead letter (handled already?)", sequence=sequence)
+            await request.ack()
+            return None
+        headers = letter.headers or {}
+        if headers.get(DLQ_CONSUMER_HEADER) != self.spec.name or letter.data is None:
+            log.warning("redrive: not this consumer's dead letter", sequence=sequence)
+            await request.term()
+            return None
+        subject = headers.get(DLQ_SUBJECT_HEADER) or ""
+        msg_id = headers.get(MSG_ID_HEADER)
+        prefix = f"{self.spec.name}:"
+        original_id = msg_id.split(":again-")[0].removeprefix(prefix) if msg_id else None
+        try:
+            ref = _decode(letter.data)
+        except PoisonMessage as err:
+            # Still not an event: it stays a dead letter (under its new sequence).
+            await self._publish_dead_letter(letter.data, subject, original_id, str(err), sequence)
+            await self.js.delete_msg(DLQ_STREAM, sequence)
+            await request.term()
+            return None
+        return Delivery(request, ref, subject, letter.data, original_id, dead_letter=sequence)
+
+    async def _waited_out(self, err: BaseException, deliveries: list[Delivery]) -> bool:
+        """If ``err`` is an outage of the database or NATS — and a probe confirms it —
+        wait until the probe answers again, keeping the messages in progress; True then.
+        False for anything else (an error of the handler's own, a conflict)."""
+        down = unavailable_dependency(err)
+        if down is None or await self._reachable():
+            return False
+        dependency, cause = down
+        WAITING.labels(self.spec.name).set(1)
+        started = time.monotonic()
+        log.warning(
+            "waiting out an outage; nothing is dead-lettered for it",
+            consumer=self.spec.name,
+            unavailable=dependency,
+            error=repr(cause)[:300],
+            messages=len(deliveries),
+        )
+        pause, beat = 0.25, time.monotonic()
+        try:
+            while not self.stop.is_set() and not await self._reachable():
+                if time.monotonic() - beat >= self.spec.ack_wait / 3:
+                    beat = time.monotonic()
+                    await self._in_progress(deliveries)
+                await _sleep_unless(self.stop, pause)
+                pause = min(pause * 2, 2.0)
+        finally:
+            WAITING.labels(self.spec.name).set(0)
+        log.info(
+            "outage over; handling again",
+            consumer=self.spec.name,
+            unavailable=dependency,
+            seconds=round(time.monotonic() - started, 1),
+        )
+        return True
+
+    async def _reachable(self) -> bool:
+        """Whether NATS and the database answer now."""
+        if not self.nc.is_connected:
+            return False
+        try:
+            async with self.log.writer.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as err:
+            return unavailable_dependency(err) is None
+        return True
+
+    @staticmethod
+    async def _in_progress(deliveries: Sequence[Delivery]) -> None:
+        """Tell JetStream the messages are still being worked on (best effort: NATS may
+        be the one away)."""
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
+
+    @staticmethod
+    async def _give_back(deliveries: Sequence[Delivery]) -> None:
+        """Stopping while an outage lasts: the messages go back at once (best effort)."""
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(d.msg.nak() for d in deliveries))
 
     async def _settle(self, deliveries: list[Delivery], refused: dict[Delivery, str]) -> None:
-        """After the commit: dead-letter what was refused, ack the rest."""
+        """After the commit: dead-letter what was refused, ack the rest (and delete the
+        dead letters they were re-driven from)."""
         for delivery, reason in refused.items():
-            await self.dead_letter(delivery.msg, reason)
-        await asyncio.gather(*(d.msg.ack() for d in deliveries if d not in refused))
+            await self.dead_letter(delivery, reason)
+        done = [d for d in deliveries if d not in refused]
+        await asyncio.gather(*(d.msg.ack() for d in done))
+        for delivery in done:
+            self._failures.pop(_failure_key(delivery), None)
+            if delivery.dead_letter is not None:
+                await self.js.delete_msg(DLQ_STREAM, delivery.dead_letter)
+                REDRIVEN_TOTAL.labels(self.spec.name).inc()
+                log.info(
+                    "dead letter handled again",
+                    consumer=self.spec.name,
+                    event_id=str(delivery.ref.event_id),
+                    dead_letter=delivery.dead_letter,
+                )
 
     async def _transaction(self, deliveries: list[Delivery]) -> dict[Delivery, str]:
         """Handle the events the messages name, as the log holds them, in one transaction.
@@ -378,12 +596,12 @@ class Consumer:
                     refused[delivery] = _not_logged(delivery)
                 elif isinstance(found, UpcastError):
                     refused[delivery] = str(found)
-                elif delivery.msg.subject != event_subject(found.case_kind, found.event_type):
+                elif delivery.subject != event_subject(found.case_kind, found.event_type):
                     refused[delivery] = (
                         f"the log's event {found.event_id} is {found.event_type} "
                         f"({found.case_kind}), published on "
                         f"{event_subject(found.case_kind, found.event_type)}, not on "
-                        f"{delivery.msg.subject}; the message was not handled"
+                        f"{delivery.subject}; the message was not handled"
                     )
                 else:
                     events.append(found)
@@ -407,42 +625,84 @@ class Consumer:
         return refused
 
     async def _handle_one(self, delivery: Delivery) -> None:
-        msg = delivery.msg
-        try:
-            refused = await self._transaction([delivery])
-        except Exception as err:
-            FAILED.labels(self.spec.name).inc()
-            attempt = msg.metadata.num_delivered or 1
-            if _is_transient(err):
-                log.warning("transient error; will retry", error=repr(err))
-                await msg.nak(delay=self.spec.delay(attempt))
-            elif attempt >= self.spec.max_deliver:
-                await self.dead_letter(msg, f"{type(err).__name__}: {err}")
-            else:
-                log.warning(
-                    "handler failed; will retry",
-                    consumer=self.spec.name,
-                    event_id=str(delivery.ref.event_id),
-                    attempt=attempt,
-                    error=repr(err),
-                )
-                await msg.nak(delay=self.spec.delay(attempt))
+        while True:
+            try:
+                refused = await self._transaction([delivery])
+            except Exception as err:
+                if await self._waited_out(err, [delivery]):
+                    if self.stop.is_set():
+                        await self._give_back([delivery])
+                        return
+                    continue
+                await self._failed(delivery, err)
+                return
+            await self._settle([delivery], refused)
             return
-        await self._settle([delivery], refused)
 
-    async def dead_letter(self, msg: Msg, reason: str) -> None:
-        """Move the message to ``caseflow.dlq.<consumer>`` with the reason, then drop it."""
+    async def _failed(self, delivery: Delivery, err: Exception) -> None:
+        """The handler failed on this message: retry it later, or dead-letter it after
+        ``max_deliver`` failures of its own."""
+        msg = delivery.msg
+        FAILED.labels(self.spec.name).inc()
+        if _is_transient(err):
+            # Another writer moved the case on: nothing to count against the message.
+            log.warning("conflict; will retry", consumer=self.spec.name, error=repr(err)[:300])
+            await msg.nak(delay=random.uniform(0.05, 0.5))  # noqa: S311
+            return
+        key = _failure_key(delivery)
+        failures = self._failures.pop(key, 0) + 1
+        if failures >= self.spec.max_deliver:
+            await self.dead_letter(delivery, f"{type(err).__name__}: {err}")
+            return
+        self._failures[key] = failures
+        while len(self._failures) > FAILURES_REMEMBERED:
+            del self._failures[next(iter(self._failures))]
+        log.warning(
+            "handler failed; will retry",
+            consumer=self.spec.name,
+            event_id=str(delivery.ref.event_id),
+            failures=failures,
+            error=repr(err),
+        )
+        await msg.nak(delay=self.spec.delay(failures))
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the event's message to ``caseflow.dlq.<consumer>`` with the reason, then
+        drop it (a re-driven one: its earlier dead letter is deleted)."""
+        await self._publish_dead_letter(
+            delivery.data, delivery.subject, delivery.msg_id, reason, delivery.dead_letter
+        )
+        await delivery.msg.term()
+        self._failures.pop(_failure_key(delivery), None)
+        if delivery.dead_letter is not None:
+            await self.js.delete_msg(DLQ_STREAM, delivery.dead_letter)
+
+    async def _dead_letter_msg(self, msg: Msg, reason: str) -> None:
+        """Dead-letter a message that names no event."""
+        await self._publish_dead_letter(
+            msg.data, msg.subject, (msg.headers or {}).get(MSG_ID_HEADER), reason, None
+        )
+        await msg.term()
+
+    async def _publish_dead_letter(
+        self, data: bytes, subject: str, msg_id: str | None, reason: str, again: int | None
+    ) -> None:
         headers = {
             DLQ_REASON_HEADER: header_value(reason),
-            DLQ_SUBJECT_HEADER: msg.subject,
+            DLQ_SUBJECT_HEADER: subject,
             DLQ_CONSUMER_HEADER: self.spec.name,
         }
-        if msg.headers and MSG_ID_HEADER in msg.headers:
-            headers[MSG_ID_HEADER] = f"{self.spec.name}:{msg.headers[MSG_ID_HEADER]}"
-        await self.js.publish(dlq_subject(self.spec.name), msg.data, headers=headers)
-        await msg.term()
+        if msg_id:
+            # A letter dead again after a redrive is a new one (not a duplicate to drop).
+            suffix = f":again-{again}" if again is not None else ""
+            headers[MSG_ID_HEADER] = f"{self.spec.name}:{msg_id}{suffix}"
+        await self.js.publish(dlq_subject(self.spec.name), data, headers=headers)
         DEAD.labels(self.spec.name).inc()
-        log.error("dead-lettered", consumer=self.spec.name, subject=msg.subject, reason=reason)
+        log.error("dead-lettered", consumer=self.spec.name, subject=subject, reason=reason)
+
+
+def _failure_key(delivery: Delivery) -> str:
+    return str(delivery.ref.event_id)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -22,6 +22,8 @@ class ConsumerDoc:
     stream: str
     subjects: tuple[str, ...]
     summary: str
+    redrive: bool = True
+    """Whether its dead letters can be handled again (``caseflow bus redrive``)."""
 
     @property
     def dead_letters(self) -> str:
@@ -54,6 +56,9 @@ CONSUMERS: tuple[ConsumerDoc, ...] = (
         ("caseflow.dept.*.answers.*",),
         "Records each department's answer as that authority's decision, checked against "
         "the credential that delivered it",
+        # Its dead letters are answers refused for what they say (or who sent them): the
+        # department answers again; outages are waited out, never dead-lettered.
+        redrive=False,
     ),
     ConsumerDoc(
         "notify",

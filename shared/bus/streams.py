@@ -11,6 +11,11 @@ EVENTS_STREAM = "CASEFLOW_EVENTS"
 EVENTS_SUBJECTS = "caseflow.events.>"
 DLQ_STREAM = "CASEFLOW_DLQ"
 DLQ_SUBJECTS = "caseflow.dlq.>"
+REDRIVE_STREAM = "CASEFLOW_REDRIVE"
+REDRIVE_SUBJECTS = "caseflow.redrive.>"
+"""Requests to handle a dead letter again (``caseflow bus redrive``): each names a dead
+letter by its sequence in ``CASEFLOW_DLQ``, on ``caseflow.redrive.<consumer>``; the
+consumer reads the dead letter itself from there (a work queue: a request handled is gone)."""
 DEPT_STREAM = "CASEFLOW_DEPT"
 DEPT_SUBJECTS = "caseflow.dept.>"
 """Forwarded cases to departments (``caseflow.dept.<authority>.requests``) and their
@@ -62,6 +67,18 @@ def dlq_subject(consumer: str) -> str:
     return f"caseflow.dlq.{consumer}"
 
 
+def redrive_subject(consumer: str) -> str:
+    """``caseflow.redrive.<consumer>``: where requests to handle its dead letters again go."""
+    if not _TOKEN.match(consumer):
+        raise ValueError(f"{consumer!r} can't be a NATS subject token")
+    return f"caseflow.redrive.{consumer}"
+
+
+def redrive_durable(consumer: str) -> str:
+    """``<consumer>-redrive``: the durable that takes the consumer's redrive requests."""
+    return f"{consumer}-redrive"
+
+
 async def _ensure(js: JetStreamContext, config: api.StreamConfig) -> None:
     try:
         await js.add_stream(config)
@@ -73,7 +90,8 @@ async def _ensure(js: JetStreamContext, config: api.StreamConfig) -> None:
 
 
 async def declare_streams(js: JetStreamContext) -> None:
-    """Create or update the event, department and dead-letter streams (file storage)."""
+    """Create or update the event, department, dead-letter and redrive streams (file
+    storage)."""
     await _ensure(
         js,
         api.StreamConfig(
@@ -101,5 +119,15 @@ async def declare_streams(js: JetStreamContext) -> None:
             subjects=[DLQ_SUBJECTS],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
+        ),
+    )
+    await _ensure(
+        js,
+        api.StreamConfig(
+            name=REDRIVE_STREAM,
+            subjects=[REDRIVE_SUBJECTS],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
         ),
     )

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 
 from shared import devservers
 from shared.bus.streams import declare_streams
+from tests.own_postgres import own_postgres  # noqa: F401  (a fixture for outage tests)
 from tests.services import connect_as, session_bus
 
 

@@ -208,7 +208,7 @@ async def test_consumer_resumes_after_nats_server_restart(
         second = await _append(log, 5)  # committed while NATS is down
         proc = devservers.start_nats(nats_port, nats_dir, config=config)
 
-        await _until(lambda: _has(log, 10), timeout=20)
+        await _until(lambda: _has(log, 10), timeout=60)
         assert consumer.reconnects >= 1
         assert sorted(await _handled(log)) == sorted(str(i) for i in first + second)
     finally:

