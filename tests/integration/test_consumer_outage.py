@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import nats.errors
+import orjson
 import pytest
 from nats.aio.client import Client as NATS
 from sqlalchemy.engine import make_url
@@ -266,3 +268,44 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert await _handled(log) == []
+
+
+async def test_a_redrive_request_reaches_only_its_own_consumers_letters(
+    log: EventLog, nc: NATS, relay_nc: NATS, operator_nc: NATS
+) -> None:
+    """The operator may ask; what is handled comes from the dead letters, and only a
+    letter of the consumer asked: a request naming another consumer's letter, no letter,
+    or nothing readable changes nothing."""
+    [event_id] = await _append(log, 1)
+    [event] = await log.read_all()
+    other = await nc.jetstream().publish(
+        "caseflow.dlq.processing-dept",
+        orjson.dumps(event.envelope()),
+        headers={
+            "Caseflow-Consumer": "processing-dept",
+            "Caseflow-Original-Subject": "caseflow.events.application.CaseReceived",
+            "Caseflow-Dead-Letter-Reason": "someone else's",
+        },
+    )
+    handler = Tally()
+    stop = asyncio.Event()
+    consumer = Consumer(_spec(handler), log, nc)
+    task = asyncio.create_task(consumer.run(stop))
+    js = operator_nc.jetstream()
+    try:
+        for request in ({"dead_letter": other.seq}, {"dead_letter": 999_999}, {"no": "letter"}):
+            await js.publish("caseflow.redrive.notify", orjson.dumps(request))
+        await js.publish("caseflow.redrive.notify", b"\xff not json")
+
+        async def settled() -> bool:
+            return (await js.stream_info("CASEFLOW_REDRIVE")).state.messages == 0
+
+        await _until(settled, "the four requests taken")
+        with pytest.raises(nats.errors.Error):  # the operator writes no dead letter
+            await js.publish("caseflow.dlq.notify", b"{}", timeout=2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert handler.redriven == [] and await _handled(log) == []
+    [letter] = await dead_letters(js)
+    assert letter.consumer == "processing-dept" and letter.event_id == str(event_id)
