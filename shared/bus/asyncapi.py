@@ -47,9 +47,11 @@ from shared.bus.streams import (
     DEPT_SUBJECTS,
     DLQ_STREAM,
     EVENTS_STREAM,
+    REDRIVE_STREAM,
     WAKE_SUBJECT,
     dept_durable,
     dlq_subject,
+    redrive_subject,
 )
 from shared.catalogue import load_catalogue
 from shared.delegation import PAYLOADS as DELEGATION_PAYLOADS
@@ -195,7 +197,8 @@ _DEAD_LETTER_REASONS = [
     "(dead-lettered at once)",
     "<EventType> schema version N is newer than this code knows (version M); upgrade the "
     "consumer, then re-drive the message (dead-lettered at once)",
-    "<ExceptionType>: … (the handler failed on every one of max_deliver attempts, 5)",
+    "<ExceptionType>: … (the handler itself failed max_deliver times, 5; outages of the "
+    "database or NATS are waited out and never counted)",
     "undecodable answer from credential C: … / answer from credential C not taken: … / "
     "answer refused (not_forwarded_to_authority | not_awaiting_answer | "
     "officer_of_another_organisation): … (processing-dept-answers only; a refusal is also "
@@ -432,6 +435,7 @@ def document() -> dict[str, Any]:
                 "subjects": list(c.subjects),
                 "summary": c.summary,
                 "deadLetters": {"$ref": f"#/channels/dlq-{c.name}"},
+                **({"redrive": {"$ref": f"#/channels/redrive-{c.name}"}} if c.redrive else {}),
             }
             for c in CONSUMERS
         },
@@ -457,7 +461,7 @@ def _access() -> dict[str, Any]:
         "authority",
         access.Kind.relay: "the relay's own connection in each service process",
         access.Kind.operator: "inspection: stream and consumer info, stored events and dead "
-        "letters",
+        "letters; asking for dead letters to be handled again (caseflow.redrive.>)",
         access.Kind.department: "a department system (hc_forestry's, named forestry-system): "
         "its authority's consumer only, its own answer subject",
     }
@@ -622,3 +626,45 @@ def _dead_letters(
             "channel": {"$ref": f"#/channels/dlq-{consumer.name}"},
             "summary": f"{consumer.name} gives up on a message",
         }
+        if consumer.redrive:
+            channels[f"redrive-{consumer.name}"] = {
+                "address": redrive_subject(consumer.name),
+                "title": f"redrive requests of {consumer.name}",
+                "description": f"Requests to handle a dead letter of {consumer.name} again "
+                f"(`caseflow bus redrive`; stream {REDRIVE_STREAM}, a work queue). The "
+                f"consumer reads the letter named from {DLQ_STREAM}, handles its event as "
+                "the log holds it, whatever its age, and deletes the letter once handled.",
+                "messages": {"RedriveRequest": {"$ref": "#/components/messages/RedriveRequest"}},
+            }
+            operations[f"redrive-{consumer.name}"] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/redrive-{consumer.name}"},
+                "summary": f"{consumer.name} handles a dead letter again",
+            }
+    messages["RedriveRequest"] = {
+        "name": "RedriveRequest",
+        "title": "RedriveRequest",
+        "summary": "Handle this dead letter again (the operator asks)",
+        "x-schema-version": 1,
+        "x-current-schema-version": 1,
+        "headers": {
+            "type": "object",
+            "properties": {
+                MSG_ID_HEADER: {
+                    "type": "string",
+                    "description": "redrive:<sequence>: asking twice is asking once",
+                }
+            },
+        },
+        "payload": {
+            "type": "object",
+            "required": ["dead_letter"],
+            "properties": {
+                "dead_letter": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": f"the dead letter's sequence in {DLQ_STREAM}",
+                }
+            },
+        },
+    }
