@@ -88,6 +88,8 @@ class Runtime:
             consumer.on_reconnect()
 
     async def _disconnected(self) -> None:
+        if self.stop.is_set():
+            return  # our own drain closed the connection: nothing went wrong
         log.warning("disconnected from NATS")
 
     async def _connect(self, user: str, seed_file: Path, **callbacks: Any) -> NATS:
