@@ -35,7 +35,7 @@ import contextlib
 import contextvars
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.errors
 import orjson
@@ -65,6 +65,9 @@ from shared.sql import insert_ignore
 from shared.upcasting import UpcastError, upcast, upcast_all
 
 log = structlog.get_logger("caseflow.consumer")
+
+ACK_WAIT = 5.0
+"""Seconds the server waits for an ack (or an in-progress beat) before delivering again."""
 
 HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consumer"])
 REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
@@ -295,7 +298,9 @@ class Consumer:
             filter_subjects=list(self.spec.subjects),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=self.spec.ack_wait,
+            # Short, so that messages a NATS restart lost on their way to us come again within
+            # seconds; run() reports a longer batch in progress (spec.ack_wait bounds it).
+            ack_wait=min(self.spec.ack_wait, ACK_WAIT),
             max_ack_pending=10_000,
         )
 
@@ -332,7 +337,8 @@ class Consumer:
                         await _sleep_unless(stop, 0.5)
                         break
                     self.idle.clear()
-                    await self.handle_batch(msgs)
+                    async with _in_progress(msgs, min(self.spec.ack_wait, ACK_WAIT) / 3):
+                        await self.handle_batch(msgs)
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -443,6 +449,27 @@ class Consumer:
         await msg.term()
         DEAD.labels(self.spec.name).inc()
         log.error("dead-lettered", consumer=self.spec.name, subject=msg.subject, reason=reason)
+
+
+@contextlib.asynccontextmanager
+async def _in_progress(msgs: list[Msg], every: float) -> AsyncIterator[None]:
+    """While the block runs, tell the server every ``every`` seconds that ``msgs`` are in
+    hand (``+WPI``), so that the short ack wait does not redeliver a long batch."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
