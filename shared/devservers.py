@@ -64,6 +64,10 @@ def start_nats(
         [nats_server_binary(), *args],
         stdout=out,
         stderr=subprocess.STDOUT,
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground process
+        # group, and nats-server must outlive the services that drain into it (its owner
+        # stops it: ``caseflow up`` after the services, tests when they are done).
+        start_new_session=True,
     )
     try:
         wait_for_port(port)

@@ -26,7 +26,7 @@ from shared.bus.access import RELAY
 from shared.bus.client import connect
 from shared.bus.consumer import Consumer, ConsumerSpec
 from shared.bus.relay import Relay
-from shared.bus.streams import WAKE_SUBJECT, declare_streams
+from shared.bus.streams import LEASE_RELEASED, WAKE_SUBJECT, declare_streams
 from shared.db import create_engine
 from shared.eventlog import EventLog
 from shared.orgs import Organisations, load_organisations
@@ -88,6 +88,8 @@ class Runtime:
             consumer.on_reconnect()
 
     async def _disconnected(self) -> None:
+        if self.stop.is_set():
+            return  # our own drain closed the connection: nothing went wrong
         log.warning("disconnected from NATS")
 
     async def _connect(self, user: str, seed_file: Path, **callbacks: Any) -> NATS:
@@ -147,10 +149,19 @@ class Runtime:
         if self.settings.relay and relay_seed is not None:
             self.relay_nc = await self._connect(RELAY, relay_seed)
             relay = Relay(self.log, self.relay_nc.jetstream())
+            nc = self.nc
 
-            async def wake(_msg: Msg) -> None:
-                relay.wakeup.set()
+            async def wake(msg: Msg) -> None:
+                if msg.data == LEASE_RELEASED:
+                    relay.lease_freed()
+                else:
+                    relay.wakeup.set()
 
+            async def released() -> None:
+                with contextlib.suppress(Exception):
+                    await nc.publish(WAKE_SUBJECT, LEASE_RELEASED)
+
+            relay.on_release.append(released)
             await self.nc.subscribe(WAKE_SUBJECT, cb=wake)
             workers.append(relay.run(self.stop))
         if self.on_wake:

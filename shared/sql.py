@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,3 +44,13 @@ async def add_to_counters(
         _COUNTER_UPSERTS[(name, table.name)] = statement
     zero = dict.fromkeys(measures, 0)
     await conn.execute(statement, [{**zero, **row} for row in rows])
+
+
+def database_now(conn: AsyncConnection, plus: timedelta | None = None) -> sa.ColumnElement[Any]:
+    """The time to compare leases with (``plus`` a while): the database's clock on
+    PostgreSQL (replicas on several machines then agree whatever their own clocks say),
+    this machine's on SQLite (every process on the file shares this machine's clock)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.now() if plus is None else sa.func.now() + plus
+    now = datetime.now(UTC)
+    return sa.literal(now if plus is None else now + plus, sa.DateTime(timezone=True))

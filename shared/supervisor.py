@@ -36,6 +36,10 @@ SANDBOX_PORTS = {"smtp": 8025, "sms": 8004, "webhook": 8005}
 """The sandbox's receivers' ports unless ``caseflow up --sandbox-<what>-port`` says."""
 
 
+_UNDERNEATH = ("sandbox", "nats-server")
+"""Children the services use, stopped after them in this order."""
+
+
 class Stack:
     """The processes of one ``caseflow up``."""
 
@@ -217,15 +221,20 @@ class Stack:
         self.stopping = True
 
     def stop(self) -> None:
-        """Stop the services first (they drain), then nats-server."""
-        services = [name for name in self.children if name != "nats-server"]
+        """Stop the services first (they drain: the batch in hand, the relay's round, NATS),
+        then what they use: the sandbox's receivers, then nats-server."""
+        services = [name for name in self.children if name not in _UNDERNEATH]
         for name in services:
             if self.children[name].poll() is None:
                 self.children[name].send_signal(signal.SIGTERM)
         for name in services:
             devservers.stop_process(self.children[name], timeout=20)
-        if "nats-server" in self.children:
-            devservers.stop_process(self.children["nats-server"])
+        if services:
+            self._say(f"stopped {', '.join(services)}")
+        for name in _UNDERNEATH:
+            if name in self.children:
+                devservers.stop_process(self.children[name])
+                self._say(f"stopped {name}")
         self._say("stopped")
 
     seed_delegations: bool = True

@@ -214,10 +214,12 @@ def officer_of(named: str, authority: str, credential: str) -> tuple[str, Refusa
 class AnswerListener:
     """A durable pull consumer of every department's answers."""
 
-    def __init__(self, service: CaseService, nc: NATS) -> None:
+    def __init__(self, service: CaseService, nc: NATS, *, fetch_timeout: float = 0.5) -> None:
         self.service = service
         self.nc = nc
         self.js = nc.jetstream()
+        self.fetch_timeout = fetch_timeout
+        """Seconds an idle fetch waits (then the listener looks at ``stop`` and fetches again)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         config = api.ConsumerConfig(
@@ -238,7 +240,7 @@ class AnswerListener:
                 continue
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(20, timeout=0.5)
+                    msgs = await sub.fetch(20, timeout=self.fetch_timeout)
                 except TimeoutError:
                     # nats-py raises its own TimeoutError or asyncio's (the built-in one)
                     # on an idle fetch: both are nothing to answer, not a broken subscription.

@@ -48,7 +48,7 @@ import dataclasses
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.errors
 import orjson
@@ -88,6 +88,9 @@ from shared.sql import insert_ignore
 from shared.upcasting import UpcastError, upcast, upcast_all
 
 log = structlog.get_logger("caseflow.consumer")
+
+ACK_WAIT = 5.0
+"""Seconds the server waits for an ack (or an in-progress beat) before delivering again."""
 
 HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consumer"])
 REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
@@ -350,7 +353,9 @@ class Consumer:
             filter_subjects=list(self.spec.subjects),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=self.spec.ack_wait,
+            # Short, so that messages a NATS restart lost on their way to us come again within
+            # seconds; run() reports a longer batch in progress (spec.ack_wait bounds it).
+            ack_wait=min(self.spec.ack_wait, ACK_WAIT),
             max_ack_pending=10_000,
         )
 
@@ -371,7 +376,7 @@ class Consumer:
             filter_subject=redrive_subject(self.spec.name),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=self.spec.ack_wait,
+            ack_wait=min(self.spec.ack_wait, ACK_WAIT),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -417,7 +422,8 @@ class Consumer:
                     if stream == EVENTS_STREAM:
                         self.idle.clear()
                     try:
-                        await handle(msgs)
+                        async with _in_progress(msgs, min(self.spec.ack_wait, ACK_WAIT) / 3):
+                            await handle(msgs)
                     except Exception as err:
                         # NATS went away while acking or dead-lettering: the messages come
                         # again (the inbox knows those handled) on a new subscription.
@@ -518,12 +524,10 @@ class Consumer:
             error=repr(cause)[:300],
             messages=len(deliveries),
         )
-        pause, beat = 0.25, time.monotonic()
+        pause = 0.25
         try:
+            # The messages stay in hand: _pull beats "in progress" for them meanwhile.
             while not self.stop.is_set() and not await self._reachable():
-                if time.monotonic() - beat >= self.spec.ack_wait / 3:
-                    beat = time.monotonic()
-                    await self._in_progress(deliveries)
                 await _sleep_unless(self.stop, pause)
                 pause = min(pause * 2, 2.0)
         finally:
@@ -546,13 +550,6 @@ class Consumer:
         except Exception as err:
             return unavailable_dependency(err) is None
         return True
-
-    @staticmethod
-    async def _in_progress(deliveries: Sequence[Delivery]) -> None:
-        """Tell JetStream the messages are still being worked on (best effort: NATS may
-        be the one away)."""
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(d.msg.in_progress() for d in deliveries))
 
     @staticmethod
     async def _give_back(deliveries: Sequence[Delivery]) -> None:
@@ -703,6 +700,27 @@ class Consumer:
 
 def _failure_key(delivery: Delivery) -> str:
     return str(delivery.ref.event_id)
+
+
+@contextlib.asynccontextmanager
+async def _in_progress(msgs: list[Msg], every: float) -> AsyncIterator[None]:
+    """While the block runs, tell the server every ``every`` seconds that ``msgs`` are in
+    hand (``+WPI``), so that the short ack wait does not redeliver a long batch."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

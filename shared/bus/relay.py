@@ -17,6 +17,7 @@ import asyncio
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,12 +33,24 @@ from shared.bus.streams import event_subject
 from shared.eventlog import EventLog, LogCursor
 from shared.eventlog.schema import relay_checkpoints as cp
 from shared.eventlog.tailing import tail
-from shared.events import StoredEvent, utcnow
+from shared.events import StoredEvent
 from shared.outages import log_failed_round
 from shared.privacy import MASKED_VIEW, masked_envelope
-from shared.sql import insert_ignore
+from shared.sql import database_now, insert_ignore
 
 log = structlog.get_logger("caseflow.relay")
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # SQLite keeps UTC without a zone
+
+
+LEASE_SECONDS = 2.5
+"""How long a relay's lease lasts unless renewed: a stand-by takes over this long after the
+holder died at the latest (at once after a clean stop, which gives the lease back)."""
+
+_EXPIRY_MARGIN = 0.01
+"""Seconds after a lease's end at which a stand-by looks (the clocks' resolution)."""
 
 PUBLISHED = Counter("caseflow_relay_published_total", "Events published by the relay")
 
@@ -53,7 +66,7 @@ class Relay:
         name: str = "main",
         batch_size: int = 1000,
         poll_interval: float = 1.0,
-        lease_seconds: float = 10.0,
+        lease_seconds: float = LEASE_SECONDS,
         use_lease: bool = True,
         ack_timeout: float = 5.0,
     ) -> None:
@@ -70,16 +83,21 @@ class Relay:
         event_log.on_append(self.wakeup.set)
         # While we hold the lease only we move the checkpoint, so our cursor is the stored
         # one; a round within renew_interval of the last renewal needs no lease transaction.
+        # Rounds come at least every poll interval (≤ 1 s), so an idle holder renews about
+        # once a second and a busy one with every checkpoint it saves.
         self.renew_interval = lease_seconds / 4
         self._held: LogCursor | None = None
         self._renewed_at = 0.0
-        self._standby_until: datetime | None = None
-        """Another relay's lease lasts until then (by our clock, as the UPDATE compares)."""
+        self._standby_until: float | None = None
+        """Another relay's lease lasts until then (monotonic clock; see :meth:`_checkpoint`)."""
+        self._expiry: asyncio.TimerHandle | None = None
+        """Wakes a stand-by when the holder's lease runs out (so it takes over at once)."""
         self._leading = False
         """The last round found our cursor (we hold the lease, or run without one)."""
+        self.on_release: list[Callable[[], Awaitable[None]]] = []
+        """Called after a clean stop gave the lease back (to tell the stand-bys)."""
 
     async def _take_lease(self, conn: AsyncConnection) -> LogCursor | None:
-        now = utcnow()
         taken = await conn.execute(
             sa.update(cp)
             .where(cp.c.name == self.name)
@@ -87,10 +105,10 @@ class Relay:
                 sa.or_(
                     cp.c.lease_holder.is_(None),
                     cp.c.lease_holder == self.holder,
-                    cp.c.lease_until < now,
+                    cp.c.lease_until < database_now(conn),
                 )
             )
-            .values(lease_holder=self.holder, lease_until=now + self.lease)
+            .values(lease_holder=self.holder, lease_until=database_now(conn, self.lease))
             .returning(cp.c.tx_id, cp.c.position)
         )
         row = taken.first()
@@ -101,14 +119,20 @@ class Relay:
         if self.use_lease:
             cursor = await self._take_lease(conn)
             if cursor is not None:
-                self._standby_until = None
+                self._stand_by(None)
                 return cursor
+            # How long the other lease still runs, by the clock that the UPDATE compares
+            # with (the database's on PostgreSQL): our own clock's skew does not matter.
             lease = (
-                await conn.execute(sa.select(cp.c.lease_until).where(cp.c.name == self.name))
+                await conn.execute(
+                    sa.select(cp.c.lease_until, database_now(conn).label("now")).where(
+                        cp.c.name == self.name
+                    )
+                )
             ).first()
             if lease is not None:
-                until = lease.lease_until
-                self._standby_until = until if until.tzinfo else until.replace(tzinfo=UTC)
+                left = _aware(lease.lease_until) - _aware(lease.now) if lease.lease_until else None
+                self._stand_by(max(left.total_seconds(), 0.0) if left is not None else 0.0)
                 return None
             # No checkpoint yet: create it, then take the lease.
             await insert_ignore(conn, cp, {"name": self.name, "tx_id": 0, "position": 0})
@@ -119,11 +143,47 @@ class Relay:
         ).one()
         return LogCursor(row.tx_id, row.position)
 
+    def _stand_by(self, seconds: float | None) -> None:
+        """Stand by for ``seconds`` (None: we lead) and look again as soon as they are up."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if seconds is None:
+            self._standby_until = None
+            return
+        self._standby_until = time.monotonic() + seconds
+        self._expiry = asyncio.get_running_loop().call_later(
+            seconds + _EXPIRY_MARGIN, self.wakeup.set
+        )
+
+    def lease_freed(self) -> None:
+        """The holder gave the lease back (a clean stop): try to take it now."""
+        self._stand_by(None)
+        self.wakeup.set()
+
+    async def release(self) -> None:
+        """Give the lease back, so that a stand-by takes over at once instead of waiting
+        for it to run out; then call :attr:`on_release`."""
+        if not self.use_lease:
+            return
+        self._stand_by(None)
+        self._held = None
+        async with self.log.writer.begin() as conn:
+            released = await conn.execute(
+                sa.update(cp)
+                .where(cp.c.name == self.name, cp.c.lease_holder == self.holder)
+                .values(lease_holder=None, lease_until=None)
+            )
+        if released.rowcount == 1:
+            log.info("relay lease released", holder=self.holder)
+            for callback in self.on_release:
+                await callback()
+
     async def _cursor(self) -> LogCursor | None:
         """Where to publish from, or None while another relay holds the lease."""
         cursor: LogCursor | None
         standby = self._standby_until
-        if self.use_lease and standby is not None and utcnow() < standby:
+        if self.use_lease and standby is not None and time.monotonic() < standby:
             cursor = None  # the lease can't be taken before then: no need to ask
         elif (
             self.use_lease
@@ -156,7 +216,7 @@ class Relay:
             if self.use_lease:
                 # Saving renews the lease too (the next round then needs no lease transaction).
                 query = query.where(cp.c.lease_holder == self.holder).values(
-                    lease_until=utcnow() + self.lease
+                    lease_until=database_now(conn, self.lease)
                 )
             saved = await conn.execute(query)
         # Not saved: we lost the lease. The next round asks the database again.
@@ -194,7 +254,11 @@ class Relay:
         return len(events)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; wake on commits, and poll at least every second."""
+        """Publish until ``stop`` is set; wake on commits, and poll at least every second.
+
+        A clean stop gives the lease back (see :meth:`release`); a cancelled or killed
+        relay's lease runs out by itself within :data:`LEASE_SECONDS`.
+        """
         await tail(
             self.publish_pending,
             engine=self.log.engine,
@@ -205,3 +269,7 @@ class Relay:
             leading=lambda: self._leading,
             failed=lambda: log_failed_round(log, "relay round failed; retrying"),
         )
+        try:
+            await self.release()
+        except Exception:
+            log_failed_round(log, "relay lease not released; it runs out by itself")

@@ -22,6 +22,9 @@ DEPT_SUBJECTS = "caseflow.dept.>"
 answers (``caseflow.dept.<authority>.answers.<credential>``), for integrators on the bus."""
 WAKE_SUBJECT = "caseflow.internal.relay.wake"
 """Core NATS (no stream): a process that committed events wakes the leading relay."""
+LEASE_RELEASED = b"lease-released"
+"""The body of a wake-up sent by a relay that stopped cleanly and gave its lease back: the
+stand-bys take it over at once."""
 DUPLICATE_WINDOW_SECONDS = 600.0
 """How long JetStream remembers a Nats-Msg-Id. A relay re-publishes at most the batch it
 had in flight when it stopped, seconds old, so ten minutes leaves a wide margin."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import orjson
+import pytest
+import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 
-from shared.bus.relay import Relay
+from shared.bus.relay import LEASE_SECONDS, Relay
 from shared.bus.streams import EVENTS_STREAM
 from shared.eventlog import EventLog
+from shared.eventlog.schema import relay_checkpoints as cp
 from shared.events import NewEvent
 from tests.bus_helpers import body, headers, stored_messages
 
@@ -154,3 +158,85 @@ async def test_relay_publishes_a_masked_view_with_the_stored_hash(
     assert published["hash"] == stored.hash and published["event_id"] == str(stored.event_id)
     [kept] = await log.read_case(stored.case_id)
     assert kept.payload["applicant"] == applicant
+
+
+async def _published(operator: NATS) -> int:
+    info = await operator.jetstream().stream_info(EVENTS_STREAM)
+    return int(info.state.messages)
+
+
+async def _wait_published(operator: NATS, count: int, deadline: float) -> float:
+    """Seconds until the stream holds ``count`` events (fails after ``deadline`` seconds)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while await _published(operator) < count:
+        assert loop.time() - started < deadline, f"fewer than {count} events published"
+        await asyncio.sleep(0.02)
+    return loop.time() - started
+
+
+async def _two_relays(
+    log: EventLog, relay_nc: NATS, operator: NATS
+) -> tuple[list[Relay], list[asyncio.Task[None]], list[asyncio.Event], int]:
+    """Two relays on one database, each with a stop of its own; the first one leads (it
+    published the first case) and the second stands by."""
+    stops = [asyncio.Event(), asyncio.Event()]
+    relays = [Relay(log, relay_nc.jetstream()) for _ in range(2)]
+    tasks = [asyncio.create_task(relays[0].run(stops[0]))]
+    published = len(await _append_cases(log, 1))
+    await _wait_published(operator, published, 10)
+    tasks.append(asyncio.create_task(relays[1].run(stops[1])))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while relays[1]._standby_until is None:
+        assert loop.time() < deadline, "the second relay never stood by"
+        await asyncio.sleep(0.02)
+    return relays, tasks, stops, published
+
+
+async def test_a_stand_by_relay_takes_over_within_seconds_of_the_holder_dying(
+    log: EventLog, relay_nc: NATS, operator_nc: NATS
+) -> None:
+    relays, tasks, stops, published = await _two_relays(log, relay_nc, operator_nc)
+    # Killed: the task ends without giving the lease back (as under SIGKILL).
+    tasks[0].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks[0]
+    published += len(await _append_cases(log, 5))
+    handover = await _wait_published(operator_nc, published, 10)
+    print(f"relay handover after a kill ({log.engine.dialect.name}): {handover:.2f} s")
+    assert handover < LEASE_SECONDS + 2.5  # the lease's rest, and a loaded machine's margin
+    assert relays[1]._leading
+    stops[1].set()
+    await tasks[1]
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told", "not-told"])
+async def test_a_relay_stopping_cleanly_gives_its_lease_back(
+    log: EventLog, relay_nc: NATS, operator_nc: NATS, told: bool
+) -> None:
+    relays, tasks, stops, published = await _two_relays(log, relay_nc, operator_nc)
+    if told:  # as the runtime tells the other processes (a wake-up saying so)
+        freed = relays[1].lease_freed
+
+        async def tell() -> None:
+            freed()
+
+        relays[0].on_release.append(tell)
+    stops[0].set()
+    await tasks[0]
+    published += len(await _append_cases(log, 5))
+    handover = await _wait_published(operator_nc, published, 10)
+    print(
+        f"relay handover after a clean stop, {'' if told else 'not '}told "
+        f"({log.engine.dialect.name}): {handover:.2f} s"
+    )
+    if told:
+        assert handover < 1.0  # far below the lease: given back and taken at once
+    else:
+        assert handover < LEASE_SECONDS + 2.5  # the stand-by looks when the lease would end
+    async with log.engine.connect() as conn:
+        holder = (await conn.execute(sa.select(cp.c.lease_holder))).scalar_one()
+    assert holder == relays[1].holder
+    stops[1].set()
+    await tasks[1]

@@ -308,6 +308,40 @@ async def test_crash_before_commit_fires_again_after_restart(db_url: str) -> Non
         await second.dispose()
 
 
+async def test_another_wheel_fires_at_once_when_the_one_firing_dies(db_url: str) -> None:
+    """Timers have no lease to run out: a claim is a row lock (PostgreSQL) or the write lock
+    (SQLite), gone with the dying wheel's transaction, so the other wheel fires at once."""
+    engines = [create_engine(db_url), create_engine(db_url)]  # two processes' engines
+    logs = [EventLog(e) for e in engines]
+    try:
+        case_id = await add(logs[0], utcnow())
+        in_handler = asyncio.Event()
+
+        async def hang(timer: Timer, uow: UnitOfWork) -> None:
+            await record(timer, uow)
+            in_handler.set()
+            await asyncio.Event().wait()  # the process dies here
+
+        dying = asyncio.create_task(wheel(logs[0], hang, poll_interval=1.0).run(asyncio.Event()))
+        await asyncio.wait_for(in_handler.wait(), 10)
+        async with running(wheel(logs[1], poll_interval=1.0)):
+            await asyncio.sleep(0.5)  # the other wheel runs and can't claim it meanwhile
+            assert (await stored(logs[1], case_id)).fired_at is None
+            loop = asyncio.get_running_loop()
+            killed_at = loop.time()
+            dying.cancel()  # as a kill: nothing given back but what the database frees
+            with contextlib.suppress(asyncio.CancelledError):
+                await dying
+            await until(has_fired(logs[1], case_id))
+            handover = loop.time() - killed_at
+        print(f"timer handover after a kill ({engines[0].dialect.name}): {handover:.2f} s")
+        assert handover < 3.0
+        assert await fired_events(logs[1], case_id) == 1
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
 async def test_failing_handler_is_retried_with_backoff_until_it_succeeds(log: EventLog) -> None:
     due = utcnow()
     case_id = await add(log, due)
