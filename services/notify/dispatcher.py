@@ -367,7 +367,7 @@ class Dispatcher:
 
         Every failed try is logged (one line naming the outage, a traceback for anything
         else) and renews the lease if the database answers; a conflict with a staff
-        action appended meanwhile is tried again at once."""
+        action appended to the case meanwhile is tried again without a log line."""
         self._recording.add(delivery.delivery_id)
         lease = self.settings.lease(delivery.channel)
         failures = 0
