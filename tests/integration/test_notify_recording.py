@@ -7,16 +7,16 @@ and the webhook's ``webhook-id``.
 
 Real parts: an SMTP server (aiosmtpd), an SMS gateway and a webhook receiver over HTTP
 (the sandbox's), and a PostgreSQL server of this test's own, stopped with ``pg_ctl`` right
-after the receivers accepted and started again after longer than the claim's lease.
+after the receivers accepted and started again after longer than the claim's lease
+(``own_postgres``: over its Unix socket and over TCP).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from shared.db import create_engine, migrate
 from shared.eventlog import EventLog
 from shared.events import NewEvent
 from tests.conftest import _admin
-from tests.integration.test_unavailable import OwnPostgres
+from tests.own_postgres import OwnPostgres
 
 DEADLINE = 120.0
 EMAIL = "wang.xiuying@example.cn"
@@ -80,15 +80,6 @@ async def receivers(tmp_path: Path) -> AsyncIterator[Receivers]:
         WebhookReceiver(secret) as hooks,
     ):
         yield Receivers(mailbox, gateway, hooks, secret)
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path / "pgdata", tcp=True)
-    yield server
-    with contextlib.suppress(Exception):
-        server.stop()
-    server.handle._cleanup()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
