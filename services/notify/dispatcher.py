@@ -12,6 +12,27 @@ Each delivery is tried with exponential backoff and jitter (stamina) up to
 receiver's 410 Gone pauses the subscription instead (with the reason for its head) and
 holds its deliveries; before every attempt a webhook's subscription is looked up again,
 so a pause holds deliveries already being retried too.
+
+At most once to the receiver, as far as the protocol allows. Once a channel accepted a
+message, recording that (``outbox.mark_sent`` and the case's ``NotificationSent``) is
+retried until it sticks, through a database outage of any length (backoff capped at
+``record_wait_max_seconds``, one log line per failed try naming the outage). Meanwhile
+nothing sends it again:
+
+- this dispatcher keeps the fact "accepted by the channel" in memory: a delivery it is
+  still sending or recording is never started a second time, even when its lease ran
+  out during the outage and a claim hands it back;
+- each failed try renews the lease when the database answers, so another replica can't
+  claim it while recording fails for another reason;
+- a lease that ran out while the database was away is not taken over by another replica
+  for ``takeover_grace_seconds`` after that replica reaches the database again (its
+  holder is recording meanwhile: it retries every few seconds at most).
+
+The one window left is a crash (or a stop during an outage) between the receiver's
+acceptance and the record: the lease then runs out and the delivery is sent again, with
+the same idempotency key (``Message-ID``, SMS ``SessionContext``, ``webhook-id``: the
+delivery id), so a receiver that de-duplicates by it shows it once. Tencent's SMS API
+does not de-duplicate: that SMS arrives twice.
 """
 
 from __future__ import annotations
@@ -20,9 +41,10 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import stamina
 import structlog
@@ -35,6 +57,7 @@ from services.notify.channels import Channel
 from services.notify.model import DeliveryError, PermanentDeliveryError, ReceiverGone
 from shared.eventlog import ConcurrencyError, EventLog
 from shared.events import utcnow
+from shared.outages import log_failed_round, unavailable_dependency
 
 log = structlog.get_logger("caseflow.notify.dispatcher")
 
@@ -66,6 +89,23 @@ class DispatchSettings(BaseModel):
     poll_seconds: float = Field(default=0.5, gt=0)
     paused_retry_seconds: float = Field(
         default=60.0, gt=0, description="look again at a paused subscription's deliveries"
+    )
+    record_wait_max_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=30,
+        description="longest pause between tries to record a send the channel accepted",
+    )
+    takeover_grace_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="after the database was away, how long a lease that ran out meanwhile "
+        "is left to its holder (recording its send) before this dispatcher takes it over",
+    )
+    stop_record_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="on stopping, how long deliveries being recorded may still finish",
     )
     email: ChannelLimits = ChannelLimits(concurrency=4)
     sms: ChannelLimits = ChannelLimits(concurrency=8)
@@ -109,6 +149,13 @@ class Dispatcher:
         self._in_flight: dict[str, dict[uuid.UUID, asyncio.Task[None]]] = {
             name: {} for name in ("email", "sms", "webhook")
         }
+        self._recording: set[uuid.UUID] = set()
+        """Accepted by their channel, not yet recorded: never sent again from here."""
+        self._reached_at: datetime | None = None
+        """When a dispatch round last reached the database (its start)."""
+        self._away = False
+        self._spare_leased_since: datetime | None = None
+        self._spare_until = 0.0
 
     def wake(self) -> None:
         """Look for due deliveries now rather than at the next poll."""
@@ -123,15 +170,46 @@ class Dispatcher:
         """Dispatch until ``stop`` is set, then give back what was not finished."""
         try:
             while not stop.is_set():
+                started = utcnow()
                 try:
                     await self.dispatch_due()
                 except Exception as err:  # the database is away: try again shortly
-                    log.warning("dispatch round failed", error=repr(err))
+                    if unavailable_dependency(err) is not None:
+                        self._database_away()
+                    log_failed_round(log, "dispatch round failed")
+                else:
+                    self._database_reached(started)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_seconds)
                 self.wakeup.clear()
         finally:
             await self.stop_sending()
+
+    def _database_away(self) -> None:
+        """A round could not reach the database: leases still running when it last did
+        may run out meanwhile while their holders can't record what they sent."""
+        if self._away:
+            return
+        self._away = True
+        last = self._reached_at or utcnow()
+        if self._spare_leased_since is not None and time.monotonic() < self._spare_until:
+            last = min(last, self._spare_leased_since)  # still sparing an earlier outage's
+        self._spare_leased_since = last
+        self._spare_until = float("inf")
+
+    def _database_reached(self, at: datetime) -> None:
+        """A round reached the database: after an outage, spare the leases that ran out
+        during it for ``takeover_grace_seconds``, so their holders record their sends."""
+        self._reached_at = at
+        if self._away:
+            self._away = False
+            self._spare_until = time.monotonic() + self.settings.takeover_grace_seconds
+
+    def _expired_before(self) -> datetime | None:
+        """Claim only leases that ran out before this (None: any that ran out)."""
+        if self._spare_leased_since is None or time.monotonic() >= self._spare_until:
+            return None
+        return self._spare_leased_since
 
     async def dispatch_due(self) -> int:
         """Claim what each channel has room for and start sending it; how many started."""
@@ -141,9 +219,16 @@ class Dispatcher:
             if free <= 0:
                 continue
             claimed = await outbox.claim(
-                self.log, name, free, self.owner, self.settings.lease(name)
+                self.log,
+                name,
+                free,
+                self.owner,
+                self.settings.lease(name),
+                expired_before=self._expired_before(),
             )
             for delivery in claimed:
+                if delivery.delivery_id in tasks:
+                    continue  # ours, still being sent or recorded: its lease ran out meanwhile
                 task = asyncio.create_task(self._deliver(delivery), name=f"deliver-{name}")
                 tasks[delivery.delivery_id] = task
                 IN_FLIGHT.labels(name).inc()
@@ -170,13 +255,27 @@ class Dispatcher:
             await asyncio.sleep(0.02)
 
     async def stop_sending(self) -> None:
-        """Cancel what is in flight and give the leases back for another dispatcher."""
+        """Cancel what is in flight and give the leases back for another dispatcher.
+
+        Deliveries a channel accepted and that are being recorded get
+        ``stop_record_seconds`` to finish first; those still unrecorded then keep their
+        leases (given back, another dispatcher would send them again at once)."""
         tasks = {k: t for per in self._in_flight.values() for k, t in per.items()}
+        recording = [t for k, t in tasks.items() if k in self._recording]
+        if recording and self.settings.stop_record_seconds > 0:
+            await asyncio.wait(recording, timeout=self.settings.stop_record_seconds)
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        unrecorded = [k for k in tasks if k in self._recording]
+        if unrecorded:
+            log.warning(
+                "stopped before sent notices were recorded; they may be sent again",
+                deliveries=[str(k) for k in unrecorded],
+            )
+        self._recording.difference_update(unrecorded)
         with contextlib.suppress(Exception):
-            await outbox.release(self.log, list(tasks), self.owner)
+            await outbox.release(self.log, [k for k in tasks if k not in unrecorded], self.owner)
 
     async def _deliver(self, delivery: outbox.Delivery) -> None:
         context = structlog.contextvars.bound_contextvars(
@@ -190,8 +289,8 @@ class Dispatcher:
                 await self._attempts(delivery)
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # the database failed mid-way: the lease runs out
-                log.warning("delivery interrupted; it will be tried again", error=repr(err))
+            except Exception:  # the database failed before the send: the lease runs out
+                log_failed_round(log, "delivery interrupted; it will be tried again")
 
     async def _attempts(self, delivery: outbox.Delivery) -> None:
         channel = self.channels.get(delivery.channel)
@@ -257,13 +356,47 @@ class Dispatcher:
                 delivery, attempts, f"gave up after {attempts} attempts: {err}", err.detail
             )
             return
-        await self._retry_conflicts(
-            lambda: outbox.mark_sent(
-                self.log, delivery, attempts=attempts, provider_message_id=provider_id
-            )
-        )
+        await self._record_sent(delivery, attempts, provider_id)
         SENT.labels(delivery.channel).inc()
         log.info("notice delivered", attempts=attempts)
+
+    async def _record_sent(
+        self, delivery: outbox.Delivery, attempts: int, provider_id: str | None
+    ) -> None:
+        """Record that the channel accepted ``delivery``, trying until it sticks.
+
+        Every failed try is logged (one line naming the outage, a traceback for anything
+        else) and renews the lease if the database answers; a conflict with a staff
+        action appended to the case meanwhile is tried again without a log line."""
+        self._recording.add(delivery.delivery_id)
+        lease = self.settings.lease(delivery.channel)
+        failures = 0
+        async for attempt in stamina.retry_context(
+            on=Exception,
+            attempts=None,
+            timeout=None,
+            wait_initial=0.05,
+            wait_max=self.settings.record_wait_max_seconds,
+            wait_jitter=min(0.5, self.settings.record_wait_max_seconds),
+        ):
+            with attempt:
+                try:
+                    await outbox.mark_sent(
+                        self.log, delivery, attempts=attempts, provider_message_id=provider_id
+                    )
+                except (ConcurrencyError, IntegrityError):
+                    raise
+                except Exception:
+                    failures += 1
+                    log_failed_round(
+                        log, "recording a sent notice failed; trying again", tries=failures
+                    )
+                    with contextlib.suppress(Exception):
+                        await outbox.renew_lease(self.log, delivery.delivery_id, self.owner, lease)
+                    raise
+        self._recording.discard(delivery.delivery_id)
+        if failures:
+            log.info("sent notice recorded after failed tries", tries=failures + 1)
 
     async def _subscription_allows(self, delivery: outbox.Delivery) -> tuple[bool, str | None]:
         """Whether to attempt ``delivery`` now, and its subscription's secret (a webhook).

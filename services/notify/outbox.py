@@ -183,19 +183,28 @@ async def plan(
 
 
 async def claim(
-    event_log: EventLog, channel: str, limit: int, owner: str, lease: timedelta
+    event_log: EventLog,
+    channel: str,
+    limit: int,
+    owner: str,
+    lease: timedelta,
+    *,
+    expired_before: datetime | None = None,
 ) -> list[Delivery]:
-    """Lease up to ``limit`` due deliveries of ``channel`` to ``owner``."""
+    """Lease up to ``limit`` due deliveries of ``channel`` to ``owner``: unleased ones and
+    ones whose lease ran out (before ``expired_before`` too, if given: a lease that ran
+    out later is spared, its holder may be recording a send after an outage)."""
     if limit <= 0:
         return []
     now = utcnow()
+    ran_out = now if expired_before is None else min(now, expired_before)
     due = (
         sa.select(d.c.delivery_id)
         .where(
             d.c.status == PENDING,
             d.c.channel == channel,
             d.c.next_attempt_at <= now,
-            sa.or_(d.c.leased_until.is_(None), d.c.leased_until < now),
+            sa.or_(d.c.leased_until.is_(None), d.c.leased_until < ran_out),
         )
         .order_by(d.c.next_attempt_at)
         .limit(limit)
@@ -228,6 +237,19 @@ async def begin_attempt(
         )
         attempts = result.scalar_one_or_none()
     return int(attempts or 0)
+
+
+async def renew_lease(
+    event_log: EventLog, delivery_id: uuid.UUID, owner: str, lease: timedelta
+) -> bool:
+    """Hold a pending delivery another ``lease`` from now, if ``owner`` holds it still."""
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            d.update()
+            .where(d.c.delivery_id == delivery_id, d.c.status == PENDING, d.c.lease_owner == owner)
+            .values(leased_until=utcnow() + lease)
+        )
+    return bool(result.rowcount)
 
 
 async def note_error(event_log: EventLog, delivery_id: uuid.UUID, error: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import orjson
@@ -17,7 +17,7 @@ import orjson
 from services.notify import outbox, subscriptions
 from services.notify.egress import TargetInvalid, parse_target
 from services.notify.model import PlannedNotice, Recipient, delivery_id
-from shared.bus.consumer import ConsumerSpec, UnitOfWork
+from shared.bus.consumer import REDRIVEN, ConsumerSpec, UnitOfWork
 from shared.events import StoredEvent, utcnow
 from shared.privacy import masked_envelope
 
@@ -49,6 +49,18 @@ def webhook_body(event: StoredEvent) -> bytes:
     )
 
 
+def worth_notifying(event: StoredEvent, max_age: timedelta, *, now: datetime | None = None) -> bool:
+    """Whether ``event`` calls for notices at all: not notify's own records nor the
+    audit's, and recorded within ``max_age`` unless it is being re-driven from the dead
+    letters (:data:`~shared.bus.consumer.REDRIVEN`: an operator asked for it now,
+    whatever its age; its applicants were never told)."""
+    if event.event_type in NOT_NOTIFIED:
+        return False
+    if REDRIVEN.get():
+        return True
+    return (now or utcnow()) - event.recorded_at <= max_age
+
+
 def station_of(history: Sequence[StoredEvent]) -> str | None:
     """The station the case belongs to."""
     if not history:
@@ -69,10 +81,12 @@ def planning_consumer(
 
     Events recorded more than ``max_age`` ago are not notified: a notice about last
     month's acceptance, sent because a new notify replays the stream, would only confuse.
+    An event re-driven from the dead letters is notified whatever its age
+    (:func:`worth_notifying`).
     """
 
     async def handle(event: StoredEvent, uow: UnitOfWork) -> None:
-        if event.event_type in NOT_NOTIFIED or utcnow() - event.recorded_at > max_age:
+        if not worth_notifying(event, max_age):
             return
         history = [e for e in await uow.read_case(event.case_id) if e.version <= event.version]
         station = station_of(history)
