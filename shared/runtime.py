@@ -83,7 +83,7 @@ class Runtime:
 
     async def _reconnected(self) -> None:
         self._connect_error = None
-        log.info("reconnected to NATS")
+        log.info("reconnected to NATS", server=_server(self.nc))
         for consumer in self.consumers:
             consumer.on_reconnect()
 
@@ -108,7 +108,7 @@ class Runtime:
         ):
             with attempt:
                 nc = await connect(
-                    self.settings.nats_url,
+                    self.settings.nats_servers,
                     user=user,
                     seed_file=seed_file,
                     name=f"caseflow-{self.service}" + ("-relay" if user == RELAY else ""),
@@ -139,8 +139,8 @@ class Runtime:
         js = self.nc.jetstream()
         async for attempt in stamina.retry_context(on=Exception, attempts=None, timeout=None):
             with attempt:
-                await declare_streams(js)
-        log.info("connected to NATS", url=self.settings.nats_url)
+                await declare_streams(js, replicas=self.settings.nats_replicas)
+        log.info("connected to NATS", server=_server(self.nc))
         workers = []
         await self._share_wakeups(self.nc)
         relay_seed = self.settings.nats_relay_seed_file
@@ -244,6 +244,12 @@ class Runtime:
         if relaying and (self.relay_nc is None or not self.relay_nc.is_connected):
             return "unreachable: the relay's connection" + (why if self.relay_nc is None else "")
         return "ok"
+
+
+def _server(nc: NATS | None) -> str | None:
+    """``host:port`` of the NATS server (cluster node) ``nc`` is connected to."""
+    url = nc.connected_url if nc is not None else None
+    return url.netloc if url is not None else None
 
 
 def get_runtime(request: Request) -> Runtime:

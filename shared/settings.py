@@ -25,7 +25,20 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", validate_default=True)
 
     database_url: str = DEFAULT_DATABASE_URL
-    nats_url: str = DEFAULT_NATS_URL
+    nats_url: str = Field(
+        default=DEFAULT_NATS_URL,
+        description="the NATS server, or the nodes of a cluster separated by commas "
+        "(nats://n1:4222,nats://n2:4222,nats://n3:4222): the service reconnects to another "
+        "node when its own goes away",
+    )
+    nats_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="how many copies of each stream a NATS cluster keeps (JetStream's "
+        "num_replicas): 1 on a single nats-server, 3 on a three-node cluster; the same "
+        "for every service",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -95,9 +108,14 @@ class ServiceSettings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _known_nats(cls, value: str) -> str:
-        if not value.startswith(("nats://", "tls://")):
-            raise ValueError("must start with nats:// or tls://")
-        return value
+        from shared.bus.client import server_list
+
+        return ",".join(server_list(value))  # ValueError names the entry that is wrong
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The servers of ``nats_url``, one or several."""
+        return self.nats_url.split(",")
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +27,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
+from services.notify.sandbox import Sandbox
 from shared import devservers
 from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
 from shared.bus import client
@@ -125,6 +128,26 @@ def session_sandbox() -> dict[str, str]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     atexit.register(devservers.stop_process, proc)
     return {k.removeprefix("CASEFLOW_NOTIFY_"): v for k, v in env.items()}
+
+
+class ThreadedSandbox:
+    """The sandbox receivers on an event loop of their own (the test itself is sync)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.sandbox = Sandbox()
+
+    def __enter__(self) -> Sandbox:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(20)
+        return self.sandbox
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 @contextlib.contextmanager

@@ -71,7 +71,11 @@ def credentials(
         typer.Option(help="the credential's name (default <authority>-system); lower case"),
     ] = None,
     nats_url: Annotated[
-        str, typer.Option(help="the server address written into the file for the integrator")
+        str,
+        typer.Option(
+            help="the server address written into the file for the integrator (a "
+            "cluster's nodes separated by commas)"
+        ),
     ] = DEFAULT_NATS_URL,
     out: Annotated[
         Path | None, typer.Option(help="where to write the credential file (default <dir>/issued)")

@@ -235,7 +235,8 @@ def department_file(credential: Credential, seed: str, nats_url: str) -> dict[st
         "authority": credential.authority,
         "public_key": credential.public_key,
         "seed": seed,
-        "servers": [nats_url],
+        # Every node of a cluster (given separated by commas), when it is one.
+        "servers": [url.strip() for url in nats_url.split(",")],
         "inbox_prefix": access.inbox_prefix(credential.name),
         "stream": DEPT_STREAM,
         "durable": dept_durable(credential.authority),

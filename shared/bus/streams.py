@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import structlog
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
+
+log = structlog.get_logger("caseflow.bus")
 
 EVENTS_STREAM = "CASEFLOW_EVENTS"
 EVENTS_SUBJECTS = "caseflow.events.>"
@@ -89,48 +93,42 @@ async def _ensure(js: JetStreamContext, config: api.StreamConfig) -> None:
         # 10058: a stream of that name exists with another configuration: bring it up to date.
         if err.err_code != 10058:
             raise
+        assert config.name is not None
+        kept = (await js.stream_info(config.name)).config.num_replicas or 1
+        wanted = config.num_replicas or 1
+        if kept > wanted:
+            # One replica started with the default (1) must not strip a cluster's streams
+            # of their copies: scaling down is the operator's act (`nats stream edit`).
+            log.warning(
+                "stream keeps more replicas than this service asks for",
+                stream=config.name,
+                replicas=kept,
+                asked=wanted,
+            )
+            config = dataclasses.replace(config, num_replicas=kept)
         await js.update_stream(config)
 
 
-async def declare_streams(js: JetStreamContext) -> None:
+async def declare_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
     """Create or update the event, department, dead-letter and redrive streams (file
-    storage)."""
-    await _ensure(
-        js,
-        api.StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=[EVENTS_SUBJECTS],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-        ),
-    )
-    await _ensure(
-        js,
-        api.StreamConfig(
-            name=DEPT_STREAM,
-            subjects=[DEPT_SUBJECTS],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-        ),
-    )
-    await _ensure(
-        js,
-        api.StreamConfig(
-            name=DLQ_STREAM,
-            subjects=[DLQ_SUBJECTS],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-        ),
-    )
-    await _ensure(
-        js,
-        api.StreamConfig(
-            name=REDRIVE_STREAM,
-            subjects=[REDRIVE_SUBJECTS],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
-        ),
-    )
+    storage), each kept in ``replicas`` copies on a NATS cluster (JetStream's
+    ``num_replicas``: 3 on a three-node cluster survives the loss of any one node; 1 on a
+    single server). The durable consumers on them take the stream's replicas."""
+    limits, work_queue = api.RetentionPolicy.LIMITS, api.RetentionPolicy.WORK_QUEUE
+    for name, subjects, window, retention in (
+        (EVENTS_STREAM, EVENTS_SUBJECTS, DUPLICATE_WINDOW_SECONDS, limits),
+        (DEPT_STREAM, DEPT_SUBJECTS, DUPLICATE_WINDOW_SECONDS, limits),
+        (DLQ_STREAM, DLQ_SUBJECTS, 0.0, limits),  # 0: the server's default window
+        (REDRIVE_STREAM, REDRIVE_SUBJECTS, DUPLICATE_WINDOW_SECONDS, work_queue),
+    ):
+        await _ensure(
+            js,
+            api.StreamConfig(
+                name=name,
+                subjects=[subjects],
+                storage=api.StorageType.FILE,
+                retention=retention,
+                duplicate_window=window,
+                num_replicas=replicas,
+            ),
+        )

@@ -37,7 +37,6 @@ from shared.timers_schema import timers
 from shared.workflow.tables import case_index, tasks
 from tests.bus_helpers import stored_messages
 from tests.e2e.test_notifications import (
-    ThreadedSandbox,
     deliveries_of,
     events_of,
     notify_extra,
@@ -50,6 +49,7 @@ from tests.services import (
     REVIEWER,
     BusServer,
     ServiceProcess,
+    ThreadedSandbox,
     bus_server,
     connect_as,
     connect_department,

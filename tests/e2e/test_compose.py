@@ -361,7 +361,9 @@ def local_secret(value: str, service: Mapping[str, Any], secrets: Mapping[str, A
 
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"nats", "postgres", "migrate", *SERVICES}
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {"nats", "postgres", "migrate", *SERVICES}
+    assert set(services) - default == set(CLUSTER_ONLY)
     # migrate is one-shot: what others wait for is its exit status, not its health.
     for name in set(services) - {"migrate"}:
         assert health_argv(services[name]), name
@@ -440,6 +442,79 @@ def test_dockerfile_runs_caseflow_as_a_non_root_user() -> None:
     assert cmd.startswith('["caseflow", "serve", '), cmd
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in lines
     assert [i[1] for i in instructions if i[0] == "FROM"][-1] == "${PYTHON_IMAGE}"
+
+
+# --- The cluster profile ---------------------------------------------------------------------
+
+CLUSTER_ENV = ROOT / "deploy" / "cluster.env"
+CLUSTER_NODES = ("nats", "nats-2", "nats-3")
+CLUSTER_ONLY = ("nats-2", "nats-3", "intake-2", "processing-2", "notify-2")
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (``--env-file``), comments and blank lines skipped."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+
+
+def test_the_cluster_profile_runs_three_nats_nodes_and_two_replicas_of_each_service() -> None:
+    overrides = env_file(CLUSTER_ENV)
+    assert overrides["COMPOSE_PROFILES"] == "cluster"
+    compose = load_compose({**compose_env(), **overrides})
+    services = compose["services"]
+    for name in CLUSTER_ONLY:
+        assert services[name]["profiles"] == ["cluster"], name
+    # Each node: the cluster config (which includes the users), its own name and store.
+    names, stores = set(), set()
+    for node in CLUSTER_NODES:
+        args = argv(services[node]["command"])
+        config = flag_value(args, "-c", "--config")
+        assert Path(local_config(config, services[node], compose)).name == "cluster.conf"
+        names.add(environment(services[node])["NATS_SERVER_NAME"])
+        stores.add(volume_mounts(services[node])[flag_value(args, "-sd", "--store_dir")])
+    assert names == set(CLUSTER_NODES) and len(stores) == 3 <= len(compose["volumes"])
+    conf = (ROOT / "deploy" / "nats" / "cluster.conf").read_text()
+    routes = re.findall(r"nats://([a-z0-9-]+):6222", conf)
+    assert sorted(routes) == sorted(CLUSTER_NODES), routes
+    # Every service replica knows every node and keeps each stream on all three.
+    for name in SERVICES:
+        for replica in (name, f"{name}-2"):
+            env = environment(services[replica])
+            prefix = f"CASEFLOW_{name.upper()}_"
+            urls = [urlsplit(u) for u in env[prefix + "NATS_URL"].split(",")]
+            assert sorted(u.hostname or "" for u in urls) == sorted(CLUSTER_NODES), env
+            assert env[prefix + "NATS_REPLICAS"] == str(len(CLUSTER_NODES))
+        first, second = services[name], services[f"{name}-2"]
+        assert environment(first) == environment(second), name
+        assert first["command"] == second["command"] and first["image"] == second["image"]
+    # Only intake is published, each replica on a port of its own.
+    published = [str(p).split(":")[0] for n in ("intake", "intake-2") for p in services[n]["ports"]]
+    assert len(set(published)) == 2, published
+
+
+def test_the_cluster_config_is_valid_for_nats_server(tmp_path: Path) -> None:
+    """``nats-server -t``: the config parses with the operator's users beside it."""
+    shutil.copy(ROOT / "deploy" / "nats" / "cluster.conf", tmp_path / "cluster.conf")
+    shutil.copy(session_nats_dir() / "nats-server.conf", tmp_path / "caseflow.conf")
+    checked = subprocess.run(
+        [devservers.nats_server_binary(), "-c", str(tmp_path / "cluster.conf"), "-t"],
+        env={**os.environ, "NATS_SERVER_NAME": "nats-2"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked
+
+
+def test_without_the_profile_the_stack_is_one_nats_server() -> None:
+    compose = load_compose(compose_env())
+    nats = compose["services"]["nats"]
+    config = flag_value(argv(nats["command"]), "-c", "--config")
+    assert Path(local_config(config, nats, compose)).name == "nats-server.conf"
+    for name in SERVICES:
+        env = environment(compose["services"][name])
+        assert env[f"CASEFLOW_{name.upper()}_NATS_URL"] == "nats://nats:4222"
+        assert env[f"CASEFLOW_{name.upper()}_NATS_REPLICAS"] == "1"
 
 
 # --- Running the commands -------------------------------------------------------------------

@@ -7,12 +7,9 @@ started again — and the case's history lists every one. Failing channels end i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -32,6 +29,7 @@ from tests.services import (
     REVIEWER,
     VALID_APPLICANT,
     VALID_APPLICATION,
+    ThreadedSandbox,
     running_stack,
     service_env,
     start_process,
@@ -55,26 +53,6 @@ FAST_RETRIES = {
     "DISPATCH__EMAIL__TIMEOUT_SECONDS": "3",
     "DISPATCH__WEBHOOK__TIMEOUT_SECONDS": "3",
 }
-
-
-class ThreadedSandbox:
-    """The sandbox receivers on an event loop of their own (the test itself is sync)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.sandbox = Sandbox()
-
-    def __enter__(self) -> Sandbox:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.sandbox.start(), self.loop).result(20)
-        return self.sandbox
-
-    def __exit__(self, *_: object) -> None:
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.sandbox.stop(), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture
