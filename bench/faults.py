@@ -142,6 +142,26 @@ class NatsServer:
             devservers.stop_process(self.proc)
 
 
+class NatsClusterServer:
+    """A 3-node JetStream cluster in the place of one nats-server: "kill nats-server"
+    SIGKILLs one node (the first) and starts it again; clients hold every node's URL."""
+
+    def __init__(self, folder: Path, credentials: CredentialStore) -> None:
+        self.cluster = devservers.NatsCluster(folder, config=credentials.config_path)
+        self.url = self.cluster.url
+
+    def start(self) -> None:
+        """Start every node that is not running, and wait until each is healthy."""
+        self.cluster.start_all()
+
+    def kill(self) -> None:
+        """SIGKILL one node; the others keep the streams (three copies)."""
+        self.cluster.kill(self.cluster.nodes[0])
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
 class Receivers:
     """The sandbox's mailbox, SMS gateway and webhook receiver, in an event loop of their own
     in a thread: the bench's loop and its blocking fault steps never hold them up (a late
@@ -195,7 +215,7 @@ class Stack:
     """Everything the faults act on."""
 
     postgres: EmbeddedPostgres
-    nats: NatsServer
+    nats: NatsServer | NatsClusterServer
     services: dict[str, ServiceProcess]
     receivers: Receivers
     credentials: CredentialStore
@@ -879,7 +899,11 @@ def started_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
         say("starting an embedded PostgreSQL, nats-server, the receivers and the services…")
         postgres = exits.enter_context(temporary_postgres_server())
         credentials = nats_credentials(tmp / "nats-credentials")
-        nats_server = NatsServer(tmp / "nats", credentials)
+        nats_server: NatsServer | NatsClusterServer = (
+            NatsClusterServer(tmp / "nats", credentials)
+            if args.cluster
+            else NatsServer(tmp / "nats", credentials)
+        )
         _, department_file = credentials.issue_department(
             DEPARTMENT, f"forestry-bench-{uuid.uuid4().hex[:6]}", nats_url=nats_server.url
         )
@@ -904,6 +928,7 @@ def started_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
                 credentials=credentials,
                 sandbox_env=sandbox_env,
                 log_level=args.log_level,
+                **({"nats_replicas": "3"} if args.cluster else {}),
             )
         )
         yield Stack(
@@ -920,11 +945,6 @@ def started_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark; its figures (``invariants`` says which hold)."""
-    if args.cluster:
-        raise SystemExit(
-            "--cluster: not yet. The 3-node NATS cluster starter (shared/devservers.py) is "
-            "being added on another branch; this option is wired to it once that is merged."
-        )
     with contextlib.ExitStack() as exits:
         folder = exits.enter_context(tempfile.TemporaryDirectory(prefix="caseflow-bf-"))
         stack = exits.enter_context(started_stack(args, Path(folder)))
@@ -938,7 +958,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "forwarded_every": args.forwarded_every,
             "cluster": args.cluster,
             "database": "embedded postgresql",
-            "nats": "embedded nats-server",
+            "nats": "3-node nats-server cluster, streams x3" if args.cluster else "nats-server",
         },
         **figures,
     }
@@ -1027,7 +1047,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pg-down-seconds", type=float, default=30.0, help="how long PostgreSQL stays down"
     )
     parser.add_argument(
-        "--cluster", action="store_true", help="a 3-node NATS cluster (not yet available)"
+        "--cluster",
+        action="store_true",
+        help="a 3-node NATS cluster (streams in 3 copies; one node killed)",
     )
     parser.add_argument(
         "--forwarded-every",

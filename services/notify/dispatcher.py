@@ -285,12 +285,32 @@ class Dispatcher:
             about=delivery.event_type,
         )
         with context:
-            try:
-                await self._attempts(delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database failed before the send: the lease runs out
-                log_failed_round(log, "delivery interrupted; it will be tried again")
+            pause = 0.25
+            while True:
+                try:
+                    await self._attempts(delivery)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    # The database failed before the send. While it is away, this task
+                    # waits and tries again (the lease stays ours: begin_attempt checks);
+                    # anything else ends it, and the lease runs out for another round.
+                    log_failed_round(log, "delivery interrupted; it will be tried again")
+                    if unavailable_dependency(err) is None or await self._database_answers():
+                        return
+                while not await self._database_answers():
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, self.settings.record_wait_max_seconds)
+
+    async def _database_answers(self) -> bool:
+        """Whether the database takes a statement now."""
+        try:
+            async with self.log.writer.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except Exception as err:
+            return unavailable_dependency(err) is None  # away, or answering with an error
+        return True
 
     async def _attempts(self, delivery: outbox.Delivery) -> None:
         channel = self.channels.get(delivery.channel)

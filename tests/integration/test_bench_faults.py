@@ -13,11 +13,13 @@ from bench import faults
 @pytest.mark.postgres
 @pytest.mark.nats
 @pytest.mark.timeout(300)
-def test_bench_faults_small_run_keeps_every_invariant() -> None:
+@pytest.mark.parametrize("cluster", [False, True], ids=["nats-server", "nats-cluster"])
+def test_bench_faults_small_run_keeps_every_invariant(cluster: bool) -> None:
     args = faults.parse_args(
         [
+            *(["--cluster"] if cluster else []),
             "--cases",
-            "20",
+            "12" if cluster else "20",
             "--rate",
             "1.5",
             "--pg-down-seconds",
@@ -35,11 +37,7 @@ def test_bench_faults_small_run_keeps_every_invariant() -> None:
     figures = faults.run(args)
     json.dumps(figures)  # what --json prints
     assert [f["fault"] for f in figures["faults"]] == list(faults.FAULTS)
-    assert figures["cases"]["offered"] == 20
+    assert figures["cases"]["offered"] == (12 if cluster else 20)
+    assert ("cluster" in figures["config"]["nats"]) is cluster
     broken = [name for name, holds in figures["invariants"].items() if not holds]
     assert not broken, (broken, {k: v for k, v in figures.items() if k != "config"})
-
-
-def test_bench_faults_cluster_is_not_there_yet() -> None:
-    with pytest.raises(SystemExit, match="not yet"):
-        faults.run(faults.parse_args(["--cluster"]))
