@@ -102,6 +102,12 @@ class DispatchSettings(BaseModel):
         description="after the database was away, how long a lease that ran out meanwhile "
         "is left to its holder (recording its send) before this dispatcher takes it over",
     )
+    lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long a claim holds unless renewed (renewed every third of it): "
+        "how soon another dispatcher sends what a crashed one had claimed",
+    )
     stop_record_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -117,12 +123,12 @@ class DispatchSettings(BaseModel):
         return limits
 
     def lease(self, channel: str) -> timedelta:
-        """How long a claim holds: one attempt and the longest wait after it, and slack."""
+        """How long a claim holds unless renewed: ``lease_seconds``, and at least one
+        attempt with some slack. The dispatcher renews its claims every third of it (also
+        while it waits between attempts), so a crashed sender's deliveries are taken over
+        within a lease."""
         return timedelta(
-            seconds=self.limits(channel).timeout_seconds
-            + self.wait_max_seconds
-            + self.wait_jitter_seconds
-            + 5.0
+            seconds=max(self.lease_seconds, self.limits(channel).timeout_seconds + 5.0)
         )
 
 
@@ -168,6 +174,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then give back what was not finished."""
+        keeper = asyncio.create_task(self._keep_leases(stop), name="notify-leases")
         try:
             while not stop.is_set():
                 started = utcnow()
@@ -183,7 +190,27 @@ class Dispatcher:
                     await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_seconds)
                 self.wakeup.clear()
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             await self.stop_sending()
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Renew the leases of what is in flight every third of a lease (one statement per
+        channel), so they hold however long a delivery waits between attempts."""
+        every = min(self.settings.lease(c) for c in self._in_flight).total_seconds() / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            for channel, tasks in self._in_flight.items():
+                if not tasks:
+                    continue
+                try:
+                    await outbox.renew_leases(
+                        self.log, list(tasks), self.owner, self.settings.lease(channel)
+                    )
+                except Exception:
+                    log_failed_round(log, "renewing leases failed")
 
     def _database_away(self) -> None:
         """A round could not reach the database: leases still running when it last did

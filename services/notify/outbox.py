@@ -252,6 +252,26 @@ async def renew_lease(
     return bool(result.rowcount)
 
 
+async def renew_leases(
+    event_log: EventLog, delivery_ids: Sequence[uuid.UUID], owner: str, lease: timedelta
+) -> int:
+    """Hold the pending deliveries ``owner`` still holds another ``lease`` from now (one
+    statement for all of them); how many it holds."""
+    if not delivery_ids:
+        return 0
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            d.update()
+            .where(
+                d.c.delivery_id.in_(list(delivery_ids)),
+                d.c.status == PENDING,
+                d.c.lease_owner == owner,
+            )
+            .values(leased_until=utcnow() + lease)
+        )
+    return int(result.rowcount or 0)
+
+
 async def note_error(event_log: EventLog, delivery_id: uuid.UUID, error: str) -> None:
     """Keep the latest error on the row (for operators), without ending the delivery."""
     async with event_log.writer.begin() as conn:

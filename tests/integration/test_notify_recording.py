@@ -312,3 +312,112 @@ async def test_a_retried_and_restarted_delivery_carries_the_same_key(
         for channel in channels.values():
             await channel.aclose()
         await engine.dispose()
+
+
+class Counted:
+    """A real channel that notes each send in ``sends`` (by channel name)."""
+
+    def __init__(self, channel: Channel, sends: list[str]) -> None:
+        self.name = channel.name
+        self.channel = channel
+        self.sends = sends
+
+    async def send(self, message: Outgoing) -> str | None:
+        self.sends.append(self.name)
+        return await self.channel.send(message)
+
+    async def aclose(self) -> None:
+        pass  # the channels are closed by their owner
+
+
+def counted(channels: dict[str, Channel], sends: list[str]) -> dict[str, Channel]:
+    return {name: Counted(channel, sends) for name, channel in channels.items()}
+
+
+async def test_a_live_dispatchers_claims_hold_while_it_waits_and_a_crashed_ones_are_taken_over(
+    sqlite_url: str, receivers: Receivers
+) -> None:
+    """Claims are short (``lease_seconds``) and renewed while their dispatcher lives: one
+    waiting longer than a lease between attempts keeps its deliveries (another replica
+    sends none of them), and the claims of one that crashed are sent by another within
+    about a lease, not after the longest backoff."""
+    engine = create_engine(sqlite_url)
+    event_log = EventLog(engine)
+    settings = DispatchSettings(
+        max_attempts=3,
+        wait_initial_seconds=8.0,  # longer than a lease: only renewals keep the claims
+        wait_max_seconds=8.0,
+        wait_jitter_seconds=0.0,
+        poll_seconds=0.05,
+        lease_seconds=1.0,
+        email=ChannelLimits(timeout_seconds=0.5),
+        sms=ChannelLimits(timeout_seconds=0.5),
+        webhook=ChannelLimits(timeout_seconds=0.5),
+    )
+    lease = max(settings.lease(c).total_seconds() for c in ("email", "sms", "webhook"))
+    assert lease < 8.0
+    channels = receivers.channels()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        _, ids = await case_with_deliveries(event_log, receivers)
+        receivers.mailbox.fail_first_attempt_of(1.0)
+        receivers.gateway.hang_next(1, seconds=1.5)
+        receivers.hooks.hang_next(1, seconds=1.5)
+        senders: dict[str, list[str]] = {"first": [], "other": []}
+        first = Dispatcher(event_log, counted(channels, senders["first"]), settings)
+        tasks.append(asyncio.create_task(first.run(stop)))
+
+        async def first_attempts_in() -> bool:
+            rows = [await outbox.get(event_log, d) for d in ids]
+            return all(r is not None and r.attempts == 1 for r in rows)
+
+        await poll(first_attempts_in, "the first attempts, failed")
+        other = Dispatcher(event_log, counted(channels, senders["other"]), settings)
+        tasks.append(asyncio.create_task(other.run(stop)))
+
+        async def all_sent() -> bool:
+            rows = [await outbox.get(event_log, d) for d in ids]
+            return all(r is not None and r.status == outbox.SENT for r in rows)
+
+        await poll(all_sent, "the second attempts, after the wait")
+        assert receivers.mailbox.attempts == 2 and len(receivers.mailbox.messages) == 1
+        assert len(receivers.gateway.calls) == 2 and len(receivers.hooks.calls) == 2
+        for d in ids:
+            row = await outbox.get(event_log, d)
+            assert row is not None and row.attempts == 2
+        # Never taken over while it waited: the first sent both attempts of each.
+        assert sorted(senders["first"]) == sorted(["email", "sms", "webhook"] * 2)
+        assert senders["other"] == []
+
+        receivers.mailbox.fail_first_attempt_of(0.0)
+        # A dispatcher that crashed after claiming (no goodbye: its lease just stops
+        # being renewed); the live one sends its deliveries once the lease runs out.
+        [crashed_case, crashed_ids] = await case_with_deliveries(event_log, receivers)
+        claimed = [
+            d
+            for c in ("email", "sms", "webhook")
+            for d in await outbox.claim(event_log, c, 5, "crashed", settings.lease(c))
+        ]
+        assert {d.delivery_id for d in claimed} == set(crashed_ids)
+        crashed_at = time.monotonic()
+
+        async def taken_over() -> bool:
+            rows = [await outbox.get(event_log, d) for d in crashed_ids]
+            return all(r is not None and r.status == outbox.SENT for r in rows)
+
+        await poll(taken_over, "the crashed dispatcher's deliveries sent")
+        assert len(senders["first"]) + len(senders["other"]) == 9
+        took = time.monotonic() - crashed_at
+        print(f"crashed dispatcher's deliveries sent after {took:.1f} s (lease {lease:.1f} s)")
+        assert took >= lease - 0.5  # not before its lease ran out
+        sent = [
+            e for e in await event_log.read_case(crashed_case) if e.event_type == "NotificationSent"
+        ]
+        assert len(sent) == 3
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels.values():
+            await channel.aclose()
+        await engine.dispose()
