@@ -12,6 +12,7 @@ import sys
 
 import asyncpg
 import nats.errors
+import nats.js.errors
 import sqlalchemy.exc
 import structlog
 
@@ -23,6 +24,10 @@ _NATS_DOWN: tuple[type[BaseException], ...] = (
     nats.errors.OutboundBufferLimitError,
     nats.errors.FlushTimeoutError,
     nats.errors.TimeoutError,
+    # JetStream has no leader for the stream just now (a cluster node died, an election
+    # is under way): it answers again in seconds.
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
 )
 _DATABASE_DOWN: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,

@@ -181,10 +181,14 @@ class Dispatcher:
                 try:
                     await self.dispatch_due()
                 except Exception as err:  # the database is away: try again shortly
-                    if unavailable_dependency(err) is not None:
+                    away = unavailable_dependency(err) is not None
+                    if not (away and self._away):  # one line as an outage begins, not a poll
+                        log_failed_round(log, "dispatch round failed")
+                    if away:
                         self._database_away()
-                    log_failed_round(log, "dispatch round failed")
                 else:
+                    if self._away:
+                        log.info("database back; dispatching again")
                     self._database_reached(started)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_seconds)

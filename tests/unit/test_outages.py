@@ -42,3 +42,11 @@ def test_a_bug_keeps_its_traceback() -> None:
     assert entry["log_level"] == "error" and entry.get("exc_info") is True
     assert "unavailable" not in entry
     assert unavailable_dependency(KeyError("status")) is None
+
+
+def test_a_stream_without_a_leader_is_nats_away() -> None:
+    """A cluster electing a new stream leader answers 503 or nothing for a few seconds."""
+    import nats.js.errors
+
+    for err in (nats.js.errors.ServiceUnavailableError(), nats.js.errors.NoStreamResponseError()):
+        assert unavailable_dependency(err) == ("NATS", err)
