@@ -157,6 +157,8 @@ class Dispatcher:
         }
         self._recording: set[uuid.UUID] = set()
         """Accepted by their channel, not yet recorded: never sent again from here."""
+        self._sending: set[uuid.UUID] = set()
+        """In a channel's hands right now: the receiver may be accepting them."""
         self._reached_at: datetime | None = None
         """When a dispatch round last reached the database (its start)."""
         self._away = False
@@ -292,13 +294,19 @@ class Dispatcher:
         ``stop_record_seconds`` to finish first; those still unrecorded then keep their
         leases (given back, another dispatcher would send them again at once)."""
         tasks = {k: t for per in self._in_flight.values() for k, t in per.items()}
-        recording = [t for k, t in tasks.items() if k in self._recording]
-        if recording and self.settings.stop_record_seconds > 0:
-            await asyncio.wait(recording, timeout=self.settings.stop_record_seconds)
+        # Sends under way finish (the receiver may be accepting them), and so does the
+        # recording of sends accepted: a cancelled one given back would go out again.
+        busy = [t for k, t in tasks.items() if k in self._recording or k in self._sending]
+        longest = max(
+            [self.settings.stop_record_seconds]
+            + [self.settings.limits(c).timeout_seconds for c in self._in_flight]
+        )
+        if busy and self.settings.stop_record_seconds > 0:
+            await asyncio.wait(busy, timeout=longest)
+        unrecorded = [k for k in tasks if k in self._recording or k in self._sending]
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
-        unrecorded = [k for k in tasks if k in self._recording]
         if unrecorded:
             log.warning(
                 "stopped before sent notices were recorded; they may be sent again",
@@ -333,6 +341,11 @@ class Dispatcher:
                 while not await self._database_answers():
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, self.settings.record_wait_max_seconds)
+                # Go on from the row as it is now: its attempts so far count.
+                fresh = await outbox.get(self.log, delivery.delivery_id)
+                if fresh is None or fresh.status != outbox.PENDING:
+                    return
+                delivery = fresh
 
     async def _database_answers(self) -> bool:
         """Whether the database takes a statement now."""
@@ -375,6 +388,7 @@ class Dispatcher:
                     if number == 0:
                         return  # finished or taken over elsewhere
                     attempts = number
+                    self._sending.add(delivery.delivery_id)
                     try:
                         async with asyncio.timeout(limits.timeout_seconds):
                             provider_id = await channel.send(
@@ -396,6 +410,8 @@ class Dispatcher:
                         if _retryable(err):
                             await outbox.note_error(self.log, delivery.delivery_id, str(err))
                         raise
+                    finally:
+                        self._sending.discard(delivery.delivery_id)
         except ReceiverGone as err:
             await self._receiver_gone(delivery, err)
             return

@@ -9,7 +9,8 @@ credential has a kind, and its permissions follow from the kind alone:
   dead-letters on ``caseflow.dlq.>``; processing also publishes department requests and
   keeps one pull consumer per authority for the departments (``dept_<authority>``). Each
   service takes the redrive requests of its own consumers (``<consumer>-redrive``), reads
-  the dead letter named and deletes it once handled. No
+  the dead letter named and deletes it once handled; it writes dead letters of its own
+  consumers only. No
   service may publish on ``caseflow.events.>``;
 - the **relay** publishes ``caseflow.events.>`` and nothing else: it is the only writer of
   the event stream, and it runs on a connection of its own in each service process;
@@ -48,12 +49,13 @@ from shared.bus.streams import (
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
     REDRIVE_STREAM,
-    REDRIVE_SUBJECTS,
     WAKE_SUBJECT,
     answer_subject,
     dept_durable,
     dept_subject,
+    dlq_subject,
     redrive_durable,
+    redrive_subject,
 )
 
 SERVICES = ("intake", "processing", "notify")
@@ -185,7 +187,7 @@ def _service(name: str, authorities: Sequence[str]) -> Permissions:
             for subject in _consumer_api(REDRIVE_STREAM, redrive_durable(consumer.name))
         ),
         WAKE_SUBJECT,
-        DLQ_SUBJECTS,
+        *(dlq_subject(c.name) for c in CONSUMERS if c.service == name),
         # A re-driven dead letter is read from the dead letters by its sequence, and
         # deleted there once handled.
         f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
@@ -226,7 +228,7 @@ def _operator() -> Permissions:
     return Permissions(
         # Asking for dead letters to be handled again: a request names a dead letter by
         # its sequence; the consumer reads the letter itself, which only services write.
-        publish_allow=(*reads, REDRIVE_SUBJECTS),
+        publish_allow=(*reads, *(redrive_subject(c.name) for c in CONSUMERS if c.redrive)),
         publish_deny=(EVENTS_SUBJECTS,),
         subscribe_allow=(f"{inbox_prefix(OPERATOR)}.>", EVENTS_SUBJECTS, DLQ_SUBJECTS),
     )

@@ -25,9 +25,10 @@ keeps what was stored.
 NATS) can't be reached — and a probe confirms it — the consumer stops fetching, keeps the
 messages in hand (telling JetStream they are in progress, so none is redelivered
 meanwhile) and handles the same batch again once the probe answers. A conflict with
-another writer (the case moved on) is retried without being counted either. Only a
-handler's own error counts: after ``max_deliver`` of them (counted by this process, not
-by JetStream's deliveries, which outages and restarts also make) the message goes to
+another writer (the case moved on) or an outage the probe did not see (a stream electing
+its leader) is retried and counted only a little. A handler's own error counts: after
+``max_deliver`` of them (counted by this process, not by JetStream's deliveries, which
+outages and restarts also make) the message goes to
 ``caseflow.dlq.<consumer>`` with the reason. Messages that can't be decoded go there at
 once, and so do events of a schema version newer than the code knows.
 
@@ -318,11 +319,28 @@ def _decode(data: bytes) -> EventRef:
         raise PoisonMessage(f"not a caseflow event envelope: {err!r}") from err
 
 
-def _is_transient(err: BaseException) -> bool:
-    """Errors that say nothing about the message: retry them without counting them."""
-    if isinstance(err, ConcurrencyError | IntegrityError | OperationalError):
-        return True  # another writer moved the case on, or the database was busy
-    return isinstance(err, DBAPIError) and err.connection_invalidated
+_CONFLICTS = ("uq_events_case_version", "events.case_id, events.version", "database is locked")
+"""How a conflict with another writer reads: the case's next version taken (PostgreSQL's
+constraint, SQLite's columns), or SQLite's file locked by another writer."""
+
+
+def _weight(err: BaseException) -> float:
+    """How much a failure counts toward the dead letter (``max_deliver`` of 1 each).
+
+    A conflict with another writer says nothing about the message (the case moved on);
+    an outage the probe did not see (a JetStream stream electing its leader while the
+    connection stands, a database coming back) says little. Both are retried, but counted
+    a little, so that a handler's bug disguised as one still ends as a dead letter."""
+    if isinstance(err, ConcurrencyError) or (
+        isinstance(err, IntegrityError | OperationalError)
+        and any(mark in str(err) for mark in _CONFLICTS)
+    ):
+        return 0.02
+    if unavailable_dependency(err) is not None or (
+        isinstance(err, DBAPIError) and err.connection_invalidated
+    ):
+        return 0.1
+    return 1.0
 
 
 FAILURES_REMEMBERED = 10_000
@@ -342,7 +360,7 @@ class Consumer:
         self.idle = asyncio.Event()
         self.stop = asyncio.Event()
         """Set by :meth:`run`'s caller: an outage being waited out ends with it."""
-        self._failures: dict[str, int] = {}
+        self._failures: dict[str, float] = {}
         """The handler's own failures per message (outages and conflicts don't count)."""
 
     def config(self) -> api.ConsumerConfig:
@@ -489,7 +507,8 @@ class Consumer:
             await request.ack()
             return None
         headers = letter.headers or {}
-        if headers.get(DLQ_CONSUMER_HEADER) != self.spec.name or letter.data is None:
+        mine = letter.subject == dlq_subject(self.spec.name)
+        if not mine or headers.get(DLQ_CONSUMER_HEADER) != self.spec.name or letter.data is None:
             log.warning("redrive: not this consumer's dead letter", sequence=sequence)
             await request.term()
             return None
@@ -502,7 +521,7 @@ class Consumer:
         except PoisonMessage as err:
             # Still not an event: it stays a dead letter (under its new sequence).
             await self._publish_dead_letter(letter.data, subject, original_id, str(err), sequence)
-            await self.js.delete_msg(DLQ_STREAM, sequence)
+            await self._delete_dead_letter(sequence)
             await request.term()
             return None
         return Delivery(request, ref, subject, letter.data, original_id, dead_letter=sequence)
@@ -563,11 +582,12 @@ class Consumer:
         for delivery, reason in refused.items():
             await self.dead_letter(delivery, reason)
         done = [d for d in deliveries if d not in refused]
-        await asyncio.gather(*(d.msg.ack() for d in done))
         for delivery in done:
             self._failures.pop(_failure_key(delivery), None)
             if delivery.dead_letter is not None:
-                await self.js.delete_msg(DLQ_STREAM, delivery.dead_letter)
+                # Deleted before the request is acked: should the delete fail, the request
+                # comes again and the inbox makes handling it again a no-op.
+                await self._delete_dead_letter(delivery.dead_letter)
                 REDRIVEN_TOTAL.labels(self.spec.name).inc()
                 log.info(
                     "dead letter handled again",
@@ -575,6 +595,13 @@ class Consumer:
                     event_id=str(delivery.ref.event_id),
                     dead_letter=delivery.dead_letter,
                 )
+        await asyncio.gather(*(d.msg.ack() for d in done))
+
+    async def _delete_dead_letter(self, sequence: int) -> None:
+        """Delete a dead letter handled again (or dead again under a new sequence); gone
+        already (a twin request handled it) is fine."""
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_msg(DLQ_STREAM, sequence)
 
     async def _transaction(self, deliveries: list[Delivery]) -> dict[Delivery, str]:
         """Handle the events the messages name, as the log holds them, in one transaction.
@@ -641,27 +668,33 @@ class Consumer:
         ``max_deliver`` failures of its own."""
         msg = delivery.msg
         FAILED.labels(self.spec.name).inc()
-        if _is_transient(err):
-            # Another writer moved the case on: nothing to count against the message.
-            log.warning("conflict; will retry", consumer=self.spec.name, error=repr(err)[:300])
-            await msg.nak(delay=random.uniform(0.05, 0.5))  # noqa: S311
-            return
+        weight = _weight(err)
         key = _failure_key(delivery)
-        failures = self._failures.pop(key, 0) + 1
+        failures = self._failures.pop(key, 0.0) + weight
         if failures >= self.spec.max_deliver:
             await self.dead_letter(delivery, f"{type(err).__name__}: {err}")
             return
         self._failures[key] = failures
         while len(self._failures) > FAILURES_REMEMBERED:
             del self._failures[next(iter(self._failures))]
+        if weight < 1:
+            # Another writer moved the case on, or a dependency was away for a moment.
+            log.warning(
+                "conflict or short outage; will retry",
+                consumer=self.spec.name,
+                event_id=str(delivery.ref.event_id),
+                error=repr(err)[:300],
+            )
+            await msg.nak(delay=random.uniform(0.05, 0.5) + (1.0 if weight > 0.05 else 0.0))  # noqa: S311
+            return
         log.warning(
             "handler failed; will retry",
             consumer=self.spec.name,
             event_id=str(delivery.ref.event_id),
-            failures=failures,
+            failures=round(failures, 2),
             error=repr(err),
         )
-        await msg.nak(delay=self.spec.delay(failures))
+        await msg.nak(delay=self.spec.delay(max(1, int(failures))))
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the event's message to ``caseflow.dlq.<consumer>`` with the reason, then
@@ -669,10 +702,10 @@ class Consumer:
         await self._publish_dead_letter(
             delivery.data, delivery.subject, delivery.msg_id, reason, delivery.dead_letter
         )
+        if delivery.dead_letter is not None:
+            await self._delete_dead_letter(delivery.dead_letter)
         await delivery.msg.term()
         self._failures.pop(_failure_key(delivery), None)
-        if delivery.dead_letter is not None:
-            await self.js.delete_msg(DLQ_STREAM, delivery.dead_letter)
 
     async def _dead_letter_msg(self, msg: Msg, reason: str) -> None:
         """Dead-letter a message that names no event."""
@@ -711,6 +744,8 @@ async def _in_progress(msgs: list[Msg], every: float) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(every)
             for msg in msgs:
+                if msg.is_acked:  # acked, nak'ed or terminated already: leave it be
+                    continue
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 

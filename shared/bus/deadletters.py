@@ -96,18 +96,30 @@ async def dead_letters(js: JetStreamContext, consumer: str | None = None) -> lis
         sequence = (msg.seq or sequence) + 1
 
 
-async def redrive(js: JetStreamContext, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
-    """Ask each letter's consumer to handle it again; the letters asked for (those whose
-    consumer handles dead letters again). Asking twice within JetStream's duplicate
+@dataclasses.dataclass(frozen=True)
+class Asked:
+    """What a redrive asked for."""
+
+    asked: list[DeadLetter]
+    """Letters whose consumers were asked to handle them again."""
+    pending: list[DeadLetter]
+    """Letters asked for already within JetStream's duplicate window (10 minutes): that
+    request stands; this one was dropped as its duplicate."""
+
+
+async def redrive(js: JetStreamContext, letters: Sequence[DeadLetter]) -> Asked:
+    """Ask each letter's consumer to handle it again (letters whose consumer handles dead
+    letters again; the others are left out). Asking twice within JetStream's duplicate
     window is asking once."""
-    asked = []
+    asked: list[DeadLetter] = []
+    pending: list[DeadLetter] = []
     for letter in letters:
         if not letter.redrivable:
             continue
-        await js.publish(
+        ack = await js.publish(
             redrive_subject(letter.consumer),
             orjson.dumps({"dead_letter": letter.sequence}),
             headers={MSG_ID_HEADER: f"redrive:{letter.sequence}"},
         )
-        asked.append(letter)
-    return asked
+        (pending if ack.duplicate else asked).append(letter)
+    return Asked(asked, pending)

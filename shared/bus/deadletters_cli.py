@@ -16,7 +16,7 @@ from rich.table import Table
 from shared.bus.access import OPERATOR
 from shared.bus.client import connect
 from shared.bus.credentials import CredentialStore
-from shared.bus.deadletters import DeadLetter, dead_letters, redrive
+from shared.bus.deadletters import Asked, DeadLetter, dead_letters, redrive
 from shared.settings import DEFAULT_NATS_URL
 
 app = typer.Typer(
@@ -109,22 +109,27 @@ def redrive_dead_letters(
         typer.echo("name the dead letters' sequences, or --all", err=True)
         raise typer.Exit(2)
 
-    async def work(nc: NATS) -> tuple[list[DeadLetter], list[DeadLetter]]:
+    async def work(nc: NATS) -> tuple[list[DeadLetter], Asked]:
         js = nc.jetstream()
         letters = await dead_letters(js, consumer)
         chosen = letters if every else [x for x in letters if x.sequence in wanted]
         return chosen, await redrive(js, chosen)
 
-    chosen, asked = _as_operator(nats_url, folder, work)
+    chosen, done = _as_operator(nats_url, folder, work)
     missing = wanted - {letter.sequence for letter in chosen}
     for sequence in sorted(missing):
         typer.echo(f"no dead letter {sequence}" + (f" of {consumer}" if consumer else ""))
     for letter in chosen:
-        if letter not in asked:
+        if letter in done.pending:
+            typer.echo(
+                f"dead letter {letter.sequence} of {letter.consumer} was asked for already "
+                "in the last 10 minutes; that request stands (see dead-letters again later)"
+            )
+        elif letter not in done.asked:
             typer.echo(
                 f"dead letter {letter.sequence} of {letter.consumer} is not re-driven: its "
                 "consumer does not take dead letters again (the sender sends anew)"
             )
-    typer.echo(f"asked for {len(asked)} dead letters to be handled again")
+    typer.echo(f"asked for {len(done.asked)} dead letters to be handled again")
     if missing:
         raise typer.Exit(1)

@@ -24,6 +24,8 @@ DEPT_STREAM = "CASEFLOW_DEPT"
 DEPT_SUBJECTS = "caseflow.dept.>"
 """Forwarded cases to departments (``caseflow.dept.<authority>.requests``) and their
 answers (``caseflow.dept.<authority>.answers.<credential>``), for integrators on the bus."""
+REDRIVE_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+"""A redrive request not taken within a week is dropped (its dead letter stays)."""
 WAKE_SUBJECT = "caseflow.internal.relay.wake"
 """Core NATS (no stream): a process that committed events wakes the leading relay."""
 LEASE_RELEASED = b"lease-released"
@@ -130,5 +132,7 @@ async def declare_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
                 retention=retention,
                 duplicate_window=window,
                 num_replicas=replicas,
+                # A redrive request nobody takes (its consumer gone) does not stay forever.
+                max_age=REDRIVE_MAX_AGE_SECONDS if name == REDRIVE_STREAM else None,
             ),
         )

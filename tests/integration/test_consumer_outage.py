@@ -33,7 +33,7 @@ from shared.eventlog import EventLog
 from shared.events import NewEvent, StoredEvent
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
-from tests.services import session_bus
+from tests.services import connect_as, session_bus
 
 TALLY = uuid.UUID(int=7)
 DEADLINE = 60.0
@@ -254,7 +254,7 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
         [before] = await dead_letters(js)
         from shared.bus.deadletters import redrive
 
-        assert await redrive(js, [before]) == [before]
+        assert (await redrive(js, [before])).asked == [before]
 
         async def dead_again() -> bool:
             letters = await dead_letters(js)
@@ -271,14 +271,15 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
 
 
 async def test_a_redrive_request_reaches_only_its_own_consumers_letters(
-    log: EventLog, nc: NATS, relay_nc: NATS, operator_nc: NATS
+    log: EventLog, nc: NATS, relay_nc: NATS, operator_nc: NATS, own_nats: str
 ) -> None:
     """The operator may ask; what is handled comes from the dead letters, and only a
     letter of the consumer asked: a request naming another consumer's letter, no letter,
     or nothing readable changes nothing."""
     [event_id] = await _append(log, 1)
     [event] = await log.read_all()
-    other = await nc.jetstream().publish(
+    processing = await connect_as(own_nats, "processing")
+    other = await processing.jetstream().publish(
         "caseflow.dlq.processing-dept",
         orjson.dumps(event.envelope()),
         headers={
@@ -287,6 +288,10 @@ async def test_a_redrive_request_reaches_only_its_own_consumers_letters(
             "Caseflow-Dead-Letter-Reason": "someone else's",
         },
     )
+    # Nor does a service write another service's consumers' dead letters.
+    with pytest.raises(nats.errors.Error):
+        await nc.jetstream().publish("caseflow.dlq.processing-dept", b"{}", timeout=2)
+    await processing.close()
     handler = Tally()
     stop = asyncio.Event()
     consumer = Consumer(_spec(handler), log, nc)
@@ -309,3 +314,77 @@ async def test_a_redrive_request_reaches_only_its_own_consumers_letters(
     assert handler.redriven == [] and await _handled(log) == []
     [letter] = await dead_letters(js)
     assert letter.consumer == "processing-dept" and letter.event_id == str(event_id)
+
+
+class Flaky(Tally):
+    """Fails ``times`` times with ``error`` before it handles each event."""
+
+    def __init__(self, error: Exception, times: int) -> None:
+        super().__init__()
+        self.error = error
+        self.left = times
+
+    async def __call__(self, event: StoredEvent, uow: UnitOfWork) -> None:
+        if self.left > 0:
+            self.left -= 1
+            raise self.error
+        await super().__call__(event, uow)
+
+
+async def test_a_stream_without_a_leader_while_connected_is_retried_not_dead_lettered(
+    log: EventLog, nc: NATS, relay_nc: NATS, operator_nc: NATS
+) -> None:
+    """A handler publishing while the cluster elects a stream leader gets a 503 though its
+    connection stands (the probe sees nothing wrong): retried, counted only a little, so
+    more such failures than ``max_deliver`` still end in the event handled."""
+    import nats.js.errors
+
+    handler = Flaky(nats.js.errors.ServiceUnavailableError(), times=6)
+    [event_id] = await _append(log, 1)
+    stop = asyncio.Event()
+    consumer = Consumer(_spec(handler), log, nc)  # max_deliver 3
+    relay = Relay(log, relay_nc.jetstream(), poll_interval=0.05)
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
+    try:
+
+        async def handled() -> bool:
+            return await _handled(log) == [str(event_id)]
+
+        await _until(handled, "the event handled after the election")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert handler.left == 0
+    assert await dead_letters(operator_nc.jetstream()) == []
+
+
+async def test_an_integrity_error_of_the_handlers_own_is_dead_lettered(
+    log: EventLog, nc: NATS, relay_nc: NATS, operator_nc: NATS
+) -> None:
+    """Only a conflict on the case's next version is retried as a conflict; a handler
+    breaking another rule fails for good and ends as a dead letter."""
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError
+
+    broken = IntegrityError("INSERT …", {}, sqlite3.IntegrityError("NOT NULL constraint failed"))
+    handler = Flaky(broken, times=1_000)
+    [event_id] = await _append(log, 1)
+    stop = asyncio.Event()
+    consumer = Consumer(_spec(handler), log, nc)
+    relay = Relay(log, relay_nc.jetstream(), poll_interval=0.05)
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
+    js = operator_nc.jetstream()
+    try:
+
+        async def dead() -> bool:
+            return len(await dead_letters(js)) == 1
+
+        await _until(dead, "the dead letter")
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    [letter] = await dead_letters(js)
+    assert letter.event_id == str(event_id) and "NOT NULL" in letter.reason
+    # max_deliver (3) deliveries, each tried in its batch and then alone
+    assert 1_000 - handler.left == 2 * 3

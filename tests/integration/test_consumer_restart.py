@@ -70,7 +70,7 @@ async def test_consumer_catches_up_within_seconds_of_a_nats_restart_under_load(
     await _until(lambda: _has(log, total), timeout=60)
     settled = time.monotonic() - restarted
     print(f"\nall {total} handled {settled:.2f} s after the restart (load stopped 2 s after it)")
-    assert settled < ACK_WAIT + 7  # not the 30 s of before; a loaded machine's margin
+    assert settled < ACK_WAIT + 15  # not the 30 s ack wait of before; a loaded machine's margin
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 10)
     await client.close()

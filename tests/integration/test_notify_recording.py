@@ -421,3 +421,44 @@ async def test_a_live_dispatchers_claims_hold_while_it_waits_and_a_crashed_ones_
         for channel in channels.values():
             await channel.aclose()
         await engine.dispose()
+
+
+async def test_a_dispatcher_stopping_mid_send_lets_the_send_finish_and_records_it(
+    sqlite_url: str, receivers: Receivers
+) -> None:
+    """A clean stop (a rolling restart) while receivers are slow to answer: the sends
+    under way finish and are recorded rather than cancelled and given back, so the
+    dispatcher that takes over sends nothing again."""
+    engine = create_engine(sqlite_url)
+    event_log = EventLog(engine)
+    settings = DispatchSettings(
+        poll_seconds=0.05,
+        email=ChannelLimits(timeout_seconds=10.0),
+        sms=ChannelLimits(timeout_seconds=10.0),
+        webhook=ChannelLimits(timeout_seconds=10.0),
+    )
+    channels = receivers.channels()
+    try:
+        _, ids = await case_with_deliveries(event_log, receivers)
+        receivers.gateway.hang_next(1, seconds=2.0)
+        receivers.hooks.hang_next(1, seconds=2.0)
+        first = Dispatcher(event_log, channels, settings)
+        assert await first.dispatch_due() == 3
+
+        async def in_the_receivers_hands() -> bool:
+            # The receivers took the requests and hold them (their injected hang is used).
+            return not receivers.gateway._faults and not receivers.hooks._faults
+
+        await poll(in_the_receivers_hands, "the SMS and the webhook under way")
+        await first.stop_sending()
+        for d in ids:
+            row = await outbox.get(event_log, d)
+            assert row is not None and row.status == outbox.SENT
+        second = Dispatcher(event_log, channels, settings)
+        async with asyncio.timeout(DEADLINE):
+            await second.drain()
+        assert receivers.arrivals() == {"email": 1, "sms": 1, "webhook": 1}
+    finally:
+        for channel in channels.values():
+            await channel.aclose()
+        await engine.dispose()
