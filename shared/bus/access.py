@@ -6,7 +6,7 @@ credential has a kind, and its permissions follow from the kind alone:
 
 - a **service** (intake, processing, notify) declares the streams, pulls from and acks its
   own durable consumers (``shared.bus.durables``), sends and hears the relays' wake-up,
-  dead-letters on ``caseflow.dlq.>``; processing also publishes department requests and
+  dead-letters on ``caseflow.dlq.<its consumer>``; processing also publishes department requests and
   keeps one pull consumer per authority for the departments (``dept_<authority>``). Each
   service takes the redrive requests of its own consumers (``<consumer>-redrive``), reads
   the dead letter named and deletes it once handled; it writes dead letters of its own
