@@ -207,6 +207,8 @@ class Mailbox:
         self.tls_context = tls_context
         self.credentials = credentials
         self.duplicates = 0
+        self.repeated: list[str] = []
+        """The key of each repeat (Message-ID, SessionContext, webhook-id), in order."""
         self.attempts = 0
         """Messages answered after DATA or refused, repeats and injected failures included."""
         self._messages: list[EmailMessage] = []
@@ -319,6 +321,7 @@ class Mailbox:
             self._faults.clear()
             self._first_attempts = None
             self.duplicates = self.attempts = 0
+            self.repeated.clear()
 
     # -- the handler's side (in the server's thread)
 
@@ -357,6 +360,7 @@ class Mailbox:
                 return _reply(self._first_attempt_code)
             if message_id in self._by_id:
                 self.duplicates += 1
+                self.repeated.append(message_id)
                 return "250 2.0.0 Already delivered (sandbox)"
             self._by_id[message_id] = parsed
             self._messages.append(parsed)
@@ -649,6 +653,8 @@ class SmsGateway(_HttpReceiver):
         self.calls: list[SmsCall] = []
         self.refusals: list[str] = []
         self.duplicates = 0
+        self.repeated: list[str] = []
+        """The key of each repeat (Message-ID, SessionContext, webhook-id), in order."""
         self._sent: dict[tuple[str, str], ReceivedSms] = {}
         self._serial = 0
         self.app = Starlette(routes=[Route("/", self._endpoint, methods=["POST"])])
@@ -720,6 +726,7 @@ class SmsGateway(_HttpReceiver):
             if first is not None:
                 repeat = True
                 self.duplicates += 1
+                self.repeated.append(context)
                 statuses.append(self._status(first.serial_no, phone, context, "Ok"))
                 continue
             if not _plausible(phone):
@@ -830,6 +837,8 @@ class WebhookReceiver(_HttpReceiver):
         self.received: list[ReceivedWebhook] = []
         self.calls: list[ReceivedWebhook] = []
         self.duplicates = 0
+        self.repeated: list[str] = []
+        """The key of each repeat (Message-ID, SessionContext, webhook-id), in order."""
         self.rejected = 0
         self._by_id: dict[str, ReceivedWebhook] = {}
         self._first_attempts: _FirstAttempts | None = None
@@ -914,6 +923,7 @@ class WebhookReceiver(_HttpReceiver):
         self.calls.append(call)
         if first is not None:
             self.duplicates += 1
+            self.repeated.append(webhook_id)
         else:
             self._by_id[webhook_id] = call
             self.received.append(call)
