@@ -104,7 +104,7 @@ class DispatchSettings(BaseModel):
     )
     lease_seconds: float = Field(
         default=15.0,
-        gt=0,
+        ge=1,
         description="how long a claim holds unless renewed (renewed every third of it): "
         "how soon another dispatcher sends what a crashed one had claimed",
     )
@@ -123,13 +123,11 @@ class DispatchSettings(BaseModel):
         return limits
 
     def lease(self, channel: str) -> timedelta:
-        """How long a claim holds unless renewed: ``lease_seconds``, and at least one
-        attempt with some slack. The dispatcher renews its claims every third of it (also
-        while it waits between attempts), so a crashed sender's deliveries are taken over
-        within a lease."""
-        return timedelta(
-            seconds=max(self.lease_seconds, self.limits(channel).timeout_seconds + 5.0)
-        )
+        """How long a claim holds unless renewed (``lease_seconds``, any channel). The
+        dispatcher renews its claims every third of it — during a send and while a
+        delivery waits between attempts — so a crashed sender's deliveries are taken
+        over within a lease."""
+        return timedelta(seconds=self.lease_seconds)
 
 
 def _retryable(err: Exception) -> bool:
@@ -204,7 +202,7 @@ class Dispatcher:
     async def _keep_leases(self, stop: asyncio.Event) -> None:
         """Renew the leases of what is in flight every third of a lease (one statement per
         channel), so they hold however long a delivery waits between attempts."""
-        every = min(self.settings.lease(c) for c in self._in_flight).total_seconds() / 3
+        every = self.settings.lease_seconds / 3
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)

@@ -403,7 +403,7 @@ class Consumer:
         self.stop = stop
         await asyncio.gather(
             self._pull(stop, EVENTS_STREAM, self.config(), self.handle_batch, wait=0.5),
-            self._pull(stop, REDRIVE_STREAM, self.redrive_config(), self.handle_redrives, wait=5),
+            self._pull(stop, REDRIVE_STREAM, self.redrive_config(), self.handle_redrives, wait=1),
         )
 
     async def _pull(
