@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import devservers
+from shared.devtools import servers as devservers
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -19,12 +19,12 @@ from typing import Self
 import httpx
 
 from services.notify import sandbox
-from shared import devservers
-from shared.bus.access import RELAY
-from shared.bus.credentials import CredentialStore, authorities
-from shared.db import create_engine
-from shared.delegations_store import publish_seed
-from shared.eventlog import EventLog
+from shared.adapters.bus.access import RELAY
+from shared.adapters.bus.credentials import CredentialStore, authorities
+from shared.adapters.db import create_engine
+from shared.adapters.delegations import publish_seed
+from shared.adapters.eventlog import EventLog
+from shared.devtools import servers as devservers
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -46,7 +46,7 @@ class ServiceProcess:
         its output appended to ``log_path``; not yet ready (see :meth:`wait_ready`)."""
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", name],
+                [sys.executable, "-m", "shared.cli.main", "serve", name],
                 env={**os.environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -39,12 +39,12 @@ import psutil
 
 from bench import audit_data
 from bench._common import latency_summary, postmaster_pid, print_json_last, rate, temporary_postgres
-from shared.audit.database import verify_database
-from shared.audit.keys import ensure_audit_key, read_public_keys
-from shared.audit.reading import read_timeline
-from shared.audit.writer import write_all
-from shared.db import create_engine, migrate
-from shared.workflow.reference import load_reference
+from shared.adapters.db import create_engine, migrate
+from shared.application.audit.database import verify_database
+from shared.application.audit.keys import ensure_audit_key, read_public_keys
+from shared.application.audit.reading import read_timeline
+from shared.application.audit.writer import write_all
+from shared.domain.workflow.reference import load_reference
 
 T = TypeVar("T")
 TARGETS = {"rebuild_events_per_s": 200_000, "verify_events_per_s": 100_000, "timeline_p99_ms": 5.0}
@@ -135,7 +135,7 @@ async def _with_engine(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shared.projections.rebuild import rebuild
+    from shared.application.projections.rebuild import rebuild
 
     args = parse_args(argv)
     figures: dict[str, Any] = {"benchmark": "audit", "config": {"events": args.events}}
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         number = audit_data.case_number_of(template.cases[long_case])
 
         key_pair, _ = ensure_audit_key(tmp / "keys" / "audit-ed25519.pem")
-        from shared.audit.keys import load_signing_key
+        from shared.application.audit.keys import load_signing_key
 
         signing = load_signing_key(key_pair.private_path)
         print("signing checkpoints…", flush=True)

@@ -1,6 +1,6 @@
 """A large, realistic event log for ``bench.audit``: a month of a station's life, cloned.
 
-The template is real: ``caseflow demo`` (``shared.demo``) drives a month of Xuefeng station
+The template is real: ``caseflow demo`` (``shared.cli.demo``) drives a month of Xuefeng station
 through the running services on a SQLite log (applications of every kind and course,
 corrections, forwarding to departments and their answers, matters, ratings, notices). Its
 cases are then copied under new case ids, event ids and case numbers, each copy's hash
@@ -27,14 +27,14 @@ import orjson
 import sqlalchemy as sa
 
 from bench._stack import nats_credentials, publish_delegations, running_services
-from shared import devservers
-from shared.auth import ensure_key_pair
-from shared.db import create_engine, migrate
-from shared.demo import Station, plan, run_demo, settle
-from shared.eventlog import START, EventLog, LogCursor
-from shared.eventlog.hashing import event_hash
-from shared.eventlog.schema import events as events_table
-from shared.events import StoredEvent
+from shared.adapters.auth import ensure_key_pair
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import START, EventLog, LogCursor
+from shared.adapters.eventlog.hashing import event_hash
+from shared.adapters.tables.eventlog import events as events_table
+from shared.cli.demo import Station, plan, run_demo, settle
+from shared.devtools import servers as devservers
+from shared.domain.events import StoredEvent
 
 NAMESPACE = uuid.UUID("6f1d3c8e-5a0b-4c39-9d47-2b8e1f0a7c55")
 CASE_NUMBER = re.compile(rb"\b([A-Z]{2})-(\d{4})-(\d{6})\b")

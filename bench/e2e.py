@@ -68,12 +68,12 @@ from bench._stack import (
     publish_delegations,
     running_services,
 )
-from shared import devservers
-from shared.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
-from shared.bus.access import OPERATOR
-from shared.bus.client import connect
-from shared.bus.credentials import CredentialStore
-from shared.db import migrate
+from shared.adapters.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.adapters.bus.access import OPERATOR
+from shared.adapters.bus.client import connect
+from shared.adapters.bus.credentials import CredentialStore
+from shared.adapters.db import migrate
+from shared.devtools import servers as devservers
 
 SUBJECT = "caseflow.events.application.NotificationSent"
 STATION = "xuefeng_station"

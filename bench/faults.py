@@ -68,21 +68,21 @@ from services.notify.planning import NOT_NOTIFIED
 from services.notify.rules import Planner
 from services.notify.sandbox import Sandbox
 from services.notify.schema import deliveries
-from shared import devservers
-from shared.audit.keys import ensure_audit_key
-from shared.auth import Role, ensure_key_pair
-from shared.bus.access import OPERATOR
-from shared.bus.client import connect
-from shared.bus.credentials import CredentialStore, authorities
-from shared.bus.streams import DEPT_STREAM, DLQ_STREAM
-from shared.catalogue import load_catalogue
-from shared.db import create_engine, migrate
-from shared.eventlog import EventLog, LogCursor
-from shared.eventlog.schema import events as events_table
-from shared.eventlog.schema import relay_checkpoints
-from shared.events import StoredEvent
-from shared.workflow.reference import load_reference
-from shared.workflow.state import fold
+from shared.adapters.auth import Role, ensure_key_pair
+from shared.adapters.bus.access import OPERATOR
+from shared.adapters.bus.client import connect
+from shared.adapters.bus.credentials import CredentialStore, authorities
+from shared.adapters.bus.streams import DEPT_STREAM, DLQ_STREAM
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import EventLog, LogCursor
+from shared.adapters.tables.eventlog import events as events_table
+from shared.adapters.tables.eventlog import relay_checkpoints
+from shared.application.audit.keys import ensure_audit_key
+from shared.devtools import servers as devservers
+from shared.domain.catalogue import load_catalogue
+from shared.domain.events import StoredEvent
+from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import fold
 
 STATION_ITEM = "pension_enrolment"
 FORWARDED_ITEM = "logging_permit"
@@ -745,7 +745,7 @@ def audit_verify(database_url: str, audit_key: Path) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "shared.cli.main",
             "audit",
             "verify",
             "--database-url",
@@ -1115,7 +1115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stall-seconds",
         type=float,
         default=90.0,
-        help="give up waiting to settle when nothing moved this long (longer than notify's 15 s claim lease)",
+        help="give up waiting to settle when nothing moved this long "
+        "(longer than notify's 15 s claim lease)",
     )
     parser.add_argument("--log-level", default="info", help="the services' log level")
     parser.add_argument("--log-dir", type=Path, help="keep the services' logs here")

@@ -10,7 +10,7 @@ Each append stores 3 events in a fresh case (expected version 0), through
 :meth:`EventLog.append`, with 1 and with 16 concurrent writers. Read-all pages through every
 event of the log with :meth:`EventLog.read_all` and :meth:`LogCursor.after`. Loading a case
 is :meth:`EventLog.read_case` of a random case written by the append phases, one at a time.
-Durability stays as configured by ``shared.db`` (checked and printed).
+Durability stays as configured by ``shared.adapters.db`` (checked and printed).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from bench._common import (
     rate,
     temporary_postgres,
 )
-from shared.db import create_engine, is_sqlite, migrate
-from shared.eventlog import START, EventLog, LogCursor
-from shared.events import Actor, NewEvent
+from shared.adapters.db import create_engine, is_sqlite, migrate
+from shared.adapters.eventlog import START, EventLog, LogCursor
+from shared.domain.events import Actor, NewEvent
 
 CLERK = Actor(user="window", role="window_clerk", station="XF")
 EVENT_TYPES = ("CaseReceived", "CaseAccepted", "NotificationSent")

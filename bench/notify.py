@@ -78,10 +78,10 @@ from services.notify.model import ChannelName, Outgoing, Recipient, delivery_id
 from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, WebhookReceiver, picked_for_failure
 from services.notify.schema import deliveries as d
-from shared.db import create_engine, is_sqlite, migrate
-from shared.eventlog import EventLog
-from shared.eventlog.schema import events as ev
-from shared.events import Actor, NewEvent, StoredEvent, utcnow
+from shared.adapters.db import create_engine, is_sqlite, migrate
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.eventlog import events as ev
+from shared.domain.events import Actor, NewEvent, StoredEvent, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 STATION = "xuefeng_station"

@@ -11,8 +11,9 @@ SQLite log (``tests.projection_mix``: applications along random lawful paths, ma
 visitors) and their histories are cloned, with new case ids and case numbers, until the
 log holds ``--events`` events (appended through ``EventLog.append``, hashes and all).
 Then: reading the whole log (``EventLog.read_all`` pages), folding it in memory
-(``shared.workflow.state.apply``), and ``shared.projections.rebuild.rebuild`` of every
-registered projection — so the figures say where the time goes.
+(``shared.domain.workflow.state.apply``), and
+``shared.application.projections.rebuild.rebuild`` of every registered projection — so the
+figures say where the time goes.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import print_json_last, rate, temporary_postgres
-from shared.db import create_engine, migrate
-from shared.eventlog import START, EventLog, LogCursor
-from shared.events import Actor, NewEvent, StoredEvent
-from shared.projections.cases import fold_lawful
-from shared.projections.rebuild import rebuild
-from shared.workflow.reference import load_reference
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import START, EventLog, LogCursor
+from shared.application.projections.cases import fold_lawful
+from shared.application.projections.rebuild import rebuild
+from shared.domain.events import Actor, NewEvent, StoredEvent
+from shared.domain.workflow.reference import load_reference
 
 REFERENCE = load_reference()
 
@@ -88,7 +89,7 @@ def _clone(history: list[StoredEvent], clone: int) -> list[NewEvent]:
 
 async def load(log: EventLog, histories: list[list[StoredEvent]], events: int) -> int:
     """Append clones of ``histories`` until the log holds about ``events`` events."""
-    from shared.delegations_store import publish_seed
+    from shared.adapters.delegations import publish_seed
 
     await publish_seed(log)
     written = 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from shared.privacy import mask_text
+from shared.domain.privacy import mask_text
 
 
 def _mask(value: Any) -> Any:

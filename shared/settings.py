@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/caseflow.db"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_MAX_REQUEST_BODY_BYTES = 1024 * 1024
-"""The largest request body a service reads (``shared.http.InputGuardMiddleware``). The
+"""The largest request body a service reads (``shared.web.http.InputGuardMiddleware``). The
 largest legitimate ones are tens of KiB (a re-drive of 1,000 dead letters is 40 KB; a
 mediation with every text field full of escaped Chinese 19 KB; an application with 50
 materials 6 KB), so 1 MiB leaves a wide margin and bounds what the guard reads and parses
@@ -100,7 +100,7 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _user_seed(cls, value: Path | None) -> Path | None:
         if value is not None:
-            from shared.bus.credentials import read_seed_file
+            from shared.adapters.bus.credentials import read_seed_file
 
             read_seed_file(value)  # ValueError names the file and what is wrong with it
         return value
@@ -108,7 +108,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _known_nats(cls, value: str) -> str:
-        from shared.bus.client import server_list
+        from shared.adapters.bus.client import server_list
 
         return ",".join(server_list(value))  # ValueError names the entry that is wrong
 

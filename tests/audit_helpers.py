@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from shared.delegation import (
+from shared.domain.delegation import (
     CASE_KIND,
     DelegationState,
     Instrument,
@@ -19,8 +19,8 @@ from shared.delegation import (
     Power,
     fold_delegation,
 )
-from shared.events import Actor, NewEvent, StoredEvent
-from shared.workcalendar import CHINA_TZ
+from shared.domain.events import Actor, NewEvent, StoredEvent
+from shared.domain.workcalendar import CHINA_TZ
 
 STATION = "xuefeng_station"
 CLERK = Actor(user="li.clerk", role="window_clerk", station=STATION)

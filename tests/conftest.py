@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import devservers
-from shared.auth import KeyPair
-from shared.db import create_engine, migrate
-from shared.eventlog import EventLog
+from shared.adapters.auth import KeyPair
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import EventLog
+from shared.devtools import servers as devservers
 from tests.services import BusServer, bus_server, session_keys
 
 TEMPLATE = "caseflow_template"

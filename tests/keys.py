@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.idempotency import KeyedRequest
-from shared.workflow import engine
+from shared.adapters.idempotency import KeyedRequest
+from shared.domain.workflow import engine
 
 
 def sent(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from shared import devservers
+from shared.devtools import servers as devservers
 
 
 class OwnPostgres:

@@ -22,14 +22,19 @@ from services.intake.domain import (
     PublicityIn,
     start_payload,
 )
-from shared.delegations_store import publish_seed
-from shared.eventlog import EventLog
-from shared.events import NewEvent
-from shared.workcalendar import CHINA_TZ
-from shared.workflow import engine
-from shared.workflow.reference import Reference
-from shared.workflow.service import ActionRefusedError, BodyInvalid, CaseService, NotFound
-from shared.workflow.wiring import case_service
+from shared.adapters.delegations import publish_seed
+from shared.adapters.eventlog import EventLog
+from shared.application.workflow.service import (
+    ActionRefusedError,
+    BodyInvalid,
+    CaseService,
+    NotFound,
+)
+from shared.application.workflow.wiring import case_service
+from shared.domain.events import NewEvent
+from shared.domain.workcalendar import CHINA_TZ
+from shared.domain.workflow import engine
+from shared.domain.workflow.reference import Reference
 from tests.keys import sent
 
 ITEMS = [

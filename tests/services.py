@@ -28,11 +28,11 @@ from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
 from services.notify.sandbox import Sandbox
-from shared import devservers
-from shared.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
-from shared.bus import client
-from shared.bus.credentials import CredentialStore, authorities
-from shared.metrics import ensure_metrics_token
+from shared.adapters.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.adapters.bus import client
+from shared.adapters.bus.credentials import CredentialStore, authorities
+from shared.devtools import servers as devservers
+from shared.web.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -164,7 +164,7 @@ def running_stack(
             port = devservers.free_port()
             stack[name] = start_process(
                 name,
-                [sys.executable, "-m", "shared.cli", "serve", name],
+                [sys.executable, "-m", "shared.cli.main", "serve", name],
                 service_env(name, database_url, nats_url, port, **extra),
                 port,
                 log_dir,
@@ -408,7 +408,7 @@ def seed_delegations(database_url: str) -> int:
     ``caseflow up`` does for the embedded default; how many were published."""
     import asyncio
 
-    from shared.supervisor import publish_seed_delegations
+    from shared.cli.supervisor import publish_seed_delegations
 
     return asyncio.run(publish_seed_delegations(database_url))
 

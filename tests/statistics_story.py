@@ -17,16 +17,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.delegations_store import publish_seed, resume, suspend
-from shared.eventlog import EventLog
-from shared.events import Actor, NewEvent
-from shared.projections.runner import ProjectionRunner
-from shared.projections.statistics import DelegationUsageProjection, StatisticsProjection
-from shared.workcalendar import CHINA_TZ
-from shared.workflow import engine
-from shared.workflow.reference import Reference, load_reference
-from shared.workflow.service import ActionRefusedError, CaseService
-from shared.workflow.wiring import case_service
+from shared.adapters.delegations import publish_seed, resume, suspend
+from shared.adapters.eventlog import EventLog
+from shared.application.projections.runner import ProjectionRunner
+from shared.application.projections.statistics import (
+    DelegationUsageProjection,
+    StatisticsProjection,
+)
+from shared.application.workflow.service import ActionRefusedError, CaseService
+from shared.application.workflow.wiring import case_service
+from shared.domain.events import Actor, NewEvent
+from shared.domain.workcalendar import CHINA_TZ
+from shared.domain.workflow import engine
+from shared.domain.workflow.reference import Reference, load_reference
 from tests.keys import sent
 
 REFERENCE = load_reference()

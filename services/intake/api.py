@@ -22,17 +22,8 @@ from services.intake.domain import (
     Visit,
     start_payload,
 )
-from shared.catalogue import DraftItem, UnknownItem
-from shared.eventlog import ConcurrencyError
-from shared.events import NewEvent
-from shared.http import correlation_id
-from shared.identity import unreadable
-from shared.workcalendar import OutsideCalendar, local_date
-from shared.workflow import engine
-from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, keyed
-from shared.workflow.payloads import DefectiveMaterial, RequestCorrection
-from shared.workflow.routes import view
-from shared.workflow.service import (
+from shared.adapters.eventlog import ConcurrencyError
+from shared.application.workflow.service import (
     RETRIES,
     CaseService,
     FieldInvalid,
@@ -40,6 +31,15 @@ from shared.workflow.service import (
     Outcome,
     pause_before_retry,
 )
+from shared.domain.catalogue import DraftItem, UnknownItem
+from shared.domain.events import NewEvent
+from shared.domain.identity import unreadable
+from shared.domain.workcalendar import OutsideCalendar, local_date
+from shared.domain.workflow import engine
+from shared.domain.workflow.payloads import DefectiveMaterial, RequestCorrection
+from shared.web.http import correlation_id
+from shared.web.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, keyed
+from shared.web.workflow.routes import view
 
 router = APIRouter(responses=PROBLEMS)
 

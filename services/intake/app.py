@@ -6,12 +6,12 @@ from fastapi import FastAPI
 
 from services.intake.api import router
 from services.intake.settings import IntakeSettings
-from shared.runtime import Runtime, create_service_app
+from shared.application.workflow.wiring import case_service
+from shared.domain.workflow.reference import load_reference
 from shared.settings import load_settings
-from shared.workflow import http as workflow_http
-from shared.workflow.reference import load_reference
-from shared.workflow.routes import reads
-from shared.workflow.wiring import case_service
+from shared.web.runtime import Runtime, create_service_app
+from shared.web.workflow import http as workflow_http
+from shared.web.workflow.routes import reads
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:

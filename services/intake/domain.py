@@ -21,7 +21,12 @@ from pydantic import (
     model_validator,
 )
 
-from shared.identity import id_number_problem, person_name_problem, phone_problem, text_problem
+from shared.domain.identity import (
+    id_number_problem,
+    person_name_problem,
+    phone_problem,
+    text_problem,
+)
 
 
 def _person_name(value: str) -> str:

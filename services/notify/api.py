@@ -26,11 +26,11 @@ from services.notify.egress import (
     parse_target,
     system_resolver,
 )
-from shared.auth import Role, Staff, StaffDep, get_organisations
-from shared.bus.asyncapi import event_payloads
-from shared.idempotency import KeyedRequest, KeyReused
-from shared.orgs import OrgKind
-from shared.runtime import EventLogDep
+from shared.adapters.auth import Role, Staff, StaffDep, get_organisations
+from shared.adapters.bus.asyncapi import event_payloads
+from shared.adapters.idempotency import KeyedRequest, KeyReused
+from shared.domain.orgs import OrgKind
+from shared.web.runtime import EventLogDep
 
 OPERATE = "operate"
 

@@ -16,8 +16,8 @@ from services.notify.dispatcher import Dispatcher
 from services.notify.planning import planning_consumer
 from services.notify.rules import Planner
 from services.notify.settings import NotifySettings
-from shared.runtime import Runtime, create_service_app
 from shared.settings import load_settings
+from shared.web.runtime import Runtime, create_service_app
 
 
 def channels(settings: NotifySettings) -> dict[str, Channel]:

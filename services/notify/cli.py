@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.notify import outbox
-from shared.db import create_engine
-from shared.eventlog import EventLog
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
 from shared.settings import DEFAULT_DATABASE_URL
 
 app = typer.Typer(help="Notices: deliveries and dead letters.", no_args_is_help=True)

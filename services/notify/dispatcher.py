@@ -55,9 +55,9 @@ from sqlalchemy.exc import IntegrityError
 from services.notify import outbox, subscriptions
 from services.notify.channels import Channel
 from services.notify.model import DeliveryError, PermanentDeliveryError, ReceiverGone
-from shared.eventlog import ConcurrencyError, EventLog
-from shared.events import utcnow
-from shared.outages import log_failed_round, unavailable_dependency
+from shared.adapters.eventlog import ConcurrencyError, EventLog
+from shared.adapters.outages import log_failed_round, unavailable_dependency
+from shared.domain.events import utcnow
 
 log = structlog.get_logger("caseflow.notify.dispatcher")
 

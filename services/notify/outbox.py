@@ -28,11 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify.model import ChannelName, Notice, Outgoing, Recipient
 from services.notify.schema import deliveries as d
-from shared.bus.consumer import UnitOfWork
-from shared.eventlog import EventLog
-from shared.events import NewEvent, utcnow
-from shared.messages import NotificationFailed, NotificationSent
-from shared.sql import insert_ignore
+from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.eventlog import EventLog
+from shared.adapters.sql import insert_ignore
+from shared.domain.events import NewEvent, utcnow
+from shared.domain.messages import NotificationFailed, NotificationSent
 
 _EVENTS = uuid.UUID("0b8f5d7e-2c4a-4d6e-8f1a-3b5c7d9e1f20")
 

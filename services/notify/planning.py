@@ -17,9 +17,9 @@ import orjson
 from services.notify import outbox, subscriptions
 from services.notify.egress import TargetInvalid, parse_target
 from services.notify.model import PlannedNotice, Recipient, delivery_id
-from shared.bus.consumer import REDRIVEN, ConsumerSpec, UnitOfWork
-from shared.events import StoredEvent, utcnow
-from shared.privacy import masked_envelope
+from shared.adapters.bus.consumer import REDRIVEN, ConsumerSpec, UnitOfWork
+from shared.domain.events import StoredEvent, utcnow
+from shared.domain.privacy import masked_envelope
 
 NOT_NOTIFIED = frozenset(
     {"NotificationSent", "NotificationFailed", "PersonalDataViewed", "PersonalDataDisclosed"}
@@ -52,7 +52,7 @@ def webhook_body(event: StoredEvent) -> bytes:
 def worth_notifying(event: StoredEvent, max_age: timedelta, *, now: datetime | None = None) -> bool:
     """Whether ``event`` calls for notices at all: not notify's own records nor the
     audit's, and recorded within ``max_age`` unless it is being re-driven from the dead
-    letters (:data:`~shared.bus.consumer.REDRIVEN`: an operator asked for it now,
+    letters (:data:`~shared.adapters.bus.consumer.REDRIVEN`: an operator asked for it now,
     whatever its age; its applicants were never told)."""
     if event.event_type in NOT_NOTIFIED:
         return False

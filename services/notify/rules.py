@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.notify import templates
 from services.notify.model import ChannelName, PlannedNotice, Recipient
-from shared.bus.asyncapi import event_payloads
-from shared.events import StoredEvent
-from shared.identity import mask_phone
-from shared.privacy import mask_email, masked
-from shared.workcalendar import local_date
-from shared.workflow.reference import Reference, load_reference
-from shared.workflow.state import CaseState, Task, fold
+from shared.adapters.bus.asyncapi import event_payloads
+from shared.domain.events import StoredEvent
+from shared.domain.identity import mask_phone
+from shared.domain.privacy import mask_email, masked
+from shared.domain.workcalendar import local_date
+from shared.domain.workflow.reference import Reference, load_reference
+from shared.domain.workflow.state import CaseState, Task, fold
 
 DATA = Path(__file__).with_name("data")
 ANY = "*"

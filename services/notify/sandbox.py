@@ -65,7 +65,7 @@ from starlette.types import ASGIApp
 from services.notify.channels.email import EmailSettings
 from services.notify.channels.sms import ACTION, SERVICE, VERSION, SmsSettings, tc3_authorization
 from services.notify.egress import AllowedNetwork
-from shared.identity import PHONE, mask_phone
+from shared.domain.identity import PHONE, mask_phone
 
 log = structlog.get_logger("caseflow.notify.sandbox")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from shared.eventlog.schema import JSONDoc, metadata
+from shared.adapters.tables.eventlog import JSONDoc, metadata
 
 _PENDING = "status = 'pending'"
 

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify import outbox
 from services.notify.schema import subscriptions as s
-from shared import idempotency
-from shared.eventlog import EventLog
-from shared.events import utcnow
-from shared.idempotency import KeyedRequest
+from shared.adapters import idempotency
+from shared.adapters.eventlog import EventLog
+from shared.adapters.idempotency import KeyedRequest
+from shared.domain.events import utcnow
 
 ACTIVE, PAUSED = "active", "paused"
 ALL_EVENTS = "*"

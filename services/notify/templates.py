@@ -15,8 +15,8 @@ from typing import Any
 import jinja2
 
 from services.notify.model import Notice
-from shared.identity import mask_id_number, mask_phone
-from shared.privacy import mask_email
+from shared.domain.identity import mask_id_number, mask_phone
+from shared.domain.privacy import mask_email
 
 TEMPLATES = Path(__file__).with_name("templates")
 LANGUAGES = ("zh-CN", "en")

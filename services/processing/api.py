@@ -14,13 +14,13 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from shared.http import correlation_id
-from shared.workflow import engine
-from shared.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, sender_key
-from shared.workflow.payloads import BODIES
-from shared.workflow.routes import view, visible_state
-from shared.workflow.service import ActionRefusedError, NotFound
-from shared.workflow.tables import case_index, tasks
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.application.workflow.service import ActionRefusedError, NotFound
+from shared.domain.workflow import engine
+from shared.domain.workflow.payloads import BODIES
+from shared.web.http import correlation_id
+from shared.web.workflow.http import PROBLEMS, ActingDep, IdempotencyKey, ServiceDep, sender_key
+from shared.web.workflow.routes import view, visible_state
 
 router = APIRouter(tags=["cases"], responses=PROBLEMS)
 

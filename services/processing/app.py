@@ -19,18 +19,18 @@ from services.processing.dept import (
 from services.processing.projection import Projector
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
-from shared.audit.writer import Checkpointer
-from shared.bus.consumer import ConsumerSpec
-from shared.projections.cases import CASE_KINDS
-from shared.projections.registry import projections
-from shared.projections.runner import ProjectionRunner
-from shared.runtime import Runtime, create_service_app
+from shared.adapters.bus.consumer import ConsumerSpec
+from shared.adapters.timers import TimerWheel
+from shared.application.audit.writer import Checkpointer
+from shared.application.projections.cases import CASE_KINDS
+from shared.application.projections.registry import projections
+from shared.application.projections.runner import ProjectionRunner
+from shared.application.workflow.wiring import case_service
+from shared.domain.workflow.reference import load_reference
 from shared.settings import load_settings
-from shared.timers import TimerWheel
-from shared.workflow import http as workflow_http
-from shared.workflow.reference import load_reference
-from shared.workflow.routes import reads
-from shared.workflow.wiring import case_service
+from shared.web.runtime import Runtime, create_service_app
+from shared.web.workflow import http as workflow_http
+from shared.web.workflow.routes import reads
 
 
 def create_app(settings: ProcessingSettings | None = None) -> FastAPI:

@@ -1,7 +1,7 @@
 """Processing's audit API, for the city's auditors only: a case's timeline (or the case
 as it stood at a moment) and the delegation compliance report of a station.
 
-Both read the log directly (``shared.audit.reading``), as ``caseflow audit`` does on a
+Both read the log directly (``shared.application.audit.reading``), as ``caseflow audit`` does on a
 copy of it.
 """
 
@@ -12,14 +12,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from shared.audit.compliance import ComplianceError, check_period
-from shared.audit.reading import CaseNotFound, read_compliance, read_timeline
-from shared.audit.timeline import Basis, TimelineError, check_moment
-from shared.auth import Role, StaffDep, require_role
-from shared.delegation import DelegationError
-from shared.http import PROBLEM_JSON
-from shared.runtime import EventLogDep
-from shared.workflow.reference import Reference
+from shared.adapters.auth import Role, StaffDep, require_role
+from shared.application.audit.reading import CaseNotFound, read_compliance, read_timeline
+from shared.domain.audit.compliance import ComplianceError, check_period
+from shared.domain.audit.timeline import Basis, TimelineError, check_moment
+from shared.domain.delegation import DelegationError
+from shared.domain.workflow.reference import Reference
+from shared.web.http import PROBLEM_JSON
+from shared.web.runtime import EventLogDep
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

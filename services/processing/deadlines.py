@@ -12,15 +12,15 @@ from datetime import datetime
 import structlog
 
 from services.processing.projection import CLOCK_TIMER, FORWARD_TIMER, NOTICE_TIMER
-from shared.bus.consumer import UnitOfWork
-from shared.events import NewEvent, utcnow
-from shared.timers import Timer, TimerSpec
-from shared.workcalendar import CHINA_TZ
-from shared.workflow import clock as clocks
-from shared.workflow import engine
-from shared.workflow.payloads import Empty
-from shared.workflow.service import CaseService
-from shared.workflow.state import fold
+from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.timers import Timer, TimerSpec
+from shared.application.workflow.service import CaseService
+from shared.domain.events import NewEvent, utcnow
+from shared.domain.workcalendar import CHINA_TZ
+from shared.domain.workflow import clock as clocks
+from shared.domain.workflow import engine
+from shared.domain.workflow.payloads import Empty
+from shared.domain.workflow.state import fold
 
 log = structlog.get_logger("caseflow.processing")
 

@@ -14,9 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import delegations_store as store
-from shared.auth import Role, Staff, StaffDep, require_role
-from shared.delegation import (
+from shared.adapters import delegations as store
+from shared.adapters.auth import Role, Staff, StaffDep, require_role
+from shared.adapters.eventlog import DuplicateEventError
+from shared.domain.delegation import (
     CODE_PATTERN,
     DELEGATION_NAMESPACE,
     ITEM_PATTERN,
@@ -35,11 +36,10 @@ from shared.delegation import (
     Mode,
     Power,
 )
-from shared.eventlog import DuplicateEventError
-from shared.events import Actor
-from shared.http import PROBLEM_JSON, correlation_id
-from shared.runtime import EventLogDep
-from shared.workflow.reference import Reference
+from shared.domain.events import Actor
+from shared.domain.workflow.reference import Reference
+from shared.web.http import PROBLEM_JSON, correlation_id
+from shared.web.runtime import EventLogDep
 
 router = APIRouter(prefix="/delegations", tags=["delegations"])
 

@@ -10,7 +10,7 @@ over which subject, why; its event id derives from the ``CaseForwarded`` event's
 redelivery records it once.
 
 A department system answers on ``caseflow.dept.<authority>.answers.<credential>``, a
-subject only that credential may publish on (``shared.bus.access``), so the subject says
+subject only that credential may publish on (``shared.adapters.bus.access``), so the subject says
 who delivered the answer. Processing records it as that authority's decision, exactly as
 a department officer's ``approve``/``reject`` over HTTP would be, with the credential in
 ``delivered_by`` and an idempotency key from the credential and the message id. An answer
@@ -35,31 +35,31 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 
-from shared.bus.consumer import UnitOfWork
-from shared.bus.durables import CONSUMERS
-from shared.bus.headers import (
+from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.bus.durables import CONSUMERS
+from shared.adapters.bus.headers import (
     DLQ_CONSUMER_HEADER,
     DLQ_REASON_HEADER,
     DLQ_SUBJECT_HEADER,
     MSG_ID_HEADER,
     header_value,
 )
-from shared.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
-from shared.eventlog.errors import ConcurrencyError
-from shared.events import NewEvent, StoredEvent, utcnow
-from shared.messages import DeliveredBy, DepartmentAnswer, DepartmentRequest
-from shared.outages import unavailable_dependency
-from shared.workflow import engine
-from shared.workflow.engine import Refusal
-from shared.workflow.payloads import Approve, Reject
-from shared.workflow.service import (
+from shared.adapters.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
+from shared.adapters.eventlog.errors import ConcurrencyError
+from shared.adapters.outages import unavailable_dependency
+from shared.application.workflow.service import (
     APPLICATION,
     ActionRefusedError,
     CaseService,
     IdempotencyConflict,
     NotFound,
 )
-from shared.workflow.state import fold
+from shared.domain.events import NewEvent, StoredEvent, utcnow
+from shared.domain.messages import DeliveredBy, DepartmentAnswer, DepartmentRequest
+from shared.domain.workflow import engine
+from shared.domain.workflow.engine import Refusal
+from shared.domain.workflow.payloads import Approve, Reject
+from shared.domain.workflow.state import fold
 
 log = structlog.get_logger("caseflow.processing.dept")
 

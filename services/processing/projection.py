@@ -8,7 +8,7 @@ and the clock's epoch, so scheduling again is harmless, and a timer made stale b
 event finds nothing to do when it fires.
 
 The case lists and worklists (``case_index``, ``tasks``) are a projection with its own
-checkpoint now (``shared.projections.cases``), run by the processing service.
+checkpoint now (``shared.application.projections.cases``), run by the processing service.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from datetime import date, datetime, time
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import timers
-from shared.bus.consumer import UnitOfWork
-from shared.events import StoredEvent
-from shared.workcalendar import CHINA_TZ
-from shared.workflow import clock as clocks
-from shared.workflow.reference import Reference
-from shared.workflow.service import NAMESPACE
-from shared.workflow.state import CaseState, fold
+from shared.adapters import timers
+from shared.adapters.bus.consumer import UnitOfWork
+from shared.application.workflow.service import NAMESPACE
+from shared.domain.events import StoredEvent
+from shared.domain.workcalendar import CHINA_TZ
+from shared.domain.workflow import clock as clocks
+from shared.domain.workflow.reference import Reference
+from shared.domain.workflow.state import CaseState, fold
 
 log = structlog.get_logger("caseflow.processing")
 

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from shared.audit.statistics import StatisticsError
-from shared.audit.statistics_reading import read_statistics
-from shared.audit.statistics_render import to_csv, to_html
-from shared.auth import Role, StaffDep, require_role
-from shared.http import PROBLEM_JSON
-from shared.workflow.http import ServiceDep
+from shared.adapters.auth import Role, StaffDep, require_role
+from shared.application.audit.statistics import StatisticsError
+from shared.application.audit.statistics_reading import read_statistics
+from shared.application.audit.statistics_render import to_csv, to_html
+from shared.web.http import PROBLEM_JSON
+from shared.web.workflow.http import ServiceDep
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 

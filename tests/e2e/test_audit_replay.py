@@ -1,7 +1,7 @@
 """Issue 5's done-when: from an export alone, an auditor's machine verifies the log,
 replays it, and prints the same timelines and reports as the live system.
 
-A few days of station life (``shared.demo``) go through the real services on one backend;
+A few days of station life (``shared.cli.demo``) go through the real services on one backend;
 the live read models are kept by processing's projection runner and the checkpoints signed
 by ``caseflow audit checkpoint``. The auditor gets the exported folder and the public key
 only, verifies the bundle, replays it into an empty database of the *other* backend, and
@@ -27,13 +27,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from shared.audit.keys import ensure_audit_key
-from shared.cli import app
-from shared.db import create_engine
-from shared.demo import Station, plan, run_demo, settle
-from shared.projections.statistics_tables import delegation_usage, station_statistics
-from shared.workcalendar import CHINA_TZ
-from shared.workflow.tables import case_index, tasks
+from shared.adapters.db import create_engine
+from shared.adapters.tables.statistics import delegation_usage, station_statistics
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.application.audit.keys import ensure_audit_key
+from shared.cli.demo import Station, plan, run_demo, settle
+from shared.cli.main import app
+from shared.domain.workcalendar import CHINA_TZ
 from tests.conftest import fresh_postgres_db, fresh_sqlite_db
 from tests.services import ServiceProcess, running_stack, session_keys
 

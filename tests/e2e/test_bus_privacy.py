@@ -29,12 +29,12 @@ import sqlalchemy as sa
 
 from services.notify.sandbox import Sandbox
 from services.notify.schema import deliveries
-from shared.bus.streams import DLQ_STREAM, EVENTS_STREAM
-from shared.catalogue import load_catalogue
-from shared.db import create_engine
-from shared.eventlog.schema import events, inbox
-from shared.timers_schema import timers
-from shared.workflow.tables import case_index, tasks
+from shared.adapters.bus.streams import DLQ_STREAM, EVENTS_STREAM
+from shared.adapters.db import create_engine
+from shared.adapters.tables.eventlog import events, inbox
+from shared.adapters.tables.timers import timers
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.domain.catalogue import load_catalogue
 from tests.bus_helpers import stored_messages
 from tests.e2e.test_notifications import (
     deliveries_of,

@@ -38,17 +38,17 @@ import sqlalchemy as sa
 from services.notify.dispatcher import DispatchSettings
 from services.notify.sandbox import Sandbox
 from services.notify.schema import deliveries
-from shared import devservers
-from shared.audit.keys import ensure_audit_key
-from shared.bus.access import OPERATOR
-from shared.bus.streams import DEPT_STREAM, DLQ_STREAM, EVENTS_STREAM
-from shared.catalogue import load_catalogue
-from shared.db import create_engine
-from shared.eventlog.schema import events as events_table
-from shared.eventlog.schema import inbox, relay_checkpoints
-from shared.projections.cases import CASE_KINDS
-from shared.workflow.reference import load_reference
-from shared.workflow.state import fold
+from shared.adapters.bus.access import OPERATOR
+from shared.adapters.bus.streams import DEPT_STREAM, DLQ_STREAM, EVENTS_STREAM
+from shared.adapters.db import create_engine
+from shared.adapters.tables.eventlog import events as events_table
+from shared.adapters.tables.eventlog import inbox, relay_checkpoints
+from shared.application.audit.keys import ensure_audit_key
+from shared.application.projections.cases import CASE_KINDS
+from shared.devtools import servers as devservers
+from shared.domain.catalogue import load_catalogue
+from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import fold
 from tests.services import (
     CLERK,
     HEAD,
@@ -239,7 +239,7 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
                 running[name].append(
                     start_process(
                         f"{name}-{replica}",
-                        [sys.executable, "-m", "shared.cli", "serve", name],
+                        [sys.executable, "-m", "shared.cli.main", "serve", name],
                         env,
                         port,
                         tmp_path,
@@ -376,7 +376,7 @@ async def read_settled(database_url: str) -> Settled:
             holder = (
                 await conn.execute(sa.select(relay_checkpoints.c.lease_holder))
             ).scalar_one_or_none()
-        from shared.eventlog import EventLog
+        from shared.adapters.eventlog import EventLog
 
         log = EventLog(engine)
         statuses = {}

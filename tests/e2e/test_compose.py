@@ -46,11 +46,11 @@ from sqlalchemy.engine import make_url
 from services.intake.settings import IntakeSettings
 from services.notify.settings import NotifySettings
 from services.processing.settings import ProcessingSettings
-from shared import devservers
-from shared.audit.keys import ensure_audit_key
-from shared.auth import jwks, load_public_keys
-from shared.db import create_engine
-from shared.eventlog import EventLog
+from shared.adapters.auth import jwks, load_public_keys
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.application.audit.keys import ensure_audit_key
+from shared.devtools import servers as devservers
 from tests.services import (
     CLERK,
     VALID_APPLICATION,

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import psutil
 
-from shared import devservers
-from shared.catalogue import load_catalogue
-from shared.delegations_store import load_seed_delegations
-from shared.demo import SHOWCASE, Slot, Station, application, ensure_delegations
+from shared.adapters.delegations import load_seed_delegations
+from shared.cli.demo import SHOWCASE, Slot, Station, application, ensure_delegations
+from shared.devtools import servers as devservers
+from shared.domain.catalogue import load_catalogue
 from tests.services import SANDBOX, SERVICES, service_env, session_keys, start_process, wait_ready
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")
@@ -167,7 +167,7 @@ def test_demo_publishes_missing_delegations_through_the_api(
             port = devservers.free_port()
             services[name] = start_process(
                 name,
-                [sys.executable, "-m", "shared.cli", "serve", name],
+                [sys.executable, "-m", "shared.cli.main", "serve", name],
                 service_env(name, sqlite_url, nats_url, port),
                 port,
                 tmp_path,

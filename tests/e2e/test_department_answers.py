@@ -22,9 +22,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared.bus.streams import DLQ_STREAM
-from shared.db import create_engine
-from shared.eventlog.schema import events as events_table
+from shared.adapters.bus.streams import DLQ_STREAM
+from shared.adapters.db import create_engine
+from shared.adapters.tables.eventlog import events as events_table
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
 from tests.services import (

@@ -25,16 +25,16 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from shared import devservers
-from shared.catalogue import lock_catalogue
-from shared.db import create_engine
-from shared.eventlog import EventLog
-from shared.timers_schema import timers
-from shared.workcalendar import CHINA_TZ, load_calendar
-from shared.workflow import clock as clocks
-from shared.workflow.engine import Staff
-from shared.workflow.reference import load_reference
-from shared.workflow.wiring import case_service
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.timers import timers
+from shared.application.workflow.wiring import case_service
+from shared.devtools import servers as devservers
+from shared.domain.catalogue import lock_catalogue
+from shared.domain.workcalendar import CHINA_TZ, load_calendar
+from shared.domain.workflow import clock as clocks
+from shared.domain.workflow.engine import Staff
+from shared.domain.workflow.reference import load_reference
 from tests.services import (
     CLERK,
     HEAD,
@@ -154,7 +154,7 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
         port = devservers.free_port()
         second = start_process(
             "processing-2",
-            [sys.executable, "-m", "shared.cli", "serve", "processing"],
+            [sys.executable, "-m", "shared.cli.main", "serve", "processing"],
             service_env("processing", module_db_url, nats_url, port),
             port,
             tmp_path,
@@ -211,7 +211,7 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
             stack["processing"].proc.wait()
             restarted = start_process(
                 "processing-restarted",
-                [sys.executable, "-m", "shared.cli", "serve", "processing"],
+                [sys.executable, "-m", "shared.cli.main", "serve", "processing"],
                 service_env(
                     "processing", module_db_url, nats_url, int(processing.rsplit(":", 1)[1])
                 ),

@@ -30,8 +30,8 @@ import pytest
 import yaml
 from nats.js import api
 
-from shared import devservers
-from shared.catalogue import load_catalogue
+from shared.devtools import servers as devservers
+from shared.domain.catalogue import load_catalogue
 from tests.services import (
     CLERK,
     REVIEWER,
@@ -78,7 +78,7 @@ def stack(db_url: str, nats_url: str, tmp_path: Path) -> Iterator[dict[str, Serv
             port = devservers.free_port()
             services[name] = start_process(
                 name,
-                [sys.executable, "-m", "shared.cli", "serve", name],
+                [sys.executable, "-m", "shared.cli.main", "serve", name],
                 service_env(name, db_url, nats_url, port),
                 port,
                 tmp_path,

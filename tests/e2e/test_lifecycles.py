@@ -24,8 +24,8 @@ import nats
 import nats.errors
 import pytest
 
-from shared.catalogue import Completion, ServiceItem, load_catalogue
-from shared.delegations_store import load_seed_delegations
+from shared.adapters.delegations import load_seed_delegations
+from shared.domain.catalogue import Completion, ServiceItem, load_catalogue
 from tests.services import (
     VALID_APPLICANT,
     VALID_APPLICATION,

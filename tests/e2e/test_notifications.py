@@ -22,7 +22,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.notify.sandbox import Sandbox
-from shared import devservers
+from shared.devtools import servers as devservers
 from tests.services import (
     CLERK,
     HEAD,
@@ -148,7 +148,7 @@ def restart(stack: dict[str, Any], database_url: str, nats_url: str, extra: dict
     port = devservers.free_port()
     stack["notify"] = start_process(
         "notify",
-        [sys.executable, "-m", "shared.cli", "serve", "notify"],
+        [sys.executable, "-m", "shared.cli.main", "serve", "notify"],
         service_env("notify", database_url, nats_url, port, **extra),
         port,
         Path(old.log_path).parent,
@@ -317,7 +317,7 @@ def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
         assert answer.status_code == 200, answer.text
         assert answer.json()["redriven"] == [first["delivery_id"]]
         cli = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "notify", "redrive", second["delivery_id"]],
+            [sys.executable, "-m", "shared.cli.main", "notify", "redrive", second["delivery_id"]],
             env={"CASEFLOW_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared import devservers
-from shared.auth import Role, SigningKey, Staff, issue_token
+from shared.adapters.auth import Role, SigningKey, Staff, issue_token
+from shared.devtools import servers as devservers
 from tests.services import (
     SANDBOX,
     SERVICES,
@@ -33,7 +33,7 @@ def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -
     dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{devservers.free_port()}/caseflow"
     service = start_process(
         "intake",
-        [sys.executable, "-m", "shared.cli", "serve", "intake"],
+        [sys.executable, "-m", "shared.cli.main", "serve", "intake"],
         service_env("intake", dead_pg, dead_nats, port),
         port,
         tmp_path,
@@ -64,7 +64,7 @@ def test_bad_setting_stops_start_up_naming_the_variable() -> None:
         "CASEFLOW_PROCESSING_DATABASE_URL": "mysql://x",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "processing"],
+        [sys.executable, "-m", "shared.cli.main", "serve", "processing"],
         env=env,
         capture_output=True,
         text=True,

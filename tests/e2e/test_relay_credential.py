@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from shared import devservers
-from shared.bus.credentials import new_seed
-from shared.bus.streams import EVENTS_STREAM
+from shared.adapters.bus.credentials import new_seed
+from shared.adapters.bus.streams import EVENTS_STREAM
+from shared.devtools import servers as devservers
 from tests.services import (
     CLERK,
     VALID_APPLICATION,
@@ -45,7 +45,7 @@ def test_a_process_without_the_relay_seed_relays_nothing(sqlite_url: str, tmp_pa
     with bus_server(tmp_path) as bus:
         port = devservers.free_port()
         env = service_env("intake", sqlite_url, bus.url, port, NATS_RELAY_SEED_FILE="")
-        argv = [sys.executable, "-m", "shared.cli", "serve", "intake"]
+        argv = [sys.executable, "-m", "shared.cli.main", "serve", "intake"]
         intake = start_process("intake", argv, env, port, tmp_path)
         try:
             wait_ready(intake)
@@ -82,7 +82,7 @@ def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
     stranger.write_text(new_seed() + "\n", encoding="ascii")
     port = devservers.free_port()
     env = service_env("intake", sqlite_url, nats_url, port, NATS_SEED_FILE=str(stranger))
-    argv = [sys.executable, "-m", "shared.cli", "serve", "intake"]
+    argv = [sys.executable, "-m", "shared.cli.main", "serve", "intake"]
     intake = start_process("intake", argv, env, port, tmp_path)
     try:
         deadline = time.monotonic() + 30

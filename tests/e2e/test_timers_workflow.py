@@ -37,16 +37,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared import devservers
-from shared.db import create_engine
-from shared.eventlog import EventLog
-from shared.eventlog.schema import inbox
-from shared.timers_schema import timers
-from shared.workcalendar import CHINA_TZ, load_calendar
-from shared.workflow import clock as clocks
-from shared.workflow.engine import Staff
-from shared.workflow.reference import load_reference
-from shared.workflow.wiring import case_service
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.eventlog import inbox
+from shared.adapters.tables.timers import timers
+from shared.application.workflow.wiring import case_service
+from shared.devtools import servers as devservers
+from shared.domain.workcalendar import CHINA_TZ, load_calendar
+from shared.domain.workflow import clock as clocks
+from shared.domain.workflow.engine import Staff
+from shared.domain.workflow.reference import load_reference
 from tests.services import (
     CLERK,
     HEAD,
@@ -177,7 +177,7 @@ def processing_replica(name: str, database_url: str, nats_url: str, logs: Path) 
     port = devservers.free_port()
     replica = start_process(
         name,
-        [sys.executable, "-m", "shared.cli", "serve", "processing"],
+        [sys.executable, "-m", "shared.cli.main", "serve", "processing"],
         service_env("processing", database_url, nats_url, port),
         port,
         logs,

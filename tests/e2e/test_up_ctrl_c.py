@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared import devservers
-from shared.auth import Role, SigningKey, Staff, issue_token
+from shared.adapters.auth import Role, SigningKey, Staff, issue_token
+from shared.devtools import servers as devservers
 from tests.services import SANDBOX, SERVICES, VALID_APPLICATION, wait_for_event
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")

@@ -62,7 +62,7 @@ def publish_version_2(data: Path) -> None:
         assert text.count(marker) == 1, path
         path.write_text(text.replace(marker, marker.replace("draft", "published")), "utf-8")
     locked = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "catalogue", "lock", "--data-dir", str(data)],
+        [sys.executable, "-m", "shared.cli.main", "catalogue", "lock", "--data-dir", str(data)],
         capture_output=True,
         text=True,
         timeout=60,

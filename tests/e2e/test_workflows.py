@@ -18,8 +18,8 @@ import httpx
 import nats
 import pytest
 
-from shared.catalogue import ServiceItem, load_catalogue
-from shared.workflow.definitions import load_workflows
+from shared.domain.catalogue import ServiceItem, load_catalogue
+from shared.domain.workflow.definitions import load_workflows
 from tests.services import (
     CLERK,
     HEAD,

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.audit.keys import ensure_audit_key, keys_by_id, load_signing_key
-from shared.eventlog import EventLog
-from shared.eventlog.hashing import event_hash
-from shared.eventlog.schema import events
-from shared.events import Actor, NewEvent, StoredEvent
+from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog.hashing import event_hash
+from shared.adapters.tables.eventlog import events
+from shared.application.audit.keys import ensure_audit_key, keys_by_id, load_signing_key
+from shared.domain.events import Actor, NewEvent, StoredEvent
 
 CLERK = Actor(user="clerk-1", role="window_clerk", station="xuefeng_station")
 

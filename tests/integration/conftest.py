@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from shared import devservers
-from shared.bus.streams import declare_streams
+from shared.adapters.bus.streams import declare_streams
+from shared.devtools import servers as devservers
 from tests.own_postgres import own_postgres  # noqa: F401  (a fixture for outage tests)
 from tests.services import connect_as, session_bus
 

@@ -31,7 +31,7 @@ from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.python import asgi
 from starlette.types import Receive, Scope, Send
 
-from shared.http import PROBLEM_JSON
+from shared.web.http import PROBLEM_JSON
 from tests.services import build_app, seed_delegations, staff_headers
 
 SERVICES = ("intake", "processing", "notify")

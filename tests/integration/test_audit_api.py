@@ -22,12 +22,12 @@ from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.processing.app import create_app as create_processing
 from services.processing.settings import ProcessingSettings
-from shared import delegations_store as store
-from shared.cli import app as cli
-from shared.eventlog import EventLog
-from shared.events import utcnow
-from shared.http import PROBLEM_JSON
-from shared.workcalendar import CHINA_TZ
+from shared.adapters import delegations as store
+from shared.adapters.eventlog import EventLog
+from shared.cli.main import app as cli
+from shared.domain.events import utcnow
+from shared.domain.workcalendar import CHINA_TZ
+from shared.web.http import PROBLEM_JSON
 from tests.services import (
     CLERK,
     HEAD,

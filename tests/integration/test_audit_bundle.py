@@ -12,15 +12,15 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from shared.audit.keys import key_pair
-from shared.audit.rows import EventRow
-from shared.audit.source import stream_rows
-from shared.audit.writer import write_all
-from shared.cli import app
-from shared.db import create_engine
-from shared.delegation import CASE_KIND as DELEGATION_KIND
-from shared.eventlog import EventLog
-from shared.events import Actor, NewEvent
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.application.audit.keys import key_pair
+from shared.application.audit.rows import EventRow
+from shared.application.audit.source import stream_rows
+from shared.application.audit.writer import write_all
+from shared.cli.main import app
+from shared.domain.delegation import CASE_KIND as DELEGATION_KIND
+from shared.domain.events import Actor, NewEvent
 from tests.conftest import fresh_postgres_db
 from tests.integration.audit_support import audit_key, fill
 

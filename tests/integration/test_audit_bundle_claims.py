@@ -14,7 +14,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
+from shared.cli.main import app
 from tests.integration.test_audit_bundle import _prepare
 
 runner = CliRunner()

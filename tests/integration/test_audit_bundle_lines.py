@@ -13,8 +13,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from shared.audit.bundle import BundleError, open_bundle
-from shared.cli import app
+from shared.application.audit.bundle import BundleError, open_bundle
+from shared.cli.main import app
 from tests.integration.test_audit_bundle import _prepare
 
 runner = CliRunner()

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from shared.audit.keys import ensure_audit_key
-from shared.cli import app
+from shared.application.audit.keys import ensure_audit_key
+from shared.cli.main import app
 from tests.conftest import _admin
 
 runner = CliRunner()

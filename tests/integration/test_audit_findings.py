@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from shared import delegations_store as store
-from shared.eventlog import EventLog
+from shared.adapters import delegations as store
+from shared.adapters.eventlog import EventLog
 from tests.audit_helpers import (
     HEAD,
     OFFICER,

@@ -12,9 +12,9 @@ from typing import Any
 
 from typer.testing import CliRunner, Result
 
-from shared import delegations_store as store
-from shared.cli import app
-from shared.eventlog import EventLog
+from shared.adapters import delegations as store
+from shared.adapters.eventlog import EventLog
+from shared.cli.main import app
 from tests.audit_helpers import (
     HEAD,
     ID_NUMBER,

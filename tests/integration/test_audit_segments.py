@@ -15,15 +15,15 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from structlog.testing import capture_logs
 
-from shared.audit.checkpoint import Checkpoint
-from shared.audit.database import verify_database
-from shared.audit.rows import EventRow
-from shared.audit.schema import audit_checkpoints
-from shared.audit.source import stream_rows
-from shared.audit.verify import END, Report, Verifier, verify
-from shared.audit.writer import load_checkpoints, write_all
-from shared.eventlog import EventLog
-from shared.eventlog.schema import events
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.audit import audit_checkpoints
+from shared.adapters.tables.eventlog import events
+from shared.application.audit.checkpoint import Checkpoint
+from shared.application.audit.database import verify_database
+from shared.application.audit.rows import EventRow
+from shared.application.audit.source import stream_rows
+from shared.application.audit.verify import END, Report, Verifier, verify
+from shared.application.audit.writer import load_checkpoints, write_all
 from tests.integration.audit_support import Superuser, audit_key, fill, overwrite, public, rehashed
 
 Tamper = Callable[[EventLog, list[uuid.UUID]], Awaitable[None]]

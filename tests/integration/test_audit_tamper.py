@@ -13,14 +13,14 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.audit.database import verify_database
-from shared.audit.schema import audit_checkpoints
-from shared.audit.verify import Report
-from shared.audit.writer import CheckpointBusy, write_all, write_checkpoint
-from shared.eventlog import EventLog
-from shared.eventlog.hashing import event_hash
-from shared.eventlog.schema import events
-from shared.events import NewEvent
+from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog.hashing import event_hash
+from shared.adapters.tables.audit import audit_checkpoints
+from shared.adapters.tables.eventlog import events
+from shared.application.audit.database import verify_database
+from shared.application.audit.verify import Report
+from shared.application.audit.writer import CheckpointBusy, write_all, write_checkpoint
+from shared.domain.events import NewEvent
 from tests.integration.audit_support import (
     CLERK,
     Superuser,
@@ -241,8 +241,8 @@ async def test_two_writers_never_fork_the_chain(log: EventLog, key: Ed25519Priva
 async def test_a_checkpoint_never_signs_a_range_a_late_commit_could_still_enter(
     postgres_url: str, key: Ed25519PrivateKey
 ) -> None:
-    from shared.db import create_engine
-    from shared.eventlog import append_in
+    from shared.adapters.db import create_engine
+    from shared.adapters.eventlog import append_in
 
     engine = create_engine(postgres_url)
     log = EventLog(engine)
@@ -270,7 +270,7 @@ async def test_a_checkpoint_never_signs_a_range_a_late_commit_could_still_enter(
 async def test_the_service_loop_signs_new_events_periodically(
     log: EventLog, key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
-    from shared.audit.writer import Checkpointer
+    from shared.application.audit.writer import Checkpointer
 
     key_file = tmp_path / "keys" / "audit-ed25519.pem"
     stop = asyncio.Event()

@@ -21,8 +21,7 @@ from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from services.intake.settings import IntakeSettings
-from shared import devservers, http
-from shared.auth import (
+from shared.adapters.auth import (
     KeyPair,
     Role,
     SigningKey,
@@ -34,6 +33,8 @@ from shared.auth import (
     jwks,
     require_role,
 )
+from shared.devtools import servers as devservers
+from shared.web import http
 
 CLERK = Staff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
 HEAD = Staff(user="zhao", role=Role.station_head, org="xuefeng_station")

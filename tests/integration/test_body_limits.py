@@ -18,8 +18,8 @@ from starlette.types import Message
 
 from services.intake.settings import IntakeSettings
 from services.notify import sandbox
-from shared.http import MAX_CONTAINERS, MAX_NESTING, PROBLEM_JSON, InputGuardMiddleware
-from shared.supervisor import publish_seed_delegations
+from shared.cli.supervisor import publish_seed_delegations
+from shared.web.http import MAX_CONTAINERS, MAX_NESTING, PROBLEM_JSON, InputGuardMiddleware
 from tests.services import VALID_APPLICATION, build_app, staff_headers
 
 MiB = 1024 * 1024

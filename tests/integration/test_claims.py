@@ -16,11 +16,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from shared.auth import ROLE_ORG_KINDS, Role
-from shared.eventlog.schema import events
-from shared.http import PROBLEM_JSON
-from shared.orgs import load_organisations
-from shared.supervisor import publish_seed_delegations
+from shared.adapters.auth import ROLE_ORG_KINDS, Role
+from shared.adapters.tables.eventlog import events
+from shared.cli.supervisor import publish_seed_delegations
+from shared.domain.orgs import load_organisations
+from shared.web.http import PROBLEM_JSON
 from tests.services import VALID_APPLICATION, build_app, staff_headers
 
 ORGS = load_organisations()

@@ -18,14 +18,14 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg
 
-from shared import devservers
-from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
-from shared.bus.relay import Relay
-from shared.bus.streams import DLQ_STREAM, declare_streams
-from shared.eventlog import EventLog
-from shared.eventlog.schema import inbox
-from shared.events import NewEvent, StoredEvent
-from shared.upcasting import upcast
+from shared.adapters.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.relay import Relay
+from shared.adapters.bus.streams import DLQ_STREAM, declare_streams
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.eventlog import inbox
+from shared.devtools import servers as devservers
+from shared.domain.events import NewEvent, StoredEvent
+from shared.domain.upcasting import upcast
 from tests.bus_helpers import body, stored_messages
 from tests.services import connect_as, session_bus
 

@@ -23,14 +23,14 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from shared.bus.consumer import REDRIVEN, Consumer, ConsumerSpec, UnitOfWork
-from shared.bus.deadletters import dead_letters
-from shared.bus.relay import Relay
-from shared.bus.streams import DLQ_STREAM, EVENTS_STREAM
-from shared.cli import app
-from shared.db import create_engine, migrate
-from shared.eventlog import EventLog
-from shared.events import NewEvent, StoredEvent
+from shared.adapters.bus.consumer import REDRIVEN, Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.deadletters import dead_letters
+from shared.adapters.bus.relay import Relay
+from shared.adapters.bus.streams import DLQ_STREAM, EVENTS_STREAM
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import EventLog
+from shared.cli.main import app
+from shared.domain.events import NewEvent, StoredEvent
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
 from tests.services import connect_as, session_bus
@@ -252,7 +252,7 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
 
         await _until(dead, "the dead letter")
         [before] = await dead_letters(js)
-        from shared.bus.deadletters import redrive
+        from shared.adapters.bus.deadletters import redrive
 
         assert (await redrive(js, [before])).asked == [before]
 

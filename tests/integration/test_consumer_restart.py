@@ -11,11 +11,11 @@ import asyncio
 import time
 from pathlib import Path
 
-from shared import devservers
-from shared.bus.consumer import ACK_WAIT, Consumer
-from shared.bus.relay import Relay
-from shared.bus.streams import declare_streams
-from shared.eventlog import EventLog
+from shared.adapters.bus.consumer import ACK_WAIT, Consumer
+from shared.adapters.bus.relay import Relay
+from shared.adapters.bus.streams import declare_streams
+from shared.adapters.eventlog import EventLog
+from shared.devtools import servers as devservers
 from tests.integration.test_consumer import CONSUMER, _append, _has, _until, spec
 from tests.services import connect_as, session_bus
 

@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
-from shared.eventlog.schema import events
-from shared.http import PROBLEM_JSON
-from shared.identity import id_check_digit
-from shared.supervisor import publish_seed_delegations
+from shared.adapters.tables.eventlog import events
+from shared.cli.supervisor import publish_seed_delegations
+from shared.domain.identity import id_check_digit
+from shared.web.http import PROBLEM_JSON
 from tests.services import VALID_APPLICATION, session_keys, staff_headers
 
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")

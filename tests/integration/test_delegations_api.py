@@ -11,9 +11,9 @@ import pytest
 
 from services.processing.app import create_app
 from services.processing.settings import ProcessingSettings
-from shared.delegation import delegation_case_id
-from shared.eventlog import EventLog
-from shared.http import PROBLEM_JSON
+from shared.adapters.eventlog import EventLog
+from shared.domain.delegation import delegation_case_id
+from shared.web.http import PROBLEM_JSON
 from tests.services import session_keys, staff_headers
 
 OFFICER = staff_headers("li.officer", "department_officer", "hc_hrss")

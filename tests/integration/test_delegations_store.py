@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from shared import delegations_store as store
-from shared.db import create_engine
-from shared.delegation import (
+from shared.adapters import delegations as store
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import ConcurrencyError, DuplicateEventError, EventLog
+from shared.adapters.tables.delegations import delegation_index
+from shared.domain.delegation import (
     CASE_KIND,
     DelegationStatus,
     IllegalTransition,
@@ -21,9 +23,7 @@ from shared.delegation import (
     Power,
     delegation_case_id,
 )
-from shared.delegations_schema import delegation_index
-from shared.eventlog import ConcurrencyError, DuplicateEventError, EventLog
-from shared.events import Actor, NewEvent
+from shared.domain.events import Actor, NewEvent
 
 OFFICER = Actor(user="li.officer", role="department_officer", station="hc_hrss")
 AT = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

@@ -15,10 +15,10 @@ from nats.aio.client import Client as NATS
 from structlog.testing import capture_logs
 
 from services.processing.dept import ANSWERS_CONSUMER, AnswerListener
-from shared.bus.streams import DEPT_STREAM
-from shared.eventlog import EventLog
-from shared.workflow.reference import load_reference
-from shared.workflow.wiring import case_service
+from shared.adapters.bus.streams import DEPT_STREAM
+from shared.adapters.eventlog import EventLog
+from shared.application.workflow.wiring import case_service
+from shared.domain.workflow.reference import load_reference
 from tests.services import connect_as
 
 IDLE_FETCHES = 8

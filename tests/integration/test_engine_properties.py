@@ -15,23 +15,23 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from shared.db import create_engine
-from shared.delegations_store import publish_seed
-from shared.eventlog import EventLog
-from shared.eventlog.store import read_case_in
-from shared.projections.cases import write_rows
-from shared.workflow import engine
-from shared.workflow.payloads import BODIES
-from shared.workflow.reference import load_reference
-from shared.workflow.service import (
+from shared.adapters.db import create_engine
+from shared.adapters.delegations import publish_seed
+from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog.store import read_case_in
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.application.projections.cases import write_rows
+from shared.application.workflow.service import (
     ActionRefusedError,
     BodyInvalid,
     CaseService,
     NotFound,
 )
-from shared.workflow.state import CaseState, fold
-from shared.workflow.tables import case_index, tasks
-from shared.workflow.wiring import case_service
+from shared.application.workflow.wiring import case_service
+from shared.domain.workflow import engine
+from shared.domain.workflow.payloads import BODIES
+from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import CaseState, fold
 from tests.conftest import fresh_sqlite_db
 from tests.keys import sent
 

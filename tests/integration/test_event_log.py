@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.eventlog import (
+from shared.adapters.eventlog import (
     START,
     ConcurrencyError,
     DuplicateEventError,
     EventLog,
     LogCursor,
 )
-from shared.eventlog.hashing import event_hash
-from shared.events import Actor, NewEvent
+from shared.adapters.eventlog.hashing import event_hash
+from shared.domain.events import Actor, NewEvent
 
 CLERK = Actor(user="clerk-1", role="window_clerk", station="XF")
 

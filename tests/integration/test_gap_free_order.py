@@ -6,9 +6,9 @@ import asyncio
 import random
 import uuid
 
-from shared.db import create_engine
-from shared.eventlog import START, EventLog, LogCursor, append_in
-from shared.events import NewEvent
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import START, EventLog, LogCursor, append_in
+from shared.domain.events import NewEvent
 
 WRITERS = 12
 APPENDS_PER_WRITER = 40

@@ -18,15 +18,15 @@ import pytest
 
 from services.notify.app import create_app as create_notify
 from services.notify.settings import NotifySettings
-from shared import idempotency
-from shared.delegations_store import publish_seed
-from shared.eventlog import EventLog
-from shared.events import NewEvent
-from shared.idempotency import KeyedRequest, SenderKey
-from shared.workflow import engine
-from shared.workflow.reference import load_reference
-from shared.workflow.service import ActionRefusedError, CaseService, NotFound
-from shared.workflow.wiring import case_service
+from shared.adapters import idempotency
+from shared.adapters.delegations import publish_seed
+from shared.adapters.eventlog import EventLog
+from shared.adapters.idempotency import KeyedRequest, SenderKey
+from shared.application.workflow.service import ActionRefusedError, CaseService, NotFound
+from shared.application.workflow.wiring import case_service
+from shared.domain.events import NewEvent
+from shared.domain.workflow import engine
+from shared.domain.workflow.reference import load_reference
 from tests.keys import sent
 from tests.services import session_keys, staff_headers
 

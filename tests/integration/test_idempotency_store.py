@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from shared import idempotency
-from shared.db import alembic_config
-from shared.eventlog import EventLog
-from shared.idempotency import AlreadyAnswered, KeyedRequest, KeyReused
+from shared.adapters import idempotency
+from shared.adapters.db import alembic_config
+from shared.adapters.eventlog import EventLog
+from shared.adapters.idempotency import AlreadyAnswered, KeyedRequest, KeyReused
 
 
 def request(

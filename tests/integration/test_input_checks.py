@@ -19,10 +19,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from shared.eventlog.schema import events
-from shared.http import PROBLEM_JSON
-from shared.identity import id_check_digit
-from shared.supervisor import publish_seed_delegations
+from shared.adapters.tables.eventlog import events
+from shared.cli.supervisor import publish_seed_delegations
+from shared.domain.identity import id_check_digit
+from shared.web.http import PROBLEM_JSON
 from tests.services import VALID_APPLICATION, build_app, staff_headers
 
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.metrics import ensure_metrics_token
+from shared.web.metrics import ensure_metrics_token
 from tests.services import build_app, staff_headers
 
 SERVICES = ("intake", "processing", "notify")

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.http import PROBLEM_JSON
-from shared.metrics import ensure_metrics_token
-from shared.supervisor import Stack
+from shared.cli.supervisor import Stack
+from shared.web.http import PROBLEM_JSON
+from shared.web.metrics import ensure_metrics_token
 from tests.services import build_app
 
 SERVICES = ("intake", "processing", "notify")

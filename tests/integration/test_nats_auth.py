@@ -1,6 +1,6 @@
 """The bus as a boundary: who gets in, and what each user may publish and subscribe to.
 
-A real nats-server with the users ``shared.bus.access`` renders (the session's services,
+A real nats-server with the users ``shared.adapters.bus.access`` renders (the session's services,
 relay and operator, and department credentials issued here), tried the way an outsider
 or a department system gone wrong would: anonymously, with a wrong seed, and on every
 subject that is not theirs. Each refusal is the server's own (a permissions violation or
@@ -23,8 +23,8 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 
 from services.processing.dept import declare_department_consumers, department_consumer
-from shared.bus.credentials import new_seed
-from shared.bus.streams import DEPT_STREAM, EVENTS_STREAM, declare_streams
+from shared.adapters.bus.credentials import new_seed
+from shared.adapters.bus.streams import DEPT_STREAM, EVENTS_STREAM, declare_streams
 from tests.services import (
     BusServer,
     bus_server,
@@ -367,7 +367,7 @@ async def test_a_service_reads_only_its_own_consumers_and_inbox(
 
 
 def test_the_server_config_holds_no_revoked_or_unknown_user(tmp_path: Path) -> None:
-    from shared.bus.credentials import CredentialStore, authorities
+    from shared.adapters.bus.credentials import CredentialStore, authorities
 
     store = CredentialStore(tmp_path / "nats")
     store.ensure_own()

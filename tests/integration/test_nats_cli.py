@@ -12,9 +12,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from shared import devservers
-from shared.bus.credentials import CredentialStore
-from shared.cli import app
+from shared.adapters.bus.credentials import CredentialStore
+from shared.cli.main import app
+from shared.devtools import servers as devservers
 from tests.services import try_connect, wait_until_accepted
 
 runner = CliRunner()

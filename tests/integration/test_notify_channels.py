@@ -44,7 +44,7 @@ from services.notify.model import (
     Recipient,
 )
 from services.notify.sandbox import Mailbox, SmsGateway, WebhookReceiver
-from shared.devservers import free_port
+from shared.devtools.servers import free_port
 
 SUBJECT = "受理通知：您的申请已受理（XF-2026-000123）"
 BODY = (

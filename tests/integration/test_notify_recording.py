@@ -36,9 +36,9 @@ from services.notify.egress import EgressPolicy
 from services.notify.model import ChannelName, Outgoing, Recipient, delivery_id
 from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, SmsGateway, WebhookReceiver
-from shared.db import create_engine, migrate
-from shared.eventlog import EventLog
-from shared.events import NewEvent
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import EventLog
+from shared.domain.events import NewEvent
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
 

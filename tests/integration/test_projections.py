@@ -17,12 +17,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.eventlog import START, EventLog
-from shared.eventlog.schema import events as events_table
-from shared.eventlog.store import read_case_in
-from shared.events import Actor, NewEvent, utcnow
-from shared.projections import checkpoints as cps
-from shared.projections.cases import (
+from shared.adapters.eventlog import START, EventLog
+from shared.adapters.eventlog.store import read_case_in
+from shared.adapters.tables.eventlog import events as events_table
+from shared.adapters.tables.projections import projection_checkpoints
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.application.projections import checkpoints as cps
+from shared.application.projections.cases import (
     CASE_KINDS,
     RECEPTION,
     CaseLists,
@@ -31,14 +32,13 @@ from shared.projections.cases import (
     task_rows,
     visit_row,
 )
-from shared.projections.rebuild import RebuildRunning, count_after, rebuild
-from shared.projections.registry import UnknownProjection
-from shared.projections.runner import ProjectionRunner
-from shared.projections.schema import projection_checkpoints
-from shared.projections.status import status
-from shared.workflow.reference import load_reference
-from shared.workflow.state import fold
-from shared.workflow.tables import case_index, tasks
+from shared.application.projections.rebuild import RebuildRunning, count_after, rebuild
+from shared.application.projections.registry import UnknownProjection
+from shared.application.projections.runner import ProjectionRunner
+from shared.application.projections.status import status
+from shared.domain.events import Actor, NewEvent, utcnow
+from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import fold
 from tests.projection_mix import Mix
 
 REFERENCE = load_reference()

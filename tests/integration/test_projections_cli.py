@@ -16,13 +16,13 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from shared.cli import app
-from shared.db import create_engine
-from shared.eventlog import EventLog
-from shared.events import utcnow
-from shared.projections import checkpoints as cps
-from shared.projections.schema import projection_checkpoints
-from shared.workflow.reference import load_reference
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.projections import projection_checkpoints
+from shared.application.projections import checkpoints as cps
+from shared.cli.main import app
+from shared.domain.events import utcnow
+from shared.domain.workflow.reference import load_reference
 from tests.integration.test_projections import NAME, folded, head, snapshot
 from tests.projection_mix import Mix
 
@@ -118,7 +118,16 @@ def test_mistakes_get_a_message(db_url: str, tmp_path: Path) -> None:
 
 def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     events = _mix(db_url, 22, applications=20, matters=4, visits=4)
-    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", NAME, "--batch-size", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "shared.cli.main",
+        "projections",
+        "rebuild",
+        NAME,
+        "--batch-size",
+        "1",
+    ]
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -176,7 +185,16 @@ def _runner_takes_the_lapsed_lease(url: str) -> None:
 
 def test_a_lease_taken_by_a_live_runner_stops_the_rebuild_with_a_message(db_url: str) -> None:
     _mix(db_url, 23, applications=20, matters=4, visits=4)
-    argv = [sys.executable, "-m", "shared.cli", "projections", "rebuild", NAME, "--batch-size", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "shared.cli.main",
+        "projections",
+        "rebuild",
+        NAME,
+        "--batch-size",
+        "1",
+    ]
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

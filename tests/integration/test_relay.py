@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client as NATS
 
-from shared.bus.relay import LEASE_SECONDS, Relay
-from shared.bus.streams import EVENTS_STREAM
-from shared.eventlog import EventLog
-from shared.eventlog.schema import relay_checkpoints as cp
-from shared.events import NewEvent
+from shared.adapters.bus.relay import LEASE_SECONDS, Relay
+from shared.adapters.bus.streams import EVENTS_STREAM
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.eventlog import relay_checkpoints as cp
+from shared.domain.events import NewEvent
 from tests.bus_helpers import body, headers, stored_messages
 
 
@@ -102,7 +102,7 @@ async def test_relay_wakes_on_commit(log: EventLog, relay_nc: NATS, operator_nc:
 async def test_relay_wakes_on_another_process_commit_via_notify(
     postgres_url: str, relay_nc: NATS, operator_nc: NATS
 ) -> None:
-    from shared.db import create_engine
+    from shared.adapters.db import create_engine
 
     relay_engine, writer_engine = create_engine(postgres_url), create_engine(postgres_url)
     # Polling only every 30 s: the second event arrives in time only if NOTIFY wakes it.

@@ -25,27 +25,30 @@ from typer.testing import CliRunner
 
 from services.processing.app import create_app
 from services.processing.settings import ProcessingSettings
-from shared.audit.statistics import StationReport
-from shared.audit.statistics_reading import (
+from shared.adapters.db import create_engine, migrate
+from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog.store import START
+from shared.adapters.tables.projections import projection_checkpoints
+from shared.adapters.tables.statistics import delegation_usage, station_statistics
+from shared.application.audit.statistics import StationReport
+from shared.application.audit.statistics_reading import (
     INCOMPLETE_CATCHING_UP,
     INCOMPLETE_INTERRUPTED,
     INCOMPLETE_NOT_STARTED,
     INCOMPLETE_REBUILDING,
     read_statistics,
 )
-from shared.cli import app as cli
-from shared.db import create_engine, migrate
-from shared.eventlog import EventLog
-from shared.eventlog.store import START
-from shared.events import StoredEvent
-from shared.http import PROBLEM_JSON
-from shared.projections import Projection
-from shared.projections.checkpoints import REBUILD_PREFIX
-from shared.projections.schema import projection_checkpoints
-from shared.projections.statistics import DelegationUsageProjection, StatisticsProjection
-from shared.projections.statistics_tables import delegation_usage, station_statistics
-from shared.projections.tally import CASE_KINDS, CaseTally, StatisticsTally
-from shared.workflow.state import CaseState, apply
+from shared.application.projections import Projection
+from shared.application.projections.checkpoints import REBUILD_PREFIX
+from shared.application.projections.statistics import (
+    DelegationUsageProjection,
+    StatisticsProjection,
+)
+from shared.cli.main import app as cli
+from shared.domain.events import StoredEvent
+from shared.domain.tally import CASE_KINDS, CaseTally, StatisticsTally
+from shared.domain.workflow.state import CaseState, apply
+from shared.web.http import PROBLEM_JSON
 from tests.services import session_keys, staff_headers
 from tests.statistics_story import (
     EXPECTED_XUEFENG_NOVEMBER,
@@ -195,7 +198,7 @@ def test_the_counters_fold_moves_status_and_clock_as_the_case_fold_does(
     story: tuple[str, Rows],
 ) -> None:
     """The statistics keep a small fold of their own (for speed); after every event of
-    every case it must agree with ``shared.workflow.state`` on the status and the clock."""
+    every case it must agree with ``shared.domain.workflow.state`` on the status and the clock."""
     url, _ = story
 
     async def check() -> int:

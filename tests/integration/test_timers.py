@@ -12,14 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from shared.bus.consumer import UnitOfWork
-from shared.db import create_engine
-from shared.eventlog import ConcurrencyError, EventLog
-from shared.eventlog.schema import inbox
-from shared.events import NewEvent, utcnow
-from shared.runtime import Runtime
-from shared.settings import ServiceSettings
-from shared.timers import (
+from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import ConcurrencyError, EventLog
+from shared.adapters.tables.eventlog import inbox
+from shared.adapters.tables.timers import timers
+from shared.adapters.timers import (
     Timer,
     TimerSpec,
     TimerWheel,
@@ -28,7 +26,9 @@ from shared.timers import (
     make_timer_id,
     schedule,
 )
-from shared.timers_schema import timers
+from shared.domain.events import NewEvent, utcnow
+from shared.settings import ServiceSettings
+from shared.web.runtime import Runtime
 
 KIND = "test_due"
 FAST = 0.02  # poll interval of the wheels under test

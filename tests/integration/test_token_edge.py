@@ -26,13 +26,13 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from services.notify.schema import subscriptions
-from shared.auth import USER_ID_MAX_LENGTH, SigningKey, ensure_key_pair
-from shared.cli import app as cli
-from shared.eventlog.schema import events
-from shared.events import Actor
-from shared.http import PROBLEM_JSON
-from shared.idempotency_schema import idempotency_keys
-from shared.workflow.tables import tasks
+from shared.adapters.auth import USER_ID_MAX_LENGTH, SigningKey, ensure_key_pair
+from shared.adapters.tables.eventlog import events
+from shared.adapters.tables.idempotency import idempotency_keys
+from shared.adapters.tables.workflow import tasks
+from shared.cli.main import app as cli
+from shared.domain.events import Actor
+from shared.web.http import PROBLEM_JSON
 from tests.services import build_app, session_keys, token_for
 
 VISIT = {"visitor_name": "张三", "purpose": "enquiry"}

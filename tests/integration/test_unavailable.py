@@ -24,10 +24,10 @@ from structlog.testing import capture_logs
 
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
-from shared import devservers
-from shared.db import migrate
-from shared.http import PROBLEM_JSON, RETRY_AFTER_SECONDS
-from shared.supervisor import publish_seed_delegations
+from shared.adapters.db import migrate
+from shared.cli.supervisor import publish_seed_delegations
+from shared.devtools import servers as devservers
+from shared.web.http import PROBLEM_JSON, RETRY_AFTER_SECONDS
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
 from tests.services import (
@@ -65,7 +65,7 @@ def intake_process(database_url: str, nats_url: str, log_dir: Path) -> ServicePr
     # what requests log.
     env = service_env("intake", database_url, nats_url, port, relay="false")
     return start_process(
-        "intake", [sys.executable, "-m", "shared.cli", "serve", "intake"], env, port, log_dir
+        "intake", [sys.executable, "-m", "shared.cli.main", "serve", "intake"], env, port, log_dir
     )
 
 

@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from shared import idempotency
-from shared.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
-from shared.bus.relay import Relay
-from shared.bus.streams import DLQ_STREAM
-from shared.eventlog import EventLog
-from shared.eventlog.hashing import HASHED_FIELDS, event_hash
-from shared.events import Actor, NewEvent, StoredEvent
-from shared.idempotency import KeyedRequest
-from shared.workflow.engine import Staff
-from shared.workflow.reference import load_reference
-from shared.workflow.service import IdempotencyConflict, Outcome
-from shared.workflow.wiring import case_service
+from shared.adapters import idempotency
+from shared.adapters.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.relay import Relay
+from shared.adapters.bus.streams import DLQ_STREAM
+from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog.hashing import HASHED_FIELDS, event_hash
+from shared.adapters.idempotency import KeyedRequest
+from shared.application.workflow.service import IdempotencyConflict, Outcome
+from shared.application.workflow.wiring import case_service
+from shared.domain.events import Actor, NewEvent, StoredEvent
+from shared.domain.workflow.engine import Staff
+from shared.domain.workflow.reference import load_reference
 from tests.bus_helpers import body, stored_messages
 from tests.keys import sent
 

@@ -64,9 +64,9 @@ from services.notify.model import (
 from services.notify.planning import webhook_body
 from services.notify.sandbox import WebhookReceiver
 from services.notify.settings import NotifySettings
-from shared.db import create_engine
-from shared.eventlog import EventLog
-from shared.events import NewEvent
+from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
+from shared.domain.events import NewEvent
 from tests.services import session_keys, staff_headers
 
 SECRET = generate_secret()
@@ -588,7 +588,7 @@ async def station(
 
 def dead_letters_cli(database_url: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "notify", "dead-letters", *args],
+        [sys.executable, "-m", "shared.cli.main", "notify", "dead-letters", *args],
         env={"CASEFLOW_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", "COLUMNS": "400"},
         capture_output=True,
         text=True,
@@ -736,7 +736,7 @@ async def test_caseflow_up_allows_its_sandbox_receiver_and_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from services.notify.sandbox import Sandbox
-    from shared.supervisor import Stack
+    from shared.cli.supervisor import Stack
 
     monkeypatch.delenv("CASEFLOW_NOTIFY_WEBHOOK_ALLOW_NETWORKS", raising=False)
     stack = Stack(

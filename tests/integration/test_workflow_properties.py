@@ -39,26 +39,26 @@ from hypothesis.stateful import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db import create_engine
-from shared.delegations_store import publish_seed
-from shared.eventlog import EventLog
-from shared.events import NewEvent, StoredEvent
-from shared.projections.cases import summary, write_rows
-from shared.workcalendar import CHINA_TZ
-from shared.workflow import engine
-from shared.workflow.definitions import Workflow
-from shared.workflow.payloads import TASK_ACTIONS
-from shared.workflow.reference import load_reference
-from shared.workflow.service import (
+from shared.adapters.db import create_engine
+from shared.adapters.delegations import publish_seed
+from shared.adapters.eventlog import EventLog
+from shared.adapters.tables.workflow import case_index, tasks
+from shared.application.projections.cases import summary, write_rows
+from shared.application.workflow.service import (
     ActionRefusedError,
     BodyInvalid,
     CaseService,
     NotFound,
     Outcome,
 )
-from shared.workflow.state import CaseState, apply, fold
-from shared.workflow.tables import case_index, tasks
-from shared.workflow.wiring import case_service
+from shared.application.workflow.wiring import case_service
+from shared.domain.events import NewEvent, StoredEvent
+from shared.domain.workcalendar import CHINA_TZ
+from shared.domain.workflow import engine
+from shared.domain.workflow.definitions import Workflow
+from shared.domain.workflow.payloads import TASK_ACTIONS
+from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import CaseState, apply, fold
 from tests.conftest import fresh_sqlite_db
 from tests.keys import sent
 

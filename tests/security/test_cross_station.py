@@ -36,11 +36,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared.auth import ClaimsRefused, Role, Staff, check_claims
-from shared.db import create_engine
-from shared.eventlog.schema import events as events_table
-from shared.orgs import load_organisations
-from shared.workflow.payloads import BODIES
+from shared.adapters.auth import ClaimsRefused, Role, Staff, check_claims
+from shared.adapters.db import create_engine
+from shared.adapters.tables.eventlog import events as events_table
+from shared.domain.orgs import load_organisations
+from shared.domain.workflow.payloads import BODIES
 from tests.services import (
     VALID_APPLICANT,
     ServiceProcess,

@@ -17,14 +17,14 @@ from services.notify.planning import planning_consumer
 from services.processing.app import create_app as create_processing
 from services.processing.dept import ANSWERS_CONSUMER, ANSWERS_FILTER
 from services.processing.settings import ProcessingSettings
-from shared import runtime
-from shared.bus import asyncapi
-from shared.bus.asyncapi import document
-from shared.delegation import PAYLOADS as DELEGATION_PAYLOADS
-from shared.events import StoredEvent
-from shared.upcasting import CURRENT_VERSIONS, current_version
-from shared.workflow.definitions import load_workflows
-from shared.workflow.engine import _TASK_EVENTS
+from shared.adapters.bus import asyncapi
+from shared.adapters.bus.asyncapi import document
+from shared.domain.delegation import PAYLOADS as DELEGATION_PAYLOADS
+from shared.domain.events import StoredEvent
+from shared.domain.upcasting import CURRENT_VERSIONS, current_version
+from shared.domain.workflow.definitions import load_workflows
+from shared.domain.workflow.engine import _TASK_EVENTS
+from shared.web import runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{1,63}$")
@@ -86,9 +86,9 @@ def recordable_event_types() -> dict[str, str]:
         for step in (workflow.start, *workflow.transitions):
             found.setdefault(step.event, f"{workflow.name}.v{workflow.version}.yaml")
     for event_type in _TASK_EVENTS.values():  # claim, release, call back: every workflow
-        found.setdefault(event_type, "shared/workflow/engine.py")
+        found.setdefault(event_type, "shared/domain/workflow/engine.py")
     for event_type in DELEGATION_PAYLOADS:
-        found.setdefault(event_type, "shared/delegation.py")
+        found.setdefault(event_type, "shared/domain/delegation.py")
     for event_type, paths in _recorded_in_code().items():
         found.setdefault(event_type, ", ".join(sorted(paths)))
     return found
@@ -100,8 +100,8 @@ def test_the_source_scan_finds_what_the_code_records() -> None:
     assert "services/processing/deadlines.py" in code["ClockWarningRaised"]
     assert "services/notify/outbox.py" in code["NotificationFailed"]
     assert "services/intake/api.py" in code["VisitorReceived"]
-    assert "shared/delegation.py" in code["DelegationRevoked"]
-    assert "shared/workflow/engine.py" in code["ActionRefused"]
+    assert "shared/domain/delegation.py" in code["DelegationRevoked"]
+    assert "shared/domain/workflow/engine.py" in code["ActionRefused"]
     assert "services/processing/dept.py" in code["PersonalDataDisclosed"]
 
 
@@ -216,7 +216,9 @@ def test_subject_matching() -> None:
 def test_every_consumer_and_every_subject_it_reads_is_documented(doc: dict[str, Any]) -> None:
     real = _real_consumers()
     declared = {c.name: c.subjects for c in asyncapi.CONSUMERS}
-    assert declared == real, "shared.bus.asyncapi.CONSUMERS differs from the services' consumers"
+    assert declared == real, (
+        "shared.adapters.bus.asyncapi.CONSUMERS differs from the services' consumers"
+    )
     documented = doc["x-caseflow-consumers"]
     subjects = _concrete_subjects(doc)
     for name, patterns in real.items():
@@ -256,7 +258,7 @@ def test_departments_and_dead_letters_are_documented(doc: dict[str, Any]) -> Non
     assert (
         "Nats-Msg-Id" in doc["components"]["messages"]["DepartmentAnswer"]["headers"]["properties"]
     )
-    # The bus admits NKEY users only; each kind's subjects come from shared.bus.access.
+    # The bus admits NKEY users only; each kind's subjects come from shared.adapters.bus.access.
     assert doc["servers"]["nats"]["security"] == [{"$ref": "#/components/securitySchemes/nkey"}]
     assert "NKEY" in doc["components"]["securitySchemes"]["nkey"]["description"]
     department = doc["x-caseflow-access"]["department"]

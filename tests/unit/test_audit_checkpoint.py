@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.audit.checkpoint import (
+from shared.adapters.eventlog.hashing import event_hash
+from shared.application.audit.checkpoint import (
     LeafFormatError,
     decode_leaves,
     encode_leaves,
     sign_checkpoint,
     signature_valid,
 )
-from shared.audit.keys import keys_by_id
-from shared.audit.rows import COLUMNS, iso_utc, row_hash
-from shared.eventlog.hashing import event_hash
+from shared.application.audit.keys import keys_by_id
+from shared.application.audit.rows import COLUMNS, iso_utc, row_hash
 
 
 def test_leaves_round_trip_with_gaps_and_runs() -> None:

@@ -12,16 +12,16 @@ from datetime import date
 
 import pytest
 
-from shared.audit.compliance import (
+from shared.domain.audit.compliance import (
     ComplianceError,
     ComplianceReport,
     RefusedAttempt,
     compliance_report,
 )
-from shared.audit.judge import Use, register_from
-from shared.delegation import Power, decide_publish, decide_revoke, decide_suspend
-from shared.events import Actor, NewEvent, StoredEvent
-from shared.workflow.reference import Reference, load_reference
+from shared.domain.audit.judge import Use, register_from
+from shared.domain.delegation import Power, decide_publish, decide_revoke, decide_suspend
+from shared.domain.events import Actor, NewEvent, StoredEvent
+from shared.domain.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
     CLERK,
     HEAD,

@@ -9,12 +9,12 @@ from datetime import date, datetime
 
 import pytest
 
-from shared.audit.compliance import ComplianceError, check_period, compliance_report
-from shared.audit.judge import Use, register_from
-from shared.audit.timeline import TimelineError, build_timeline
-from shared.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
-from shared.events import Actor
-from shared.workflow.reference import Reference, load_reference
+from shared.domain.audit.compliance import ComplianceError, check_period, compliance_report
+from shared.domain.audit.judge import Use, register_from
+from shared.domain.audit.timeline import TimelineError, build_timeline
+from shared.domain.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
+from shared.domain.events import Actor
+from shared.domain.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
     CLERK,
     HEAD,

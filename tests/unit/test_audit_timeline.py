@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.audit.judge import Use, register_from, step_of
-from shared.audit.timeline import Basis, TimelineError, build_timeline, counted
-from shared.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
-from shared.events import Actor
-from shared.workflow.reference import Reference, load_reference
+from shared.domain.audit.judge import Use, register_from, step_of
+from shared.domain.audit.timeline import Basis, TimelineError, build_timeline, counted
+from shared.domain.delegation import decide_publish, decide_resume, decide_revoke, decide_suspend
+from shared.domain.events import Actor
+from shared.domain.workflow.reference import Reference, load_reference
 from tests.audit_helpers import (
     CLERK,
     HEAD,

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
 from services.intake.settings import IntakeSettings
-from shared.auth import (
+from shared.adapters.auth import (
     AuthConfigError,
     InvalidToken,
     KeyPair,
@@ -29,7 +29,7 @@ from shared.auth import (
     load_public_keys,
     parse_ttl,
 )
-from shared.cli import app
+from shared.cli.main import app
 
 CLERK = Staff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
 
@@ -334,7 +334,7 @@ def test_token_refuses_unknown_org_and_role_and_a_missing_key(tmp_path: Path) ->
 def test_caseflow_up_makes_the_key_and_points_the_services_at_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.supervisor import Stack
+    from shared.cli.supervisor import Stack
 
     for service in ("INTAKE", "PROCESSING", "NOTIFY"):
         monkeypatch.delenv(f"CASEFLOW_{service}_JWT_PUBLIC_KEY_FILE", raising=False)
@@ -373,7 +373,7 @@ def test_caseflow_up_makes_the_key_and_points_the_services_at_it(
 def test_caseflow_up_leaves_an_operators_key_setting_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.supervisor import Stack
+    from shared.cli.supervisor import Stack
 
     monkeypatch.setenv("CASEFLOW_INTAKE_JWT_PUBLIC_KEY_FILE", "/etc/caseflow/jwt.pub.pem")
     stack = Stack(
@@ -420,8 +420,8 @@ def test_token_refuses_a_permission_the_registry_does_not_grant(
 
 
 def test_claims_are_checked_against_the_registry() -> None:
-    from shared.auth import ClaimsRefused, check_claims
-    from shared.orgs import load_organisations
+    from shared.adapters.auth import ClaimsRefused, check_claims
+    from shared.domain.orgs import load_organisations
 
     orgs = load_organisations()
     check_claims(Staff("a", Role.auditor, "hc_audit"), orgs)

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from shared.catalogue import (
+from shared.cli.catalogue import app as catalogue_cli
+from shared.domain.catalogue import (
     NOTIFY_STATUSES,
     CatalogueError,
     Category,
@@ -27,9 +28,8 @@ from shared.catalogue import (
     load_catalogue,
     lock_catalogue,
 )
-from shared.catalogue.cli import app as catalogue_cli
-from shared.catalogue.loader import DEFAULT_DATA_DIR, ITEMS_FILE, LOCK_FILE, MATERIALS_FILE
-from shared.orgs import OrgKind, load_organisations
+from shared.domain.catalogue.loader import DEFAULT_DATA_DIR, ITEMS_FILE, LOCK_FILE, MATERIALS_FILE
+from shared.domain.orgs import OrgKind, load_organisations
 
 CATALOGUE = load_catalogue()
 ORGS = load_organisations()
@@ -330,7 +330,7 @@ runner = CliRunner()
 
 
 def test_cli_check_passes_on_the_packaged_data() -> None:
-    from shared.cli import app
+    from shared.cli.main import app
 
     result = runner.invoke(app, ["catalogue", "check"])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,6 @@
 """Database URLs as caseflow prints them: never with the password."""
 
-from shared.db import shown_url
+from shared.adapters.db import shown_url
 
 
 def test_a_printed_database_url_hides_its_password() -> None:

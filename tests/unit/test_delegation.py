@@ -12,8 +12,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from shared.catalogue import Catalogue, Completion, load_catalogue
-from shared.delegation import (
+from shared.adapters.delegations import SeedError, load_seed_delegations, seed_problems
+from shared.domain.catalogue import Catalogue, Completion, load_catalogue
+from shared.domain.delegation import (
     CASE_KIND,
     CHINA_TZ,
     DelegationError,
@@ -37,9 +38,8 @@ from shared.delegation import (
     delegation_case_id,
     fold_delegation,
 )
-from shared.delegations_store import SeedError, load_seed_delegations, seed_problems
-from shared.events import Actor, NewEvent, StoredEvent
-from shared.orgs import load_organisations
+from shared.domain.events import Actor, NewEvent, StoredEvent
+from shared.domain.orgs import load_organisations
 
 OFFICER = Actor(user="li.officer", role="department_officer", station="hc_hrss")
 ALL = [Power.RECEIVE, Power.ACCEPT, Power.REVIEW, Power.DECIDE, Power.DELIVER]

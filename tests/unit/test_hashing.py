@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from shared.eventlog.hashing import HASHED_FIELDS, canonical_bytes, event_hash
+from shared.adapters.eventlog.hashing import HASHED_FIELDS, canonical_bytes, event_hash
 
 
 def fields(**changes: object) -> dict[str, object]:

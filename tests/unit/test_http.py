@@ -1,4 +1,4 @@
-"""The HTTP plumbing every service shares (``shared.http``) and what the services' OpenAPI
+"""The HTTP plumbing every service shares (``shared.web.http``) and what the services' OpenAPI
 documents say: each case here is one that the schemathesis fuzz
 (``tests/integration/test_api_fuzz.py``) found answered or documented wrongly."""
 
@@ -17,8 +17,8 @@ from services.notify.app import create_app as create_notify
 from services.notify.settings import NotifySettings
 from services.processing.app import create_app as create_processing
 from services.processing.settings import ProcessingSettings
-from shared import http
-from shared.auth import StaffDep
+from shared.adapters.auth import StaffDep
+from shared.web import http
 
 JSON = {"Content-Type": "application/json"}
 PROBLEM = {http.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.identity import (
+from shared.domain.identity import (
     MAX_AGE_YEARS,
     division_code_exists,
     division_codes,
@@ -21,7 +21,7 @@ from shared.identity import (
     phone_problem,
     text_problem,
 )
-from shared.privacy import mask_text
+from shared.domain.privacy import mask_text
 
 TODAY = date(2026, 12, 3)
 CODES = sorted(division_codes())

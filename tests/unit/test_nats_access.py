@@ -1,11 +1,11 @@
-"""NATS users and their permissions as data (``shared.bus.access``): pure, no server."""
+"""NATS users and their permissions as data (``shared.adapters.bus.access``): pure, no server."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from shared.bus.access import (
+from shared.adapters.bus.access import (
     Credential,
     Kind,
     inbox_prefix,

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake.settings import IntakeSettings
-from shared.bus.client import server_list
+from shared.adapters.bus.client import server_list
 
 
 def test_a_cluster_is_given_as_its_nodes_separated_by_commas(

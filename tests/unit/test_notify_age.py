@@ -1,6 +1,6 @@
 """Which events notify plans notices for by their age: none recorded more than
 ``notice_max_age_hours`` ago, unless the event is being re-driven from the dead letters
-(``shared.bus.consumer.REDRIVEN``): then whatever its age."""
+(``shared.adapters.bus.consumer.REDRIVEN``): then whatever its age."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from services.notify.planning import worth_notifying
-from shared.bus.consumer import REDRIVEN
+from shared.adapters.bus.consumer import REDRIVEN
 from tests.unit.test_notify_rules import START, stored
 
 MAX_AGE = timedelta(hours=72)

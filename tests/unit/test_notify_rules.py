@@ -17,8 +17,8 @@ from services.notify import templates
 from services.notify.model import PlannedNotice
 from services.notify.planning import NOT_NOTIFIED
 from services.notify.rules import Planner, RulesError, load_rules
-from shared.events import StoredEvent
-from shared.workflow.state import Task, fold
+from shared.domain.events import StoredEvent
+from shared.domain.workflow.state import Task, fold
 
 PHONE = "13812345678"
 ID_NUMBER = "11010519491231002X"

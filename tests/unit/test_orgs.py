@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.orgs import (
+from shared.domain.orgs import (
     DEFAULT_DATA_DIR,
     ORGANISATIONS_FILE,
     OrganisationError,
@@ -94,8 +94,8 @@ def test_special_permissions_name_the_roles_that_may_hold_them() -> None:
 def test_the_roles_in_the_data_are_the_roles_of_tokens() -> None:
     from typing import get_args
 
-    from shared.auth import Role
-    from shared.orgs import StaffRole
+    from shared.adapters.auth import Role
+    from shared.domain.orgs import StaffRole
 
     assert set(get_args(StaffRole)) == {r.value for r in Role}
 

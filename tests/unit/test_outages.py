@@ -12,7 +12,7 @@ import sqlalchemy.exc
 import structlog
 from structlog.testing import capture_logs
 
-from shared.outages import log_failed_round, unavailable_dependency
+from shared.adapters.outages import log_failed_round, unavailable_dependency
 
 log = structlog.get_logger("test")
 

@@ -1,4 +1,4 @@
-"""Masking personal data (shared.privacy): ID numbers, mobile numbers and e-mail addresses,
+"""Masking personal data (shared.domain.privacy): ID numbers, mobile numbers and e-mail addresses,
 as fields and in free text, and the masked view of an event's envelope."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from shared.events import StoredEvent
-from shared.identity import id_check_digit
-from shared.privacy import MASKED_VIEW, mask_email, mask_text, masked, masked_envelope
+from shared.domain.events import StoredEvent
+from shared.domain.identity import id_check_digit
+from shared.domain.privacy import MASKED_VIEW, mask_email, mask_text, masked, masked_envelope
 
 
 @st.composite

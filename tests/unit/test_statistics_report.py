@@ -10,9 +10,14 @@ from datetime import date
 
 import pytest
 
-from shared.audit.statistics import StationReport, StatisticsError, StatisticsRow, build_report
-from shared.audit.statistics_render import bar_chart, to_csv, to_html, to_json
-from shared.catalogue import load_catalogue
+from shared.application.audit.statistics import (
+    StationReport,
+    StatisticsError,
+    StatisticsRow,
+    build_report,
+)
+from shared.application.audit.statistics_render import bar_chart, to_csv, to_html, to_json
+from shared.domain.catalogue import load_catalogue
 
 CATALOGUE = load_catalogue()
 XF, LM = "xuefeng_station", "longmen_station"

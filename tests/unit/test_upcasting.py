@@ -13,10 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake.domain import Application
-from shared.eventlog.hashing import HASHED_FIELDS, event_hash
-from shared.events import StoredEvent
-from shared.messages import CaseReceived, CaseReceivedV1
-from shared.upcasting import (
+from shared.adapters.eventlog.hashing import HASHED_FIELDS, event_hash
+from shared.domain.events import StoredEvent
+from shared.domain.messages import CaseReceived, CaseReceivedV1
+from shared.domain.upcasting import (
     CURRENT_VERSIONS,
     REGISTRY,
     SchemaTooNew,

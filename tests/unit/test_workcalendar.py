@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.workcalendar import (
+from shared.domain.workcalendar import (
     CHINA_TZ,
     DEFAULT_DATA_DIR,
     HOLIDAYS_FILE,

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.workcalendar import load_calendar
-from shared.workflow.clock import ClockReading, next_warning, read, yellow_at
-from shared.workflow.state import Clock
+from shared.domain.workcalendar import load_calendar
+from shared.domain.workflow.clock import ClockReading, next_warning, read, yellow_at
+from shared.domain.workflow.state import Clock
 
 CAL = load_calendar()
 D = date

@@ -16,24 +16,24 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.events import NewEvent, StoredEvent
-from shared.workcalendar import CHINA_TZ, load_calendar
-from shared.workflow import engine
-from shared.workflow.definitions import (
+from shared.domain.events import NewEvent, StoredEvent
+from shared.domain.workcalendar import CHINA_TZ, load_calendar
+from shared.domain.workflow import engine
+from shared.domain.workflow.definitions import (
     DATA_DIR,
     UnknownWorkflow,
     Workflow,
     WorkflowError,
     load_workflows,
 )
-from shared.workflow.engine import Authority, Context, NotAllowed, Refusal, Staff, Step
-from shared.workflow.payloads import (
+from shared.domain.workflow.engine import Authority, Context, NotAllowed, Refusal, Staff, Step
+from shared.domain.workflow.payloads import (
     APPEAL_NOTICE_EN,
     APPEAL_NOTICE_ZH,
     ActionBody,
     body_for,
 )
-from shared.workflow.state import CaseState, IllegalTransition, Task, fold
+from shared.domain.workflow.state import CaseState, IllegalTransition, Task, fold
 
 CAL = load_calendar()
 WORKFLOWS = load_workflows()

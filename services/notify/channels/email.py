@@ -30,8 +30,8 @@ from services.notify.model import (
     PermanentDeliveryError,
     Recipient,
 )
-from shared.events import utcnow
-from shared.privacy import mask_text
+from shared.domain.events import utcnow
+from shared.domain.privacy import mask_text
 
 
 class EmailSettings(BaseModel):

@@ -36,7 +36,7 @@ from services.notify.model import (
     PermanentDeliveryError,
     Recipient,
 )
-from shared.privacy import mask_text
+from shared.domain.privacy import mask_text
 
 ALGORITHM = "TC3-HMAC-SHA256"
 SERVICE = "sms"

@@ -1,0 +1,5 @@
+"""``python -m shared.cli``: the ``caseflow`` command."""
+
+from shared.cli.main import app
+
+app()
