@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.projection_mix import Mix
 from shared.adapters.eventlog import START, EventLog
 from shared.adapters.eventlog.store import read_case_in
 from shared.adapters.tables.eventlog import events as events_table
@@ -39,7 +40,6 @@ from shared.application.projections.status import status
 from shared.domain.events import Actor, NewEvent, utcnow
 from shared.domain.workflow.reference import load_reference
 from shared.domain.workflow.state import fold
-from tests.projection_mix import Mix
 
 REFERENCE = load_reference()
 NAME = "case_lists"

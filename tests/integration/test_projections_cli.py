@@ -16,6 +16,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from bench.projection_mix import Mix
 from shared.adapters.db import create_engine
 from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.projections import projection_checkpoints
@@ -24,7 +25,6 @@ from shared.cli.main import app
 from shared.domain.events import utcnow
 from shared.domain.workflow.reference import load_reference
 from tests.integration.test_projections import NAME, folded, head, snapshot
-from tests.projection_mix import Mix
 
 REFERENCE = load_reference()
 runner = CliRunner()

@@ -24,6 +24,7 @@ from services.intake.domain import (
 )
 from shared.adapters.delegations import publish_seed
 from shared.adapters.eventlog import EventLog
+from shared.adapters.idempotency import KeyedRequest
 from shared.application.workflow.service import (
     ActionRefusedError,
     BodyInvalid,
@@ -35,7 +36,6 @@ from shared.domain.events import NewEvent
 from shared.domain.workcalendar import CHINA_TZ
 from shared.domain.workflow import engine
 from shared.domain.workflow.reference import Reference
-from tests.keys import sent
 
 ITEMS = [
     "pension_enrolment",
@@ -143,7 +143,7 @@ class Mix:
             follow_up=None,
             correlation_id=None,
             occurred_at=START + timedelta(hours=i),
-            request=sent(STAFF[3], self.next_key(), payload, f"POST /matters/{kind}"),
+            request=_sent(STAFF[3], self.next_key(), payload, f"POST /matters/{kind}"),
         )
         await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 5), item=None)
 
@@ -170,7 +170,7 @@ class Mix:
             follow_up=follow_up,
             correlation_id=None,
             occurred_at=START + timedelta(hours=i),
-            request=sent(STAFF[0], self.next_key(), payload),
+            request=_sent(STAFF[0], self.next_key(), payload, "POST /cases"),
         )
         await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 14), item=item)
 
@@ -250,3 +250,10 @@ class Mix:
             payload=payload,
         )
         await self.log.append(case_id, state.version, [event], case_kind=state.case_kind)
+
+
+def _sent(staff: engine.Staff, key: str, body: dict[str, Any], operation: str) -> KeyedRequest:
+    """``body`` as ``staff`` would have sent it under ``key``."""
+    return KeyedRequest.of(
+        organisation=staff.org, user=staff.user, key=key, operation=operation, body=body
+    )
