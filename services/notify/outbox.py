@@ -28,8 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.notify.model import ChannelName, Notice, Outgoing, Recipient
 from services.notify.schema import deliveries as d
-from shared.adapters.bus.consumer import UnitOfWork
-from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.adapters.sql import insert_ignore
 from shared.domain.events import NewEvent, utcnow
 from shared.domain.messages import NotificationFailed, NotificationSent
@@ -326,19 +325,18 @@ async def _finish(
     event: NewEvent,
 ) -> bool:
     """Set the row's outcome and append the case's event in one transaction."""
-    async with event_log.writer.begin() as conn:
-        result = await conn.execute(
+    async with event_log.transaction() as tx:
+        result = await tx.conn.execute(
             d.update()
             .where(d.c.delivery_id == delivery.delivery_id, d.c.status == PENDING)
             .values(leased_until=None, lease_owner=None, **values)
         )
         if result.rowcount != 1:
             return False  # finished elsewhere (another replica, an operator)
-        uow = UnitOfWork(conn, "notify-delivery")
+        uow = UnitOfWork(tx, "notify-delivery")
         history = await uow.read_case(delivery.case_id)
         head = history[-1].version if history else 0
         await uow.append(delivery.case_id, head, [event], case_kind=delivery.case_kind)
-    event_log.appended()
     return True
 
 

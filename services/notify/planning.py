@@ -17,7 +17,8 @@ import orjson
 from services.notify import outbox, subscriptions
 from services.notify.egress import TargetInvalid, parse_target
 from services.notify.model import PlannedNotice, Recipient, delivery_id
-from shared.adapters.bus.consumer import REDRIVEN, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.consumer import REDRIVEN, ConsumerSpec
+from shared.adapters.eventlog import UnitOfWork
 from shared.domain.events import StoredEvent, utcnow
 from shared.domain.privacy import masked_envelope
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import structlog
 
 from services.processing.projection import CLOCK_TIMER, FORWARD_TIMER, NOTICE_TIMER
-from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.eventlog import UnitOfWork
 from shared.adapters.timers import Timer, TimerSpec
 from shared.application.workflow.service import CaseService
 from shared.domain.events import NewEvent, utcnow

@@ -35,7 +35,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 
-from shared.adapters.bus.consumer import UnitOfWork
 from shared.adapters.bus.durables import CONSUMERS
 from shared.adapters.bus.headers import (
     DLQ_CONSUMER_HEADER,
@@ -45,6 +44,7 @@ from shared.adapters.bus.headers import (
     header_value,
 )
 from shared.adapters.bus.streams import DEPT_STREAM, dept_durable, dept_subject, dlq_subject
+from shared.adapters.eventlog import UnitOfWork
 from shared.adapters.eventlog.errors import ConcurrencyError
 from shared.adapters.outages import unavailable_dependency
 from shared.application.workflow.service import (

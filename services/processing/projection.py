@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.adapters import timers
-from shared.adapters.bus.consumer import UnitOfWork
+from shared.adapters.eventlog import UnitOfWork
 from shared.application.workflow.service import NAMESPACE
 from shared.domain.events import StoredEvent
 from shared.domain.workcalendar import CHINA_TZ

@@ -23,8 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.eventlog import ConcurrencyError, EventLog, append_in
-from shared.adapters.eventlog.store import _read_cases_in, read_case_in
+from shared.adapters.eventlog import (
+    ConcurrencyError,
+    EventLog,
+    append_in,
+    read_case_in,
+    read_cases_in,
+)
 from shared.adapters.tables.delegations import delegation_index
 from shared.adapters.tables.eventlog import events as events_table
 from shared.domain.catalogue import Catalogue
@@ -126,8 +131,9 @@ async def _execute(
     if isinstance(target, AsyncConnection):
         return await _execute_in(target, code, decide, **kwargs)
     try:
-        async with target.writer.begin() as conn:
-            outcome = await _execute_in(conn, code, decide, **kwargs)
+        async with target.transaction() as tx:
+            outcome = await _execute_in(tx.conn, code, decide, **kwargs)
+            tx.appended = not outcome.replayed
     except IntegrityError:
         # Another writer published the same code, or appended to the stream, between our
         # read and our insert (or an event id is taken by another case).
@@ -137,8 +143,6 @@ async def _execute(
         state = fold_delegation(await target.read_case(case_id))
         assert state is not None
         return Outcome(state, original.events, replayed=True)
-    if not outcome.replayed:
-        target.appended()
     return outcome
 
 
@@ -359,7 +363,7 @@ class DelegationRegistry:
                 fresh[case_id] = cached
             elif version is not None:
                 stale.append(case_id)
-        for case_id, history in (await _read_cases_in(conn, stale)).items():
+        for case_id, history in (await read_cases_in(conn, stale)).items():
             state = fold_delegation(history)
             if state is None:
                 continue
@@ -413,7 +417,7 @@ async def for_delegate(source: Source, org: str) -> list[DelegationState]:
 
 async def _uncached_for_delegate(conn: AsyncConnection, org: str) -> list[DelegationState]:
     rows = (await conn.execute(_INDEX.where(delegation_index.c.delegate == org))).all()
-    histories = await _read_cases_in(conn, [case_id for _, case_id, _ in rows])
+    histories = await read_cases_in(conn, [case_id for _, case_id, _ in rows])
     states = [s for s in map(fold_delegation, histories.values()) if s is not None]
     return sorted(states, key=lambda s: s.code)
 

@@ -49,8 +49,7 @@ from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.bus.consumer import UnitOfWork
-from shared.adapters.eventlog import ConcurrencyError, EventLog
+from shared.adapters.eventlog import ConcurrencyError, EventLog, Transaction, UnitOfWork
 from shared.adapters.outages import log_failed_round
 from shared.adapters.sql import insert_ignore
 from shared.adapters.tables.timers import timers as t
@@ -396,29 +395,26 @@ class TimerWheel:
         """
         fired: list[Timer] = []
         failed = 0
-        appended = False
-        async with self.log.writer.begin() as conn:
-            result = await conn.execute(self._claim_query, {"now": utcnow()})
+        async with self.log.transaction() as tx:
+            result = await tx.conn.execute(self._claim_query, {"now": utcnow()})
             for timer in [_timer(row) for row in result]:
                 if stop is not None and stop.is_set():
                     break
-                uow = await self._fire(conn, timer)
-                if uow is None:
-                    failed += 1
-                else:
+                if await self._fire(tx, timer):
                     fired.append(timer)
-                    appended = appended or uow.appended
-        if appended:
-            self.log.appended()
+                else:
+                    failed += 1
         for timer in fired:
             FIRED.labels(timer.kind).inc()
         self.fired += len(fired)
         return len(fired) + failed
 
-    async def _fire(self, conn: AsyncConnection, timer: Timer) -> UnitOfWork | None:
-        """Run the handler and mark the timer fired, in a savepoint; None if it failed."""
+    async def _fire(self, tx: Transaction, timer: Timer) -> bool:
+        """Run the handler and mark the timer fired, in a savepoint; False if it failed."""
         spec = self.specs[timer.kind]
-        uow = UnitOfWork(conn, spec.consumer)
+        conn = tx.conn
+        appended_before = tx.appended  # a failed handler's appends are rolled back
+        uow = UnitOfWork(tx, spec.consumer)
         context = structlog.contextvars.bound_contextvars(
             timer_id=str(timer.timer_id), timer_kind=timer.kind, correlation_id=timer.correlation_id
         )
@@ -433,9 +429,10 @@ class TimerWheel:
                         log.warning("timer is in the inbox already; not run again")
                     await conn.execute(_MARK_FIRED, {"tid": timer.timer_id, "at": utcnow()})
             except Exception as err:
+                tx.appended = appended_before
                 await self._record_failure(conn, timer, err)
-                return None
-        return uow
+                return False
+        return True
 
     async def _record_failure(self, conn: AsyncConnection, timer: Timer, err: Exception) -> None:
         attempts = timer.attempts + 1

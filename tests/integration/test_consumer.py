@@ -18,10 +18,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import RawStreamMsg
 
-from shared.adapters.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.consumer import Consumer, ConsumerSpec
 from shared.adapters.bus.relay import Relay
 from shared.adapters.bus.streams import DLQ_STREAM, declare_streams
-from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.adapters.tables.eventlog import inbox
 from shared.devtools import servers as devservers
 from shared.domain.events import NewEvent, StoredEvent

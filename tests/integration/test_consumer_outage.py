@@ -23,12 +23,12 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from shared.adapters.bus.consumer import REDRIVEN, Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.consumer import REDRIVEN, Consumer, ConsumerSpec
 from shared.adapters.bus.deadletters import dead_letters
 from shared.adapters.bus.relay import Relay
 from shared.adapters.bus.streams import DLQ_STREAM, EVENTS_STREAM
 from shared.adapters.db import create_engine, migrate
-from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.cli.main import app
 from shared.domain.events import NewEvent, StoredEvent
 from tests.conftest import _admin

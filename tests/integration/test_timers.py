@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from shared.adapters.bus.consumer import UnitOfWork
 from shared.adapters.db import create_engine
-from shared.adapters.eventlog import ConcurrencyError, EventLog
+from shared.adapters.eventlog import ConcurrencyError, EventLog, UnitOfWork
 from shared.adapters.tables.eventlog import inbox
 from shared.adapters.tables.timers import timers
 from shared.adapters.timers import (

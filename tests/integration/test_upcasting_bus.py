@@ -16,10 +16,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from shared.adapters import idempotency
-from shared.adapters.bus.consumer import Consumer, ConsumerSpec, UnitOfWork
+from shared.adapters.bus.consumer import Consumer, ConsumerSpec
 from shared.adapters.bus.relay import Relay
 from shared.adapters.bus.streams import DLQ_STREAM
-from shared.adapters.eventlog import EventLog
+from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.adapters.eventlog.hashing import HASHED_FIELDS, event_hash
 from shared.adapters.idempotency import KeyedRequest
 from shared.application.workflow.service import IdempotencyConflict, Outcome
@@ -145,8 +145,8 @@ async def test_an_old_case_received_reaches_the_handler_as_version_2(
 
 async def test_a_unit_of_work_reads_old_cases_upcast_without_read_ahead(log: EventLog) -> None:
     old = await append_old(log)
-    async with log.writer.begin() as conn:
-        uow = UnitOfWork(conn, "upcast-test")
+    async with log.transaction() as tx:
+        uow = UnitOfWork(tx, "upcast-test")
         [event] = await uow.read_case(old.case_id)
         assert event.schema_version == 2 and event.payload["language"] == "zh-CN"
         # Appending after it links to the stored hash: the chain stays whole.
@@ -186,8 +186,8 @@ async def test_a_history_holding_an_event_newer_than_the_code_is_not_guessed_at(
     log: EventLog,
 ) -> None:
     too_new = await append_old(log, schema_version=3)
-    async with log.writer.begin() as conn:
-        uow = UnitOfWork(conn, "upcast-test")
+    async with log.transaction() as tx:
+        uow = UnitOfWork(tx, "upcast-test")
         await uow.read_ahead([too_new.case_id])
         with pytest.raises(ValueError, match="schema version 3 is newer"):
             await uow.read_case(too_new.case_id)

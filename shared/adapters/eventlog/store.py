@@ -11,9 +11,10 @@ On SQLite there is one writer at a time, so position order is commit order (tx_i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from shared.adapters.eventlog.hashing import _iso, event_hash
 from shared.adapters.tables.eventlog import events as t
 from shared.domain.events import NewEvent, StoredEvent, utcnow
 
-_COLUMNS = (
+COLUMNS = (
     t.c.position,
     t.c.event_id,
     t.c.case_id,
@@ -87,8 +88,8 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-# _COLUMNS are StoredEvent's fields in order, so a row unpacks straight into one.
-assert tuple(c.name for c in _COLUMNS) == tuple(f.name for f in dataclasses.fields(StoredEvent))
+# COLUMNS are StoredEvent's fields in order, so a row unpacks straight into one.
+assert tuple(c.name for c in COLUMNS) == tuple(f.name for f in dataclasses.fields(StoredEvent))
 
 
 def _with_aware_times(event: StoredEvent) -> StoredEvent:
@@ -99,7 +100,7 @@ def _with_aware_times(event: StoredEvent) -> StoredEvent:
     return event
 
 
-def _row_to_event(row: Sequence[Any]) -> StoredEvent:
+def row_to_event(row: Sequence[Any]) -> StoredEvent:
     return _with_aware_times(StoredEvent(*row))
 
 
@@ -111,30 +112,30 @@ _HEAD = (
     .limit(1)
 )
 _STORED = (
-    sa.select(*_COLUMNS)
+    sa.select(*COLUMNS)
     .where(t.c.event_id.in_(sa.bindparam("event_ids", expanding=True, type_=t.c.event_id.type)))
     .order_by(t.c.position)
 )
 _READ_CASE = (
-    sa.select(*_COLUMNS)
+    sa.select(*COLUMNS)
     .where(t.c.case_id == sa.bindparam("case_id", type_=t.c.case_id.type))
     .order_by(t.c.version)
 )
 _READ_CASES = (
-    sa.select(*_COLUMNS)
+    sa.select(*COLUMNS)
     .where(t.c.case_id.in_(sa.bindparam("case_ids", expanding=True, type_=t.c.case_id.type)))
     .order_by(t.c.case_id, t.c.version)
 )
 # On PostgreSQL an array parameter keeps one statement text (one prepared statement) for
 # any number of cases; an expanding IN would prepare a statement per count.
 _READ_CASES_PG = (
-    sa.select(*_COLUMNS)
+    sa.select(*COLUMNS)
     .where(t.c.case_id == sa.any_(sa.bindparam("case_ids", type_=postgresql.ARRAY(sa.Uuid()))))
     .order_by(t.c.case_id, t.c.version)
 )
 _INSERT = sa.insert(t).returning(t.c.position, t.c.tx_id, sort_by_parameter_order=True)
 _READ_ALL = (
-    sa.select(*_COLUMNS)
+    sa.select(*COLUMNS)
     .where(
         sa.tuple_(t.c.tx_id, t.c.position)
         > sa.tuple_(
@@ -157,7 +158,7 @@ async def _head(conn: AsyncConnection, case_id: uuid.UUID) -> tuple[int, str | N
 
 async def _stored(conn: AsyncConnection, event_ids: Sequence[uuid.UUID]) -> list[StoredEvent]:
     rows = await conn.execute(_STORED, {"event_ids": list(event_ids)})
-    return [_row_to_event(r) for r in rows]
+    return [row_to_event(r) for r in rows]
 
 
 async def _original_result(
@@ -235,10 +236,10 @@ async def append_in(
         if original is not None:
             return original
         raise ConcurrencyError(case_id, expected_version, version)
-    return await _insert(conn, case_id, case_kind, version, prev_hash, events)
+    return await insert_at_head(conn, case_id, case_kind, version, prev_hash, events)
 
 
-async def _insert(
+async def insert_at_head(
     conn: AsyncConnection,
     case_id: uuid.UUID,
     case_kind: str,
@@ -288,10 +289,10 @@ async def _insert_new_cases(conn: AsyncConnection, batch: Sequence[_NewCase]) ->
 async def read_case_in(conn: AsyncConnection, case_id: uuid.UUID) -> list[StoredEvent]:
     """Every event of one case, in version order, as ``conn`` sees them."""
     rows = await conn.execute(_READ_CASE, {"case_id": case_id})
-    return [_row_to_event(r) for r in rows]
+    return [row_to_event(r) for r in rows]
 
 
-async def _read_cases_in(
+async def read_cases_in(
     conn: AsyncConnection, case_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[StoredEvent]]:
     """Every event of each case, in version order, as ``conn`` sees them (one query)."""
@@ -299,9 +300,33 @@ async def _read_cases_in(
     if case_ids:
         query = _READ_CASES_PG if conn.dialect.name == "postgresql" else _READ_CASES
         for row in await conn.execute(query, {"case_ids": list(histories)}):
-            event = _row_to_event(row)
+            event = row_to_event(row)
             histories[event.case_id].append(event)
     return histories
+
+
+class Transaction:
+    """One write transaction on the log (:meth:`EventLog.transaction`): what is appended
+    through it, or marked with :attr:`appended`, is announced to the log's listeners once
+    the transaction commits, and never if it rolls back."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.appended = False
+        """Whether this transaction appended events (set by the appends made through it)."""
+
+    async def append(
+        self,
+        case_id: uuid.UUID,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        case_kind: str,
+    ) -> AppendResult:
+        """:func:`append_in` within this transaction."""
+        result = await append_in(self.conn, case_id, expected_version, events, case_kind=case_kind)
+        self.appended = self.appended or not result.replayed
+        return result
 
 
 class EventLog:
@@ -337,9 +362,24 @@ class EventLog:
         self._listeners.append(callback)
 
     def appended(self) -> None:
-        """Tell listeners that a commit appended events (units of work call this too)."""
+        """Tell listeners that a commit appended events (:meth:`transaction` does it for
+        the transactions it opens)."""
         for callback in self._listeners:
             callback()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A write transaction that announces its appends once it has committed.
+
+        Everything written through ``tx.conn`` commits or rolls back together; appends
+        through ``tx.append`` or a :class:`~shared.adapters.eventlog.unit.UnitOfWork` over
+        ``tx`` (or ``tx.appended = True`` after an append of one's own) wake the relay and
+        the projection runners after the commit."""
+        async with self.writer.begin() as conn:
+            tx = Transaction(conn)
+            yield tx
+        if tx.appended:
+            self.appended()
 
     async def append(
         self,
@@ -380,7 +420,7 @@ class EventLog:
                     # A new case: no head to read. If the case exists after all, the unique
                     # (case_id, version) or event_id constraint refuses the insert and
                     # resolve_conflict gives the same answer the head check would have.
-                    result = await _insert(conn, case_id, case_kind, 0, None, events)
+                    result = await insert_at_head(conn, case_id, case_kind, 0, None, events)
                 else:
                     result = await append_in(
                         conn, case_id, expected_version, events, case_kind=case_kind
@@ -486,7 +526,7 @@ class EventLog:
         params = {"after_tx_id": after.tx_id, "after_position": after.position, "limit": limit}
         async with self._reader.connect() as conn:
             rows = await conn.execute(query, params)
-            return [_row_to_event(r) for r in rows]
+            return [row_to_event(r) for r in rows]
 
     async def ping(self) -> None:
         """Raise if the database can't be reached (for readiness checks)."""

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.eventlog.store import _COLUMNS, _row_to_event, read_case_in
+from shared.adapters.eventlog.store import COLUMNS, read_case_in, row_to_event
 from shared.adapters.tables.eventlog import events as t
 from shared.adapters.tables.workflow import case_index
 from shared.domain.audit.compliance import ComplianceReport, check_period, compliance_report
@@ -77,11 +77,11 @@ async def resolve_case(conn: AsyncConnection, ref: str) -> uuid.UUID:
 async def read_delegation_events(conn: AsyncConnection) -> list[StoredEvent]:
     """Every event of every delegation instrument's stream (the register), by stream."""
     rows = await conn.execute(
-        sa.select(*_COLUMNS)
+        sa.select(*COLUMNS)
         .where(t.c.case_kind == DELEGATION_KIND)
         .order_by(t.c.case_id, t.c.version)
     )
-    return [_row_to_event(r) for r in rows]
+    return [row_to_event(r) for r in rows]
 
 
 async def read_timeline(
@@ -121,13 +121,13 @@ async def read_station_histories(
         .distinct()
     )
     rows = await conn.execute(
-        sa.select(*_COLUMNS)
+        sa.select(*COLUMNS)
         .where(t.c.case_id.in_(touched.scalar_subquery()))
         .order_by(t.c.case_id, t.c.version)
     )
     histories: dict[uuid.UUID, list[StoredEvent]] = defaultdict(list)
     for row in rows:
-        event = _row_to_event(row)
+        event = row_to_event(row)
         histories[event.case_id].append(event)
     return list(histories.values())
 

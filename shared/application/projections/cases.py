@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.eventlog.store import _read_cases_in
+from shared.adapters.eventlog.store import read_cases_in
 from shared.adapters.tables.workflow import case_index, tasks
 from shared.domain.events import StoredEvent
 from shared.domain.upcasting import UpcastError, upcast
@@ -280,7 +280,7 @@ class CaseLists:
                 missing.add(case_id)
         if not missing:
             return []
-        histories = await _read_cases_in(conn, sorted(missing))
+        histories = await read_cases_in(conn, sorted(missing))
         for case_id, history in histories.items():
             state, stuck = fold_lawful(history, self.workflows)
             states[case_id] = state

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.eventlog.store import _COLUMNS, _read_cases_in, _row_to_event
+from shared.adapters.eventlog.store import COLUMNS, read_cases_in, row_to_event
 from shared.adapters.sql import add_to_counters
 from shared.adapters.tables.eventlog import events as log_events
 from shared.adapters.tables.statistics import (
@@ -132,7 +132,7 @@ class StatisticsProjection:
     async def _load(self, conn: AsyncConnection, before: dict[uuid.UUID, int]) -> None:
         """Fold each case's events older than ``before[case]`` into a fresh record."""
         for chunk in _chunks(list(before)):
-            for case_id, history in (await _read_cases_in(conn, chunk)).items():
+            for case_id, history in (await read_cases_in(conn, chunk)).items():
                 case = CaseTally()
                 for event in history:
                     if event.version >= before[case_id]:
@@ -141,13 +141,13 @@ class StatisticsProjection:
                 self._cases[case_id] = case
 
 
-_FIRST_EVENTS = sa.select(*_COLUMNS).where(
+_FIRST_EVENTS = sa.select(*COLUMNS).where(
     log_events.c.case_id.in_(
         sa.bindparam("case_ids", expanding=True, type_=log_events.c.case_id.type)
     ),
     log_events.c.version == 1,
 )
-_FIRST_EVENTS_PG = sa.select(*_COLUMNS).where(
+_FIRST_EVENTS_PG = sa.select(*COLUMNS).where(
     log_events.c.case_id == sa.any_(sa.bindparam("case_ids", type_=postgresql.ARRAY(sa.Uuid()))),
     log_events.c.version == 1,
 )
@@ -198,7 +198,7 @@ class DelegationUsageProjection:
         query = _FIRST_EVENTS_PG if conn.dialect.name == "postgresql" else _FIRST_EVENTS
         for chunk in _chunks(case_ids):
             for row in await conn.execute(query, {"case_ids": chunk}):
-                event = _row_to_event(row)
+                event = row_to_event(row)
                 self._headers[event.case_id] = CaseHeader.of(event)
 
 

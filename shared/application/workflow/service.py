@@ -33,13 +33,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.adapters import idempotency, numbers
-from shared.adapters.bus.consumer import UnitOfWork
 from shared.adapters.eventlog import (
     AppendResult,
     ConcurrencyError,
     DuplicateEventError,
     EventLog,
-    append_in,
+    UnitOfWork,
 )
 from shared.adapters.eventlog.store import read_case_in
 from shared.domain.delegation import Power
@@ -417,15 +416,13 @@ class CaseService:
         if request is None:
             return await self.log.append(case_id, state.version, events, case_kind=kind)
         try:
-            async with self.log.writer.begin() as conn:
-                await idempotency.remember(conn, request, case_id)
-                result = await append_in(conn, case_id, state.version, events, case_kind=kind)
+            async with self.log.transaction() as tx:
+                await idempotency.remember(tx.conn, request, case_id)
+                result = await tx.append(case_id, state.version, events, case_kind=kind)
         except IntegrityError:
             # Another writer took the version meanwhile: a ConcurrencyError, and act
             # checks the action again on the new state.
             return await self.log.resolve_conflict(case_id, state.version, events)
-        if not result.replayed:
-            self.log.appended()
         return result
 
     # -- opening cases -----------------------------------------------------------------
@@ -524,7 +521,8 @@ class CaseService:
         organisation = self.organisations.get(station)
         prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
         ids = _ids(case_id, staff, request.key)
-        async with self.log.writer.begin() as conn:
+        async with self.log.transaction() as tx:
+            conn = tx.conn
             # First, so that a concurrent twin waits here, before drawing a number.
             await idempotency.remember(conn, request, case_id)
             number = await numbers.allocate(conn, prefix, local_date(moment).year)
@@ -564,8 +562,7 @@ class CaseService:
                     conn,
                 )
             new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-            result = await append_in(conn, case_id, 0, new, case_kind=case_kind)
-        self.log.appended()
+            result = await tx.append(case_id, 0, new, case_kind=case_kind)
         return Outcome(fold(result.events, self.workflows), result.events)
 
     async def open_stream(
@@ -585,13 +582,12 @@ class CaseService:
             stream_id = idempotency.new_id()
             event = event.model_copy(update={"event_id": _ids(stream_id, staff, request.key)[0]})
             try:
-                async with self.log.writer.begin() as conn:
-                    await idempotency.remember(conn, request, stream_id)
-                    result = await append_in(conn, stream_id, 0, [event], case_kind=case_kind)
+                async with self.log.transaction() as tx:
+                    await idempotency.remember(tx.conn, request, stream_id)
+                    result = await tx.append(stream_id, 0, [event], case_kind=case_kind)
             except idempotency.AlreadyAnswered as twin:
                 prior = twin.resource_id
             else:
-                self.log.appended()
                 return result.events[0], False
         events = await self.log.read_case(prior)
         if not events or events[0].payload.get("station") != staff.org:
@@ -684,10 +680,9 @@ class CaseService:
     ) -> None:
         """Append a refused attempt as the first event of a stream of its own, with the
         sender's key (:class:`idempotency.AlreadyAnswered` if their twin got there first)."""
-        async with self.log.writer.begin() as conn:
-            await idempotency.remember(conn, request, attempt_id)
-            await append_in(conn, attempt_id, 0, [event], case_kind=ATTEMPT)
-        self.log.appended()
+        async with self.log.transaction() as tx:
+            await idempotency.remember(tx.conn, request, attempt_id)
+            await tx.append(attempt_id, 0, [event], case_kind=ATTEMPT)
 
     def is_party(self, staff: Staff, state: CaseState) -> bool:
         """Whether ``staff`` has a part in the case now: its station's staff, or an
