@@ -68,7 +68,7 @@ from bench._stack import (
     publish_delegations,
     running_services,
 )
-from shared.adapters.auth import Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.adapters.auth import Role, SignedInStaff, SigningKey, ensure_key_pair, issue_token
 from shared.adapters.bus.access import OPERATOR
 from shared.adapters.bus.client import connect
 from shared.adapters.bus.credentials import CredentialStore
@@ -135,7 +135,9 @@ def staff_headers(key_dir: Path) -> dict[Role, dict[str, str]]:
     return {
         role: {
             "Authorization": "Bearer "
-            + issue_token(Staff(user=user, role=role, org=STATION), key, ttl=timedelta(hours=6)),
+            + issue_token(
+                SignedInStaff(user=user, role=role, org=STATION), key, ttl=timedelta(hours=6)
+            ),
             "Content-Type": "application/json",
         }
         for role, user in STAFF.items()

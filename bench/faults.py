@@ -463,7 +463,7 @@ class Watch:
         self.log = EventLog(self.engine)
         self.prefix = f"{run_id}-"
         self.webhook = Recipient(audience=f"webhook:{subscription_id}", address="", masked="")
-        self.planner = Planner.default()
+        self.planner = Planner.load()
         self.workflows = load_reference().workflows
         self.cursor = LogCursor(0, 0)
         self.histories: dict[uuid.UUID, list[StoredEvent]] = {}

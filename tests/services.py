@@ -28,7 +28,14 @@ from nats.aio.client import Client as NATS
 
 from services.notify import sandbox
 from services.notify.sandbox import Sandbox
-from shared.adapters.auth import KeyPair, Role, SigningKey, Staff, ensure_key_pair, issue_token
+from shared.adapters.auth import (
+    KeyPair,
+    Role,
+    SignedInStaff,
+    SigningKey,
+    ensure_key_pair,
+    issue_token,
+)
 from shared.adapters.bus import client
 from shared.adapters.bus.credentials import CredentialStore, authorities
 from shared.devtools import servers as devservers
@@ -321,7 +328,7 @@ def token_for(
 ) -> str:
     """A bearer token signed with :func:`session_keys`, e.g. ``token_for("li", "reviewer",
     "xuefeng_station")``. No check that the role fits the org: tests of refusals need that."""
-    staff = Staff(user=user, role=Role(role), org=org, name=name, permissions=permissions)
+    staff = SignedInStaff(user=user, role=Role(role), org=org, name=name, permissions=permissions)
     return issue_token(staff, SigningKey.load(session_keys().directory), ttl=ttl)
 
 

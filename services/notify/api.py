@@ -26,9 +26,9 @@ from services.notify.egress import (
     parse_target,
     system_resolver,
 )
-from shared.adapters.auth import Role, Staff, StaffDep, get_organisations
-from shared.adapters.bus.asyncapi import event_payloads
+from shared.adapters.auth import Role, SignedInStaff, StaffDep, get_organisations
 from shared.adapters.idempotency import KeyedRequest, KeyReused
+from shared.domain.event_catalogue import event_payloads
 from shared.domain.orgs import OrgKind
 from shared.web.runtime import EventLogDep
 
@@ -143,11 +143,11 @@ async def _check_webhook_url(request: Request, url: str) -> None:
         raise _url_refused(url, str(err)) from None
 
 
-def _operator(staff: Staff) -> bool:
+def _operator(staff: SignedInStaff) -> bool:
     return OPERATE in staff.permissions
 
 
-def _station_for(staff: Staff, station: str | None) -> str:
+def _station_for(staff: SignedInStaff, station: str | None) -> str:
     """The station ``staff`` may manage: their own as station head, any as operator."""
     if _operator(staff):
         if station is None and staff.role is not Role.station_head:
@@ -171,7 +171,7 @@ def _known_station(request: Request, station: str) -> None:
         )
 
 
-def _may_send_away(request: Request, staff: Staff, station: str) -> None:
+def _may_send_away(request: Request, staff: SignedInStaff, station: str) -> None:
     """A subscription sends a station's case events to an address of the subscriber's
     choosing: only for a station of the subscriber's own organisation (the station itself,
     or one under the town). The ``operate`` permission manages every station's
@@ -185,14 +185,14 @@ def _may_send_away(request: Request, staff: Staff, station: str) -> None:
     )
 
 
-def _check_owner(staff: Staff, station: str | None) -> None:
+def _check_owner(staff: SignedInStaff, station: str | None) -> None:
     if _operator(staff):
         return
     _station_for(staff, station)
 
 
 async def _subscription(
-    event_log: EventLogDep, staff: Staff, subscription_id: uuid.UUID
+    event_log: EventLogDep, staff: SignedInStaff, subscription_id: uuid.UUID
 ) -> subscriptions.Subscription:
     sub = await subscriptions.get(event_log, subscription_id)
     if sub is None or not (_operator(staff) or sub.station == staff.org):

@@ -42,7 +42,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     dispatcher = Dispatcher(runtime.log, configured, settings.dispatch)
     runtime.specs = (
         planning_consumer(
-            Planner.default(),
+            Planner.load(settings.data_dir),
             wake=dispatcher.wake,
             max_age=timedelta(hours=settings.notice_max_age_hours),
         ),

@@ -8,7 +8,6 @@ each status opens).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from services.notify import templates
 from services.notify.model import ChannelName, PlannedNotice, Recipient
-from shared.adapters.bus.asyncapi import event_payloads
+from shared.domain.event_catalogue import event_payloads
 from shared.domain.events import StoredEvent
 from shared.domain.identity import mask_phone
 from shared.domain.privacy import mask_email, masked
@@ -169,10 +168,11 @@ class Planner:
         self.reference = reference
 
     @classmethod
-    @functools.cache
-    def default(cls) -> Planner:
-        """The packaged rules, contacts and reference data."""
-        reference = load_reference()
+    def load(cls, data_dir: Path | None = None) -> Planner:
+        """Notify's packaged rules and contacts over the reference data of ``data_dir``
+        (``CASEFLOW_NOTIFY_DATA_DIR``; the packaged data when None), as the other services
+        read it."""
+        reference = load_reference(data_dir)
         return cls(load_rules(), load_contacts(reference=reference), reference)
 
     def plan(self, event: StoredEvent, history: Sequence[StoredEvent]) -> list[PlannedNotice]:

@@ -16,7 +16,7 @@ from services.processing.dept import (
     keep_department_consumers,
     request_publisher,
 )
-from services.processing.projection import Projector
+from services.processing.scheduling import TimerScheduler
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
 from shared.adapters.bus.consumer import ConsumerSpec
@@ -39,12 +39,12 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
     reference = load_reference(settings.data_dir)
     runtime = Runtime("processing", settings)
     service = case_service(runtime.log, reference)
-    projector = Projector(reference)
+    scheduler = TimerScheduler(reference)
     runtime.specs = (
         ConsumerSpec(
             name="processing-projection",
             subjects=tuple(f"caseflow.events.{kind}.>" for kind in (*CASE_KINDS, "reception")),
-            handler=projector.handle,
+            handler=scheduler.handle,
         ),
         ConsumerSpec(
             name="processing-dept",

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import structlog
 
-from services.processing.projection import CLOCK_TIMER, FORWARD_TIMER, NOTICE_TIMER
+from services.processing.scheduling import CLOCK_TIMER, FORWARD_TIMER, NOTICE_TIMER
 from shared.adapters.eventlog import UnitOfWork
 from shared.adapters.timers import Timer, TimerSpec
 from shared.application.workflow.service import CaseService

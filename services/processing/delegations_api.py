@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.adapters import delegations as store
-from shared.adapters.auth import Role, Staff, StaffDep, require_role
+from shared.adapters.auth import Role, SignedInStaff, StaffDep, require_role
 from shared.adapters.eventlog import DuplicateEventError
 from shared.domain.delegation import (
     CODE_PATTERN,
@@ -30,7 +30,7 @@ from shared.domain.delegation import (
     DelegationState,
     DelegationStatus,
     DelegationSuspended,
-    IllegalTransition,
+    IllegalDelegationChange,
     Instrument,
     InvalidInstrument,
     Mode,
@@ -180,11 +180,11 @@ class DelegationList(BaseModel):
 # Helpers ------------------------------------------------------------------------------
 
 
-def _actor(staff: Staff) -> Actor:
+def _actor(staff: SignedInStaff) -> Actor:
     return Actor(user=staff.user, role=staff.role.value, station=staff.org)
 
 
-def _must_be_officer_of(staff: Staff, delegator: str) -> None:
+def _must_be_officer_of(staff: SignedInStaff, delegator: str) -> None:
     require_role(staff, Role.department_officer)
     if staff.org != delegator:
         raise HTTPException(
@@ -194,7 +194,7 @@ def _must_be_officer_of(staff: Staff, delegator: str) -> None:
         )
 
 
-def _event_id(kind: str, code: str, staff: Staff, key: str | None) -> uuid.UUID | None:
+def _event_id(kind: str, code: str, staff: SignedInStaff, key: str | None) -> uuid.UUID | None:
     """The event a keyed change records: derived from the sender too, so that another
     officer's identical key is another change, never a replay of this one's answer."""
     if key is None:
@@ -263,7 +263,7 @@ async def publish_delegation(
             event_id=_event_id("publish", staff.org, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
-    except (IllegalTransition, InvalidInstrument) as err:
+    except (IllegalDelegationChange, InvalidInstrument) as err:
         raise _refused(err) from None
     except DuplicateEventError:
         raise _key_reused() from None
@@ -368,7 +368,7 @@ async def amend_delegation(
             event_id=_event_id("amend", code, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
-    except (IllegalTransition, InvalidInstrument) as err:
+    except (IllegalDelegationChange, InvalidInstrument) as err:
         raise _refused(err) from None
     if outcome.replayed:
         sent = DelegationAmended(instrument=body.instrument, reason=body.reason)
@@ -376,7 +376,7 @@ async def amend_delegation(
     return DelegationView.full(outcome.state)
 
 
-def _same_change(outcome: store.Outcome, sent: dict[str, Any]) -> None:
+def _same_change(outcome: store.DelegationOutcome, sent: dict[str, Any]) -> None:
     """A replayed change must be the sender's same request: their key with another text
     or reason is a 409, never the first answer passed off as this one's."""
     if outcome.events and outcome.events[0].payload != sent:
@@ -387,7 +387,7 @@ async def _change(
     kind: str,
     code: str,
     body: StatusChange,
-    staff: Staff,
+    staff: SignedInStaff,
     request: Request,
     log: EventLogDep,
     idempotency_key: str | None,
@@ -405,7 +405,7 @@ async def _change(
             event_id=_event_id(kind, code, staff, idempotency_key),
             correlation_id=correlation_id(request),
         )
-    except (IllegalTransition, InvalidInstrument) as err:
+    except (IllegalDelegationChange, InvalidInstrument) as err:
         raise _refused(err) from None
     if outcome.replayed:
         model = {

@@ -150,7 +150,7 @@ def user_id_problem(user: str) -> str | None:
     return "has no visible characters"
 
 
-def check_claims(staff: Staff, organisations: Organisations) -> None:
+def check_claims(staff: SignedInStaff, organisations: Organisations) -> None:
     """Raise :class:`ClaimsRefused` unless the token's user id is one caseflow can record
     (:func:`user_id_problem`) and the registry bears out what the token claims: the
     organisation exists, the role suits it, and each special permission is one the
@@ -197,7 +197,7 @@ def check_claims(staff: Staff, organisations: Organisations) -> None:
 
 
 @dataclass(frozen=True)
-class Staff:
+class SignedInStaff:
     """The signed-in member of staff a request acts for."""
 
     user: str
@@ -335,7 +335,7 @@ class SigningKey:
 
 
 def issue_token(
-    staff: Staff,
+    staff: SignedInStaff,
     key: SigningKey,
     *,
     ttl: timedelta = DEFAULT_TTL,
@@ -558,7 +558,7 @@ class TokenVerifier:
             "unknown key",
         )
 
-    def _check(self, token: str, key: Ed25519PublicKey | jwt.PyJWK) -> Staff:
+    def _check(self, token: str, key: Ed25519PublicKey | jwt.PyJWK) -> SignedInStaff:
         try:
             claims = jwt.decode(
                 token,
@@ -594,7 +594,7 @@ class TokenVerifier:
             raise InvalidToken(_DAMAGED, "invalid") from None
         return _staff(claims)
 
-    def verify(self, token: str) -> Staff:
+    def verify(self, token: str) -> SignedInStaff:
         """The staff member the token names, or :class:`InvalidToken` (may fetch the JWKS)."""
         kid = self._kid(token)
         key = self._local_key(kid) or self._remote_key(kid)
@@ -602,7 +602,7 @@ class TokenVerifier:
             raise self._unknown_key(kid)
         return self._check(token, key)
 
-    async def averify(self, token: str) -> Staff:
+    async def averify(self, token: str) -> SignedInStaff:
         """:meth:`verify` without blocking the event loop: a JWKS fetch runs in a thread."""
         kid = self._kid(token)
         key = self._local_key(kid)
@@ -613,7 +613,7 @@ class TokenVerifier:
         return self._check(token, key)
 
 
-def _staff(claims: dict[str, Any]) -> Staff:
+def _staff(claims: dict[str, Any]) -> SignedInStaff:
     user, role, org, name = (claims.get(k) for k in ("sub", "role", "org", "name"))
     if not isinstance(user, str) or not user:
         raise InvalidToken("sign in again: your token doesn't name a user", "claims")
@@ -630,7 +630,9 @@ def _staff(claims: dict[str, Any]) -> Staff:
     perms = claims.get("perms", [])
     if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
         raise InvalidToken(_DAMAGED, "claims")
-    return Staff(user=user, role=parsed_role, org=org, name=name, permissions=frozenset(perms))
+    return SignedInStaff(
+        user=user, role=parsed_role, org=org, name=name, permissions=frozenset(perms)
+    )
 
 
 # --- FastAPI ------------------------------------------------------------------------------
@@ -708,7 +710,7 @@ bearer_scheme = HTTPBearer(
 async def current_staff(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> Staff:
+) -> SignedInStaff:
     """FastAPI dependency: the member of staff named by the ``Authorization: Bearer`` token.
 
     401 (problem+json, ``WWW-Authenticate: Bearer``) when the token is missing, damaged,
@@ -750,10 +752,10 @@ async def current_staff(
     return staff
 
 
-StaffDep = Annotated[Staff, Depends(current_staff)]
+StaffDep = Annotated[SignedInStaff, Depends(current_staff)]
 
 
-def require_role(staff: Staff, *roles: Role) -> None:
+def require_role(staff: SignedInStaff, *roles: Role) -> None:
     """Raise 403 (problem+json) unless ``staff`` has one of ``roles``."""
     if staff.role in roles:
         return

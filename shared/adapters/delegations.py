@@ -57,7 +57,7 @@ Source = EventLog | AsyncConnection
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
+class DelegationOutcome:
     """What a command left: the instrument's state and the events it stored."""
 
     state: DelegationState
@@ -79,7 +79,7 @@ async def _execute_in(
     expected_version: int | None,
     index: Instrument | None,
     decided: list[NewEvent],
-) -> Outcome:
+) -> DelegationOutcome:
     case_id = delegation_case_id(code)
     history = await read_case_in(conn, case_id)
     state = fold_delegation(history)
@@ -87,7 +87,7 @@ async def _execute_in(
         for stored in history:
             if stored.event_id == event_id:
                 assert state is not None
-                return Outcome(state, (stored,), replayed=True)
+                return DelegationOutcome(state, (stored,), replayed=True)
     version = state.version if state else 0
     if expected_version is not None and expected_version != version:
         raise ConcurrencyError(case_id, expected_version, version)
@@ -106,7 +106,7 @@ async def _execute_in(
     result = await append_in(conn, case_id, version, new, case_kind=CASE_KIND)
     after = fold_delegation([*history, *result.events])
     assert after is not None
-    return Outcome(after, result.events, replayed=result.replayed)
+    return DelegationOutcome(after, result.events, replayed=result.replayed)
 
 
 async def _execute(
@@ -118,7 +118,7 @@ async def _execute(
     event_id: uuid.UUID | None,
     expected_version: int | None = None,
     index: Instrument | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     moment = at or utcnow()
     decided: list[NewEvent] = []
     kwargs: dict[str, Any] = {
@@ -142,7 +142,7 @@ async def _execute(
         original = await target.resolve_conflict(case_id, expected, decided)
         state = fold_delegation(await target.read_case(case_id))
         assert state is not None
-        return Outcome(state, original.events, replayed=True)
+        return DelegationOutcome(state, original.events, replayed=True)
     return outcome
 
 
@@ -154,7 +154,7 @@ async def publish(
     at: datetime | None = None,
     event_id: uuid.UUID | None = None,
     correlation_id: str | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     """Publish a new instrument: ``DelegationPublished`` and its index row, together."""
 
     def decide(state: DelegationState | None, moment: datetime) -> list[NewEvent]:
@@ -182,7 +182,7 @@ async def amend(
     expected_version: int | None = None,
     event_id: uuid.UUID | None = None,
     correlation_id: str | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     """Replace an instrument's text (same code and bodies): ``DelegationAmended``."""
 
     def decide(state: DelegationState | None, moment: datetime) -> list[NewEvent]:
@@ -224,7 +224,7 @@ async def _status(
     expected_version: int | None,
     event_id: uuid.UUID | None,
     correlation_id: str | None,
-) -> Outcome:
+) -> DelegationOutcome:
     command = _STATUS_COMMANDS[kind]
 
     def decide(state: DelegationState | None, moment: datetime) -> list[NewEvent]:
@@ -253,7 +253,7 @@ async def suspend(
     expected_version: int | None = None,
     event_id: uuid.UUID | None = None,
     correlation_id: str | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     """Suspend an active instrument: ``DelegationSuspended``."""
     return await _status(
         "suspend",
@@ -278,7 +278,7 @@ async def resume(
     expected_version: int | None = None,
     event_id: uuid.UUID | None = None,
     correlation_id: str | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     """Put a suspended instrument back in force: ``DelegationResumed``."""
     return await _status(
         "resume",
@@ -303,7 +303,7 @@ async def revoke(
     expected_version: int | None = None,
     event_id: uuid.UUID | None = None,
     correlation_id: str | None = None,
-) -> Outcome:
+) -> DelegationOutcome:
     """Revoke an instrument for good: ``DelegationRevoked``."""
     return await _status(
         "revoke",
@@ -501,7 +501,7 @@ async def publish_seed(
     *,
     data_dir: Path | None = None,
     at: datetime | None = None,
-) -> list[Outcome]:
+) -> list[DelegationOutcome]:
     """Publish the seed instruments that are not published yet; idempotent.
 
     Each is published by a ``seed`` user acting as a department officer of its

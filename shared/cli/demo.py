@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from shared.adapters.auth import Role, SigningKey, Staff, check_role_fits_org, issue_token
+from shared.adapters.auth import Role, SignedInStaff, SigningKey, check_role_fits_org, issue_token
 from shared.adapters.delegations import load_seed_delegations
 from shared.domain.catalogue import Catalogue, ServiceItem, load_catalogue
 from shared.domain.identity import id_check_digit
@@ -230,7 +230,9 @@ class Station:
         self.tokens: dict[str, str] = {}
         for member in ROSTER:
             check_role_fits_org(member.role, organisations.get(member.org))
-            staff = Staff(user=member.user, role=member.role, org=member.org, name=member.name)
+            staff = SignedInStaff(
+                user=member.user, role=member.role, org=member.org, name=member.name
+            )
             self.tokens[member.user] = issue_token(staff, self.signing_key, ttl=timedelta(days=7))
         self.seed = seed
         self.http = client or httpx.Client(timeout=30)
@@ -314,7 +316,9 @@ def ensure_delegations(station: Station) -> int:
             continue
         officer = f"officer.{instrument.delegator}"
         if officer not in station.tokens:
-            staff = Staff(user=officer, role=Role.department_officer, org=instrument.delegator)
+            staff = SignedInStaff(
+                user=officer, role=Role.department_officer, org=instrument.delegator
+            )
             station.tokens[officer] = issue_token(staff, station.signing_key)
         response = station.post(
             station.processing,

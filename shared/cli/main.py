@@ -206,8 +206,8 @@ def token(
         ClaimsRefused,
         KeyPair,
         Role,
+        SignedInStaff,
         SigningKey,
-        Staff,
         check_claims,
         issue_token,
         user_id_problem,
@@ -233,7 +233,7 @@ def token(
         raise typer.BadParameter(str(err), param_hint="--ttl") from None
     if problem := user_id_problem(user.strip()):
         raise typer.BadParameter(f"the user id {problem}", param_hint="--user")
-    staff = Staff(
+    staff = SignedInStaff(
         user=user.strip(),
         role=staff_role,
         org=org,

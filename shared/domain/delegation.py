@@ -372,7 +372,7 @@ class DelegationCommandError(Exception):
     """A command on an instrument that its state or content does not allow."""
 
 
-class IllegalTransition(DelegationCommandError):
+class IllegalDelegationChange(DelegationCommandError):
     """The instrument's status does not allow the command (e.g. resume when not suspended)."""
 
 
@@ -415,15 +415,17 @@ def _aware(at: datetime) -> datetime:
 
 def _open(state: DelegationState | None, code: str, action: str) -> DelegationState:
     if state is None:
-        raise IllegalTransition(f"there is no delegation {code} to {action}")
+        raise IllegalDelegationChange(f"there is no delegation {code} to {action}")
     if state.status is DelegationStatus.REVOKED:
-        raise IllegalTransition(f"delegation {code} is revoked; nothing can follow a revocation")
+        raise IllegalDelegationChange(
+            f"delegation {code} is revoked; nothing can follow a revocation"
+        )
     return state
 
 
 def _not_before(state: DelegationState, at: datetime) -> None:
     if at < state.last_occurred_at:
-        raise IllegalTransition(
+        raise IllegalDelegationChange(
             f"delegation {state.code} changed at {state.last_occurred_at.isoformat()}; "
             f"a change can't take effect earlier ({at.isoformat()})"
         )
@@ -446,12 +448,12 @@ def decide_publish(
     """
     _aware(at)
     if state is not None:
-        raise IllegalTransition(
+        raise IllegalDelegationChange(
             f"delegation {instrument.code} is published already (version {state.version}); "
             "amend it instead"
         )
     if instrument.published_on > china_date(at):
-        raise IllegalTransition(
+        raise IllegalDelegationChange(
             f"delegation {instrument.code} is dated {instrument.published_on}, "
             "which is in the future; record it once it is published"
         )
@@ -536,11 +538,11 @@ def _status_change(
     payload: BaseModel
     if kind == "suspend":
         if current.status is not DelegationStatus.ACTIVE:
-            raise IllegalTransition(f"delegation {code} is {current.status.value} already")
+            raise IllegalDelegationChange(f"delegation {code} is {current.status.value} already")
         event_type, payload = "DelegationSuspended", DelegationSuspended(reason=reason)
     elif kind == "resume":
         if current.status is not DelegationStatus.SUSPENDED:
-            raise IllegalTransition(f"delegation {code} is not suspended")
+            raise IllegalDelegationChange(f"delegation {code} is not suspended")
         event_type, payload = "DelegationResumed", DelegationResumed(reason=reason)
     else:
         event_type, payload = "DelegationRevoked", DelegationRevoked(reason=reason)
@@ -660,7 +662,7 @@ class Grant:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Refusal:
+class DelegationRefusal:
     """The action may not be taken."""
 
     reason: RefusalReason
@@ -683,18 +685,18 @@ _REFUSAL_RANK: Final = {
 _MODE_RANK: Final = {Mode.AUTHORISED: 0, Mode.ENTRUSTED: 1, Mode.RECEIVE_ONLY: 2}
 
 
-def _judge(state: DelegationState, power: Power, day: date) -> Grant | Refusal:
+def _judge(state: DelegationState, power: Power, day: date) -> Grant | DelegationRefusal:
     inst = state.instrument
     where = f"delegation {state.code} (version {state.version}, {inst.document_number})"
     if state.status is DelegationStatus.REVOKED:
-        return Refusal(
+        return DelegationRefusal(
             RefusalReason.DELEGATION_REVOKED,
             f"{where} was revoked",
             state.code,
             state.version,
         )
     if state.status is DelegationStatus.SUSPENDED:
-        return Refusal(
+        return DelegationRefusal(
             RefusalReason.DELEGATION_SUSPENDED,
             f"{where} is suspended",
             state.code,
@@ -705,10 +707,10 @@ def _judge(state: DelegationState, power: Power, day: date) -> Grant | Refusal:
             text = f"{where} is in force only from {inst.valid_from}"
         else:
             text = f"{where} expired after {inst.valid_until}"
-        return Refusal(RefusalReason.DELEGATION_EXPIRED, text, state.code, state.version)
+        return DelegationRefusal(RefusalReason.DELEGATION_EXPIRED, text, state.code, state.version)
     if power not in inst.powers:
         granted = ", ".join(p.value for p in inst.powers)
-        return Refusal(
+        return DelegationRefusal(
             RefusalReason.OUTSIDE_DELEGATION,
             f"{where} grants {inst.delegate} only {granted}, not {power.value}",
             state.code,
@@ -726,7 +728,7 @@ def check(
     item_code: str,
     power: Power,
     at: datetime,
-) -> Grant | Refusal:
+) -> Grant | DelegationRefusal:
     """May ``org`` exercise ``power`` over ``item_code`` at the moment ``at``?
 
     - The competent authority itself: granted in its own name, no delegation.
@@ -742,7 +744,7 @@ def check(
     if org == competent_authority:
         return Grant(org, None, None)
     grants: list[tuple[int, str, Grant]] = []
-    refusals: list[Refusal] = []
+    refusals: list[DelegationRefusal] = []
     indirect: list[DelegationState] = []
     for delegation in delegations:
         state = delegation.as_of(at)
@@ -765,7 +767,7 @@ def check(
         return min(refusals, key=lambda r: (_REFUSAL_RANK[r.reason], r.delegation_code or ""))
     if indirect:
         first = min(indirect, key=lambda s: s.code)
-        return Refusal(
+        return DelegationRefusal(
             RefusalReason.OUTSIDE_DELEGATION,
             f"{org} holds {item_code} only through delegation {first.code} from "
             f"{first.instrument.delegator}, which is not the competent authority "
@@ -773,7 +775,7 @@ def check(
             first.code,
             first.version,
         )
-    return Refusal(
+    return DelegationRefusal(
         RefusalReason.OUTSIDE_DELEGATION,
         f"{org} holds no delegation from {competent_authority} for {item_code}",
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared.adapters.auth import Role, SigningKey, Staff, issue_token
+from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
 from shared.devtools import servers as devservers
 from tests.services import (
     SANDBOX,
@@ -102,7 +102,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 def _clerk(key_dir: Path) -> dict[str, str]:
     """A window clerk's token signed with the key ``caseflow up`` made in its data folder."""
-    staff = Staff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
+    staff = SignedInStaff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
     return {"Authorization": f"Bearer {issue_token(staff, SigningKey.load(key_dir))}"}
 
 

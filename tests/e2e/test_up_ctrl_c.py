@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from shared.adapters.auth import Role, SigningKey, Staff, issue_token
+from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
 from shared.devtools import servers as devservers
 from tests.services import SANDBOX, SERVICES, VALID_APPLICATION, wait_for_event
 
@@ -42,7 +42,7 @@ def test_ctrl_c_drains_the_services_before_nats_server_stops(tmp_path: Path) -> 
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_line(log, "ready; press Ctrl-C to stop", proc)
-        clerk = Staff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
+        clerk = SignedInStaff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
         headers = {"Authorization": f"Bearer {issue_token(clerk, SigningKey.load(data / 'keys'))}"}
         intake = f"http://127.0.0.1:{ports['intake']}"
         response = httpx.post(

@@ -24,8 +24,8 @@ from services.intake.settings import IntakeSettings
 from shared.adapters.auth import (
     KeyPair,
     Role,
+    SignedInStaff,
     SigningKey,
-    Staff,
     StaffDep,
     TokenVerifier,
     ensure_key_pair,
@@ -36,8 +36,8 @@ from shared.adapters.auth import (
 from shared.devtools import servers as devservers
 from shared.web import http
 
-CLERK = Staff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
-HEAD = Staff(user="zhao", role=Role.station_head, org="xuefeng_station")
+CLERK = SignedInStaff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
+HEAD = SignedInStaff(user="zhao", role=Role.station_head, org="xuefeng_station")
 
 
 class JwksServer:

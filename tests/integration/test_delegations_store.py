@@ -17,7 +17,7 @@ from shared.adapters.tables.delegations import delegation_index
 from shared.domain.delegation import (
     CASE_KIND,
     DelegationStatus,
-    IllegalTransition,
+    IllegalDelegationChange,
     Instrument,
     Mode,
     Power,
@@ -130,7 +130,7 @@ async def test_publishing_twice(log: EventLog) -> None:
     retry = await store.publish(log, instrument(), actor=OFFICER, at=AT, event_id=key)
     assert retry.replayed
     assert retry.events == first.events
-    with pytest.raises(IllegalTransition, match="published already"):
+    with pytest.raises(IllegalDelegationChange, match="published already"):
         await store.publish(log, instrument(), actor=OFFICER, at=AT)
     assert len(await log.read_case(delegation_case_id("hrss-xuefeng-2021"))) == 1
     assert len(await index_rows(log)) == 1
@@ -145,10 +145,12 @@ async def test_concurrent_publications_of_one_code_leave_one(db_url: str) -> Non
             *(store.publish(lg, instrument(), actor=OFFICER, at=AT) for lg in logs),
             return_exceptions=True,
         )
-        wins = [r for r in results if isinstance(r, store.Outcome)]
+        wins = [r for r in results if isinstance(r, store.DelegationOutcome)]
         losses = [r for r in results if isinstance(r, Exception)]
         assert len(wins) == 1, results
-        assert len(losses) == 1 and isinstance(losses[0], IllegalTransition | ConcurrencyError)
+        assert len(losses) == 1 and isinstance(
+            losses[0], IllegalDelegationChange | ConcurrencyError
+        )
         assert len(await index_rows(logs[0])) == 1
         assert len(await logs[0].read_case(delegation_case_id("hrss-xuefeng-2021"))) == 1
     finally:

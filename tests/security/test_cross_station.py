@@ -36,7 +36,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared.adapters.auth import ClaimsRefused, Role, Staff, check_claims
+from shared.adapters.auth import ClaimsRefused, Role, SignedInStaff, check_claims
 from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events as events_table
 from shared.domain.orgs import load_organisations
@@ -216,7 +216,7 @@ class Identity:
         """Whether the registry bears the claims out: the organisation exists, the role
         suits it, the special permissions are the role's to hold."""
         try:
-            check_claims(Staff("probe", self.role, self.org, None, self.permissions), ORGS)
+            check_claims(SignedInStaff("probe", self.role, self.org, None, self.permissions), ORGS)
         except ClaimsRefused:
             return False
         return True

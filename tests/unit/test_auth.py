@@ -20,8 +20,8 @@ from shared.adapters.auth import (
     InvalidToken,
     KeyPair,
     Role,
+    SignedInStaff,
     SigningKey,
-    Staff,
     TokenVerifier,
     ensure_key_pair,
     issue_token,
@@ -31,7 +31,7 @@ from shared.adapters.auth import (
 )
 from shared.cli.main import app
 
-CLERK = Staff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
+CLERK = SignedInStaff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_issued_token_verifies_to_the_same_staff(keys: SigningKey, verifier: Tok
 
 
 def test_name_is_optional(keys: SigningKey, verifier: TokenVerifier) -> None:
-    staff = Staff(user="auditor1", role=Role.auditor, org="hc_civil_affairs")
+    staff = SignedInStaff(user="auditor1", role=Role.auditor, org="hc_civil_affairs")
     assert verifier.verify(issue_token(staff, keys)) == staff
 
 
@@ -272,7 +272,7 @@ def test_keys_init_token_and_jwks_work_together(tmp_path: Path) -> None:
     (jwk,) = json.loads(jwks_out.output)["keys"]
     assert jwk["kid"] == jwt.get_unverified_header(token)["kid"]
     verifier = TokenVerifier([jwt.PyJWK(jwk).key])
-    assert verifier.verify(token) == Staff("wang", Role.reviewer, "longmen_station", "王芳")
+    assert verifier.verify(token) == SignedInStaff("wang", Role.reviewer, "longmen_station", "王芳")
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 2 * 3600
 
@@ -367,7 +367,7 @@ def test_caseflow_up_makes_the_key_and_points_the_services_at_it(
     settings = IntakeSettings()  # as `caseflow serve intake` reads it
     assert settings.jwt_public_key_file == public
     verifier = TokenVerifier.from_settings(settings)
-    assert verifier.verify(token) == Staff("u", Role.reviewer, "xuefeng_station")
+    assert verifier.verify(token) == SignedInStaff("u", Role.reviewer, "xuefeng_station")
 
 
 def test_caseflow_up_leaves_an_operators_key_setting_alone(
@@ -424,22 +424,31 @@ def test_claims_are_checked_against_the_registry() -> None:
     from shared.domain.orgs import load_organisations
 
     orgs = load_organisations()
-    check_claims(Staff("a", Role.auditor, "hc_audit"), orgs)
+    check_claims(SignedInStaff("a", Role.auditor, "hc_audit"), orgs)
     check_claims(
-        Staff("h", Role.station_head, "xuefeng_station", permissions=frozenset({"reopen"})), orgs
+        SignedInStaff("h", Role.station_head, "xuefeng_station", permissions=frozenset({"reopen"})),
+        orgs,
     )
     cases = [
-        (Staff("a", Role.auditor, "nowhere"), 401, "unknown org"),
-        (Staff("a", Role.auditor, "hc_justice"), 403, "role does not fit org"),
-        (Staff("c", Role.window_clerk, "hc_hrss"), 403, "role does not fit org"),
-        (Staff("o", Role.department_officer, "longmen_station"), 403, "role does not fit org"),
+        (SignedInStaff("a", Role.auditor, "nowhere"), 401, "unknown org"),
+        (SignedInStaff("a", Role.auditor, "hc_justice"), 403, "role does not fit org"),
+        (SignedInStaff("c", Role.window_clerk, "hc_hrss"), 403, "role does not fit org"),
         (
-            Staff("c", Role.window_clerk, "xuefeng_station", permissions=frozenset({"reopen"})),
+            SignedInStaff("o", Role.department_officer, "longmen_station"),
+            403,
+            "role does not fit org",
+        ),
+        (
+            SignedInStaff(
+                "c", Role.window_clerk, "xuefeng_station", permissions=frozenset({"reopen"})
+            ),
             403,
             "permission not granted",
         ),
         (
-            Staff("h", Role.station_head, "xuefeng_station", permissions=frozenset({"root"})),
+            SignedInStaff(
+                "h", Role.station_head, "xuefeng_station", permissions=frozenset({"root"})
+            ),
             403,
             "unknown permission",
         ),

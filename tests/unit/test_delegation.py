@@ -18,16 +18,16 @@ from shared.domain.delegation import (
     CASE_KIND,
     CHINA_TZ,
     DelegationError,
+    DelegationRefusal,
     DelegationState,
     DelegationStatus,
     Grant,
-    IllegalTransition,
+    IllegalDelegationChange,
     Instrument,
     InvalidAmendment,
     InvalidInstrument,
     Mode,
     Power,
-    Refusal,
     RefusalReason,
     check,
     decide_amend,
@@ -138,14 +138,14 @@ def ask(
     authority: str = "hc_hrss",
     item: str = "pension_enrolment",
     power: Power = Power.ACCEPT,
-) -> Grant | Refusal:
+) -> Grant | DelegationRefusal:
     return check(
         delegations, org=org, competent_authority=authority, item_code=item, power=power, at=at
     )
 
 
-def refused(verdict: Grant | Refusal, reason: RefusalReason) -> Refusal:
-    assert isinstance(verdict, Refusal), verdict
+def refused(verdict: Grant | DelegationRefusal, reason: RefusalReason) -> DelegationRefusal:
+    assert isinstance(verdict, DelegationRefusal), verdict
     assert verdict.reason is reason, verdict
     return verdict
 
@@ -285,10 +285,10 @@ def test_fold_refuses_another_case_kind() -> None:
 
 def test_publish_refuses_a_second_publication_and_a_future_date() -> None:
     stream = published()
-    with pytest.raises(IllegalTransition, match="published already"):
+    with pytest.raises(IllegalDelegationChange, match="published already"):
         decide_publish(stream.state, instrument(), actor=OFFICER, at=LATER)
     future = instrument(published_on=date(2026, 3, 3), valid_from=date(2026, 3, 3))
-    with pytest.raises(IllegalTransition, match="in the future"):
+    with pytest.raises(IllegalDelegationChange, match="in the future"):
         decide_publish(None, future, actor=OFFICER, at=LATER)
 
 
@@ -310,10 +310,10 @@ def test_the_publication_event_names_the_delegator_and_actor() -> None:
 def test_resume_needs_a_suspension_and_suspend_an_active_instrument() -> None:
     stream = published()
     state = stream.state
-    with pytest.raises(IllegalTransition, match="not suspended"):
+    with pytest.raises(IllegalDelegationChange, match="not suspended"):
         decide_resume(state, "hrss-xuefeng-2021", reason="why", actor=OFFICER, at=LATER)
     suspend(stream, china(2025, 2, 1))
-    with pytest.raises(IllegalTransition, match="suspended already"):
+    with pytest.raises(IllegalDelegationChange, match="suspended already"):
         decide_suspend(stream.state, "hrss-xuefeng-2021", reason="x2", actor=OFFICER, at=LATER)
 
 
@@ -323,16 +323,16 @@ def test_nothing_follows_a_revocation() -> None:
     state = stream.state
     code = "hrss-xuefeng-2021"
     for decide in (decide_suspend, decide_resume, decide_revoke):
-        with pytest.raises(IllegalTransition, match="revoked"):
+        with pytest.raises(IllegalDelegationChange, match="revoked"):
             decide(state, code, reason="again", actor=OFFICER, at=LATER)
-    with pytest.raises(IllegalTransition, match="revoked"):
+    with pytest.raises(IllegalDelegationChange, match="revoked"):
         decide_amend(
             state, instrument(items=["pension_enrolment"]), reason="x", actor=OFFICER, at=LATER
         )
 
 
 def test_commands_on_an_unknown_instrument_are_refused() -> None:
-    with pytest.raises(IllegalTransition, match="no delegation nope-1"):
+    with pytest.raises(IllegalDelegationChange, match="no delegation nope-1"):
         decide_suspend(None, "nope-1", reason="why", actor=OFFICER, at=LATER)
 
 
@@ -357,7 +357,7 @@ def test_illegal_amendments_are_refused(changes: dict[str, Any], message: str) -
 def test_a_change_cant_take_effect_before_the_last_one() -> None:
     stream = published()
     suspend(stream, china(2025, 2, 1))
-    with pytest.raises(IllegalTransition, match="can't take effect earlier"):
+    with pytest.raises(IllegalDelegationChange, match="can't take effect earlier"):
         decide_resume(
             stream.state, "hrss-xuefeng-2021", reason="x" * 5, actor=OFFICER, at=china(2025, 1, 1)
         )

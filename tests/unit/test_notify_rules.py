@@ -95,7 +95,7 @@ PATHS: dict[str, tuple[str, list[str]]] = {
 
 @pytest.fixture(scope="module")
 def planner() -> Planner:
-    return Planner.default()
+    return Planner.load()
 
 
 def stored(

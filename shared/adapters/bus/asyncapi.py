@@ -26,7 +26,6 @@ What it covers:
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any, Literal
 
@@ -54,63 +53,15 @@ from shared.adapters.bus.streams import (
     redrive_subject,
 )
 from shared.domain.catalogue import load_catalogue
-from shared.domain.delegation import PAYLOADS as DELEGATION_PAYLOADS
+from shared.domain.event_catalogue import event_payloads
 from shared.domain.messages import (
     EARLIER_PAYLOADS,
-    PAYLOADS,
     DeliveredBy,
     DepartmentAnswer,
     DepartmentRequest,
-    NotificationFailed,
 )
 from shared.domain.upcasting import current_version
 from shared.domain.workflow.definitions import load_workflows
-from shared.domain.workflow.payloads import body_for
-
-
-@functools.cache
-def workflow_kinds() -> tuple[str, ...]:
-    """The case kinds the workflow definitions run, sorted."""
-    return tuple(sorted({workflow.case_kind for workflow in load_workflows()}))
-
-
-def _code_events() -> list[tuple[str, type[BaseModel], tuple[str, ...]]]:
-    """Events the code records outside the workflows' transition tables, with their kinds."""
-    every = workflow_kinds()
-    told = (*every, "reception")  # notify tells about what happens to cases and visits
-    found: list[tuple[str, type[BaseModel], tuple[str, ...]]] = [
-        # A refused attempt; a refused opening is kept in an "attempt" stream of its own.
-        ("ActionRefused", PAYLOADS["ActionRefused"], (*every, "attempt")),
-        ("TaskClaimed", PAYLOADS["TaskClaimed"], every),
-        ("TaskReleased", PAYLOADS["TaskReleased"], every),
-        ("CallbackCompleted", body_for("complete_callback"), every),
-        ("ClockWarningRaised", PAYLOADS["ClockWarningRaised"], ("application",)),
-        ("ForwardOverdue", PAYLOADS["ForwardOverdue"], ("application",)),
-        ("NotificationSent", PAYLOADS["NotificationSent"], told),
-        ("NotificationFailed", NotificationFailed, told),
-        ("VisitorReceived", PAYLOADS["VisitorReceived"], ("reception",)),
-        ("PersonalDataViewed", PAYLOADS["PersonalDataViewed"], ("application",)),
-        ("PersonalDataDisclosed", PAYLOADS["PersonalDataDisclosed"], ("application",)),
-    ]
-    found += [(t, model, ("delegation",)) for t, model in DELEGATION_PAYLOADS.items()]
-    return found
-
-
-@functools.cache
-def event_payloads() -> dict[str, tuple[type[BaseModel], tuple[str, ...]]]:
-    """Every event type → its current payload model and the case kinds it occurs in."""
-    found: dict[str, tuple[type[BaseModel], set[str]]] = {}
-
-    def add(event_type: str, model: type[BaseModel], kinds: tuple[str, ...]) -> None:
-        model = PAYLOADS.get(event_type, model)
-        found.setdefault(event_type, (model, set()))[1].update(kinds)
-
-    for workflow in load_workflows():
-        for step in (workflow.start, *workflow.transitions):
-            add(step.event, body_for(step.action), (workflow.case_kind,))
-    for event_type, model, kinds in _code_events():
-        add(event_type, model, kinds)
-    return {k: (m, tuple(sorted(kinds))) for k, (m, kinds) in sorted(found.items())}
 
 
 def department_authorities() -> tuple[str, ...]:

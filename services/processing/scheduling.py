@@ -45,7 +45,7 @@ def timer_id(case_id: uuid.UUID, *parts: object) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, ":".join(["timer", str(case_id), *map(str, parts)]))
 
 
-class Projector:
+class TimerScheduler:
     """Keeps the timers in step with the log."""
 
     def __init__(self, reference: Reference) -> None:
