@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.adapters.delegations import publish_seed, resume, suspend
 from shared.adapters.eventlog import EventLog
 from shared.application.projections.runner import ProjectionRunner
-from shared.application.projections.statistics import (
+from shared.application.statistics.projection import (
     DelegationUsageProjection,
     StatisticsProjection,
 )

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from shared.adapters.auth import Role, StaffDep, require_role
-from shared.application.audit.statistics import StatisticsError
-from shared.application.audit.statistics_reading import read_statistics
-from shared.application.audit.statistics_render import to_csv, to_html
+from shared.application.statistics.reading import read_statistics
+from shared.application.statistics.render import to_csv, to_html
+from shared.application.statistics.report import StatisticsError
 from shared.web.http import PROBLEM_JSON
 from shared.web.workflow.http import ServiceDep
 

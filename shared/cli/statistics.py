@@ -16,9 +16,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.adapters.db import create_engine, shown_url
-from shared.application.audit.statistics import StationReport, StatisticsError
-from shared.application.audit.statistics_reading import read_statistics
-from shared.application.audit.statistics_render import render_table, to_csv, to_html, to_json
+from shared.application.statistics.reading import read_statistics
+from shared.application.statistics.render import render_table, to_csv, to_html, to_json
+from shared.application.statistics.report import StationReport, StatisticsError
 from shared.domain.workflow.reference import load_reference
 from shared.settings import DEFAULT_DATABASE_URL
 

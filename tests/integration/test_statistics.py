@@ -30,20 +30,20 @@ from shared.adapters.eventlog import EventLog
 from shared.adapters.eventlog.store import START
 from shared.adapters.tables.projections import projection_checkpoints
 from shared.adapters.tables.statistics import delegation_usage, station_statistics
-from shared.application.audit.statistics import StationReport
-from shared.application.audit.statistics_reading import (
+from shared.application.projections import Projection
+from shared.application.projections.checkpoints import REBUILD_PREFIX
+from shared.application.statistics.projection import (
+    DelegationUsageProjection,
+    StatisticsProjection,
+)
+from shared.application.statistics.reading import (
     INCOMPLETE_CATCHING_UP,
     INCOMPLETE_INTERRUPTED,
     INCOMPLETE_NOT_STARTED,
     INCOMPLETE_REBUILDING,
     read_statistics,
 )
-from shared.application.projections import Projection
-from shared.application.projections.checkpoints import REBUILD_PREFIX
-from shared.application.projections.statistics import (
-    DelegationUsageProjection,
-    StatisticsProjection,
-)
+from shared.application.statistics.report import StationReport
 from shared.cli.main import app as cli
 from shared.domain.events import StoredEvent
 from shared.domain.tally import CASE_KINDS, CaseTally, StatisticsTally

@@ -10,13 +10,13 @@ from datetime import date
 
 import pytest
 
-from shared.application.audit.statistics import (
+from shared.application.statistics.render import bar_chart, to_csv, to_html, to_json
+from shared.application.statistics.report import (
     StationReport,
     StatisticsError,
     StatisticsRow,
     build_report,
 )
-from shared.application.audit.statistics_render import bar_chart, to_csv, to_html, to_json
 from shared.domain.catalogue import load_catalogue
 
 CATALOGUE = load_catalogue()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from shared.application.projections import Projection
 from shared.application.projections.cases import CaseLists
-from shared.application.projections.statistics import statistics_projections
+from shared.application.statistics.projection import statistics_projections
 from shared.domain.workflow.reference import Reference
 
 

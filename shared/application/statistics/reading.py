@@ -9,15 +9,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.adapters.tables.statistics import STATISTICS_MEASURES, station_statistics
-from shared.application.audit.statistics import (
+from shared.application.projections import checkpoints as cps
+from shared.application.statistics.projection import StatisticsProjection
+from shared.application.statistics.report import (
     ItemNames,
     StationReport,
     StatisticsError,
     StatisticsRow,
     build_report,
 )
-from shared.application.projections import checkpoints as cps
-from shared.application.projections.statistics import StatisticsProjection
 from shared.domain.orgs import Organisations, OrgKind
 
 STATISTICS = StatisticsProjection.name

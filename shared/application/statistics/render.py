@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.adapters.tables.statistics import STATISTICS_MEASURES
-from shared.application.audit.statistics import (
+from shared.application.statistics.report import (
     MEASURE_LABELS,
     RATE_LABELS,
     Line,
