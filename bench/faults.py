@@ -1115,7 +1115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stall-seconds",
         type=float,
         default=90.0,
-        help="give up waiting to settle when nothing moved this long (longer than notify's 15 s claim lease)",
+        help="give up waiting to settle when nothing moved this long "
+        "(longer than notify's 15 s claim lease)",
     )
     parser.add_argument("--log-level", default="info", help="the services' log level")
     parser.add_argument("--log-dir", type=Path, help="keep the services' logs here")

@@ -7,7 +7,7 @@
     python -m bench.projections --json              # figures as one JSON object, last line
 
 The log is realistic: a few hundred cases are put through ``CaseService`` in a scratch
-SQLite log (``tests.projection_mix``: applications along random lawful paths, matters,
+SQLite log (``bench.projection_mix``: applications along random lawful paths, matters,
 visitors) and their histories are cloned, with new case ids and case numbers, until the
 log holds ``--events`` events (appended through ``EventLog.append``, hashes and all).
 Then: reading the whole log (``EventLog.read_all`` pages), folding it in memory
@@ -41,7 +41,7 @@ REFERENCE = load_reference()
 
 async def templates(cases: int) -> list[list[StoredEvent]]:
     """Case histories made through the real service, in a scratch SQLite log."""
-    from tests.projection_mix import Mix
+    from bench.projection_mix import Mix
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'mix.db'}"

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.projection_mix import Mix
 from shared.eventlog import START, EventLog
 from shared.eventlog.schema import events as events_table
 from shared.eventlog.store import read_case_in
@@ -39,7 +40,6 @@ from shared.projections.status import status
 from shared.workflow.reference import load_reference
 from shared.workflow.state import fold
 from shared.workflow.tables import case_index, tasks
-from tests.projection_mix import Mix
 
 REFERENCE = load_reference()
 NAME = "case_lists"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from bench.projection_mix import Mix
 from shared.cli import app
 from shared.db import create_engine
 from shared.eventlog import EventLog
@@ -24,7 +25,6 @@ from shared.projections import checkpoints as cps
 from shared.projections.schema import projection_checkpoints
 from shared.workflow.reference import load_reference
 from tests.integration.test_projections import NAME, folded, head, snapshot
-from tests.projection_mix import Mix
 
 REFERENCE = load_reference()
 runner = CliRunner()

@@ -1,10 +1,11 @@
-"""A realistic, seeded mix of cases put through ``CaseService`` on a real log, for the
-projection tests: applications of station and forwarded items (complete, needing
-correction, decided later) taken along random lawful paths by fitting staff (with task
-claims, refused attempts by the wrong role, ratings and call-backs, clock warnings and
-an overdue forwarding as the timers record them), the four kinds of matter, and visitors
-in the reception log. Cases advance in turns, several at once, so their events interleave
-in the log (on PostgreSQL, in concurrent transactions)."""
+"""A realistic, seeded mix of cases put through ``CaseService`` on a real log, for
+``bench.projections`` and the projection tests: applications of station and forwarded
+items (complete, needing correction, decided later) taken along random lawful paths by
+fitting staff (with task claims, refused attempts by the wrong role, ratings and
+call-backs, clock warnings and an overdue forwarding as the timers record them), the four
+kinds of matter, and visitors in the reception log. Cases advance in turns, several at
+once, so their events interleave in the log (on PostgreSQL, in concurrent
+transactions)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ from services.intake.domain import (
 from shared.delegations_store import publish_seed
 from shared.eventlog import EventLog
 from shared.events import NewEvent
+from shared.idempotency import KeyedRequest
 from shared.workcalendar import CHINA_TZ
 from shared.workflow import engine
 from shared.workflow.reference import Reference
 from shared.workflow.service import ActionRefusedError, BodyInvalid, CaseService, NotFound
 from shared.workflow.wiring import case_service
-from tests.keys import sent
 
 ITEMS = [
     "pension_enrolment",
@@ -51,6 +52,16 @@ STAFF = [
 ]
 START = datetime(2026, 3, 2, 9, 0, tzinfo=CHINA_TZ)
 SIDETRACKS = frozenset({"withdraw", "refuse", "reject", "suspend", "extend"})
+
+
+def sent(
+    staff: engine.Staff, key: str, body: dict[str, Any], operation: str = "POST /cases"
+) -> KeyedRequest:
+    """``body`` as ``staff`` would have sent it under ``key`` (bench never imports tests:
+    this is ``tests.keys.sent``)."""
+    return KeyedRequest.of(
+        organisation=staff.org, user=staff.user, key=key, operation=operation, body=body
+    )
 
 
 def body_for(action: str, materials: list[str], rng: random.Random) -> dict[str, Any]:
