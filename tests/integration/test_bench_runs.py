@@ -6,12 +6,31 @@ nothing lost, every rate and time above zero (issue 13: benchmarks can't rot).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from bench import log as bench_log
-from tests.integration.bench_support import latencies, positive, run_bench
+from tests.integration.bench_support import ROOT, latencies, positive, run_bench
+
+
+def test_every_benchmark_runs_in_the_suite() -> None:
+    """Each ``bench/<name>.py`` that runs as a program is run by a test through
+    ``run_bench("<name>", …)``: a new benchmark comes with its tiny run."""
+    programs = {
+        path.stem
+        for path in (ROOT / "bench").glob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")
+    }
+    assert {"log", "e2e", "notify", "projections", "audit", "faults"} <= programs, programs
+    run = re.compile(r"run_bench\(\s*\"(\w+)\"")
+    tested = {
+        name
+        for path in (ROOT / "tests").rglob("test_*.py")
+        for name in run.findall(path.read_text(encoding="utf-8"))
+    }
+    assert programs <= tested, f"benchmarks no test runs: {sorted(programs - tested)}"
 
 
 @pytest.mark.postgres
