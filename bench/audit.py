@@ -138,7 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     from shared.application.projections.rebuild import rebuild
 
     args = parse_args(argv)
-    figures: dict[str, Any] = {"benchmark": "audit", "config": {"events": args.events}}
+    figures: dict[str, Any] = {
+        "benchmark": "audit",
+        "config": {
+            "events": args.events,
+            "template_days": args.template_days,
+            "timelines": args.timelines,
+        },
+    }
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="caseflow-ba-")))
         url = args.database_url

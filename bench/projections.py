@@ -200,6 +200,15 @@ def main(argv: list[str] | None = None) -> None:
             url = u.set(database="bench_projections").render_as_string(hide_password=False)
             migrate(url)
             figures = asyncio.run(measure(url, args))
+    figures = {
+        "benchmark": "projections",
+        "config": {
+            "events": args.events,
+            "template_cases": args.template_cases,
+            "batch_size": args.batch_size,
+        },
+        **figures,
+    }
     for key, value in figures.items():
         print(f"{key:>24}: {value}")
     if args.json:

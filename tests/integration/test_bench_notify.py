@@ -1,26 +1,32 @@
-"""The notify delivery benchmark, small: its main coroutine end to end on SQLite, the
-figures sane (the benchmark itself checks mailbox, receiver and log, and fails if not)."""
+"""The notify delivery benchmark, small, as its user runs it (``python -m bench.notify …
+--json``) on SQLite and on an embedded PostgreSQL: the figures sane (the benchmark itself
+checks mailbox, receiver and log, and fails if not)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from bench import notify
+from tests.integration.bench_support import latencies, positive, run_bench
 
 
-@pytest.mark.timeout(60)
-async def test_bench_notify_smoke(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'notify.db'}"
-    args = notify.parse_args(
-        ["--deliveries", "40", "--fail-rate", "0.5", "--database-url", url, "--timeout", "30"]
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_bench_notify_smoke(database: str, tmp_path: Path) -> None:
+    where = ["--postgres"] if database == "postgresql" else []
+    run = run_bench(
+        "notify",
+        *where,
+        *("--deliveries", "40", "--fail-rate", "0.5", "--timeout", "30"),
+        folder=tmp_path,
+        timeout=75,
     )
-    result = await notify.bench(args, url)
-    json.dumps(result)  # what --json prints
+    result = run.figures
     assert result["benchmark"] == "notify"
-    assert result["config"]["database"] == "sqlite"
+    assert result["config"]["database"] == database
     assert result["deliveries"] == result["config"]["deliveries"] == 40
     assert result["config"]["email"] == result["config"]["webhook"] == 20
     assert result["channels"]["email"]["deliveries"] == 20
@@ -34,7 +40,7 @@ async def test_bench_notify_smoke(tmp_path: Path) -> None:
     assert refused == refusals
     assert result["receivers"]["email"]["duplicates"] == 0
     assert result["receivers"]["webhook"]["duplicates"] == 0
-    assert result["deliveries_per_s"] > 0 and result["seconds"] > 0
-    assert 0 < result["since_start_to_sent"]["p50_ms"] <= result["since_start_to_sent"]["p99_ms"]
+    positive(result, "deliveries_per_s", "seconds")
+    latencies(result["since_start_to_sent"], 40)
     assert result["cpu_seconds"]["bench"] > 0
     assert result["database_ops"]["commits"] >= 40  # at least each delivery's mark_sent
