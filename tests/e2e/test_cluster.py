@@ -246,7 +246,7 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
                     )
                 )
             for process in itertools.chain(*running.values()):
-                wait_ready(process, timeout=120)
+                wait_ready(process)
             yield Cluster(nats, running, sandbox, postgres_url, audit_key)
         finally:
             for process in itertools.chain(*running.values()):

@@ -741,7 +741,7 @@ def test_compose_services_run_a_case_end_to_end(
             running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
         token = session_metrics_token().read_text().strip()
         for name, service in running.items():
-            wait_ready(service, timeout=60)
+            wait_ready(service)
             assert health_check(services[name], envs[name]) == 0, name
             # /metrics answers Prometheus holding the secret's token, and nobody else.
             metrics = f"{service.base_url}/metrics"
