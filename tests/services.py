@@ -9,6 +9,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -444,7 +445,20 @@ def seed_delegations(database_url: str) -> int:
     return asyncio.run(publish_seed_delegations(database_url))
 
 
-NOT_LISTENING = "nats://127.0.0.1:1"
+_HELD: list[socket.socket] = []
+
+
+def refusing_port() -> int:
+    """A port on 127.0.0.1 this process holds bound but never listens on, as long as it runs:
+    a connection there is refused at once, and no server (a ``make up`` beside the tests, a
+    test's own nats-server) can take it meanwhile, as it could a fixed port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])
+
+
+NOT_LISTENING = f"nats://127.0.0.1:{refusing_port()}"
 """A NATS address nothing listens on: in-process apps that need no bus."""
 
 

@@ -20,6 +20,7 @@ from tests.services import (
     SANDBOX,
     SERVICES,
     VALID_APPLICATION,
+    refusing_port,
     service_env,
     session_bus,
     start_process,
@@ -30,8 +31,8 @@ from tests.services import (
 
 def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -> None:
     port = devservers.free_port()
-    dead_nats = f"nats://127.0.0.1:{devservers.free_port()}"
-    dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{devservers.free_port()}/caseflow"
+    dead_nats = f"nats://127.0.0.1:{refusing_port()}"
+    dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{refusing_port()}/caseflow"
     service = start_process(
         "intake",
         [sys.executable, "-m", "shared.cli.main", "serve", "intake"],

@@ -29,6 +29,7 @@ from shared.devtools.waiting import eventually, scaled
 from shared.domain.events import NewEvent, utcnow
 from shared.settings import ServiceSettings
 from shared.web.runtime import Runtime
+from tests.services import NOT_LISTENING
 
 KIND = "test_due"
 FAST = 0.02  # poll interval of the wheels under test
@@ -511,7 +512,7 @@ async def test_stop_finishes_the_timer_in_hand(log: EventLog) -> None:
 async def test_runtime_fires_timers_without_waiting_for_nats(db_url: str) -> None:
     settings = ServiceSettings(
         database_url=db_url,
-        nats_url="nats://127.0.0.1:1",  # nothing listens: NATS stays unconnected
+        nats_url=NOT_LISTENING,  # NATS stays unconnected
         relay=False,
         shutdown_grace_seconds=0.5,
     )

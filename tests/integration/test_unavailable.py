@@ -33,6 +33,7 @@ from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
 from tests.services import (
     CLERK,
+    NOT_LISTENING,
     VALID_APPLICATION,
     ServiceProcess,
     seed_delegations,
@@ -127,7 +128,7 @@ async def test_an_unreadable_sqlite_file_is_a_503_until_it_is_back(
         IntakeSettings(
             database_url=sqlite_url,
             jwt_public_key_file=session_keys().public_path,
-            nats_url="nats://127.0.0.1:1",
+            nats_url=NOT_LISTENING,
         )
     )
     moved = tmp_path / "moved.db"
