@@ -168,13 +168,13 @@ def wait_until(
     ``what`` names what is awaited (for the failure message). ``timeout`` (seconds) is
     multiplied by :func:`time_scale`; ``check`` runs at least once and once more at the
     deadline. An exception of a type in ``ignoring`` counts as a no (and is reported as the
-    last value seen); any other propagates. ``give_up``, called before each try, ends the
-    wait at once with :class:`WaitAbandoned` when it returns a reason. ``detail`` adds to
+    last value seen); any other propagates. ``give_up``, called after each try that said
+    no, ends the wait at once with :class:`WaitAbandoned` when it returns a reason (so an
+    answer that came just before the process exited still counts). ``detail`` adds to
     the failure message (e.g. the end of a log). Raises :class:`WaitTimedOut`.
     """
     wait = _Wait(what, timeout, interval, ignoring, give_up, detail)
     while True:
-        wait.check_give_up()
         wait.tries += 1
         try:
             value = check()
@@ -184,6 +184,7 @@ def wait_until(
             if value:
                 return value
             wait.last = value
+        wait.check_give_up()
         time.sleep(wait.pause())
 
 
@@ -224,10 +225,12 @@ async def eventually(
     detail: Callable[[], object] | None = None,
 ) -> T:
     """:func:`wait_until` for the event loop: ``check`` may be sync or return an awaitable
-    (a coroutine function, or a lambda calling one); the pauses don't block the loop."""
+    (a coroutine function, or a lambda calling one); the pauses don't block the loop.
+
+    (mypy gives ``Any`` for a value whose type holds ``Any``, e.g. ``dict[str, Any]``, as
+    both forms of ``check`` match it: annotate the variable that takes the result.)"""
     wait = _Wait(what, timeout, interval, ignoring, give_up, detail)
     while True:
-        wait.check_give_up()
         wait.tries += 1
         try:
             answer = check()
@@ -238,6 +241,7 @@ async def eventually(
             if value:
                 return cast(T, value)
             wait.last = value
+        wait.check_give_up()
         await asyncio.sleep(wait.pause())
 
 
