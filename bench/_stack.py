@@ -10,13 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
-
-import httpx
 
 from services.notify import sandbox
 from shared.adapters.bus.access import RELAY
@@ -25,6 +22,7 @@ from shared.adapters.db import create_engine
 from shared.adapters.delegations import publish_seed
 from shared.adapters.eventlog import EventLog
 from shared.devtools import servers as devservers
+from shared.devtools import waiting
 
 SERVICES = ("intake", "processing", "notify")
 
@@ -59,15 +57,18 @@ class ServiceProcess:
             self.proc.kill()
         self.proc.wait()
 
-    def start_again(self, timeout: float = 60.0) -> None:
+    def start_again(self, timeout: float = waiting.READINESS) -> None:
         """Start it anew with the same settings and port, and wait until it is ready."""
         again = self.launch(self.name, self.base_url, self.log_path, self.env)
         self.proc = again.proc
-        _wait_ready(self, timeout)
+        self.wait_ready(timeout)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until ``/readyz`` answers 200 (RuntimeError, with its log's end, if not)."""
-        _wait_ready(self, timeout)
+    def wait_ready(self, timeout: float = waiting.READINESS) -> None:
+        """Until ``/readyz`` answers 200 (``waiting.WaitFailed``, with its log's end, if
+        not; at once if the process exits)."""
+        waiting.wait_ready(
+            self.base_url, name=self.name, proc=self.proc, timeout=timeout, detail=self.tail
+        )
 
     def tail(self, chars: int = 3000) -> str:
         """The end of the service's log."""
@@ -82,18 +83,6 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def _wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise RuntimeError(f"{service.name} exited during start-up:\n{service.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.base_url}/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{service.name} not ready after {timeout}s:\n{service.tail()}")
 
 
 async def publish_delegations(database_url: str) -> int:

@@ -5,11 +5,12 @@ The operator's credential may inspect streams and read stored events and dead le
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.api import RawStreamMsg
+
+from shared.devtools.waiting import eventually
 
 
 async def stored_messages(
@@ -18,10 +19,12 @@ async def stored_messages(
     """The first ``count`` messages of ``stream`` (on ``subject``, if given), once it holds
     that many; AssertionError if it does not in time."""
     js = operator.jetstream()
-    deadline = asyncio.get_running_loop().time() + timeout
     found: list[RawStreamMsg] = []
     seq = 0
-    while len(found) < count:
+
+    async def collected() -> bool:
+        """Reads the messages added since the last try; whether there are enough now."""
+        nonlocal seq
         info = await js.stream_info(stream)
         while seq < info.state.last_seq and len(found) < count:
             seq += 1
@@ -31,11 +34,14 @@ async def stored_messages(
                 continue
             if subject is None or msg.subject == subject:
                 found.append(msg)
-        if len(found) < count:
-            assert asyncio.get_running_loop().time() < deadline, (
-                f"{stream} holds {len(found)} of {count} messages"
-            )
-            await asyncio.sleep(0.05)
+        return len(found) >= count
+
+    await eventually(
+        collected,
+        what=f"{count} messages in {stream}" + (f" on {subject}" if subject else ""),
+        timeout=timeout,
+        detail=lambda: f"{stream} holds {len(found)} of {count} messages",
+    )
     return found
 
 

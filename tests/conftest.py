@@ -24,6 +24,7 @@ from shared.adapters.auth import KeyPair
 from shared.adapters.db import create_engine, migrate
 from shared.adapters.eventlog import EventLog
 from shared.devtools import servers as devservers
+from shared.devtools import waiting
 from tests.services import BusServer, bus_server, session_keys
 
 TEMPLATE = f"caseflow_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
@@ -58,11 +59,46 @@ SECURITY_SUITE = frozenset(
 """The files of the security suite (``pytest -m security``; see ``tests/security``)."""
 
 
+PROCESS_TEST_TIMEOUT = 300.0
+"""pytest-timeout's limit (before scaling) for the end-to-end tests and others marked so:
+they start service processes, whose readiness alone may take ``waiting.READINESS``."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(str(config.rootpath))
     for item in items:
-        if item.path.relative_to(root).as_posix() in SECURITY_SUITE:
+        path = item.path.relative_to(root).as_posix()
+        if path in SECURITY_SUITE:
             item.add_marker(pytest.mark.security)
+        _scale_timeout(config, item, PROCESS_TEST_TIMEOUT if path.startswith("tests/e2e/") else 0)
+
+
+def _scale_timeout(config: pytest.Config, item: pytest.Item, floor: float) -> None:
+    """Give ``item`` pytest-timeout's limit (its marker's, else the configured one), at least
+    ``floor``, times ``CASEFLOW_TEST_TIME_SCALE``: the waits inside a test are scaled, so
+    the limit around them must be too."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    marker = item.get_closest_marker("timeout")
+    given = None
+    if marker is not None:
+        given = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    if given is None:
+        given = (
+            config.getoption("timeout", None)
+            or os.environ.get("PYTEST_TIMEOUT")
+            or config.getini("timeout")
+            or 0
+        )
+    seconds = float(given)
+    if seconds <= 0:  # no limit asked for (e.g. --timeout=0 while debugging)
+        return
+    limit = waiting.scaled(max(seconds, floor))
+    if limit != seconds:
+        # The marker's other settings (method, func_only) stay as they were.
+        rest = marker.args[1:] if marker is not None else ()
+        options = {k: v for k, v in marker.kwargs.items() if k != "timeout"} if marker else {}
+        item.add_marker(pytest.mark.timeout(limit, *rest, **options), append=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,11 +9,11 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +39,7 @@ from shared.adapters.auth import (
 from shared.adapters.bus import client
 from shared.adapters.bus.credentials import CredentialStore, authorities
 from shared.devtools import servers as devservers
+from shared.devtools import waiting
 from shared.web.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
@@ -69,17 +70,31 @@ class ServiceProcess:
         return int(self.proc.returncode)
 
 
-def wait_ready(service: ServiceProcess, timeout: float = 30.0) -> None:
-    """Poll ``/readyz`` until it answers 200, or fail with the service's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise AssertionError(f"{service.name} exited early:\n{service.logs()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.base_url}/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{service.name} not ready in {timeout}s:\n{service.logs()[-3000:]}")
+def wait_ready(service: ServiceProcess, timeout: float = waiting.READINESS) -> None:
+    """Until ``/readyz`` answers 200, or fail with the service's log (at once if the
+    process exits)."""
+    waiting.wait_ready(
+        service.base_url,
+        name=service.name,
+        proc=service.proc,
+        timeout=timeout,
+        detail=lambda: service.logs()[-3000:],
+    )
+
+
+def wait_for_line(
+    log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = waiting.READINESS
+) -> None:
+    """Until ``text`` appears in ``log``, the output of ``proc`` (e.g. ``caseflow up``'s
+    "ready; press Ctrl-C to stop"); at once if ``proc`` exits first. Fails with the log's end.
+    """
+    waiting.wait_until(
+        lambda: text in log.read_text(errors="replace"),
+        what=f"{text!r} in {log.name}",
+        timeout=timeout,
+        give_up=waiting.exited(proc, log.stem),
+        detail=lambda: log.read_text(errors="replace")[-3000:],
+    )
 
 
 def start_process(
@@ -272,17 +287,21 @@ async def try_connect(file: Mapping[str, Any]) -> str | None:
 def wait_until_accepted(file: Mapping[str, Any], timeout: float = 15.0) -> None:
     """Until the server (reloaded in the background) lets the credential in (from sync or
     async tests alike: the tries run in a thread with an event loop of their own)."""
-    import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    def attempt() -> str | None:
+    def accepted() -> bool:
         with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, try_connect(file)).result()
+            refused = pool.submit(asyncio.run, try_connect(file)).result()
+        if refused is not None:
+            raise PermissionError(refused)
+        return True
 
-    deadline = time.monotonic() + timeout
-    while (refused := attempt()) is not None:
-        assert time.monotonic() < deadline, f"credential still refused: {refused}"
-        time.sleep(0.1)
+    waiting.wait_until(
+        accepted,
+        what="the server to let the credential in",
+        timeout=timeout,
+        ignoring=(PermissionError,),
+    )
 
 
 async def connect_as(url: str, user: str, **options: Any) -> NATS:
@@ -348,18 +367,24 @@ def wait_for_event(
     """Poll the case's history until an ``event_type`` event for which ``where`` holds
     appears; return the history (read as Xuefeng's window clerk unless ``headers`` say
     otherwise)."""
-    deadline = time.monotonic() + timeout
-    events: list[dict[str, Any]] = []
-    headers = headers or CLERK
-    while time.monotonic() < deadline:
+    seen: list[str] = []
+
+    def history() -> list[dict[str, Any]] | None:
         response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5, headers=headers)
-        if response.status_code == 200:
-            events = response.json()["events"]
-            if any(e["event_type"] == event_type and where(e) for e in events):
-                return events
-        time.sleep(0.05)
-    raise AssertionError(
-        f"no {event_type} after {timeout}s; history: {[e['event_type'] for e in events]}"
+        if response.status_code != 200:
+            seen[:] = [f"HTTP {response.status_code}"]
+            return None
+        events: list[dict[str, Any]] = response.json()["events"]
+        seen[:] = [e["event_type"] for e in events]
+        return events if any(e["event_type"] == event_type and where(e) for e in events) else None
+
+    headers = headers or CLERK
+    return waiting.wait_until(
+        history,
+        what=f"a {event_type} in case {case_id}'s history",
+        timeout=timeout,
+        interval=0.05,
+        detail=lambda: f"history: {seen}",
     )
 
 
@@ -420,7 +445,20 @@ def seed_delegations(database_url: str) -> int:
     return asyncio.run(publish_seed_delegations(database_url))
 
 
-NOT_LISTENING = "nats://127.0.0.1:1"
+_HELD: list[socket.socket] = []
+
+
+def refusing_port() -> int:
+    """A port on 127.0.0.1 this process holds bound but never listens on, as long as it runs:
+    a connection there is refused at once, and no server (a ``make up`` beside the tests, a
+    test's own nats-server) can take it meanwhile, as it could a fixed port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])
+
+
+NOT_LISTENING = f"nats://127.0.0.1:{refusing_port()}"
 """A NATS address nothing listens on: in-process apps that need no bus."""
 
 

@@ -14,11 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from shared.devtools import waiting
 
 
 def free_port() -> int:
@@ -42,14 +43,25 @@ def nats_server_binary() -> str:
     return found
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    """Block until something accepts connections on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+def wait_for_port(
+    port: int, timeout: float = 15.0, *, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until something accepts connections on 127.0.0.1:port (WaitTimedOut, a
+    TimeoutError, if not in time; at once WaitAbandoned if ``proc``, the server that should
+    listen there, exits first)."""
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+
+    waiting.wait_until(
+        accepts,
+        what=f"something to listen on 127.0.0.1:{port}",
+        timeout=timeout,
+        interval=0.05,
+        ignoring=(OSError,),
+        give_up=waiting.exited(proc, f"the server for port {port}") if proc else None,
+    )
 
 
 def start_nats(
@@ -78,8 +90,8 @@ def start_nats(
         start_new_session=True,
     )
     try:
-        wait_for_port(port)
-    except TimeoutError:
+        wait_for_port(port, proc=proc)
+    except waiting.WaitFailed:
         proc.kill()
         raise
     return proc
@@ -197,8 +209,8 @@ class NatsCluster:
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for_port(node.port)
-        except TimeoutError:
+            wait_for_port(node.port, proc=node.proc)
+        except waiting.WaitFailed:
             node.proc.kill()
             raise
 
@@ -211,15 +223,23 @@ class NatsCluster:
     def wait_healthy(self, nodes: Sequence[NatsNode], timeout: float = 60.0) -> None:
         """Until each of ``nodes`` answers ``/healthz`` with 200: JetStream is on and the
         node is current with the cluster's meta leader (a cluster elects one once a
-        majority of its nodes see each other)."""
-        deadline = time.monotonic() + timeout
-        for node in nodes:
-            while not _healthy(node):
-                if not node.running:
-                    raise RuntimeError(f"{node.name} exited; see {node.log_file}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{node.name} not healthy after {timeout}s")
-                time.sleep(0.2)
+        majority of its nodes see each other). Gives up at once if one of them exits."""
+
+        def unhealthy() -> list[str]:
+            return [node.name for node in nodes if not _healthy(node)]
+
+        def gone() -> str | None:
+            down = [node for node in nodes if not node.running]
+            return f"{down[0].name} exited; see {down[0].log_file}" if down else None
+
+        waiting.wait_until(
+            lambda: not unhealthy() or None,
+            what=f"{', '.join(n.name for n in nodes)} to answer /healthz with 200",
+            timeout=timeout,
+            interval=0.2,
+            give_up=gone,
+            detail=lambda: f"not healthy: {unhealthy()}",
+        )
 
     def kill(self, node: NatsNode) -> None:
         """SIGKILL ``node``: no goodbye to its clients or the other nodes."""

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from shared.adapters.tables.workflow import case_index, tasks
 from shared.application.audit.keys import ensure_audit_key
 from shared.cli.demo import Station, plan, run_demo, settle
 from shared.cli.main import app
+from shared.devtools.waiting import wait_until
 from shared.domain.workcalendar import CHINA_TZ
 from tests.conftest import fresh_postgres_db, fresh_sqlite_db
 from tests.services import ServiceProcess, running_stack, session_keys
@@ -93,15 +93,21 @@ def _plain(value: Any) -> Any:
 def wait_until_quiet(database_url: str, timeout: float = 90.0) -> None:
     """Until the log has stopped growing (notices sent, timers done) and every projection's
     checkpoint has reached its head (the live runner)."""
-    deadline = time.monotonic() + timeout
     seen: list[int] = []
-    while True:
+
+    def quiet() -> bool:
         status = cli_json("projections", "status", "--json", database_url=database_url)
         seen.append(sum(p["events_applied"] for p in status))
-        if all(p["lag"] == 0 for p in status) and len(seen) >= 4 and len(set(seen[-4:])) == 1:
-            return
-        assert time.monotonic() < deadline, status
-        time.sleep(0.5)
+        caught_up = all(p["lag"] == 0 for p in status)
+        return caught_up and len(seen) >= 4 and len(set(seen[-4:])) == 1
+
+    wait_until(
+        quiet,
+        what="the log to stop growing and every projection to reach its head",
+        timeout=timeout,
+        interval=0.5,
+        detail=lambda: cli_json("projections", "status", "--json", database_url=database_url),
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

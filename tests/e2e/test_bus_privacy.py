@@ -34,6 +34,7 @@ from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events, inbox
 from shared.adapters.tables.timers import timers
 from shared.adapters.tables.workflow import case_index, tasks
+from shared.devtools.waiting import wait_until
 from shared.domain.catalogue import load_catalogue
 from tests.bus_helpers import stored_messages
 from tests.e2e.test_notifications import (
@@ -41,7 +42,6 @@ from tests.e2e.test_notifications import (
     events_of,
     notify_extra,
     subscribe,
-    wait_until,
 )
 from tests.services import (
     CLERK,
@@ -150,6 +150,12 @@ def of_type(history: list[dict[str, Any]], event_type: str) -> list[dict[str, An
     return [e for e in history if e["event_type"] == event_type]
 
 
+def with_disclosure(world: World, case_id: str) -> list[dict[str, Any]] | None:
+    """The case's history once it holds a PersonalDataDisclosed (None before)."""
+    history = events_of(world.intake, case_id)
+    return history if of_type(history, "PersonalDataDisclosed") else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Held:
     """A message as the stream holds it."""
@@ -236,22 +242,18 @@ def test_the_bus_carries_no_personal_data_and_notices_still_reach_the_applicant(
     # Notify read the numbers from the log: the gateway and the mailbox got the real ones.
     wait_until(
         lambda: sum(s.phone == "+86" + PHONE for s in world.sandbox.sms.received) >= 4,
-        60,
-        "the receipts and acceptances by SMS",
+        what="the receipts and acceptances by SMS",
+        timeout=60,
     )
     wait_until(
         lambda: sum(EMAIL in str(m["To"]) for m in world.sandbox.mailbox.messages) >= 4,
-        60,
-        "the receipts and acceptances by e-mail",
+        what="the receipts and acceptances by e-mail",
+        timeout=60,
     )
     history = wait_until(
-        lambda: (
-            (h := events_of(world.intake, forwarded)) and of_type(h, "PersonalDataDisclosed") and h
-        ),
-        30,
-        "the disclosure",
+        lambda: with_disclosure(world, forwarded), what="the disclosure", timeout=30
     )
-    wait_until(lambda: world.sandbox.webhooks.received, 30, "a webhook call")
+    wait_until(lambda: world.sandbox.webhooks.received, what="a webhook call", timeout=30)
 
     # Every message of the event stream, raw: a masked view, marked as one.
     messages = stream_messages(world, EVENTS_STREAM, "caseflow.events.>")
@@ -330,11 +332,7 @@ def test_the_bus_carries_no_personal_data_and_notices_still_reach_the_applicant(
 def test_forwarding_handled_again_records_one_disclosure(world: World) -> None:
     forwarded = forward(world)
     history = wait_until(
-        lambda: (
-            (h := events_of(world.intake, forwarded)) and of_type(h, "PersonalDataDisclosed") and h
-        ),
-        30,
-        "the disclosure",
+        lambda: with_disclosure(world, forwarded), what="the disclosure", timeout=30
     )
     [forwarding] = of_type(history, "CaseForwarded")
     event_id = uuid.UUID(forwarding["event_id"])
@@ -350,8 +348,8 @@ def test_forwarding_handled_again_records_one_disclosure(world: World) -> None:
     asyncio.run(_publish(world.nats_url, original.subject, original.data, f"again-{event_id}"))
     wait_until(
         lambda: rows(world, sa.select(inbox).where(handled, inbox.c.event_id == event_id)),
-        30,
-        "the forwarding handled again",
+        what="the forwarding handled again",
+        timeout=30,
     )
     history = events_of(world.intake, forwarded)
     assert len(of_type(history, "PersonalDataDisclosed")) == 1
@@ -440,7 +438,12 @@ def test_a_forged_event_is_dead_lettered_and_changes_nothing(world: World) -> No
         ("processing-projection", f"{subject}.CaseForwarded"),
         ("processing-dept", f"{subject}.CaseForwarded"),
     }
-    dead = wait_until(lambda: expected <= set(found := letters()) and found, 60, "dead letters")
+
+    def all_dead() -> dict[tuple[str, str], str] | None:
+        found = letters()
+        return found if expected <= set(found) else None
+
+    dead = wait_until(all_dead, what="dead letters", timeout=60, detail=letters)
     assert set(dead) == expected
     assert all(reason.startswith("not in the log") for reason in dead.values())
 

@@ -46,6 +46,7 @@ from shared.adapters.tables.eventlog import inbox, relay_checkpoints
 from shared.application.audit.keys import ensure_audit_key
 from shared.application.projections.cases import CASE_KINDS
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from shared.domain.catalogue import load_catalogue
 from shared.domain.workflow.reference import load_reference
 from shared.domain.workflow.state import fold
@@ -246,7 +247,7 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
                     )
                 )
             for process in itertools.chain(*running.values()):
-                wait_ready(process, timeout=120)
+                wait_ready(process)
             yield Cluster(nats, running, sandbox, postgres_url, audit_key)
         finally:
             for process in itertools.chain(*running.values()):
@@ -456,18 +457,25 @@ def test_cases_survive_a_nats_node_and_a_replica_of_each_service_killed_under_lo
     last_kill = max(killed.values())
 
     # Everything reaches its expected state.
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
+    settling = time.monotonic()
+    pending: list[str] = []
+
+    def all_settled() -> Settled | None:
         settled = asyncio.run(read_settled(cluster.database_url))
-        waiting = settled.pending(cases)
-        if not waiting:
-            break
-        assert time.monotonic() < deadline, f"not settled after {SETTLE_SECONDS}s: {waiting[:8]}"
-        time.sleep(1.0)
+        pending[:] = settled.pending(cases)
+        return None if pending else settled
+
+    settled = wait_until(
+        all_settled,
+        what="every case in its expected state",
+        timeout=SETTLE_SECONDS,
+        interval=1.0,
+        detail=lambda: f"still waiting: {pending[:8]}",
+    )
     settle_seconds = time.monotonic() - last_kill
     print(
         f"cluster: {CASES} cases offered in {loaded:.1f}s, settled {settle_seconds:.1f}s after "
-        f"the last kill ({time.monotonic() - deadline + SETTLE_SECONDS:.1f}s after the load)",
+        f"the last kill ({time.monotonic() - settling:.1f}s after the load)",
         flush=True,
     )
 

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +50,7 @@ from shared.adapters.db import create_engine
 from shared.adapters.eventlog import EventLog
 from shared.application.audit.keys import ensure_audit_key
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from tests.services import (
     CLERK,
     VALID_APPLICATION,
@@ -741,7 +741,7 @@ def test_compose_services_run_a_case_end_to_end(
             running[name] = start_process(name, command, envs[name], port, tmp_path, cwd=tmp_path)
         token = session_metrics_token().read_text().strip()
         for name, service in running.items():
-            wait_ready(service, timeout=60)
+            wait_ready(service)
             assert health_check(services[name], envs[name]) == 0, name
             # /metrics answers Prometheus holding the secret's token, and nobody else.
             metrics = f"{service.base_url}/metrics"
@@ -791,14 +791,12 @@ def test_nats_command_and_health_check_work_with_nats_server(
         url = urlsplit(next(a for a in health_argv(nats) if a.startswith("http")))
         assert url.hostname in ("127.0.0.1", "localhost")
         local_url = url._replace(netloc=f"127.0.0.1:{monitor_port}").geturl()
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                health = httpx.get(local_url, timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "nats monitoring port never answered"
-                time.sleep(0.1)
+        health = wait_until(
+            lambda: httpx.get(local_url, timeout=1),
+            what="nats-server's monitoring port to answer",
+            timeout=15,
+            ignoring=(httpx.HTTPError,),
+        )
         assert health.status_code == 200, health.text
         jsz = httpx.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
         assert Path(jsz["config"]["store_dir"]).is_relative_to(tmp_path / "jetstream"), jsz

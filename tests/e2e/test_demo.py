@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -21,7 +20,15 @@ from shared.adapters.delegations import load_seed_delegations
 from shared.cli.demo import SHOWCASE, Slot, Station, application, ensure_delegations
 from shared.devtools import servers as devservers
 from shared.domain.catalogue import load_catalogue
-from tests.services import SANDBOX, SERVICES, service_env, session_keys, start_process, wait_ready
+from tests.services import (
+    SANDBOX,
+    SERVICES,
+    service_env,
+    session_keys,
+    start_process,
+    wait_for_line,
+    wait_ready,
+)
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")
 STAFF_EVENTS = "SELECT count(*) FROM events WHERE actor_role != 'system'"
@@ -33,11 +40,7 @@ def _up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]
         args += [f"--{name}-port", str(port)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while "ready; press Ctrl-C to stop" not in log.read_text(errors="replace"):
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.2)
+    wait_for_line(log, "ready; press Ctrl-C to stop", proc)
     return proc
 
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from shared.adapters.bus.streams import DLQ_STREAM
 from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events as events_table
+from shared.devtools.waiting import eventually
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
 from tests.services import (
@@ -121,27 +122,29 @@ def refusal_apart(db_url: str, case_id: str, reason: str) -> dict[str, Any]:
 
     async def read() -> dict[str, Any]:
         engine = create_engine(db_url)
-        try:
-            deadline = asyncio.get_running_loop().time() + 20
-            while True:
-                async with engine.connect() as conn:
-                    rows = (
-                        await conn.execute(
-                            sa.select(events_table).where(events_table.c.case_kind == "attempt")
-                        )
-                    ).all()
-                for row in rows:
-                    payload = (
-                        row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+
+        async def recorded() -> dict[str, Any] | None:
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(events_table).where(events_table.c.case_kind == "attempt")
                     )
-                    if payload.get("case_id") == case_id and payload["reason"] == reason:
-                        return {
-                            "payload": payload,
-                            "actor_user": row.actor_user,
-                            "actor_station": row.actor_station,
-                        }
-                assert asyncio.get_running_loop().time() < deadline, "no attempt recorded"
-                await asyncio.sleep(0.2)
+                ).all()
+            for row in rows:
+                payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+                if payload.get("case_id") == case_id and payload["reason"] == reason:
+                    return {
+                        "payload": payload,
+                        "actor_user": row.actor_user,
+                        "actor_station": row.actor_station,
+                    }
+            return None
+
+        try:
+            attempt: dict[str, Any] = await eventually(
+                recorded, what=f"an attempt refused for {reason}", timeout=20, interval=0.2
+            )
+            return attempt
         finally:
             await engine.dispose()
 
@@ -153,17 +156,24 @@ def dead_letter(bus: BusServer, contains: str) -> dict[str, Any]:
 
     async def read() -> dict[str, Any]:
         operator = await connect_as(bus.url, "operator")
+        seen: list[dict[str, Any]] = []
+
+        async def dead() -> dict[str, Any] | None:
+            info = await operator.jetstream().stream_info(DLQ_STREAM)
+            letters = await stored_messages(operator, DLQ_STREAM, info.state.messages)
+            seen[:] = [headers(m) for m in letters]
+            reason = "Caseflow-Dead-Letter-Reason"
+            return next((f for f in seen if contains in f.get(reason, "")), None)
+
         try:
-            deadline = asyncio.get_running_loop().time() + 20
-            while True:
-                info = await operator.jetstream().stream_info(DLQ_STREAM)
-                letters = await stored_messages(operator, DLQ_STREAM, info.state.messages)
-                for letter in letters:
-                    found = headers(letter)
-                    if contains in found.get("Caseflow-Dead-Letter-Reason", ""):
-                        return found
-                assert asyncio.get_running_loop().time() < deadline, [headers(m) for m in letters]
-                await asyncio.sleep(0.2)
+            letter: dict[str, Any] = await eventually(
+                dead,
+                what=f"a dead letter naming {contains!r}",
+                timeout=20,
+                interval=0.2,
+                detail=lambda: seen,
+            )
+            return letter
         finally:
             await operator.close()
 

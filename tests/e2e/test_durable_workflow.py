@@ -30,6 +30,7 @@ from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.timers import timers
 from shared.application.workflow.wiring import case_service
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from shared.domain.catalogue import lock_catalogue
 from shared.domain.workcalendar import CHINA_TZ, load_calendar
 from shared.domain.workflow import clock as clocks
@@ -98,20 +99,19 @@ def history(base: str, case_id: str) -> list[dict[str, Any]]:
     return events
 
 
-def wait_until(check: Any, timeout: float = 90.0, what: str = "") -> Any:
-    """Poll ``check`` until it answers; long enough for events a killed replica had fetched
-    to come back after their ack wait (30 s) on a loaded machine."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"timed out waiting for {what}"
-            return result
-        time.sleep(0.1)
+PATIENCE = 90.0
+"""Seconds to wait for a timer's work: long enough for events a killed replica had fetched
+to come back after their ack wait (30 s) on a loaded machine."""
 
 
 def count(events: list[dict[str, Any]], event_type: str) -> int:
     return sum(e["event_type"] == event_type for e in events)
+
+
+def holding(base: str, case_id: str, event_type: str) -> list[dict[str, Any]] | None:
+    """The case's history once it holds an ``event_type`` event (None before)."""
+    events = history(base, case_id)
+    return events if count(events, event_type) else None
 
 
 async def _forward_in_the_past(database_url: str, case_id: str, at: datetime) -> None:
@@ -222,34 +222,24 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
             wait_ready(restarted)
 
             red_events = wait_until(
-                lambda: (
-                    (e := history(intake, red["case_id"])) and count(e, "ClockWarningRaised") and e
-                ),
+                lambda: holding(intake, red["case_id"], "ClockWarningRaised"),
                 what="a red warning",
+                timeout=PATIENCE,
             )
             deemed_events = wait_until(
-                lambda: (
-                    (e := history(intake, deemed["case_id"]))
-                    and count(e, "CaseDeemedAccepted")
-                    and e
-                ),
+                lambda: holding(intake, deemed["case_id"], "CaseDeemedAccepted"),
                 what="deemed acceptance",
+                timeout=PATIENCE,
             )
             forward_events = wait_until(
-                lambda: (
-                    (e := history(intake, forwarded["case_id"]))
-                    and count(e, "ForwardOverdue")
-                    and e
-                ),
+                lambda: holding(intake, forwarded["case_id"], "ForwardOverdue"),
                 what="the forwarding deadline",
+                timeout=PATIENCE,
             )
             yellow_events = wait_until(
-                lambda: (
-                    (e := history(intake, yellow["case_id"]))
-                    and count(e, "ClockWarningRaised")
-                    and e
-                ),
+                lambda: holding(intake, yellow["case_id"], "ClockWarningRaised"),
                 what="a yellow warning",
+                timeout=PATIENCE,
             )
             time.sleep(3)  # give a second firing every chance to happen
             red_events = history(intake, red["case_id"])
@@ -284,6 +274,7 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
                     if r["fired_at"] is None and r["kind"] == "clock_warning"
                 ],
                 what="the red warning's timer",
+                timeout=PATIENCE,
             )
             assert [r["payload"]["level"] for r in pending] == ["red"]
             accepted_on = date.fromisoformat(yellow_events[1]["payload"]["accepted_on"])
@@ -301,7 +292,9 @@ def test_timers_fire_once_across_replicas_and_a_killed_replica(
                 return {t["case_id"] for t in tasks["tasks"] if t["task"] == "escalation"}
 
             wait_until(
-                lambda: {red["case_id"], yellow["case_id"]} <= escalations(), what="escalations"
+                lambda: {red["case_id"], yellow["case_id"]} <= escalations(),
+                what="escalations",
+                timeout=PATIENCE,
             )
             # Every timer fired at most once, and each fired one did its work once.
             cases = [red["case_id"], deemed["case_id"], forwarded["case_id"]]

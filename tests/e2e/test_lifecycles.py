@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import nats.errors
 import pytest
 
 from shared.adapters.delegations import load_seed_delegations
+from shared.devtools.waiting import eventually, wait_until
 from shared.domain.catalogue import Completion, ServiceItem, load_catalogue
 from tests.services import (
     VALID_APPLICANT,
@@ -313,14 +313,19 @@ class Station:
     ) -> list[dict[str, Any]]:
         """Poll ``who``'s worklist (a read model, a moment behind the log) until the
         case's tasks satisfy ``done``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            tasks = [t for t in self.worklist(who) if t["case_id"] == case_id]
-            if done(tasks):
-                return tasks
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{who.user}'s worklist for {case_id} stayed {tasks}")
-            time.sleep(0.05)
+        seen: list[list[dict[str, Any]]] = []
+
+        def settled() -> bool:
+            seen[:] = [[t for t in self.worklist(who) if t["case_id"] == case_id]]
+            return done(seen[0])
+
+        wait_until(
+            settled,
+            what=f"{who.user}'s worklist for {case_id} to change",
+            timeout=timeout,
+            detail=lambda: f"it stayed {seen}",
+        )
+        return seen[0]
 
     def wait_task(
         self, who: Person, case_id: str, kind: str, claimed_by: str | None = None
@@ -514,19 +519,23 @@ def test_forwarded_item_decided_by_the_department_over_nats(
         try:
             js = nc.jetstream()
             sub = await js.pull_subscribe_bind(credential["durable"], stream="CASEFLOW_DEPT")
-            deadline = time.monotonic() + 15
-            request: dict[str, Any] | None = None
-            while request is None and time.monotonic() < deadline:
+
+            async def forwarded() -> dict[str, Any] | None:
                 try:
                     msgs = await sub.fetch(50, timeout=1)
                 except nats.errors.TimeoutError:
-                    continue
+                    return None
+                found: dict[str, Any] | None = None
                 for msg in msgs:
                     await msg.ack()
                     body = json.loads(msg.data)
                     if body["case_id"] == case_id:
-                        request = body
-            assert request is not None, "the forwarded case never reached the town"
+                        found = body
+                return found
+
+            request: dict[str, Any] = await eventually(
+                forwarded, what="the forwarded case at the town", timeout=15
+            )
             answer = {
                 "case_id": case_id,
                 "outcome": "reject",

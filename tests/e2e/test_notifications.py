@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from standardwebhooks.webhooks import Webhook
 
 from services.notify.sandbox import Sandbox
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from tests.services import (
     CLERK,
     HEAD,
@@ -93,16 +93,6 @@ def deliveries_of(notify: str, case_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def wait_until(check: Any, timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"timed out waiting for {what}"
-            return result
-        time.sleep(0.2)
-
-
 def settled(notify: str, case_id: str, case_events: int) -> list[dict[str, Any]] | None:
     """The case's deliveries once every event was planned (a webhook per event, the
     applicant's delivery notice) and none is pending."""
@@ -171,7 +161,7 @@ def test_lifecycle_tells_each_person_once_across_a_notify_crash(
         # notify waits: notify is killed while that send is in flight.
         sandbox.sms.hang_next(1, seconds=2.5)
         case_id = apply(intake)
-        wait_until(lambda: sandbox.sms.calls, 30, "the first SMS request")
+        wait_until(lambda: sandbox.sms.calls, what="the first SMS request", timeout=30)
         stack["notify"].proc.send_signal(signal.SIGKILL)
         stack["notify"].proc.wait(10)
         # Meanwhile the case moves on; notify is not there to hear it.
@@ -189,29 +179,25 @@ def test_lifecycle_tells_each_person_once_across_a_notify_crash(
         act(processing, case_id, "approve", HEAD)
         act(processing, case_id, "deliver", CLERK, method="in_person")
 
-        history = wait_until(
-            lambda: (
-                (h := events_of(intake, case_id))
-                and any(e["event_type"] == "CaseDelivered" for e in h)
-                and h
-            ),
-            30,
-            "delivery",
-        )
+        def delivered() -> list[dict[str, Any]] | None:
+            events = events_of(intake, case_id)
+            return events if any(e["event_type"] == "CaseDelivered" for e in events) else None
+
+        history = wait_until(delivered, what="delivery", timeout=30)
         case_events = [e for e in history if not e["event_type"].startswith("Notification")]
         deliveries = wait_until(
-            lambda: settled(notify, case_id, len(case_events)), 90, "every notice sent"
+            lambda: settled(notify, case_id, len(case_events)),
+            what="every notice sent",
+            timeout=90,
         )
         assert {d["status"] for d in deliveries} == {"sent"}, deliveries
-        history = wait_until(
-            lambda: (
-                (h := events_of(intake, case_id))
-                and sum(e["event_type"] == "NotificationSent" for e in h) >= len(deliveries)
-                and h
-            ),
-            30,
-            "the case to record every notice",
-        )
+
+        def recorded() -> list[dict[str, Any]] | None:
+            events = events_of(intake, case_id)
+            sent = sum(e["event_type"] == "NotificationSent" for e in events)
+            return events if sent >= len(deliveries) else None
+
+        history = wait_until(recorded, what="the case to record every notice", timeout=30)
 
     by_channel: dict[str, list[dict[str, Any]]] = {"email": [], "sms": [], "webhook": []}
     for d in deliveries:
@@ -290,11 +276,15 @@ def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
         def failed() -> list[dict[str, Any]]:
             return [d for d in deliveries_of(notify, case_id) if d["status"] == "failed"]
 
-        dead = wait_until(lambda: len(failed()) == 2 and failed(), 60, "two dead letters")
+        def two_failed() -> list[dict[str, Any]] | None:
+            found = failed()
+            return found if len(found) == 2 else None
+
+        dead = wait_until(two_failed, what="two dead letters", timeout=60, interval=0.2)
         assert {d["event_type"] for d in dead} == {"CaseReceived", "CaseAccepted"}
         assert all(d["attempts"] == 3 and "503" in (d["last_error"] or "") for d in dead)
         # Email was not held up by the failing gateway: the reviewer heard of the new task.
-        mail = wait_until(lambda: sandbox.mailbox.messages, 30, "the reviewer's email")
+        mail = wait_until(lambda: sandbox.mailbox.messages, what="the reviewer's email", timeout=30)
         assert [str(m["To"]) for m in mail] == ["xf-review@xuefeng.banqiao.gov.example"]
 
         listed = httpx.get(f"{notify}/dead-letters", headers=HEAD, timeout=10).json()
@@ -326,8 +316,8 @@ def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
         assert cli.returncode == 0, cli.stderr + cli.stdout
         wait_until(
             lambda: all(d["status"] == "sent" for d in deliveries_of(notify, case_id)),
-            60,
-            "the re-driven notices",
+            what="the re-driven notices",
+            timeout=60,
         )
         assert sorted(s.session_context for s in sandbox.sms.received) == sorted(
             d["delivery_id"] for d in dead
@@ -375,13 +365,13 @@ def test_webhook_subscriptions_are_managed_by_the_station_head(
         quiet = apply(intake)
         wait_until(
             lambda: any(d["event_type"] == "CaseAccepted" for d in deliveries_of(notify, quiet)),
-            30,
-            "the acceptance's other notices",
+            what="the acceptance's other notices",
+            timeout=30,
         )
         # Active again: the next acceptance is posted, once, signed.
         httpx.patch(f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD)
         heard = apply(intake)
-        wait_until(lambda: heard in calls(), 30, "the webhook call")
+        wait_until(lambda: heard in calls(), what="the webhook call", timeout=30)
         assert quiet not in calls() and calls().count(heard) == 1
 
         deleted = httpx.delete(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
@@ -436,7 +426,7 @@ def test_webhooks_reach_no_further_than_the_sandbox_receiver(
             found: dict[str, Any] = shown.json()
             return found if found["status"] == "paused" else None
 
-        shown = wait_until(paused, 60, "the 410 to pause the subscription")
+        shown = wait_until(paused, what="the 410 to pause the subscription", timeout=60)
         assert "410 Gone" in shown["status_reason"]
         assert "sandbox failure" not in shown["status_reason"]  # what the receiver said
         (held,) = [d for d in deliveries_of(notify, first) if d["channel"] == "webhook"]
@@ -444,8 +434,8 @@ def test_webhooks_reach_no_further_than_the_sandbox_receiver(
         quiet = apply(intake)  # while paused: not planned for the subscription
         wait_until(
             lambda: any(d["event_type"] == "CaseAccepted" for d in deliveries_of(notify, quiet)),
-            30,
-            "the paused-time case's other notices",
+            what="the paused-time case's other notices",
+            timeout=30,
         )
         resumed = httpx.patch(
             f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD
@@ -456,7 +446,9 @@ def test_webhooks_reach_no_further_than_the_sandbox_receiver(
         def calls() -> set[str]:
             return {c.json()["data"]["case_id"] for c in sandbox.webhooks.received}
 
-        wait_until(lambda: {first, after} <= calls(), 60, "the held call and the next one")
+        wait_until(
+            lambda: {first, after} <= calls(), what="the held call and the next one", timeout=60
+        )
         assert quiet not in calls()
         assert all(c.path == "/gone-then-back" for c in sandbox.webhooks.received)
         assert sandbox.webhooks.rejected == 0  # every call signed with the secret

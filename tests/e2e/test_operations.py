@@ -7,7 +7,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,21 +15,24 @@ import psutil
 
 from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
 from shared.devtools import servers as devservers
+from shared.devtools import waiting
 from tests.services import (
     SANDBOX,
     SERVICES,
     VALID_APPLICATION,
+    refusing_port,
     service_env,
     session_bus,
     start_process,
     wait_for_event,
+    wait_for_line,
 )
 
 
 def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -> None:
     port = devservers.free_port()
-    dead_nats = f"nats://127.0.0.1:{devservers.free_port()}"
-    dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{devservers.free_port()}/caseflow"
+    dead_nats = f"nats://127.0.0.1:{refusing_port()}"
+    dead_pg = f"postgresql+asyncpg://caseflow:x@127.0.0.1:{refusing_port()}/caseflow"
     service = start_process(
         "intake",
         [sys.executable, "-m", "shared.cli.main", "serve", "intake"],
@@ -39,14 +41,14 @@ def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -
         tmp_path,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                live = httpx.get(f"{service.base_url}/livez", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, service.logs()
-                time.sleep(0.1)
+        live = waiting.wait_until(
+            lambda: httpx.get(f"{service.base_url}/livez", timeout=1),
+            what="intake to answer /livez",
+            timeout=waiting.READINESS,
+            ignoring=(httpx.HTTPError,),
+            give_up=waiting.exited(service.proc, "intake"),
+            detail=service.logs,
+        )
         assert live.status_code == 200
         ready = httpx.get(f"{service.base_url}/readyz", timeout=10)
         assert ready.status_code == 503
@@ -84,14 +86,6 @@ def _up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[by
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.1)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -113,7 +107,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
     proc = _up(data, ports, log)
     intake = f"http://127.0.0.1:{ports['intake']}"
     try:
-        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        wait_for_line(log, "ready; press Ctrl-C to stop", proc)
         text = log.read_text()
         for name in ("intake", "processing", "notify"):
             assert f"http://127.0.0.1:{ports[name]}" in text
@@ -138,7 +132,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
     log = tmp_path / "up-again.log"
     proc = _up(data, ports, log)
     try:
-        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        wait_for_line(log, "ready; press Ctrl-C to stop", proc)
         history = httpx.get(
             f"{intake}/cases/{case_id}/events", timeout=5, headers=_clerk(data / "keys")
         ).json()["events"]
@@ -173,7 +167,7 @@ def test_caseflow_up_against_external_postgres_and_nats(
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     intake = f"http://127.0.0.1:{ports['intake']}"
     try:
-        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        wait_for_line(log, "ready; press Ctrl-C to stop", proc)
         assert "nats-server with JetStream" not in log.read_text()  # used the external one
         clerk = _clerk(tmp_path / "var" / "keys")
         response = httpx.post(

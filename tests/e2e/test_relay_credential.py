@@ -17,6 +17,7 @@ import httpx
 from shared.adapters.bus.credentials import new_seed
 from shared.adapters.bus.streams import EVENTS_STREAM
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import exited, wait_until
 from tests.services import (
     CLERK,
     VALID_APPLICATION,
@@ -67,10 +68,13 @@ def test_a_process_without_the_relay_seed_relays_nothing(sqlite_url: str, tmp_pa
         relaying = start_process("intake-relay", argv, env, port, tmp_path)
         try:
             wait_ready(relaying)
-            deadline = time.monotonic() + 20
-            while asyncio.run(events_on_the_bus(bus.url)) < 2:  # CaseReceived, CaseAccepted
-                assert time.monotonic() < deadline, relaying.logs()[-2000:]
-                time.sleep(0.2)
+            wait_until(  # CaseReceived, CaseAccepted
+                lambda: asyncio.run(events_on_the_bus(bus.url)) >= 2,
+                what="the two events relayed to the bus",
+                timeout=20,
+                interval=0.2,
+                detail=lambda: relaying.logs()[-2000:],
+            )
         finally:
             relaying.terminate()
 
@@ -85,17 +89,22 @@ def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
     argv = [sys.executable, "-m", "shared.cli.main", "serve", "intake"]
     intake = start_process("intake", argv, env, port, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ready = httpx.get(f"{intake.base_url}/readyz", timeout=2)
-                nats = ready.json()["checks"]["nats"]
-                if "authorization violation" in nats.lower():
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, intake.logs()[-2000:]
-            time.sleep(0.2)
+
+        def refused() -> httpx.Response | None:
+            ready = httpx.get(f"{intake.base_url}/readyz", timeout=2)
+            violation = "authorization violation" in ready.json()["checks"]["nats"].lower()
+            return ready if violation else None
+
+        ready = wait_until(
+            refused,
+            what="/readyz to tell of the server's refusal",
+            timeout=30,
+            interval=0.2,
+            ignoring=(httpx.HTTPError,),
+            give_up=exited(intake.proc, "intake"),
+            detail=lambda: intake.logs()[-2000:],
+        )
+        nats = ready.json()["checks"]["nats"]
         assert ready.status_code == 503
         assert nats.startswith("unreachable: intake:"), nats
     finally:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from shared.adapters.tables.eventlog import inbox
 from shared.adapters.tables.timers import timers
 from shared.application.workflow.wiring import case_service
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from shared.domain.workcalendar import CHINA_TZ, load_calendar
 from shared.domain.workflow import clock as clocks
 from shared.domain.workflow.engine import Staff
@@ -123,11 +123,9 @@ def history(base: str, case_id: str) -> list[dict[str, Any]]:
     return events
 
 
-def poll(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+PATIENCE = 90.0
+"""Seconds to wait for a timer's work (a killed replica's events come back after their ack
+wait)."""
 
 
 def warnings(events: list[dict[str, Any]]) -> list[str]:
@@ -253,12 +251,28 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
 
             return check
 
-        poll(fired("red", "ClockWarningRaised", "red"), "red warnings")
-        poll(fired("yellow", "ClockWarningRaised", "yellow"), "yellow warnings")
-        poll(fired("deemed", "CaseDeemedAccepted"), "deemed acceptance")
-        poll(fired("deemed", "ClockWarningRaised", "red"), "red warnings after deemed acceptance")
-        poll(fired("forwarded", "ForwardOverdue"), "the forwarding deadlines")
-        poll(fired("forwarded", "ClockWarningRaised", "red"), "red warnings on forwarded cases")
+        wait_until(fired("red", "ClockWarningRaised", "red"), what="red warnings", timeout=PATIENCE)
+        wait_until(
+            fired("yellow", "ClockWarningRaised", "yellow"),
+            what="yellow warnings",
+            timeout=PATIENCE,
+        )
+        wait_until(
+            fired("deemed", "CaseDeemedAccepted"), what="deemed acceptance", timeout=PATIENCE
+        )
+        wait_until(
+            fired("deemed", "ClockWarningRaised", "red"),
+            what="red warnings after deemed acceptance",
+            timeout=PATIENCE,
+        )
+        wait_until(
+            fired("forwarded", "ForwardOverdue"), what="the forwarding deadlines", timeout=PATIENCE
+        )
+        wait_until(
+            fired("forwarded", "ClockWarningRaised", "red"),
+            what="red warnings on forwarded cases",
+            timeout=PATIENCE,
+        )
 
         # Suspending and resuming a late case moves its deadline, not its lateness: the red
         # card stands (still escalated), and no second one is raised.
@@ -276,9 +290,10 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
             )
             assert response.status_code == 200, response.text
         assert response.json()["warning"] == "red"
-        poll(
+        wait_until(
             lambda: (paused, "escalation", "in_review") in head_tasks(stack["processing"]),
-            "the resumed case on the head's worklist",
+            what="the resumed case on the head's worklist",
+            timeout=PATIENCE,
         )
 
         # The other replica dies too and comes back; a sentinel case's red warning shows
@@ -286,9 +301,10 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
         kill(replicas[0])
         replicas[0] = processing_replica("processing-b2", db_url, nats_url, tmp_path)
         sentinel = submit(intake, STATION_ITEM, STATION_MATERIALS, used_days_ago(LIMIT + 1))
-        poll(
+        wait_until(
             lambda: "red" in warnings(history(intake, sentinel["case_id"])),
-            "the sentinel's red warning",
+            what="the sentinel's red warning",
+            timeout=PATIENCE,
         )
 
         for batch in batches:
@@ -346,7 +362,11 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
         def listed() -> set[tuple[str, str]]:
             return {(case, task) for case, task, _ in head_tasks(stack["processing"])}
 
-        poll(lambda: late | chase <= listed(), "escalations on the head's worklist")
+        wait_until(
+            lambda: late | chase <= listed(),
+            what="escalations on the head's worklist",
+            timeout=PATIENCE,
+        )
         assert (on_time["case_id"], "escalation") not in listed()
 
         # The waiting timers are scheduled by consumers (the red one after the yellow
@@ -356,7 +376,7 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
             open_ = {str(r["case_id"]) for r in rows if r["fired_at"] is None}
             return {on_time["case_id"], *(b["yellow"]["case_id"] for b in batches)} <= open_
 
-        poll(waiting, "the timers that wait")
+        wait_until(waiting, what="the timers that wait", timeout=PATIENCE)
 
         # The timers table: every due timer fired, each exactly once; the others wait.
         rows, handled = asyncio.run(timer_rows(db_url))

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,17 +16,9 @@ import psutil
 
 from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
 from shared.devtools import servers as devservers
-from tests.services import SANDBOX, SERVICES, VALID_APPLICATION, wait_for_event
+from tests.services import SANDBOX, SERVICES, VALID_APPLICATION, wait_for_event, wait_for_line
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")
-
-
-def _wait_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text(errors="replace"):
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.1)
 
 
 def test_ctrl_c_drains_the_services_before_nats_server_stops(tmp_path: Path) -> None:
@@ -41,7 +32,7 @@ def test_ctrl_c_drains_the_services_before_nats_server_stops(tmp_path: Path) -> 
         # A terminal's job: a process group of its own, which Ctrl-C signals as a whole.
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_line(log, "ready; press Ctrl-C to stop", proc)
+        wait_for_line(log, "ready; press Ctrl-C to stop", proc)
         clerk = SignedInStaff(user="li.clerk", role=Role.window_clerk, org="xuefeng_station")
         headers = {"Authorization": f"Bearer {issue_token(clerk, SigningKey.load(data / 'keys'))}"}
         intake = f"http://127.0.0.1:{ports['intake']}"

@@ -14,9 +14,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from shared.devtools.waiting import wait_until
 from tests.services import CLERK, HEAD, REVIEWER, VALID_APPLICANT, running_stack
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -131,13 +131,6 @@ def pinned(base: str, case: Mapping[str, Any]) -> tuple[int, int]:
     return payload["item_version"], payload["workflow"]["version"]
 
 
-def poll(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def head_tasks(processing: str) -> dict[str, str]:
     """The station head's worklist: case id → task."""
     response = httpx.get(f"{processing}/worklist", headers=HEAD, timeout=5)
@@ -202,9 +195,10 @@ def test_running_cases_finish_under_their_version_while_new_ones_follow_version_
             reviewed["case_id"]: "decide",
             new["case_id"]: "sign_off",
         }
-        poll(
+        wait_until(
             lambda: expected.items() <= head_tasks(processing).items(),
-            "the head's worklist to show decide (v1) and sign_off (v2)",
+            what="the head's worklist to show decide (v1) and sign_off (v2)",
+            timeout=20,
         )
 
         # Version 2: no decision straight after review; nothing is recorded for trying.

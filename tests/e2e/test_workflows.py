@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import nats
 import pytest
 
+from shared.devtools.waiting import eventually, wait_until
 from shared.domain.catalogue import ServiceItem, load_catalogue
 from shared.domain.workflow.definitions import load_workflows
 from tests.services import (
@@ -100,15 +100,19 @@ class Desk:
         self, who: Mapping[str, str], case_id: str, present: bool = True, timeout: float = 30
     ) -> list[dict[str, Any]]:
         """Poll the worklist (a read model, a moment behind the log)."""
-        import time
+        seen: list[list[dict[str, Any]]] = []
 
-        deadline = time.monotonic() + timeout
-        while True:
-            tasks = [t for t in self.worklist(who) if t["case_id"] == case_id]
-            if bool(tasks) == present or time.monotonic() > deadline:
-                assert bool(tasks) == present, (case_id, tasks)
-                return tasks
-            time.sleep(0.05)
+        def settled() -> bool:
+            seen[:] = [[t for t in self.worklist(who) if t["case_id"] == case_id]]
+            return bool(seen[0]) == present
+
+        wait_until(
+            settled,
+            what=f"{case_id} {'on' if present else 'off'} the worklist",
+            timeout=timeout,
+            detail=lambda: f"its tasks: {seen}",
+        )
+        return seen[0]
 
 
 def complete(item: ServiceItem) -> dict[str, Any]:
@@ -368,19 +372,23 @@ def test_a_department_answers_a_forwarded_case_over_nats(
         try:
             js = nc.jetstream()
             sub = await js.pull_subscribe_bind(credential["durable"], stream="CASEFLOW_DEPT")
-            request: dict[str, Any] = {}
-            deadline = time.monotonic() + 60
-            while not request and time.monotonic() < deadline:
+
+            async def forwarded() -> dict[str, Any] | None:
                 try:
                     msgs = await sub.fetch(10, timeout=1)
                 except nats.errors.TimeoutError:
-                    continue
+                    return None
+                found: dict[str, Any] | None = None
                 for msg in msgs:
                     await msg.ack()
                     body = json.loads(msg.data)
                     if body["case_id"] == case_id:
-                        request = body
-            assert request, "the forwarded case never reached the department"
+                        found = body
+                return found
+
+            request: dict[str, Any] = await eventually(
+                forwarded, what="the forwarded case at the department", timeout=60
+            )
             answer = {
                 "case_id": case_id,
                 "outcome": "approve",

@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from shared.devtools import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "CASEFLOW_TEST_BENCH_RUN"
 """An environment variable naming the run, which the processes the benchmark starts
@@ -104,8 +106,8 @@ def _interrupt(proc: subprocess.Popen[bytes]) -> None:
 def _left_behind(mark: str, patience: float = 10.0) -> list[str]:
     """Processes the benchmark started (their environment holds ``mark``) still alive after
     it ended, given ``patience`` to go; they are killed, and named."""
-    deadline = time.monotonic() + patience
-    while True:
+
+    def marked() -> list[psutil.Process]:
         alive = []
         for proc in psutil.process_iter(["pid", "name", "status"]):
             with contextlib.suppress(psutil.Error):
@@ -113,9 +115,13 @@ def _left_behind(mark: str, patience: float = 10.0) -> list[str]:
                     continue
                 if proc.environ().get(MARK) == mark:
                     alive.append(proc)
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return alive
+
+    with contextlib.suppress(waiting.WaitTimedOut):  # those still there are named below
+        waiting.wait_until(
+            lambda: not marked(), what="the benchmark's processes to end", timeout=patience
+        )
+    alive = marked()
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()

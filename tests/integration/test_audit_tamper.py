@@ -20,6 +20,7 @@ from shared.adapters.tables.eventlog import events
 from shared.application.audit.database import verify_database
 from shared.application.audit.verify import Report
 from shared.application.audit.writer import CheckpointBusy, write_all, write_checkpoint
+from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent
 from tests.integration.audit_support import (
     CLERK,
@@ -277,17 +278,14 @@ async def test_the_service_loop_signs_new_events_periodically(
     loop = asyncio.create_task(Checkpointer(log.engine, key_file, 0.05).run(stop))
     try:
         await fill(log, cases=2)
-        for _ in range(200):
+
+        async def covering(count: int) -> Report | None:
             report = await verify(log, key)
-            if report.covered_events == 8:
-                break
-            await asyncio.sleep(0.05)
+            return report if report.covered_events == count else None
+
+        await eventually(lambda: covering(8), what="a checkpoint over 8 events")
         await fill(log, cases=1)
-        for _ in range(200):
-            report = await verify(log, key)
-            if report.covered_events == 12:
-                break
-            await asyncio.sleep(0.05)
+        report = await eventually(lambda: covering(12), what="a checkpoint over 12 events")
     finally:
         stop.set()
         await loop

@@ -34,6 +34,7 @@ from shared.adapters.auth import (
     require_role,
 )
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import wait_until
 from shared.web import http
 
 CLERK = SignedInStaff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
@@ -90,10 +91,13 @@ def serve(app: FastAPI) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_until(
+        lambda: server.started,
+        what="uvicorn to start",
+        timeout=10,
+        interval=0.01,
+        give_up=lambda: None if thread.is_alive() else "uvicorn's thread ended",
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
@@ -24,6 +24,7 @@ from shared.adapters.bus.streams import DLQ_STREAM, declare_streams
 from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.adapters.tables.eventlog import inbox
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent, StoredEvent
 from shared.domain.upcasting import upcast
 from tests.bus_helpers import body, stored_messages
@@ -72,13 +73,6 @@ async def _append(log: EventLog, n: int, **payload: object) -> list[uuid.UUID]:
     return ids
 
 
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def _handled(log: EventLog) -> list[str]:
     return [str(e.causation_id) for e in await log.read_case(TALLY)]
 
@@ -103,7 +97,7 @@ async def test_each_event_has_its_effect_once(
 ) -> None:
     ids = await _append(log, 30)
     running(Consumer(spec(), log, nc))
-    await _until(lambda: _has(log, 30))
+    await eventually(lambda: _has(log, 30), what="30 events handled")
     # NATS delivers the same event again (as after a lost ack): the inbox stops it.
     original = (await log.read_all())[0]
     js = relay_nc.jetstream()
@@ -136,7 +130,7 @@ async def test_commit_without_ack_is_redelivered_and_skipped(
     monkeypatch.setattr(Msg, "ack", crash_before_first_ack)
     ids = await _append(log, 5)
     running(Consumer(spec(ack_wait=1.0), log, nc))
-    await _until(lambda: _has(log, 5))
+    await eventually(lambda: _has(log, 5), what="5 events handled")
     await asyncio.sleep(2.5)  # past ack_wait: NATS redelivers all five
     assert len(lost_acks) == 5
     assert sorted(await _handled(log)) == sorted(str(i) for i in ids)
@@ -153,7 +147,7 @@ async def test_poison_and_failing_messages_go_to_dead_letters_with_reason(
     bad = await _append(log, 1, poison=True)
     await relay_nc.jetstream().publish("caseflow.events.application.Garbled", b"{not json")
     running(Consumer(spec(), log, nc))
-    await _until(lambda: _has(log, 3))
+    await eventually(lambda: _has(log, 3), what="3 events handled")
 
     letters = await stored_messages(operator_nc, DLQ_STREAM, 2)
     reasons = {
@@ -201,14 +195,14 @@ async def test_consumer_resumes_after_nats_server_restart(
     tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(relay.run(stop))]
     try:
         first = await _append(log, 5)
-        await _until(lambda: _has(log, 5))
+        await eventually(lambda: _has(log, 5), what="5 events handled")
 
         devservers.stop_process(proc)
         await asyncio.sleep(0.5)
         second = await _append(log, 5)  # committed while NATS is down
         proc = devservers.start_nats(nats_port, nats_dir, config=config)
 
-        await _until(lambda: _has(log, 10), timeout=60)
+        await eventually(lambda: _has(log, 10), what="10 events handled", timeout=60)
         assert consumer.reconnects >= 1
         assert sorted(await _handled(log)) == sorted(str(i) for i in first + second)
     finally:
@@ -266,7 +260,7 @@ async def test_a_message_whose_event_is_not_in_the_log_is_dead_lettered_unhandle
         headers={"Nats-Msg-Id": str(forged_id)},
     )
     running(Consumer(spec(), log, nc))
-    await _until(lambda: _has(log, 2))
+    await eventually(lambda: _has(log, 2), what="2 events handled")
 
     [letter] = await _dead_letters(operator_nc, 1)
     headers = letter.headers or {}
@@ -301,7 +295,7 @@ async def test_a_forged_id_does_not_shadow_the_real_event_that_comes_later(
         [NewEvent(event_id=event_id, event_type="CaseReceived")],
         case_kind="application",
     )
-    await _until(lambda: _has(log, 1))
+    await eventually(lambda: _has(log, 1), what="the event handled")
     assert await _handled(log) == [str(event_id)]
 
 
@@ -321,7 +315,7 @@ async def test_the_handler_gets_the_log_copy_not_the_message(
     [stored] = await log.read_all()
     # The relay's message masks the payload; the handler is given the stored one.
     running(Consumer(spec(handler=keep), log, nc))
-    await _until(lambda: _true(bool(seen)))
+    await eventually(lambda: seen, what="the event handed to the handler")
     [handled] = seen
     assert handled.event_id == event_id
     assert handled.payload["phone"] == "13812345678"

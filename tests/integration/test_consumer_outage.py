@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats.errors
@@ -30,6 +29,7 @@ from shared.adapters.bus.streams import DLQ_STREAM, EVENTS_STREAM
 from shared.adapters.db import create_engine, migrate
 from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.cli.main import app
+from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent, StoredEvent
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
@@ -37,13 +37,6 @@ from tests.services import connect_as, session_bus
 
 TALLY = uuid.UUID(int=7)
 DEADLINE = 60.0
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not in time: {what}"
-        await asyncio.sleep(0.1)
 
 
 class Tally:
@@ -100,7 +93,7 @@ async def _publish_all(log: EventLog, relay_nc: NATS, operator_nc: NATS, count: 
     async def published() -> bool:
         return (await operator_nc.jetstream().stream_info(EVENTS_STREAM)).state.messages >= count
 
-    await _until(published, "the events on the stream")
+    await eventually(published, what="the events on the stream", timeout=DEADLINE)
     stop.set()
     await asyncio.wait_for(task, 30)
 
@@ -128,7 +121,12 @@ async def test_a_stopped_database_is_waited_out_and_nothing_is_dead_lettered(
             async def waiting() -> bool:
                 return any("waiting out an outage" in entry["event"] for entry in logs)
 
-            await _until(waiting, f"the consumer waiting for the database: {logs[-5:]}")
+            await eventually(
+                waiting,
+                what="the consumer waiting for the database",
+                timeout=DEADLINE,
+                detail=lambda: f"last log entries: {logs[-5:]}",
+            )
             # Well past max_deliver × the backoff: an outage counted would be dead by now.
             await asyncio.sleep(3)
             await asyncio.to_thread(own_postgres.start)
@@ -136,7 +134,9 @@ async def test_a_stopped_database_is_waited_out_and_nothing_is_dead_lettered(
             async def all_handled() -> bool:
                 return len(await _handled(log)) >= len(ids)
 
-            await _until(all_handled, "every event handled after the outage")
+            await eventually(
+                all_handled, what="every event handled after the outage", timeout=DEADLINE
+            )
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
@@ -176,7 +176,7 @@ async def test_dead_letters_are_listed_and_handled_again_once_whatever_their_age
         async def all_dead() -> bool:
             return len(await dead_letters(js)) == len(ids)
 
-        await _until(all_dead, "three dead letters")
+        await eventually(all_dead, what="three dead letters", timeout=DEADLINE)
         code, out = await asyncio.to_thread(
             caseflow, "bus", "dead-letters", "--json", "--nats-url", own_nats,
             "--nats-dir", str(nats_folder),
@@ -205,7 +205,9 @@ async def test_dead_letters_are_listed_and_handled_again_once_whatever_their_age
         async def one_handled() -> bool:
             return len(await _handled(log)) == 1 and len(await dead_letters(js)) == 2
 
-        await _until(one_handled, "the re-driven letter handled and gone")
+        await eventually(
+            one_handled, what="the re-driven letter handled and gone", timeout=DEADLINE
+        )
         code, out = await asyncio.to_thread(
             caseflow, "bus", "redrive", "--all", "--consumer", "notify",
             "--nats-url", own_nats, "--nats-dir", str(nats_folder),
@@ -215,7 +217,7 @@ async def test_dead_letters_are_listed_and_handled_again_once_whatever_their_age
         async def all_handled() -> bool:
             return len(await _handled(log)) == len(ids) and not await dead_letters(js)
 
-        await _until(all_handled, "every re-driven letter handled")
+        await eventually(all_handled, what="every re-driven letter handled", timeout=DEADLINE)
         # Asked again (the same request, or anew): handled once all the same.
         code, out = await asyncio.to_thread(
             caseflow, "bus", "redrive", str(first), "--nats-url", own_nats,
@@ -250,7 +252,7 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
         async def dead() -> bool:
             return len(await dead_letters(js)) == 1
 
-        await _until(dead, "the dead letter")
+        await eventually(dead, what="the dead letter", timeout=DEADLINE)
         [before] = await dead_letters(js)
         from shared.adapters.bus.deadletters import redrive
 
@@ -260,7 +262,9 @@ async def test_a_letter_that_fails_again_is_a_dead_letter_again_with_the_new_rea
             letters = await dead_letters(js)
             return len(letters) == 1 and letters[0].sequence != before.sequence
 
-        await _until(dead_again, "the letter dead again under a new sequence")
+        await eventually(
+            dead_again, what="the letter dead again under a new sequence", timeout=DEADLINE
+        )
         [after] = await dead_letters(js)
         assert after.event_id == str(event_id) and "broken today" in after.reason
         assert (await js.stream_info(DLQ_STREAM)).state.messages == 1
@@ -305,7 +309,7 @@ async def test_a_redrive_request_reaches_only_its_own_consumers_letters(
         async def settled() -> bool:
             return (await js.stream_info("CASEFLOW_REDRIVE")).state.messages == 0
 
-        await _until(settled, "the four requests taken")
+        await eventually(settled, what="the four requests taken", timeout=DEADLINE)
         with pytest.raises(nats.errors.Error):  # the operator writes no dead letter
             await js.publish("caseflow.dlq.notify", b"{}", timeout=2)
     finally:
@@ -350,7 +354,7 @@ async def test_a_stream_without_a_leader_while_connected_is_retried_not_dead_let
         async def handled() -> bool:
             return await _handled(log) == [str(event_id)]
 
-        await _until(handled, "the event handled after the election")
+        await eventually(handled, what="the event handled after the election", timeout=DEADLINE)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -380,7 +384,7 @@ async def test_an_integrity_error_of_the_handlers_own_is_dead_lettered(
         async def dead() -> bool:
             return len(await dead_letters(js)) == 1
 
-        await _until(dead, "the dead letter")
+        await eventually(dead, what="the dead letter", timeout=DEADLINE)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)

@@ -16,7 +16,8 @@ from shared.adapters.bus.relay import Relay
 from shared.adapters.bus.streams import declare_streams
 from shared.adapters.eventlog import EventLog
 from shared.devtools import servers as devservers
-from tests.integration.test_consumer import CONSUMER, _append, _has, _until, spec
+from shared.devtools.waiting import eventually
+from tests.integration.test_consumer import CONSUMER, _append, _has, spec
 from tests.services import connect_as, session_bus
 
 
@@ -67,7 +68,7 @@ async def test_consumer_catches_up_within_seconds_of_a_nats_restart_under_load(
     await asyncio.sleep(2)
     load_stop.set()
     await loader
-    await _until(lambda: _has(log, total), timeout=60)
+    await eventually(lambda: _has(log, total), what=f"all {total} events handled", timeout=60)
     settled = time.monotonic() - restarted
     print(f"\nall {total} handled {settled:.2f} s after the restart (load stopped 2 s after it)")
     assert settled < ACK_WAIT + 15  # not the 30 s ack wait of before; a loaded machine's margin

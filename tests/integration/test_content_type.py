@@ -21,7 +21,7 @@ from shared.adapters.tables.eventlog import events
 from shared.cli.supervisor import publish_seed_delegations
 from shared.domain.identity import id_check_digit
 from shared.web.http import PROBLEM_JSON
-from tests.services import VALID_APPLICATION, session_keys, staff_headers
+from tests.services import NOT_LISTENING, VALID_APPLICATION, session_keys, staff_headers
 
 CLERK = staff_headers("li.clerk", "window_clerk", "xuefeng_station")
 JSON_TYPE = ("Content-Type", "application/json")
@@ -59,7 +59,7 @@ async def intake(db_url: str) -> AsyncIterator[Intake]:
     settings: dict[str, Any] = {
         "database_url": db_url,
         "jwt_public_key_file": session_keys().public_path,
-        "nats_url": "nats://127.0.0.1:1",
+        "nats_url": NOT_LISTENING,
     }
     running = Intake(create_intake(IntakeSettings(**settings)))
     yield running

@@ -18,6 +18,7 @@ from services.processing.dept import ANSWERS_CONSUMER, AnswerListener
 from shared.adapters.bus.streams import DEPT_STREAM
 from shared.adapters.eventlog import EventLog
 from shared.application.workflow.wiring import case_service
+from shared.devtools.waiting import eventually
 from shared.domain.workflow.reference import load_reference
 from tests.services import connect_as
 
@@ -45,11 +46,8 @@ async def test_a_quiet_answers_consumer_keeps_one_subscription(
     stop = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(listener.run(stop))
+        await eventually(lambda: _fetching(operator_nc), what="the listener to fetch", timeout=30)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not await _fetching(operator_nc):
-            assert loop.time() < deadline, "the listener never fetched"
-            await asyncio.sleep(0.05)
         subscribed = processing._sid
         # Several idle fetches (a loaded machine makes them fewer, never a failure more).
         started = loop.time()

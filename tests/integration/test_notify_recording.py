@@ -38,6 +38,7 @@ from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, SmsGateway, WebhookReceiver
 from shared.adapters.db import create_engine, migrate
 from shared.adapters.eventlog import EventLog
+from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent
 from tests.conftest import _admin
 from tests.own_postgres import OwnPostgres
@@ -169,13 +170,6 @@ class StopsTheDatabaseOnAcceptance:
         await self.channel.aclose()
 
 
-async def poll(check: Any, what: str, within: float = DEADLINE) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 OUTAGE_SETTINGS = DispatchSettings(
     max_attempts=3,
     wait_initial_seconds=0.05,
@@ -224,12 +218,14 @@ async def test_a_send_accepted_while_the_database_goes_away_arrives_once_and_is_
                 rows = [await outbox.get(event_log, d) for d in ids]
                 return all(r is not None and r.status == outbox.SENT for r in rows)
 
-            await poll(all_sent, "every delivery recorded as sent")
+            await eventually(
+                all_sent, what="every delivery recorded as sent", timeout=DEADLINE, interval=0.1
+            )
 
             async def idle() -> bool:
                 return all(r.busy == 0 for r in replicas)
 
-            await poll(idle, "both dispatchers idle")
+            await eventually(idle, what="both dispatchers idle", timeout=DEADLINE)
         finally:
             stop.set()
             await asyncio.gather(*running, return_exceptions=True)
@@ -287,7 +283,12 @@ async def test_a_retried_and_restarted_delivery_carries_the_same_key(
                 and all(r is not None and r.attempts == 1 for r in rows)
             )
 
-        await poll(first_attempts_in, "the first attempts, their answers lost")
+        await eventually(
+            first_attempts_in,
+            what="the first attempts, their answers lost",
+            timeout=DEADLINE,
+            interval=0.1,
+        )
         await first.stop_sending()  # a restart: the leases are given back
 
         second = Dispatcher(
@@ -372,7 +373,9 @@ async def test_a_live_dispatchers_claims_hold_however_long_it_waits_between_atte
             rows = [await outbox.get(event_log, d) for d in ids]
             return all(r is not None and r.attempts == 1 for r in rows)
 
-        await poll(first_attempts_in, "the first attempts, failed")
+        await eventually(
+            first_attempts_in, what="the first attempts, failed", timeout=DEADLINE, interval=0.1
+        )
         other = Dispatcher(event_log, counted(channels, senders["other"]), settings)
         tasks.append(asyncio.create_task(other.run(stop)))
 
@@ -380,7 +383,9 @@ async def test_a_live_dispatchers_claims_hold_however_long_it_waits_between_atte
             rows = [await outbox.get(event_log, d) for d in ids]
             return all(r is not None and r.status == outbox.SENT for r in rows)
 
-        await poll(all_sent, "the second attempts, after the wait")
+        await eventually(
+            all_sent, what="the second attempts, after the wait", timeout=DEADLINE, interval=0.1
+        )
         assert receivers.mailbox.attempts == 2 and len(receivers.mailbox.messages) == 1
         assert len(receivers.gateway.calls) == 2 and len(receivers.hooks.calls) == 2
         for d in ids:
@@ -424,7 +429,12 @@ async def test_a_dispatcher_stopping_mid_send_lets_the_send_finish_and_records_i
             # The receivers took the requests and hold them (their injected hang is used).
             return not receivers.gateway._faults and not receivers.hooks._faults
 
-        await poll(in_the_receivers_hands, "the SMS and the webhook under way")
+        await eventually(
+            in_the_receivers_hands,
+            what="the SMS and the webhook under way",
+            timeout=DEADLINE,
+            interval=0.1,
+        )
         await first.stop_sending()
         for d in ids:
             row = await outbox.get(event_log, d)
@@ -468,7 +478,12 @@ async def test_a_crashed_dispatchers_claims_are_sent_by_another_after_a_lease(
             rows = [await outbox.get(event_log, d) for d in crashed_ids]
             return all(r is not None and r.status == outbox.SENT for r in rows)
 
-        await poll(taken_over, "the crashed dispatcher's deliveries sent")
+        await eventually(
+            taken_over,
+            what="the crashed dispatcher's deliveries sent",
+            timeout=DEADLINE,
+            interval=0.1,
+        )
         took = time.monotonic() - crashed_at
         print(f"crashed dispatcher's deliveries sent after {took:.1f} s (lease {lease:.1f} s)")
         assert took >= lease - 0.5  # not before its lease ran out

@@ -37,6 +37,7 @@ from shared.application.projections.rebuild import RebuildRunning, count_after, 
 from shared.application.projections.registry import UnknownProjection
 from shared.application.projections.runner import ProjectionRunner
 from shared.application.projections.status import status
+from shared.devtools.waiting import eventually
 from shared.domain.events import Actor, NewEvent, utcnow
 from shared.domain.workflow.reference import load_reference
 from shared.domain.workflow.state import fold
@@ -126,15 +127,21 @@ async def checkpoint(engine: AsyncEngine) -> cps.Checkpoint:
 
 async def caught_up(engine: AsyncEngine, timeout: float = 30.0) -> None:
     """Wait until the projection's checkpoint is at the end of the log."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    behind: list[int] = []
+
+    async def at_the_end() -> bool:
         async with engine.connect() as conn:
             found = await cps.load(conn, NAME)
             lag = await count_after(conn, found.cursor if found else START)
-        if found is not None and lag == 0 and not found.rebuilding:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"still {lag} events behind"
-        await asyncio.sleep(0.05)
+        behind[:] = [lag]
+        return found is not None and lag == 0 and not found.rebuilding
+
+    await eventually(
+        at_the_end,
+        what=f"{NAME} to catch up with the log",
+        timeout=timeout,
+        detail=lambda: f"still {behind} events behind",
+    )
 
 
 @contextlib.asynccontextmanager

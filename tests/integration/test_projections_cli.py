@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.projections import projection_checkpoints
 from shared.application.projections import checkpoints as cps
 from shared.cli.main import app
+from shared.devtools import waiting
+from shared.devtools.waiting import wait_until
 from shared.domain.events import utcnow
 from shared.domain.workflow.reference import load_reference
 from tests.integration.test_projections import NAME, folded, head, snapshot
@@ -42,6 +43,24 @@ def _mix(url: str, seed: int, **sizes: int) -> int:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+def applied(url: str, events: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the rebuild run by ``proc`` has applied ``events`` (fails with its output if it
+    exits first)."""
+
+    def progressed() -> bool:
+        checkpoint = _checkpoint(url)
+        return checkpoint is not None and checkpoint.events_applied >= events
+
+    wait_until(
+        progressed,
+        what=f"the rebuild to apply {events} events",
+        timeout=60,
+        interval=0.02,
+        give_up=waiting.exited(proc, "the rebuild"),
+        detail=lambda: proc.communicate(timeout=10) if proc.poll() is not None else "",
+    )
 
 
 def _checkpoint(url: str) -> cps.Checkpoint | None:
@@ -131,14 +150,7 @@ def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # interrupt once some batches are in
-            checkpoint = _checkpoint(db_url)
-            if checkpoint is not None and checkpoint.events_applied >= 5:
-                break
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the rebuild made no progress"
-            time.sleep(0.02)
+        applied(db_url, 5, proc)  # interrupt once some batches are in
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -198,14 +210,7 @@ def test_a_lease_taken_by_a_live_runner_stops_the_rebuild_with_a_message(db_url:
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # take the lease once some batches are in
-            checkpoint = _checkpoint(db_url)
-            if checkpoint is not None and checkpoint.events_applied >= 3:
-                break
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the rebuild made no progress"
-            time.sleep(0.02)
+        applied(db_url, 3, proc)  # take the lease once some batches are in
         _runner_takes_the_lapsed_lease(db_url)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 
 import orjson
@@ -15,6 +16,7 @@ from shared.adapters.bus.relay import LEASE_SECONDS, Relay
 from shared.adapters.bus.streams import EVENTS_STREAM
 from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.eventlog import relay_checkpoints as cp
+from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent
 from tests.bus_helpers import body, headers, stored_messages
 
@@ -70,12 +72,7 @@ async def test_two_relays_at_once_put_no_duplicate_in_the_stream(
     ]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
     js = operator_nc.jetstream()
-    deadline = asyncio.get_running_loop().time() + 30
-    while asyncio.get_running_loop().time() < deadline:
-        info = await js.stream_info(EVENTS_STREAM)
-        if info.state.messages >= len(ids):
-            break
-        await asyncio.sleep(0.05)
+    await _wait_published(operator_nc, len(ids), 30)
     await asyncio.sleep(0.3)  # give a duplicate the chance to land
     stop.set()
     await asyncio.gather(*tasks)
@@ -167,12 +164,14 @@ async def _published(operator: NATS) -> int:
 
 async def _wait_published(operator: NATS, count: int, deadline: float) -> float:
     """Seconds until the stream holds ``count`` events (fails after ``deadline`` seconds)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while await _published(operator) < count:
-        assert loop.time() - started < deadline, f"fewer than {count} events published"
-        await asyncio.sleep(0.02)
-    return loop.time() - started
+    started = time.monotonic()
+
+    async def enough() -> int | None:
+        published = await _published(operator)
+        return published if published >= count else None
+
+    await eventually(enough, what=f"{count} events on the stream", timeout=deadline, interval=0.02)
+    return time.monotonic() - started
 
 
 async def _two_relays(
@@ -186,11 +185,11 @@ async def _two_relays(
     published = len(await _append_cases(log, 1))
     await _wait_published(operator, published, 10)
     tasks.append(asyncio.create_task(relays[1].run(stops[1])))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while relays[1]._standby_until is None:
-        assert loop.time() < deadline, "the second relay never stood by"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: relays[1]._standby_until is not None,
+        what="the second relay to stand by",
+        interval=0.02,
+    )
     return relays, tasks, stops, published
 
 

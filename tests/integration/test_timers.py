@@ -25,12 +25,17 @@ from shared.adapters.timers import (
     make_timer_id,
     schedule,
 )
+from shared.devtools.waiting import eventually, scaled
 from shared.domain.events import NewEvent, utcnow
 from shared.settings import ServiceSettings
 from shared.web.runtime import Runtime
+from tests.services import NOT_LISTENING
 
 KIND = "test_due"
 FAST = 0.02  # poll interval of the wheels under test
+SLEEPY = scaled(30)
+"""A poll interval far longer than any wait of these tests (scaled like them): only a due
+time or a schedule() can wake such a wheel in time."""
 
 
 async def record(timer: Timer, uow: UnitOfWork) -> None:
@@ -102,13 +107,6 @@ async def inbox_rows(log: EventLog) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def has_fired(log: EventLog, case_id: uuid.UUID) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return (await stored(log, case_id)).fired_at is not None
@@ -121,7 +119,7 @@ async def test_due_timer_fires_once_and_its_event_is_in_the_log(log: EventLog) -
     case_id = await add(log, due, payload={"clock": "yellow"}, correlation_id="corr-1")
     w = wheel(log)
     async with running(w):
-        await until(has_fired(log, case_id))
+        await eventually(has_fired(log, case_id), what="the timer to fire", interval=FAST)
         await asyncio.sleep(10 * FAST)  # a few more rounds: nothing fires again
     timer = await stored(log, case_id)
     assert timer.attempts == 1
@@ -144,7 +142,9 @@ async def test_future_timer_does_not_fire_early(log: EventLog) -> None:
         assert utcnow() < due, "the machine was too slow to check before the due time"
         assert (await stored(log, case_id)).fired_at is None
         assert await fired_events(log, case_id) == 0
-        await until(has_fired(log, case_id), timeout=15)
+        await eventually(
+            has_fired(log, case_id), what="the timer to fire", timeout=15, interval=FAST
+        )
     timer = await stored(log, case_id)
     assert timer.fired_at is not None and timer.fired_at >= due
     (event,) = await log.read_case(case_id)
@@ -155,23 +155,27 @@ async def test_wheel_sleeps_only_until_the_next_due_time(log: EventLog) -> None:
     due = utcnow() + timedelta(seconds=0.3)
     case_id = await add(log, due)
     # A poll interval far longer than the test: only the due time can wake the wheel.
-    async with running(wheel(log, poll_interval=30)):
-        await until(has_fired(log, case_id), timeout=3)
+    async with running(wheel(log, poll_interval=SLEEPY)):
+        await eventually(
+            has_fired(log, case_id), what="the timer to fire", timeout=3, interval=FAST
+        )
     timer = await stored(log, case_id)
     assert timer.fired_at is not None and timer.fired_at >= due
 
 
 async def test_schedule_wakes_a_sleeping_wheel(log: EventLog) -> None:
-    w = wheel(log, poll_interval=30)
+    w = wheel(log, poll_interval=SLEEPY)
     async with running(w):
         await asyncio.sleep(0.2)  # the wheel found nothing and sleeps for 30 s
         case_id = await add(log, utcnow())
-        await until(has_fired(log, case_id), timeout=3)
+        await eventually(
+            has_fired(log, case_id), what="the timer to fire", timeout=3, interval=FAST
+        )
 
 
 async def test_schedule_wakes_the_wheel_even_before_it_commits(log: EventLog) -> None:
     """schedule() tells the wheel before the commit; the wheel looks again until it's there."""
-    w = wheel(log, poll_interval=30)
+    w = wheel(log, poll_interval=SLEEPY)
     async with running(w):
         await asyncio.sleep(0.2)  # the wheel found nothing and sleeps for 30 s
         case_id = uuid.uuid4()
@@ -187,7 +191,9 @@ async def test_schedule_wakes_the_wheel_even_before_it_commits(log: EventLog) ->
             await asyncio.sleep(0.15)  # the wheel wakes and finds nothing committed yet
             async with log.engine.connect() as other:
                 assert await get(other, make_timer_id(case_id, KIND)) is None
-        await until(has_fired(log, case_id), timeout=3)
+        await eventually(
+            has_fired(log, case_id), what="the timer to fire", timeout=3, interval=FAST
+        )
 
 
 async def test_two_wheels_fire_each_of_200_timers_exactly_once(log: EventLog, db_url: str) -> None:
@@ -220,7 +226,7 @@ async def test_two_wheels_fire_each_of_200_timers_exactly_once(log: EventLog, db
                     query = sa.select(sa.func.count()).where(timers.c.fired_at.is_(None))
                     return int((await conn.execute(query)).scalar_one()) == 0
 
-            await until(all_fired, timeout=60)
+            await eventually(all_fired, what="every timer to fire", timeout=60, interval=FAST)
             await asyncio.sleep(10 * FAST)
     finally:
         await other_engine.dispose()
@@ -267,7 +273,9 @@ async def test_timer_survives_a_restart(db_url: str) -> None:
     try:
         assert (await stored(second_log, case_id)).fired_at is None
         async with running(wheel(second_log)):
-            await until(has_fired(second_log, case_id))
+            await eventually(
+                has_fired(second_log, case_id), what="the restarted wheel to fire", interval=FAST
+            )
             await asyncio.sleep(10 * FAST)
         assert await fired_events(second_log, case_id) == 1
     finally:
@@ -300,7 +308,9 @@ async def test_crash_before_commit_fires_again_after_restart(db_url: str) -> Non
         assert timer.fired_at is None and timer.attempts == 0
         assert await fired_events(second_log, case_id) == 0
         async with running(wheel(second_log)):
-            await until(has_fired(second_log, case_id))
+            await eventually(
+                has_fired(second_log, case_id), what="the timer to fire again", interval=FAST
+            )
         assert await fired_events(second_log, case_id) == 1
         assert (await stored(second_log, case_id)).attempts == 1
     finally:
@@ -331,7 +341,9 @@ async def test_another_wheel_fires_at_once_when_the_one_firing_dies(db_url: str)
             dying.cancel()  # as a kill: nothing given back but what the database frees
             with contextlib.suppress(asyncio.CancelledError):
                 await dying
-            await until(has_fired(logs[1], case_id))
+            await eventually(
+                has_fired(logs[1], case_id), what="the other wheel to fire", interval=FAST
+            )
             handover = loop.time() - killed_at
         print(f"timer handover after a kill ({engines[0].dialect.name}): {handover:.2f} s")
         assert handover < 3.0
@@ -353,7 +365,7 @@ async def test_failing_handler_is_retried_with_backoff_until_it_succeeds(log: Ev
             raise ValueError(f"flaky failure {len(seen)}")
 
     async with running(wheel(log, flaky, backoff_base=0.1)):
-        await until(has_fired(log, case_id))
+        await eventually(has_fired(log, case_id), what="the timer to fire", interval=FAST)
     timer = await stored(log, case_id)
     assert timer.attempts == 3
     assert timer.last_error == "ValueError: flaky failure 2"
@@ -377,12 +389,12 @@ async def test_a_failing_timer_does_not_hold_back_the_others(log: EventLog) -> N
 
     async with running(wheel(log, fails_on_request, backoff_base=0.05, backoff_cap=0.05)):
         for case_id in good:
-            await until(has_fired(log, case_id))
+            await eventually(has_fired(log, case_id), what="the timer to fire", interval=FAST)
 
         async def retried() -> bool:
             return (await stored(log, bad)).attempts >= 3
 
-        await until(retried)
+        await eventually(retried, what="the failing timer's third attempt", interval=FAST)
     timer = await stored(log, bad)
     assert timer.fired_at is None
     assert timer.last_error == "RuntimeError: this timer always fails"
@@ -404,7 +416,9 @@ async def test_conflicts_are_retried_promptly(log: EventLog) -> None:
     # An ordinary failure would wait a minute before its retry.
     started = asyncio.get_running_loop().time()
     async with running(wheel(log, conflicts_once, backoff_base=60, backoff_cap=60)):
-        await until(has_fired(log, case_id), timeout=30)
+        await eventually(
+            has_fired(log, case_id), what="the timer to fire", timeout=30, interval=FAST
+        )
     # retried at once, not after the minute an ordinary failure waits
     assert asyncio.get_running_loop().time() - started < 10.0
     timer = await stored(log, case_id)
@@ -443,7 +457,7 @@ async def test_scheduling_the_same_timer_twice_yields_one_timer(log: EventLog) -
         return timer is not None and timer.fired_at is not None
 
     async with running(wheel(log)):
-        await until(fired)
+        await eventually(fired, what="the timer to fire", interval=FAST)
         # Scheduled again after it fired (a replayed command): still nothing new.
         async with log.writer.begin() as conn:
             again = await schedule(
@@ -462,7 +476,7 @@ async def test_cancelled_timer_never_fires(log: EventLog) -> None:
         assert await cancel(conn, make_timer_id(cancelled, KIND)) is False
         assert await cancel(conn, uuid.uuid4()) is False
     async with running(wheel(log)):
-        await until(has_fired(log, kept))
+        await eventually(has_fired(log, kept), what="the kept timer to fire", interval=FAST)
         await asyncio.sleep(10 * FAST)
     timer = await stored(log, cancelled)
     assert timer.fired_at is None and timer.cancelled_at is not None
@@ -498,7 +512,7 @@ async def test_stop_finishes_the_timer_in_hand(log: EventLog) -> None:
 async def test_runtime_fires_timers_without_waiting_for_nats(db_url: str) -> None:
     settings = ServiceSettings(
         database_url=db_url,
-        nats_url="nats://127.0.0.1:1",  # nothing listens: NATS stays unconnected
+        nats_url=NOT_LISTENING,  # NATS stays unconnected
         relay=False,
         shutdown_grace_seconds=0.5,
     )
@@ -507,7 +521,9 @@ async def test_runtime_fires_timers_without_waiting_for_nats(db_url: str) -> Non
     await runtime.start()
     try:
         case_id = await add(runtime.log, utcnow())
-        await until(has_fired(runtime.log, case_id), timeout=5)
+        await eventually(
+            has_fired(runtime.log, case_id), what="the timer to fire", timeout=5, interval=FAST
+        )
         assert await fired_events(runtime.log, case_id) == 1
     finally:
         await runtime.shutdown()

@@ -24,6 +24,7 @@ from shared.adapters.eventlog.hashing import HASHED_FIELDS, event_hash
 from shared.adapters.idempotency import KeyedRequest
 from shared.application.workflow.service import IdempotencyConflict, Outcome
 from shared.application.workflow.wiring import case_service
+from shared.devtools.waiting import eventually
 from shared.domain.events import Actor, NewEvent, StoredEvent
 from shared.domain.workflow.engine import Staff
 from shared.domain.workflow.reference import load_reference
@@ -82,16 +83,6 @@ class Seen:
         self.histories.append(await uow.read_case(event.case_id))
 
 
-async def _until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if await result if isinstance(result, Awaitable) else result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def bus(
     log: EventLog, nc: NATS, relay_nc: NATS
@@ -122,7 +113,7 @@ async def test_an_old_case_received_reaches_the_handler_as_version_2(
     old = await append_old(log)
     seen = Seen()
     bus(seen)
-    await _until(lambda: bool(seen.events))
+    await eventually(lambda: seen.events, what="the event handed to the handler", timeout=15)
 
     event = seen.events[0]
     assert event.event_id == old.event_id
@@ -167,7 +158,7 @@ async def test_an_event_newer_than_the_code_is_dead_lettered_with_the_reason(
     fine = await append_old(log)
     seen = Seen()
     bus(seen)
-    await _until(lambda: bool(seen.events))
+    await eventually(lambda: seen.events, what="the event handed to the handler", timeout=15)
 
     [letter] = await stored_messages(operator_nc, DLQ_STREAM, 1, subject="caseflow.dlq.notify")
     headers = letter.headers or {}

@@ -67,7 +67,7 @@ from services.notify.settings import NotifySettings
 from shared.adapters.db import create_engine
 from shared.adapters.eventlog import EventLog
 from shared.domain.events import NewEvent
-from tests.services import session_keys, staff_headers
+from tests.services import NOT_LISTENING, session_keys, staff_headers
 
 SECRET = generate_secret()
 LEAK = "SECRET-7f3a"
@@ -503,7 +503,7 @@ class Station:
         settings = NotifySettings(
             database_url=database_url,
             jwt_public_key_file=session_keys().public_path,
-            nats_url="nats://127.0.0.1:1",
+            nats_url=NOT_LISTENING,
             webhook_allow_networks=policy.allowed,
         )
         self.app = create_app(settings)

@@ -50,6 +50,9 @@ from tests.services import (
     wait_for_event,
 )
 
+# The services run as processes: their readiness alone may take 120 s on a loaded machine.
+pytestmark = [pytest.mark.timeout(300)]
+
 VICTIM = "xuefeng_station"
 ORGS = load_organisations()
 UNKNOWN_ORG = "nowhere_station"
