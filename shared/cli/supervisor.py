@@ -29,6 +29,7 @@ from shared.adapters.bus.credentials import CredentialStore, authorities
 from shared.adapters.db import migrate, shown_url
 from shared.application.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.devtools import servers as devservers
+from shared.devtools.waiting import READINESS, scaled
 from shared.web.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
 
 SANDBOX_PORTS = {"smtp": 8025, "sms": 8004, "webhook": 8005}
@@ -210,7 +211,9 @@ class Stack:
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float | None = None) -> None:
+        # As long as the tests give a service (a loaded station PC starts slowly too).
+        timeout = scaled(READINESS) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         pending = set(self.ports)
         while pending and time.monotonic() < deadline:
