@@ -152,6 +152,7 @@ class Replicas:
                 # 409: a notice landed on the case first and the service gave up its
                 # retries; 503: the replica is not ready. Both are worth another try.
                 if response.status_code not in (409, 502, 503, 504):
+                    response.extensions["tries"] = attempt + 1
                     return response
                 failure = f"{response.status_code} {response.text[:200]}"
             except httpx.TransportError as err:
@@ -186,7 +187,10 @@ def application(plan: Plan) -> dict[str, Any]:
 def run_case(index: int, intake: Replicas, processing: Replicas) -> Case:
     plan = PLANS[index % len(PLANS)]
     answer = intake.post("/cases", CLERK, application(plan))
-    assert answer.status_code == 201, answer.text
+    # 200 is the answer to a retry whose first try committed on a replica that was killed
+    # before it could answer: the case from the idempotency record, not a second case.
+    expected = (201, 200) if answer.extensions["tries"] > 1 else (201,)
+    assert answer.status_code in expected, (answer.extensions["tries"], answer.text)
     case_id = answer.json()["case_id"]
     for action, who, body in plan.steps:
         done = processing.post(f"/cases/{case_id}/actions/{action}", who, body)
