@@ -25,11 +25,15 @@ from shared.adapters.db import create_engine, migrate
 from shared.adapters.eventlog import EventLog
 from shared.devtools import servers as devservers
 from shared.devtools import waiting
-from tests.services import BusServer, bus_server, session_keys
+from tests.services import BusServer, bus_server, seed_delegations, session_keys
 
 TEMPLATE = f"caseflow_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 """The migrated database each test's PostgreSQL database is cloned from; one per test
 process, since parallel workers may share an outside server."""
+
+SEEDED_TEMPLATE = f"{TEMPLATE}_seeded"
+"""The same with the packaged delegation instruments published, as ``caseflow up`` does:
+for tests of the services' APIs, which act under them."""
 
 
 SECURITY_SUITE = frozenset(
@@ -165,36 +169,52 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     else:
         url, handle = devservers.embedded_postgres_url(tmp_path_factory.mktemp("pgdata"))
     template_url = make_url(url).set(database=TEMPLATE).render_as_string(hide_password=False)
-    asyncio.run(_admin(url, f"DROP DATABASE IF EXISTS {TEMPLATE}", f"CREATE DATABASE {TEMPLATE}"))
+    asyncio.run(
+        _admin(
+            url,
+            f"DROP DATABASE IF EXISTS {SEEDED_TEMPLATE}",
+            f"DROP DATABASE IF EXISTS {TEMPLATE}",
+            f"CREATE DATABASE {TEMPLATE}",
+        )
+    )
     migrate(template_url)
+    asyncio.run(_admin(url, f"CREATE DATABASE {SEEDED_TEMPLATE} TEMPLATE {TEMPLATE}"))
+    seed_delegations(make_url(template_url).set(database=SEEDED_TEMPLATE).render_as_string(False))
     yield url
     del handle
 
 
 @contextlib.contextmanager
-def fresh_postgres_db(server_url: str) -> Iterator[str]:
-    """A new database cloned from the migrated template, dropped afterwards."""
+def fresh_postgres_db(server_url: str, *, seeded: bool = False) -> Iterator[str]:
+    """A new database cloned from the migrated template (``seeded``: with the packaged
+    delegations published), dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    template = SEEDED_TEMPLATE if seeded else TEMPLATE
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template}"))
     yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
-def fresh_sqlite_db(folder: Path) -> str:
-    """A new migrated SQLite database file in ``folder``: a copy of one migrated once per
-    test process (the migrations take ~0.1 s, a copy ~1 ms)."""
+def fresh_sqlite_db(folder: Path, *, seeded: bool = False) -> str:
+    """A new migrated SQLite database file in ``folder`` (``seeded``: with the packaged
+    delegations published): a copy of one made once per test process (the migrations take
+    ~0.1 s, publishing the delegations ~0.2 s, a copy ~1 ms)."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "log.db"
-    shutil.copyfile(_sqlite_template(), target)
+    shutil.copyfile(_sqlite_template(seeded=seeded), target)
     return f"sqlite+aiosqlite:///{target}"
 
 
 @functools.cache
-def _sqlite_template() -> Path:
+def _sqlite_template(*, seeded: bool) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="caseflow-test-sqlite-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     template = folder / "template.db"
-    migrate(f"sqlite+aiosqlite:///{template}")
+    if seeded:
+        shutil.copyfile(_sqlite_template(seeded=False), template)
+        seed_delegations(f"sqlite+aiosqlite:///{template}")
+    else:
+        migrate(f"sqlite+aiosqlite:///{template}")
     return template
 
 
@@ -215,6 +235,17 @@ def sqlite_url(tmp_path: Path) -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test on both backends."""
     return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def seeded_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on each backend with the packaged delegation instruments published
+    (as ``caseflow up`` publishes them): for tests that act through the services' APIs."""
+    if request.param == "sqlite":
+        yield fresh_sqlite_db(tmp_path, seeded=True)
+    else:
+        with fresh_postgres_db(request.getfixturevalue("postgres_server"), seeded=True) as url:
+            yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

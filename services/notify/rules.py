@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.notify import templates
@@ -24,6 +23,7 @@ from shared.domain.privacy import mask_email, masked
 from shared.domain.workcalendar import local_date
 from shared.domain.workflow.reference import Reference, load_reference
 from shared.domain.workflow.state import CaseState, Task, fold
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 DATA = Path(__file__).with_name("data")
 ANY = "*"
@@ -136,8 +136,8 @@ class Contacts(BaseModel):
 
 def _load(model: type[BaseModel], path: Path) -> Any:
     try:
-        return model.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as err:
+        return model.model_validate(parse_yaml(path.read_text(encoding="utf-8")))
+    except (OSError, YAMLError, ValidationError) as err:
         raise RulesError(f"{path}: {err}") from err
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,6 +47,7 @@ from shared.domain.delegation import (
 )
 from shared.domain.events import Actor, NewEvent, StoredEvent, utcnow
 from shared.domain.orgs import Organisations
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SEED_FILE = "delegations.yaml"
@@ -448,9 +448,9 @@ def load_seed_delegations(
     """
     path = (data_dir or DEFAULT_DATA_DIR) / SEED_FILE
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
         seed = _SeedFile.model_validate(raw)
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, YAMLError) as err:
         raise SeedError(f"can't read {path}: {err}") from err
     except ValidationError as err:
         raise SeedError(f"{path} is not valid: {err}") from err

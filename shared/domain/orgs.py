@@ -18,8 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 ORGANISATIONS_FILE = "organisations.yaml"
@@ -194,8 +195,8 @@ def _read_yaml(path: Path) -> Any:
     except OSError as err:
         raise OrganisationError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        return parse_yaml(text)
+    except YAMLError as err:
         raise OrganisationError(f"{path}: invalid YAML: {err}") from None
 
 

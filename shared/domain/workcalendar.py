@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 
@@ -216,6 +217,6 @@ def _read_yaml(path: Path) -> Any:
     except OSError as err:
         raise CalendarError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        return parse_yaml(text)
+    except YAMLError as err:
         raise CalendarError(f"{path}: invalid YAML: {err}") from None

@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 
 from shared.adapters.auth import ROLE_ORG_KINDS, Role
 from shared.adapters.tables.eventlog import events
-from shared.cli.supervisor import publish_seed_delegations
 from shared.domain.orgs import load_organisations
 from shared.web.http import PROBLEM_JSON
 from tests.services import VALID_APPLICATION, build_app, staff_headers
@@ -56,11 +55,10 @@ def test_the_misfits_are_every_pair_the_registry_refuses() -> None:
 
 
 @pytest.fixture
-async def apps(db_url: str) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+async def apps(seeded_db_url: str) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """The three services on one database, without their background work."""
-    await publish_seed_delegations(db_url)
     clients: dict[str, httpx.AsyncClient] = {}
-    built = {name: build_app(name, db_url) for name in ("intake", "processing", "notify")}
+    built = {name: build_app(name, seeded_db_url) for name in ("intake", "processing", "notify")}
     for name, app in built.items():
         clients[name] = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"

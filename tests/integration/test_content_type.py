@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from shared.adapters.tables.eventlog import events
-from shared.cli.supervisor import publish_seed_delegations
 from shared.domain.identity import id_check_digit
 from shared.web.http import PROBLEM_JSON
 from tests.services import NOT_LISTENING, VALID_APPLICATION, session_keys, staff_headers
@@ -54,10 +53,9 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(db_url: str) -> AsyncIterator[Intake]:
-    await publish_seed_delegations(db_url)
+async def intake(seeded_db_url: str) -> AsyncIterator[Intake]:
     settings: dict[str, Any] = {
-        "database_url": db_url,
+        "database_url": seeded_db_url,
         "jwt_public_key_file": session_keys().public_path,
         "nats_url": NOT_LISTENING,
     }

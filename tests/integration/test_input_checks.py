@@ -20,7 +20,6 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from shared.adapters.tables.eventlog import events
-from shared.cli.supervisor import publish_seed_delegations
 from shared.domain.identity import id_check_digit
 from shared.web.http import PROBLEM_JSON
 from tests.services import VALID_APPLICATION, build_app, staff_headers
@@ -79,10 +78,9 @@ class Services:
 
 
 @pytest.fixture
-async def services(db_url: str) -> AsyncIterator[Services]:
-    await publish_seed_delegations(db_url)
+async def services(seeded_db_url: str) -> AsyncIterator[Services]:
     running = Services(
-        {name: build_app(name, db_url) for name in ("intake", "processing", "notify")}
+        {name: build_app(name, seeded_db_url) for name in ("intake", "processing", "notify")}
     )
     yield running
     for name, client in running.http.items():

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from shared.domain.catalogue.models import Material, ServiceItem
 from shared.domain.orgs import Organisations, load_organisations
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 ITEMS_FILE = Path("catalogue") / "items.yaml"
@@ -314,6 +314,6 @@ def _read_yaml(path: Path) -> Any:
     except OSError as err:
         raise CatalogueError(f"{path}: cannot read: {err.strerror}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        return parse_yaml(text)
+    except YAMLError as err:
         raise CatalogueError(f"{path}: invalid YAML: {err}") from None

@@ -14,8 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.domain.yamltext import YAMLError, parse_yaml
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
@@ -199,8 +200,8 @@ def load_workflows(data_dir: Path | None = None) -> WorkflowRegistry:
     workflows: list[Workflow] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            workflow = Workflow.model_validate(yaml.safe_load(path.read_text("utf-8")))
-        except (ValidationError, yaml.YAMLError) as err:
+            workflow = Workflow.model_validate(parse_yaml(path.read_text("utf-8")))
+        except (ValidationError, YAMLError) as err:
             raise WorkflowError(f"{path.name}: {err}") from None
         if path.name != f"{workflow.name}.v{workflow.version}.yaml":
             raise WorkflowError(
