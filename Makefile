@@ -30,8 +30,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Three workers on two cores: the tests wait on real servers part of the time. Each
+# worker takes whole files (module-scoped stacks start once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.log

@@ -35,6 +35,7 @@ from shared.cli.main import app
 from shared.devtools.waiting import wait_until
 from shared.domain.workcalendar import CHINA_TZ
 from tests.conftest import fresh_postgres_db, fresh_sqlite_db
+from tests.e2e.conftest import E2E_BACKENDS
 from tests.services import ServiceProcess, running_stack, session_keys
 
 CASEFLOW = str(Path(sys.executable).parent / "caseflow")
@@ -110,7 +111,7 @@ def wait_until_quiet(database_url: str, timeout: float = 90.0) -> None:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=E2E_BACKENDS)
 def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(the live database, the auditor's empty database of the other backend)."""
     with fresh_postgres_db(request.getfixturevalue("postgres_server")) as postgres:

@@ -25,7 +25,7 @@ from shared.devtools import waiting
 from shared.devtools.waiting import wait_until
 from shared.domain.events import utcnow
 from shared.domain.workflow.reference import load_reference
-from tests.integration.test_projections import NAME, folded, head, snapshot
+from tests.contract.projections import NAME, folded, head, snapshot
 
 REFERENCE = load_reference()
 runner = CliRunner()

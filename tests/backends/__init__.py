@@ -1,0 +1,1 @@
+"""The database backends, each running the adapters' contract (``tests/contract``)."""

@@ -1,0 +1,1 @@
+"""SQLite, the embedded default (``caseflow up``): one file, several processes."""

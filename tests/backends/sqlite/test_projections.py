@@ -1,0 +1,3 @@
+"""The projections contract (``tests/contract/projections.py``) on SQLite."""
+
+from tests.contract.projections import *  # noqa: F403
