@@ -26,10 +26,11 @@ from services.notify.egress import (
     parse_target,
     system_resolver,
 )
-from shared.adapters.auth import Role, SignedInStaff, StaffDep, get_organisations
+from shared.adapters.auth import Role, SignedInStaff
 from shared.adapters.idempotency import KeyedRequest, KeyReused
 from shared.domain.event_catalogue import event_payloads
 from shared.domain.orgs import OrgKind
+from shared.web.auth import StaffDep, get_organisations
 from shared.web.runtime import EventLogDep
 
 OPERATE = "operate"

@@ -12,12 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from shared.adapters.auth import Role, StaffDep, require_role
+from shared.adapters.auth import Role
 from shared.application.audit.reading import CaseNotFound, read_compliance, read_timeline
 from shared.domain.audit.compliance import ComplianceError, check_period
 from shared.domain.audit.timeline import Basis, TimelineError, check_moment
 from shared.domain.delegation import DelegationError
 from shared.domain.workflow.reference import Reference
+from shared.web.auth import StaffDep, require_role
 from shared.web.http import PROBLEM_JSON
 from shared.web.runtime import EventLogDep
 

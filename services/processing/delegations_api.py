@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.adapters import delegations as store
-from shared.adapters.auth import Role, SignedInStaff, StaffDep, require_role
+from shared.adapters.auth import Role, SignedInStaff
 from shared.adapters.eventlog import DuplicateEventError
 from shared.domain.delegation import (
     CODE_PATTERN,
@@ -38,6 +38,7 @@ from shared.domain.delegation import (
 )
 from shared.domain.events import Actor
 from shared.domain.workflow.reference import Reference
+from shared.web.auth import StaffDep, require_role
 from shared.web.http import PROBLEM_JSON, correlation_id
 from shared.web.runtime import EventLogDep
 

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from shared.adapters.auth import Role, StaffDep, require_role
+from shared.adapters.auth import Role
 from shared.application.statistics.reading import read_statistics
 from shared.application.statistics.render import to_csv, to_html
 from shared.application.statistics.report import StatisticsError
+from shared.web.auth import StaffDep, require_role
 from shared.web.http import PROBLEM_JSON
 from shared.web.workflow.http import ServiceDep
 

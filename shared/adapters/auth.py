@@ -39,18 +39,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import jwt
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.domain.identity import unreadable
-from shared.domain.orgs import Organisation, Organisations, OrgKind, load_organisations
+from shared.domain.orgs import Organisation, Organisations, OrgKind
 
 if TYPE_CHECKING:
     from shared.settings import ServiceSettings
@@ -98,7 +96,7 @@ AUDIT_BODY_ROLES = frozenset({Role.auditor})
 """Roles that belong to the audit body alone, not to any city department."""
 
 
-def _a(words: str) -> str:
+def with_article(words: str) -> str:
     return f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
 
 
@@ -107,14 +105,15 @@ def check_role_fits_org(role: Role, organisation: Organisation) -> None:
     kinds = ROLE_ORG_KINDS[role]
     kind = organisation.kind.value.replace("_", " ")
     if organisation.kind not in kinds:
-        wanted = " or ".join(_a(k.value.replace("_", " ")) for k in sorted(kinds))
+        wanted = " or ".join(with_article(k.value.replace("_", " ")) for k in sorted(kinds))
         raise ValueError(
-            f"{_a(role.label)} works at {wanted}, but {organisation.code} is {_a(kind)}"
+            f"{with_article(role.label)} works at {wanted}, "
+            f"but {organisation.code} is {with_article(kind)}"
         )
     if role in AUDIT_BODY_ROLES and not organisation.audit_body:
         raise ValueError(
-            f"{_a(role.label)} works at the city's audit body, but {organisation.code} is "
-            f"{_a(kind)} that is not it"
+            f"{with_article(role.label)} works at the city's audit body, "
+            f"but {organisation.code} is {with_article(kind)} that is not it"
         )
 
 
@@ -186,10 +185,10 @@ def check_claims(staff: SignedInStaff, organisations: Organisations) -> None:
                 403,
             )
         if staff.role.value not in grant.roles:
-            holders = " or ".join(_a(Role(r).label) for r in grant.roles)
+            holders = " or ".join(with_article(Role(r).label) for r in grant.roles)
             raise ClaimsRefused(
                 f"your token carries the special permission {permission!r}, which only "
-                f"{holders} may hold; you are signed in as {_a(staff.role.label)} "
+                f"{holders} may hold; you are signed in as {with_article(staff.role.label)} "
                 "(该岗位不得持有此特殊权限)",
                 "permission not granted",
                 403,
@@ -632,134 +631,4 @@ def _staff(claims: dict[str, Any]) -> SignedInStaff:
         raise InvalidToken(_DAMAGED, "claims")
     return SignedInStaff(
         user=user, role=parsed_role, org=org, name=name, permissions=frozenset(perms)
-    )
-
-
-# --- FastAPI ------------------------------------------------------------------------------
-
-
-def _unauthorized(message: str, *, invalid: bool) -> HTTPException:
-    challenge = f'Bearer realm="{REALM}"'
-    if invalid:  # RFC 6750: say why, in a header-safe form
-        description = message.encode("ascii", "replace").decode().replace('"', "'")
-        challenge += f', error="invalid_token", error_description="{description}"'
-    return HTTPException(401, message, headers={"WWW-Authenticate": challenge})
-
-
-_build_lock = threading.Lock()
-_registry_lock = threading.Lock()
-
-
-def get_organisations(request: Request) -> Organisations:
-    """``app.state.organisations``, or loaded on first use from the runtime's data folder
-    (the packaged data for an app without a runtime)."""
-    state = request.app.state
-    organisations: Organisations | None = getattr(state, "organisations", None)
-    if organisations is not None:
-        return organisations
-    with _registry_lock:
-        organisations = getattr(state, "organisations", None)
-        if organisations is None:
-            runtime = getattr(state, "runtime", None)
-            data_dir = getattr(getattr(runtime, "settings", None), "data_dir", None)
-            organisations = load_organisations(data_dir)
-            state.organisations = organisations
-    return organisations
-
-
-def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
-    """Build the verifier now (raising :class:`AuthConfigError`) and keep it on ``app``."""
-    verifier = TokenVerifier.from_settings(settings)
-    app.state.verifier = verifier
-    return verifier
-
-
-def get_verifier(request: Request) -> TokenVerifier:
-    """``app.state.verifier``, built on first use from ``app.state.runtime.settings``.
-
-    Without a usable key every authenticated request answers 503 (and the log says which
-    setting to fix); the verifier is not cached then, so fixing the key needs no restart.
-    """
-    state = request.app.state
-    verifier: TokenVerifier | None = getattr(state, "verifier", None)
-    if verifier is not None:
-        return verifier
-    with _build_lock:
-        verifier = getattr(state, "verifier", None)
-        if verifier is None:
-            try:
-                verifier = install_verifier(request.app, state.runtime.settings)
-            except AuthConfigError as err:
-                log.error("staff sign-in is not configured", error=str(err))
-                raise HTTPException(
-                    503,
-                    "signing in doesn't work on this service yet: it has no key to check "
-                    "tokens with; tell the administrator",
-                ) from None
-    return verifier
-
-
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    scheme_name="staff token",
-    description="`caseflow token --user U --role R --org O` prints one (embedded default)",
-)
-"""Declares the bearer scheme in OpenAPI (the Authorize button of ``/docs``)."""
-
-
-async def current_staff(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> SignedInStaff:
-    """FastAPI dependency: the member of staff named by the ``Authorization: Bearer`` token.
-
-    401 (problem+json, ``WWW-Authenticate: Bearer``) when the token is missing, damaged,
-    expired, for another audience or signed by an unknown key, or names an organisation
-    caseflow doesn't know; 403 when its role doesn't suit the organisation or it carries a
-    special permission the registry doesn't grant that role (:func:`check_claims`); 503
-    when the keys can't be fetched. The staff member is also left on
-    ``request.state.staff``.
-    """
-    if credentials is None or not credentials.credentials:
-        message = (
-            "sign in first: send your token as 'Authorization: Bearer <token>'"
-            if request.headers.get("authorization")
-            else "sign in first: this needs a staff token (Authorization: Bearer <token>)"
-        )
-        raise _unauthorized(message, invalid=False)
-    token = credentials.credentials
-    verifier = get_verifier(request)
-    try:
-        staff = await verifier.averify(token)
-    except InvalidToken as err:
-        log.info("token refused", reason=err.reason)
-        raise _unauthorized(str(err), invalid=True) from None
-    except KeysUnavailable as err:
-        log.error("can't fetch the keys to check tokens", error=str(err))
-        raise HTTPException(
-            503,
-            "can't check your sign-in right now; please try again in a minute",
-            headers={"Retry-After": "60"},
-        ) from None
-    try:
-        check_claims(staff, get_organisations(request))
-    except ClaimsRefused as err:
-        log.info("token refused", reason=err.reason, org=staff.org, role=staff.role.value)
-        if err.status == 401:
-            raise _unauthorized(str(err), invalid=True) from None
-        raise HTTPException(err.status, str(err)) from None
-    request.state.staff = staff
-    return staff
-
-
-StaffDep = Annotated[SignedInStaff, Depends(current_staff)]
-
-
-def require_role(staff: SignedInStaff, *roles: Role) -> None:
-    """Raise 403 (problem+json) unless ``staff`` has one of ``roles``."""
-    if staff.role in roles:
-        return
-    wanted = " or ".join(_a(r.label) for r in roles) or "a role nobody has"
-    raise HTTPException(
-        403, f"only {wanted} can do this; you are signed in as {_a(staff.role.label)}"
     )

@@ -26,16 +26,15 @@ from shared.adapters.auth import (
     Role,
     SignedInStaff,
     SigningKey,
-    StaffDep,
     TokenVerifier,
     ensure_key_pair,
     issue_token,
     jwks,
-    require_role,
 )
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from shared.web import http
+from shared.web.auth import StaffDep, require_role
 
 CLERK = SignedInStaff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
 HEAD = SignedInStaff(user="zhao", role=Role.station_head, org="xuefeng_station")

@@ -17,8 +17,8 @@ from services.notify.app import create_app as create_notify
 from services.notify.settings import NotifySettings
 from services.processing.app import create_app as create_processing
 from services.processing.settings import ProcessingSettings
-from shared.adapters.auth import StaffDep
 from shared.web import http
+from shared.web.auth import StaffDep
 
 JSON = {"Content-Type": "application/json"}
 PROBLEM = {http.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

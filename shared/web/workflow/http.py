@@ -11,7 +11,6 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from shared.adapters.auth import StaffDep
 from shared.adapters.idempotency import KeyedRequest, KeyReused, SenderKey
 from shared.application.workflow.service import (
     ActionRefusedError,
@@ -22,6 +21,7 @@ from shared.application.workflow.service import (
 )
 from shared.domain.catalogue import DraftItem, UnknownItem
 from shared.domain.workflow import engine
+from shared.web.auth import StaffDep
 from shared.web.http import problem
 
 IdempotencyKey = Annotated[
