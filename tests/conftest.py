@@ -68,13 +68,33 @@ PROCESS_TEST_TIMEOUT = 300.0
 they start service processes, whose readiness alone may take ``waiting.READINESS``."""
 
 
+LONG_FIRST = (
+    "tests/e2e/",
+    "tests/security/",
+    "tests/integration/test_bench_",
+    "tests/integration/test_api_fuzz.py",
+    "tests/integration/test_notify_recording.py",
+    "tests/integration/test_consumer_outage.py",
+)
+"""Files that take longest (real stacks, faults, fuzzing) run first: with parallel
+workers (``make test``) the run then ends on many short files, not one long one."""
+
+
+def _run_order(path: str) -> int:
+    if path.startswith(LONG_FIRST):
+        return 0
+    return 2 if path.startswith("tests/unit/") else 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(str(config.rootpath))
+    paths = {}
     for item in items:
-        path = item.path.relative_to(root).as_posix()
+        path = paths[item] = item.path.relative_to(root).as_posix()
         if path in SECURITY_SUITE:
             item.add_marker(pytest.mark.security)
         _scale_timeout(config, item, PROCESS_TEST_TIMEOUT if path.startswith("tests/e2e/") else 0)
+    items.sort(key=lambda item: _run_order(paths[item]))  # stable: a file's order is kept
 
 
 def _scale_timeout(config: pytest.Config, item: pytest.Item, floor: float) -> None:

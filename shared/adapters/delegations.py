@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.adapters.eventlog import (
     ConcurrencyError,
     EventLog,
+    Transaction,
     append_in,
     read_case_in,
     read_cases_in,
@@ -70,7 +71,7 @@ Decide = Callable[[DelegationState | None, datetime], list[NewEvent]]
 
 
 async def _execute_in(
-    conn: AsyncConnection,
+    target: AsyncConnection | Transaction,
     code: str,
     decide: Decide,
     *,
@@ -80,6 +81,10 @@ async def _execute_in(
     index: Instrument | None,
     decided: list[NewEvent],
 ) -> DelegationOutcome:
+    """Run ``decide`` on the instrument's state and append what it decided: through
+    ``target``'s :meth:`Transaction.append` (announced when it commits), or on a bare
+    connection inside the caller's own transaction (the caller announces it)."""
+    conn = target.conn if isinstance(target, Transaction) else target
     case_id = delegation_case_id(code)
     history = await read_case_in(conn, case_id)
     state = fold_delegation(history)
@@ -103,7 +108,10 @@ async def _execute_in(
                 delegate=index.delegate,
             )
         )
-    result = await append_in(conn, case_id, version, new, case_kind=CASE_KIND)
+    if isinstance(target, Transaction):
+        result = await target.append(case_id, version, new, case_kind=CASE_KIND)
+    else:
+        result = await append_in(conn, case_id, version, new, case_kind=CASE_KIND)
     after = fold_delegation([*history, *result.events])
     assert after is not None
     return DelegationOutcome(after, result.events, replayed=result.replayed)
@@ -132,8 +140,7 @@ async def _execute(
         return await _execute_in(target, code, decide, **kwargs)
     try:
         async with target.transaction() as tx:
-            outcome = await _execute_in(tx.conn, code, decide, **kwargs)
-            tx.appended = not outcome.replayed
+            outcome = await _execute_in(tx, code, decide, **kwargs)
     except IntegrityError:
         # Another writer published the same code, or appended to the stream, between our
         # read and our insert (or an event id is taken by another case).
