@@ -7,15 +7,16 @@ services can share one file; PostgreSQL keeps its defaults (fsync and synchronou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _JSON_CODEC: dict[str, Any] = {
@@ -83,6 +84,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def alembic_config(url: str) -> Config:
     """Alembic configuration pointing at the packaged migrations."""
+    from alembic.config import Config  # only migrations need Alembic, not every service start
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -91,4 +94,6 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Bring the schema to the newest revision (blocking; call from a thread in async code)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")
