@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import shutil
 import signal
 import socket
@@ -21,12 +22,45 @@ from pathlib import Path
 
 from shared.devtools import waiting
 
+_PICKED: set[int] = set()
+
+
+def lowest_ephemeral_port() -> int:
+    """The lowest port the kernel hands out as a source port (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, picked at random below
+    the kernel's ephemeral range.
+
+    A port the kernel gives for binding port 0 lies in that range, and until our server
+    binds it any process's outgoing connection may take it as its source port: under load
+    (parallel test workers, a ``make up`` beside them) a ``caseflow up`` given such a port
+    found it "in use". Below the range only another listener can take it. A port is never
+    handed out twice by one process; when no random pick is free, the kernel picks.
+    """
+    low = max(lowest_ephemeral_port(), 16384)
+    for _ in range(50):
+        port = 15000 + secrets.randbelow(low - 15000)
+        if port not in _PICKED and _bindable(port):
+            _PICKED.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def nats_server_binary() -> str:

@@ -87,6 +87,9 @@ def _up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[by
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    if proc.poll() is not None:  # it stopped by itself: the test's own failure says why
+        assert proc.returncode == 0, f"caseflow up exited by itself ({proc.returncode})"
+        return []
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     assert proc.wait(60) == 0

@@ -152,12 +152,17 @@ class StopsTheDatabaseOnAcceptance:
     """A real channel; once a receiver accepted a message, the database is stopped before
     ``send`` returns (the window between the receiver's acceptance and the record)."""
 
-    def __init__(self, channel: Channel, stop: Any, stopped: asyncio.Event) -> None:
+    def __init__(
+        self, channel: Channel, stop: Any, stopped: asyncio.Event, lock: asyncio.Lock
+    ) -> None:
         self.name = channel.name
         self.channel = channel
         self.stop = stop
         self.stopped = stopped
-        self.lock = asyncio.Lock()
+        self.lock = lock
+        """Shared by every channel: two sends accepted at once stop the database once (a
+        lock per channel let two channels run ``pg_ctl stop`` together; the second failed,
+        "is server running?", and its accepted send was counted as failed and repeated)."""
 
     async def send(self, message: Outgoing) -> str | None:
         answer = await self.channel.send(message)
@@ -196,8 +201,9 @@ async def test_a_send_accepted_while_the_database_goes_away_arrives_once_and_is_
         stopped.set()
 
     lease = max(OUTAGE_SETTINGS.lease(c).total_seconds() for c in ("email", "sms", "webhook"))
+    one_stop = asyncio.Lock()
     shared = {
-        name: StopsTheDatabaseOnAcceptance(channel, stop_database, stopped)
+        name: StopsTheDatabaseOnAcceptance(channel, stop_database, stopped, one_stop)
         for name, channel in receivers.channels().items()
     }
     # Two replicas on the same database: either may claim, neither may send twice.
