@@ -9,18 +9,14 @@ The embedded default signs with a local key pair (``caseflow keys init`` / ``cas
 create it under ``var/keys``; ``caseflow token`` signs); production verifies against
 configured public keys (PEM) or an identity provider's JWKS URL.
 
-**How a service finds its verifier**: :func:`current_staff` uses ``app.state.verifier``
-(a :class:`TokenVerifier`). When the app has none, it builds one on first use from
-``app.state.runtime.settings`` (see :meth:`TokenVerifier.from_settings`) and keeps it there.
-A service that wants a missing key to stop start-up calls :func:`install_verifier` in its
-composition root; a test may simply assign ``app.state.verifier``.
+The HTTP side — the FastAPI dependencies that find the app's verifier and organisations
+and turn a request's token into a :class:`SignedInStaff` — is ``shared.web.auth``; this
+module imports no web framework.
 
 **Claims are checked against the registry** (``shared/data/organisations.yaml``): a genuine
 token is still refused when its organisation is unknown (401), its role does not suit the
 organisation's kind or its special permissions are not ones the registry grants that role
-(403); see :func:`check_claims`. The organisations come from ``app.state.organisations``
-(the composition root puts them there with its reference data), or are loaded on first use
-from ``app.state.runtime.settings.data_dir``.
+(403); see :func:`check_claims`.
 
 Tokens are never logged: failures are logged by reason and key id only.
 """

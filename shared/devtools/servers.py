@@ -23,6 +23,9 @@ from pathlib import Path
 from shared.devtools import waiting
 
 _PICKED: set[int] = set()
+RANDOM_PORTS_FROM = 15000
+"""Random picks lie between this and the ephemeral range (above the ports ``make up`` and
+well-known servers use)."""
 
 
 def lowest_ephemeral_port() -> int:
@@ -43,9 +46,9 @@ def free_port() -> int:
     found it "in use". Below the range only another listener can take it. A port is never
     handed out twice by one process; when no random pick is free, the kernel picks.
     """
-    low = max(lowest_ephemeral_port(), 16384)
-    for _ in range(50):
-        port = 15000 + secrets.randbelow(low - 15000)
+    low = lowest_ephemeral_port()
+    for _ in range(50 if low > RANDOM_PORTS_FROM + 1000 else 0):  # none if the range is wide
+        port = RANDOM_PORTS_FROM + secrets.randbelow(low - RANDOM_PORTS_FROM)
         if port not in _PICKED and _bindable(port):
             _PICKED.add(port)
             return port

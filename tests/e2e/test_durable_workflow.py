@@ -1,4 +1,4 @@
-"""Durable timers and version pinning over the real stack, on both backends.
+"""Durable timers and version pinning over the real stack (on ``CASEFLOW_TEST_E2E_BACKENDS``).
 
 - Clock warnings, deemed acceptance and forwarding deadlines fire exactly once, with two
   processing replicas running and one of them killed and restarted mid-run.

@@ -87,6 +87,9 @@ OPENINGS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 ]
 _IDS = [path for path, *_ in OPENINGS]
 
+# Part of the security suite: on both backends whatever CASEFLOW_TEST_E2E_BACKENDS says.
+pytestmark = pytest.mark.parametrize("module_db_url", ["sqlite", "postgres"], indirect=True)
+
 
 @pytest.fixture(scope="module")
 def stack(

@@ -886,8 +886,8 @@ def test_revocation_refuses_what_was_granted_before(stack: dict[str, ServiceProc
 
 @pytest.mark.parametrize("module_db_url", ["sqlite"], indirect=True)
 def test_every_catalogue_item_from_intake_to_closed(stack: dict[str, ServiceProcess]) -> None:
-    """All 27 items, each step checked; one backend is enough here (the lifecycles above
-    run on both)."""
+    """All 27 items, each step checked, on the embedded default (the lifecycles above run
+    on ``CASEFLOW_TEST_E2E_BACKENDS``, PostgreSQL unless it says otherwise)."""
     desk = Station(stack)
     items = CATALOGUE.published()
     assert len(items) == 27

@@ -87,9 +87,8 @@ def _up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[by
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    if proc.poll() is not None:  # it stopped by itself: the test's own failure says why
-        assert proc.returncode == 0, f"caseflow up exited by itself ({proc.returncode})"
-        return []
+    if proc.poll() is not None:  # it stopped by itself: never right while a test runs
+        raise AssertionError(f"caseflow up had exited by itself (exit code {proc.returncode})")
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     assert proc.wait(60) == 0

@@ -1,4 +1,5 @@
-"""Version pinning over the real stack (service processes, nats-server; SQLite and PostgreSQL).
+"""Version pinning over the real stack (service processes, nats-server; the database of
+``CASEFLOW_TEST_E2E_BACKENDS``).
 
 A case pins its catalogue item version and that version's workflow at intake. The test
 runs the stack on a copy of the reference data, takes version-1 cases partway, then does

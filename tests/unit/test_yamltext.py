@@ -9,12 +9,16 @@ import yaml
 
 from shared.domain.yamltext import YAMLError, parse_yaml
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[2]
+FILES = sorted([*(ROOT / "shared" / "data").rglob("*.yaml"), *(ROOT / "services").rglob("*.yaml")])
 
 
-@pytest.mark.parametrize(
-    "path", sorted(DATA.rglob("*.yaml")), ids=lambda p: p.relative_to(DATA).as_posix()
-)
+def test_the_reference_files_are_found() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in FILES}
+    assert {"shared/data/organisations.yaml", "services/notify/data/rules.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_reference_file_parses_as_the_pure_python_safe_loader_reads_it(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert parse_yaml(text) == yaml.load(text, Loader=yaml.SafeLoader)
