@@ -6,7 +6,8 @@ and declare the bearer scheme in OpenAPI. The tokens, keys and claims themselves
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("caseflow.auth")
 
+T = TypeVar("T")
+
 
 def _unauthorized(message: str, *, invalid: bool) -> HTTPException:
     challenge = f'Bearer realm="{REALM}"'
@@ -44,21 +47,30 @@ _build_lock = threading.Lock()
 _registry_lock = threading.Lock()
 
 
+def _kept_on_state(state: Any, name: str, lock: threading.Lock, build: Callable[[], T]) -> T:
+    """``state.<name>``, built by ``build`` on first use and kept there (once, whichever
+    thread asks first); when ``build`` raises, nothing is kept and the next call tries again."""
+    found: T | None = getattr(state, name, None)
+    if found is not None:
+        return found
+    with lock:
+        found = getattr(state, name, None)
+        if found is None:
+            found = build()
+            setattr(state, name, found)
+    return found
+
+
 def get_organisations(request: Request) -> Organisations:
     """``app.state.organisations``, or loaded on first use from the runtime's data folder
     (the packaged data for an app without a runtime)."""
     state = request.app.state
-    organisations: Organisations | None = getattr(state, "organisations", None)
-    if organisations is not None:
-        return organisations
-    with _registry_lock:
-        organisations = getattr(state, "organisations", None)
-        if organisations is None:
-            runtime = getattr(state, "runtime", None)
-            data_dir = getattr(getattr(runtime, "settings", None), "data_dir", None)
-            organisations = load_organisations(data_dir)
-            state.organisations = organisations
-    return organisations
+
+    def load() -> Organisations:
+        runtime = getattr(state, "runtime", None)
+        return load_organisations(getattr(getattr(runtime, "settings", None), "data_dir", None))
+
+    return _kept_on_state(state, "organisations", _registry_lock, load)
 
 
 def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
@@ -75,22 +87,19 @@ def get_verifier(request: Request) -> TokenVerifier:
     setting to fix); the verifier is not cached then, so fixing the key needs no restart.
     """
     state = request.app.state
-    verifier: TokenVerifier | None = getattr(state, "verifier", None)
-    if verifier is not None:
-        return verifier
-    with _build_lock:
-        verifier = getattr(state, "verifier", None)
-        if verifier is None:
-            try:
-                verifier = install_verifier(request.app, state.runtime.settings)
-            except AuthConfigError as err:
-                log.error("staff sign-in is not configured", error=str(err))
-                raise HTTPException(
-                    503,
-                    "signing in doesn't work on this service yet: it has no key to check "
-                    "tokens with; tell the administrator",
-                ) from None
-    return verifier
+
+    def build() -> TokenVerifier:
+        try:
+            return TokenVerifier.from_settings(state.runtime.settings)
+        except AuthConfigError as err:
+            log.error("staff sign-in is not configured", error=str(err))
+            raise HTTPException(
+                503,
+                "signing in doesn't work on this service yet: it has no key to check "
+                "tokens with; tell the administrator",
+            ) from None
+
+    return _kept_on_state(state, "verifier", _build_lock, build)
 
 
 bearer_scheme = HTTPBearer(
