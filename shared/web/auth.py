@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.adapters.auth import (
@@ -28,7 +28,7 @@ from shared.adapters.auth import (
 from shared.domain.orgs import Organisations, load_organisations
 
 if TYPE_CHECKING:
-    from shared.settings import ServiceSettings
+    pass
 
 log = structlog.get_logger("caseflow.auth")
 
@@ -71,13 +71,6 @@ def get_organisations(request: Request) -> Organisations:
         return load_organisations(getattr(getattr(runtime, "settings", None), "data_dir", None))
 
     return _kept_on_state(state, "organisations", _registry_lock, load)
-
-
-def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
-    """Build the verifier now (raising :class:`AuthConfigError`) and keep it on ``app``."""
-    verifier = TokenVerifier.from_settings(settings)
-    app.state.verifier = verifier
-    return verifier
 
 
 def get_verifier(request: Request) -> TokenVerifier:
