@@ -136,7 +136,10 @@ def test_mistakes_get_a_message(db_url: str, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
-    events = _mix(db_url, 22, applications=20, matters=4, visits=4)
+    # Enough events that the rebuild (one event per batch) runs for a few seconds: with
+    # ~140 it took half a second on an idle machine and sometimes finished before the
+    # Ctrl-C sent once 5 were applied arrived.
+    events = _mix(db_url, 22, applications=80, matters=12, visits=12)
     argv = [
         sys.executable,
         "-m",
