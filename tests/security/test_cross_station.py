@@ -2,7 +2,9 @@
 another station's things: Xuefeng's cases, matter, visit, webhook subscription, dead
 letters and the delegation it acts under.
 
-The three services run as real processes on both backends. Xuefeng's staff first build
+The three services run as real processes, on the end-to-end tests' backends (PostgreSQL
+unless ``CASEFLOW_TEST_E2E_BACKENDS`` says otherwise: the services reach either through the
+same adapters, whose own suites run on both). Xuefeng's staff first build
 what there is to steal (a station case, a case forwarded to the forestry bureau, a
 mediation, a visit, a webhook subscription), each carrying a marker string that appears
 nowhere else. Then every identity — each role at each organisation of the registry, and
@@ -41,6 +43,7 @@ from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events as events_table
 from shared.domain.orgs import load_organisations
 from shared.domain.workflow.payloads import BODIES
+from tests.e2e.conftest import E2E_BACKENDS
 from tests.services import (
     VALID_APPLICANT,
     ServiceProcess,
@@ -51,7 +54,10 @@ from tests.services import (
 )
 
 # The services run as processes: their readiness alone may take 120 s on a loaded machine.
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.parametrize("module_db_url", E2E_BACKENDS, indirect=True),
+]
 
 VICTIM = "xuefeng_station"
 ORGS = load_organisations()
