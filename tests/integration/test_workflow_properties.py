@@ -56,7 +56,7 @@ from shared.domain.events import NewEvent, StoredEvent
 from shared.domain.workcalendar import CHINA_TZ
 from shared.domain.workflow import engine
 from shared.domain.workflow.definitions import Workflow
-from shared.domain.workflow.payloads import TASK_ACTIONS
+from shared.domain.workflow.payloads import BODIES, TASK_ACTIONS
 from shared.domain.workflow.reference import load_reference
 from shared.domain.workflow.state import CaseState, apply, fold
 from tests.conftest import fresh_sqlite_db
@@ -74,8 +74,11 @@ ITEMS = [
     "logging_permit",  # forwarded to hc_forestry
     "minimum_living_allowance",  # forwarded to banqiao_town (decides under delegation)
     "birth_certificate",  # forwarded to hc_health
+    "funeral_subsidy",  # station, hc_hrss (a second item of the same workflow)
 ]
-ACTIONS = sorted(STATION.actions() | FORWARDED.actions() | TASK_ACTIONS)
+ACTIONS = sorted(STATION.actions() | FORWARDED.actions() | TASK_ACTIONS | set(BODIES))
+"""Every action of the two workflows, and every other action there is (a matter's steps,
+never an application's)."""
 STAFF = [
     engine.Staff("li.clerk", "window_clerk", "xuefeng_station"),
     engine.Staff("zhou.clerk", "window_clerk", "xuefeng_station"),
