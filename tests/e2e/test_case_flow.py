@@ -1,5 +1,5 @@
-"""A case through intake, processing and notify as real processes, on both backends
-(whatever ``CASEFLOW_TEST_E2E_BACKENDS`` says: the embedded default is tried end to end here)."""
+"""A case through intake, processing and notify as real processes (on
+``CASEFLOW_TEST_E2E_BACKENDS``)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from tests.services import (
     running_stack,
     wait_for_event,
 )
-
-pytestmark = pytest.mark.parametrize("module_db_url", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture(scope="module")

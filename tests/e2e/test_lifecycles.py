@@ -1,6 +1,6 @@
 """Each kind of case from intake to closed over the real stack — the three services as
-processes, nats-server, PostgreSQL and SQLite — with every step's event checked: who
-acted, in whose name, and under which delegation and version.
+processes, nats-server and the database of ``CASEFLOW_TEST_E2E_BACKENDS`` — with every
+step's event checked: who acted, in whose name, and under which delegation and version.
 
 The expected authority and delegation of a step are worked out here, from the seed
 instruments (shared/data/delegations.yaml) and the power each action uses (domain.md),
@@ -886,10 +886,8 @@ def test_revocation_refuses_what_was_granted_before(stack: dict[str, ServiceProc
 # -- the whole catalogue -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module_db_url", ["sqlite"], indirect=True)
 def test_every_catalogue_item_from_intake_to_closed(stack: dict[str, ServiceProcess]) -> None:
-    """All 27 items, each step checked, on the embedded default (the lifecycles above run
-    on ``CASEFLOW_TEST_E2E_BACKENDS``, PostgreSQL unless it says otherwise)."""
+    """All 27 items, each step checked."""
     desk = Station(stack)
     items = CATALOGUE.published()
     assert len(items) == 27

@@ -78,22 +78,61 @@ def test_bad_setting_stops_start_up_naming_the_variable() -> None:
     assert "sqlite+aiosqlite://" in result.stderr
 
 
-def _up(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+def _up(
+    data_dir: Path, ports: dict[str, int], log: Path, *, terminal: bool = False
+) -> subprocess.Popen[bytes]:
+    """``caseflow up`` (``terminal``: in a process group of its own, as a terminal starts
+    it, which Ctrl-C signals as a whole)."""
     args = [str(Path(sys.executable).parent / "caseflow"), "up", "--data-dir", str(data_dir)]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]
     with open(log, "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=terminal
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """SIGINT to the supervisor alone (as ``kill -INT`` sends it); what is left running."""
     if proc.poll() is not None:  # it stopped by itself: never right while a test runs
         raise AssertionError(f"caseflow up had exited by itself (exit code {proc.returncode})")
     children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     _gone, alive = psutil.wait_procs(children, timeout=10)
     return alive
+
+
+def _ctrl_c(proc: subprocess.Popen[bytes], data: Path, log: Path) -> None:
+    """Ctrl-C at the terminal: SIGINT to the whole process group of ``caseflow up``
+    (started with ``terminal=True``). Only the supervisor may act on it: it stops the
+    services first (they drain while NATS is still there), then nats-server."""
+    if proc.poll() is not None:
+        raise AssertionError(f"caseflow up had exited by itself (exit code {proc.returncode})")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    started = len(log.read_text(errors="replace"))
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(90)
+    alive = psutil.wait_procs(children, timeout=10)[1]
+    stopping = log.read_text(errors="replace")[started:]
+    assert code == 0, stopping[-3000:]
+    assert alive == [], f"left behind: {alive}"
+    # The services drained with NATS still up: no connection lost, no traceback.
+    for trouble in ("Traceback", "disconnected from NATS", "NATS error", "unexpected EOF"):
+        assert trouble not in stopping, stopping[-3000:]
+    assert stopping.count('"stopped"') >= len(SERVICES), stopping[-3000:]
+    # nats-server was told to stop by the supervisor (SIGTERM), not by the Ctrl-C, and after
+    # the services.
+    nats_log = (data / "nats.log").read_text(errors="replace")
+    assert 'Trapped "interrupt" signal' not in nats_log
+    assert 'Trapped "terminated" signal' in nats_log
+    said = [line for line in stopping.splitlines() if line.startswith("caseflow: stopped")]
+    assert said == [
+        "caseflow: stopped intake, processing, notify",
+        "caseflow: stopped sandbox",
+        "caseflow: stopped nats-server",
+        "caseflow: stopped",
+    ]
 
 
 def _clerk(key_dir: Path) -> dict[str, str]:
@@ -103,10 +142,12 @@ def _clerk(key_dir: Path) -> dict[str, str]:
 
 
 def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    """Started as from a terminal and stopped with Ctrl-C (the whole process group), then
+    started again on the same folder and stopped with SIGINT to the supervisor alone."""
     data = tmp_path / "var"
     ports = {n: devservers.free_port() for n in (*SERVICES, "nats", *SANDBOX)}
     log = tmp_path / "up.log"
-    proc = _up(data, ports, log)
+    proc = _up(data, ports, log, terminal=True)
     intake = f"http://127.0.0.1:{ports['intake']}"
     try:
         wait_for_line(log, "ready; press Ctrl-C to stop", proc)
@@ -124,8 +165,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
         case_id = response.json()["case_id"]
         wait_for_event(intake, case_id, "NotificationSent", headers=clerk)
     finally:
-        alive = _stop(proc)
-    assert alive == [], f"left behind: {alive}"
+        _ctrl_c(proc, data, log)
     assert (data / "caseflow.db").exists() and (data / "jetstream").is_dir()
     # Citizens' data and the keys are the operator's alone.
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
