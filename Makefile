@@ -31,11 +31,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
 # Three workers on two cores: the tests wait on real servers part of the time. Each
-# worker takes whole files (module-scoped stacks start once). TEST_WORKERS=0: one process.
+# worker takes whole files (module-scoped stacks start once), in the order tests/conftest.py
+# gives them (the longest first). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 
 test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.log

@@ -68,22 +68,36 @@ PROCESS_TEST_TIMEOUT = 300.0
 they start service processes, whose readiness alone may take ``waiting.READINESS``."""
 
 
-LONG_FIRST = (
+LONGEST_FIRST = (
+    "tests/integration/test_api_fuzz.py",
+    "tests/integration/test_bench_faults.py",
+    "tests/e2e/test_cluster.py",
+    "tests/e2e/test_audit_replay.py",
+    "tests/integration/test_audit_segments.py",
+    "tests/e2e/test_lifecycles.py",
+    "tests/e2e/test_idempotency_keys.py",
+    "tests/e2e/test_notifications.py",
+    "tests/integration/test_bench_runs.py",
+    "tests/integration/test_consumer_outage.py",
+    "tests/e2e/test_operations.py",
+    "tests/integration/test_notify_recording.py",
+    "tests/integration/test_input_checks.py",
+    "tests/security/test_cross_station.py",
     "tests/e2e/",
     "tests/security/",
     "tests/integration/test_bench_",
-    "tests/integration/test_api_fuzz.py",
-    "tests/integration/test_notify_recording.py",
-    "tests/integration/test_consumer_outage.py",
 )
-"""Files that take longest (real stacks, faults, fuzzing) run first: with parallel
-workers (``make test``) the run then ends on many short files, not one long one."""
+"""Files in the order parallel workers (``make test``) should start them: the longest
+first, as measured on two cores (a file's tests run on one worker), then the other
+end-to-end files, the other integration files and the unit tests. The run then ends on
+many short files, not one long one (``--no-loadscope-reorder`` keeps this order)."""
 
 
 def _run_order(path: str) -> int:
-    if path.startswith(LONG_FIRST):
-        return 0
-    return 2 if path.startswith("tests/unit/") else 1
+    for rank, prefix in enumerate(LONGEST_FIRST):
+        if path.startswith(prefix):
+            return rank
+    return len(LONGEST_FIRST) + (1 if path.startswith("tests/unit/") else 0)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
