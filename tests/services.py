@@ -21,7 +21,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
@@ -38,8 +37,8 @@ from shared.adapters.auth import (
 )
 from shared.adapters.bus import client
 from shared.adapters.bus.credentials import CredentialStore, authorities
+from shared.devtools import httpcalls, waiting
 from shared.devtools import servers as devservers
-from shared.devtools import waiting
 from shared.web.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
@@ -370,7 +369,7 @@ def wait_for_event(
     seen: list[str] = []
 
     def history() -> list[dict[str, Any]] | None:
-        response = httpx.get(f"{base_url}/cases/{case_id}/events", timeout=5, headers=headers)
+        response = httpcalls.get(f"{base_url}/cases/{case_id}/events", timeout=5, headers=headers)
         if response.status_code != 200:
             seen[:] = [f"HTTP {response.status_code}"]
             return None

@@ -28,6 +28,7 @@ from shared.adapters.bus.access import RELAY
 from shared.adapters.bus.credentials import CredentialStore, authorities
 from shared.adapters.db import migrate, shown_url
 from shared.application.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import READINESS, scaled
 from shared.web.metrics import DEFAULT_METRICS_TOKEN_FILE, ensure_metrics_token
@@ -222,7 +223,7 @@ class Stack:
                     raise SystemExit(f"caseflow: {service} exited during start-up")
                 try:
                     url = f"http://{self.host}:{self.ports[service]}/readyz"
-                    if httpx.get(url, timeout=1.0).status_code == 200:
+                    if httpcalls.get(url, timeout=1.0).status_code == 200:
                         pending.discard(service)
                 except httpx.HTTPError:
                     pass

@@ -26,13 +26,23 @@ from typing import Any, TypeVar, cast, overload
 
 import httpx
 
+from shared.devtools import httpcalls
+
 T = TypeVar("T")
 
 TIME_SCALE_VARIABLE = "CASEFLOW_TEST_TIME_SCALE"
 """The environment variable every timeout is multiplied by."""
 
 INTERVAL = 0.05
-"""Seconds between two tries unless a wait says otherwise."""
+"""Seconds before the second try unless a wait says otherwise…"""
+
+MAX_INTERVAL = 0.25
+"""…after which the pauses grow by half each time up to this (unless the wait gives an
+``interval`` of its own, kept fixed): a check that holds soon is seen soon, and a long
+wait doesn't ask a service the same question twenty times a second (in the end-to-end
+tests every try is an HTTP request the services answer with the machine's CPU)."""
+
+GROWTH = 1.5
 
 READINESS = 120.0
 """Seconds a service process gets to answer ``/readyz`` (before scaling): generous, since
@@ -90,18 +100,19 @@ class _Wait:
         self,
         what: str,
         timeout: float,
-        interval: float,
+        interval: float | None,
         ignoring: tuple[type[BaseException], ...],
         give_up: Callable[[], str | None] | None,
         detail: Callable[[], object] | None,
     ) -> None:
-        if interval <= 0:
+        if interval is not None and interval <= 0:
             raise ValueError("interval must be positive")
         self.what = what
         self.timeout = timeout
         self.scale = time_scale()
         self.limit = timeout * self.scale
-        self.interval = interval
+        self.interval = INTERVAL if interval is None else interval
+        self.growing = interval is None
         self.ignoring = ignoring
         self.give_up = give_up
         self.detail = detail
@@ -140,8 +151,11 @@ class _Wait:
                 waited=waited,
                 last=self.last,
             )
+        pause = self.interval
+        if self.growing:
+            self.interval = min(self.interval * GROWTH, MAX_INTERVAL)
         # The last try lands on the deadline rather than a whole interval past it.
-        return max(0.0, min(self.interval, self.deadline - now))
+        return max(0.0, min(pause, self.deadline - now))
 
     def _message(self, headline: str) -> str:
         message = f"{headline}; last seen: {_shown(self.last)}"
@@ -158,7 +172,7 @@ def wait_until(
     *,
     what: str,
     timeout: float = 10.0,
-    interval: float = INTERVAL,
+    interval: float | None = None,
     ignoring: tuple[type[BaseException], ...] = (),
     give_up: Callable[[], str | None] | None = None,
     detail: Callable[[], object] | None = None,
@@ -167,11 +181,13 @@ def wait_until(
 
     ``what`` names what is awaited (for the failure message). ``timeout`` (seconds) is
     multiplied by :func:`time_scale`; ``check`` runs at least once and once more at the
-    deadline. An exception of a type in ``ignoring`` counts as a no (and is reported as the
-    last value seen); any other propagates. ``give_up``, called after each try that said
-    no, ends the wait at once with :class:`WaitAbandoned` when it returns a reason (so an
-    answer that came just before the process exited still counts). ``detail`` adds to
-    the failure message (e.g. the end of a log). Raises :class:`WaitTimedOut`.
+    deadline. Between tries: ``interval`` seconds if given, else :data:`INTERVAL` growing
+    to :data:`MAX_INTERVAL`. An exception of a type in ``ignoring`` counts as a no (and is
+    reported as the last value seen); any other propagates. ``give_up``, called after each
+    try that said no, ends the wait at once with :class:`WaitAbandoned` when it returns a
+    reason (so an answer that came just before the process exited still counts).
+    ``detail`` adds to the failure message (e.g. the end of a log). Raises
+    :class:`WaitTimedOut`.
     """
     wait = _Wait(what, timeout, interval, ignoring, give_up, detail)
     while True:
@@ -194,7 +210,7 @@ async def eventually(
     *,
     what: str,
     timeout: float = ...,  # noqa: ASYNC109 - the same wait as wait_until's
-    interval: float = ...,
+    interval: float | None = ...,
     ignoring: tuple[type[BaseException], ...] = ...,
     give_up: Callable[[], str | None] | None = ...,
     detail: Callable[[], object] | None = ...,
@@ -207,7 +223,7 @@ async def eventually(
     *,
     what: str,
     timeout: float = ...,  # noqa: ASYNC109 - the same wait as wait_until's
-    interval: float = ...,
+    interval: float | None = ...,
     ignoring: tuple[type[BaseException], ...] = ...,
     give_up: Callable[[], str | None] | None = ...,
     detail: Callable[[], object] | None = ...,
@@ -219,7 +235,7 @@ async def eventually(
     *,
     what: str,
     timeout: float = 10.0,  # noqa: ASYNC109 - scaled, and named in the failure
-    interval: float = INTERVAL,
+    interval: float | None = None,
     ignoring: tuple[type[BaseException], ...] = (),
     give_up: Callable[[], str | None] | None = None,
     detail: Callable[[], object] | None = None,
@@ -267,7 +283,7 @@ def wait_ready(
     exits first. ``detail`` (e.g. the end of the service's log) goes into the failure."""
 
     def ready() -> bool:
-        return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
+        return httpcalls.get(f"{base_url}/readyz", timeout=2).status_code == 200
 
     wait_until(
         ready,

@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -34,6 +33,7 @@ from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events, inbox
 from shared.adapters.tables.timers import timers
 from shared.adapters.tables.workflow import case_index, tasks
+from shared.devtools import httpcalls
 from shared.devtools.waiting import wait_until
 from shared.domain.catalogue import load_catalogue
 from tests.bus_helpers import stored_messages
@@ -111,7 +111,7 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def post(url: str, who: Mapping[str, str], body: Mapping[str, Any] | None = None) -> Any:
-    response = httpx.post(
+    response = httpcalls.post(
         url, json=dict(body or {}), headers={**who, "Idempotency-Key": uuid.uuid4().hex}, timeout=15
     )
     assert response.status_code in (200, 201), response.text
@@ -281,7 +281,7 @@ def test_the_bus_carries_no_personal_data_and_notices_still_reach_the_applicant(
 
     # Views: the case's history, notify's deliveries and the webhook bodies, masked.
     for case_id in (at_station, forwarded):
-        shown = httpx.get(f"{world.intake}/cases/{case_id}/events", headers=CLERK, timeout=10)
+        shown = httpcalls.get(f"{world.intake}/cases/{case_id}/events", headers=CLERK, timeout=10)
         assert shown.status_code == 200 and all(c not in shown.text for c in IN_CLEAR)
         found = deliveries_of(world.notify, case_id)
         assert {d["recipient"] for d in found if d["audience"] == "applicant"} == {
@@ -294,7 +294,7 @@ def test_the_bus_carries_no_personal_data_and_notices_still_reach_the_applicant(
         assert all(c not in body for c in IN_CLEAR), body
         assert call.json()["data"]["personal_data"] == "masked"
     # The full applicant is there for the station, with a reason (and recorded).
-    full = httpx.get(
+    full = httpcalls.get(
         f"{world.intake}/cases/{forwarded}/applicant",
         params={"reason": "核对 / checking"},
         headers=CLERK,
@@ -311,7 +311,7 @@ def test_the_bus_carries_no_personal_data_and_notices_still_reach_the_applicant(
     assert disclosed["payload"]["channel"] == "caseflow.dept.hc_forestry.requests"
     assert disclosed["payload"]["request_id"] == forwarding["event_id"]
     assert disclosed["actor"]["role"] == "system"
-    timeline = httpx.get(
+    timeline = httpcalls.get(
         f"{world.processing}/audit/cases/{forwarded}/timeline", headers=AUDITOR, timeout=10
     )
     assert timeline.status_code == 200, timeline.text
@@ -455,7 +455,7 @@ def test_a_forged_event_is_dead_lettered_and_changes_nothing(world: World) -> No
     assert not rows(world, sa.select(case_index).where(case_index.c.case_id == case_id))
     assert not rows(world, sa.select(tasks).where(tasks.c.case_id == case_id))
     assert not rows(world, sa.select(events).where(events.c.case_id == case_id))
-    answer = httpx.get(f"{world.intake}/cases/{case_id}", headers=HEAD, timeout=10)
+    answer = httpcalls.get(f"{world.intake}/cases/{case_id}", headers=HEAD, timeout=10)
     assert answer.status_code == 404
     requests = department_requests(world)
     assert all(orjson.loads(m.data)["case_id"] != str(case_id) for m in requests)

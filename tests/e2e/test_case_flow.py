@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from shared.devtools import httpcalls
 from tests.services import (
     CLERK,
     VALID_APPLICANT,
@@ -34,7 +35,7 @@ def _submit(
     intake: str, body: dict[str, object], key: str | None = None, **headers: str
 ) -> httpx.Response:
     headers = {**CLERK, "Idempotency-Key": key or uuid.uuid4().hex, **headers}
-    return httpx.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
+    return httpcalls.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
 
 
 def test_complete_application_is_accepted_and_the_applicant_told(
@@ -72,7 +73,7 @@ def test_complete_application_is_accepted_and_the_applicant_told(
     assert [e["version"] for e in events] == list(range(1, len(events) + 1))
     assert events[1]["prev_hash"] == events[0]["hash"]
 
-    state = httpx.get(f"{intake}/cases/{case_id}", timeout=5, headers=CLERK).json()
+    state = httpcalls.get(f"{intake}/cases/{case_id}", timeout=5, headers=CLERK).json()
     assert state["status"] == "accepted"
     # The applicant's phone and ID number never reach the logs in clear.
     for service in stack.values():
@@ -125,7 +126,7 @@ def test_retry_with_same_idempotency_key_returns_the_same_case(
     wait_for_event(intake, case_id, "NotificationSent")
     third = _submit(intake, VALID_APPLICATION, key)  # after the case moved on
     assert third.json()["case_id"] == case_id
-    events = httpx.get(f"{intake}/cases/{case_id}/events", timeout=5, headers=CLERK).json()
+    events = httpcalls.get(f"{intake}/cases/{case_id}/events", timeout=5, headers=CLERK).json()
     assert [e["event_type"] for e in events["events"]].count("CaseReceived") == 1
 
     other = {**VALID_APPLICATION, "applicant": {**VALID_APPLICANT, "name": "李秀兰"}}
@@ -172,7 +173,7 @@ def test_bad_applications_get_a_clear_problem_and_store_nothing(
 ) -> None:
     intake = stack["intake"].base_url
     key = headers.get("Idempotency-Key", uuid.uuid4().hex)
-    response = httpx.post(
+    response = httpcalls.post(
         f"{intake}/cases", json=body, headers={**CLERK, "Idempotency-Key": key}, timeout=5
     )
     assert response.status_code == 422, response.text
@@ -208,7 +209,7 @@ def test_malformed_requests_are_problems_not_errors(
     content: bytes | None,
     status: int,
 ) -> None:
-    response = httpx.request(
+    response = httpcalls.request(
         method,
         stack[service].base_url + path,
         content=content,
@@ -226,7 +227,7 @@ def test_malformed_requests_are_problems_not_errors(
 
 def test_without_a_token_nothing_is_read_or_recorded(stack: dict[str, ServiceProcess]) -> None:
     intake = stack["intake"].base_url
-    response = httpx.post(
+    response = httpcalls.post(
         f"{intake}/cases",
         json=VALID_APPLICATION,
         headers={"Idempotency-Key": uuid.uuid4().hex},
@@ -236,7 +237,7 @@ def test_without_a_token_nothing_is_read_or_recorded(stack: dict[str, ServicePro
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith("Bearer")
     case_id = _submit(intake, VALID_APPLICATION).json()["case_id"]
-    assert httpx.get(f"{intake}/cases/{case_id}", timeout=5).status_code == 401
+    assert httpcalls.get(f"{intake}/cases/{case_id}", timeout=5).status_code == 401
 
 
 def test_every_service_serves_probes_metrics_docs_and_asyncapi(
@@ -244,24 +245,24 @@ def test_every_service_serves_probes_metrics_docs_and_asyncapi(
 ) -> None:
     for service in stack.values():
         base = service.base_url
-        assert httpx.get(f"{base}/livez", timeout=5).json() == {"status": "ok"}
-        ready = httpx.get(f"{base}/readyz", timeout=5).json()
+        assert httpcalls.get(f"{base}/livez", timeout=5).json() == {"status": "ok"}
+        ready = httpcalls.get(f"{base}/readyz", timeout=5).json()
         assert ready["checks"] == {"database": "ok", "nats": "ok"}
-        scraped = httpx.get(f"{base}/metrics", headers=metrics_headers(), timeout=5)
+        scraped = httpcalls.get(f"{base}/metrics", headers=metrics_headers(), timeout=5)
         assert "caseflow_http_requests_total" in scraped.text
-        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401  # not for the world
-        assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
+        assert httpcalls.get(f"{base}/metrics", timeout=5).status_code == 401  # not for the world
+        assert httpcalls.get(f"{base}/docs", timeout=5).status_code == 200
         assert (
-            httpx.get(f"{base}/openapi.json", timeout=5)
+            httpcalls.get(f"{base}/openapi.json", timeout=5)
             .json()["info"]["title"]
             .startswith("caseflow")
         )
-        doc = httpx.get(f"{base}/asyncapi.json", timeout=5).json()
+        doc = httpcalls.get(f"{base}/asyncapi.json", timeout=5).json()
         addresses = {c["address"] for c in doc["channels"].values()}
         assert "caseflow.events.{case_kind}.CaseReceived" in addresses
         assert "caseflow.dept.{authority}.requests" in addresses
         assert "caseflow.dlq.notify" in addresses
-    wait_metric = httpx.get(
+    wait_metric = httpcalls.get(
         f"{stack['processing'].base_url}/metrics", headers=metrics_headers(), timeout=5
     ).text
     assert "caseflow_consumer_handled_total" in wait_metric

@@ -49,6 +49,7 @@ from shared.adapters.auth import jwks, load_public_keys
 from shared.adapters.db import create_engine
 from shared.adapters.eventlog import EventLog
 from shared.application.audit.keys import ensure_audit_key
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from tests.services import (
@@ -745,12 +746,14 @@ def test_compose_services_run_a_case_end_to_end(
             assert health_check(services[name], envs[name]) == 0, name
             # /metrics answers Prometheus holding the secret's token, and nobody else.
             metrics = f"{service.base_url}/metrics"
-            assert httpx.get(metrics, timeout=10).status_code == 401, name
-            scraped = httpx.get(metrics, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert httpcalls.get(metrics, timeout=10).status_code == 401, name
+            scraped = httpcalls.get(
+                metrics, headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
             assert scraped.status_code == 200 and "caseflow_http" in scraped.text, name
 
         intake = running["intake"].base_url
-        response = httpx.post(
+        response = httpcalls.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
             headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
@@ -792,11 +795,11 @@ def test_nats_command_and_health_check_work_with_nats_server(
         assert url.hostname in ("127.0.0.1", "localhost")
         local_url = url._replace(netloc=f"127.0.0.1:{monitor_port}").geturl()
         health = wait_until(
-            lambda: httpx.get(local_url, timeout=1),
+            lambda: httpcalls.get(local_url, timeout=1),
             what="nats-server's monitoring port to answer",
             timeout=15,
             ignoring=(httpx.HTTPError,),
         )
         assert health.status_code == 200, health.text
-        jsz = httpx.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
+        jsz = httpcalls.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
         assert Path(jsz["config"]["store_dir"]).is_relative_to(tmp_path / "jetstream"), jsz

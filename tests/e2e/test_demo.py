@@ -13,11 +13,11 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from shared.adapters.delegations import load_seed_delegations
 from shared.cli.demo import SHOWCASE, Slot, Station, application, ensure_delegations
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.domain.catalogue import load_catalogue
 from tests.services import (
@@ -58,7 +58,7 @@ def _staff_events(data: Path) -> int:
 
 
 def _events(processing: str, case_id: str, token: str) -> list[dict[str, Any]]:
-    answer = httpx.get(
+    answer = httpcalls.get(
         f"{processing}/cases/{case_id}/events",
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
@@ -90,7 +90,7 @@ def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> Non
         assert roster["li.clerk"] | {"token": ""} == {
             "role": "window_clerk", "org": "xuefeng_station", "name": "李娜", "token": ""
         }  # fmt: skip
-        listed = httpx.get(
+        listed = httpcalls.get(
             f"{processing}/cases",
             params={"limit": 500},
             headers={"Authorization": f"Bearer {token['gao.auditor']}"},
@@ -133,7 +133,7 @@ def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> Non
         assert rejected["delegation_id"] == "civil-affairs-banqiao-2021"
 
         # Poor ratings: one call-back done, one waiting on the station head's worklist.
-        worklist = httpx.get(
+        worklist = httpcalls.get(
             f"{processing}/worklist",
             headers={"Authorization": f"Bearer {token['zhao.head']}"},
             timeout=10,
@@ -142,7 +142,7 @@ def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> Non
 
         # Stations are kept apart: Longmen's cases exist, Xuefeng's clerk doesn't see them.
         assert {c["station"] for c in listed} == {"xuefeng_station", "longmen_station"}
-        mine = httpx.get(
+        mine = httpcalls.get(
             f"{processing}/cases",
             params={"limit": 500},
             headers={"Authorization": f"Bearer {token['li.clerk']}"},

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from shared.adapters.bus.streams import DLQ_STREAM
 from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events as events_table
+from shared.devtools import httpcalls
 from shared.devtools.waiting import eventually
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
@@ -210,7 +211,7 @@ def test_an_answer_for_a_case_not_forwarded_to_that_authority_is_refused_and_kep
     assert refused["payload"]["delivered_by"]["credential"] == forestry["name"]
     assert refused["payload"]["status"] == "accepted"
     # The cases did not move, nor grow.
-    events = httpx.get(f"{desk.intake}/cases/{permit}/events", headers=CLERK, timeout=10).json()
+    events = httpcalls.get(f"{desk.intake}/cases/{permit}/events", headers=CLERK, timeout=10).json()
     acts = [e["event_type"] for e in events["events"] if e["event_type"] != "NotificationSent"]
     assert "ActionRefused" not in acts and "CaseApproved" not in acts
     assert len([e for e in before if e["event_type"] != "NotificationSent"]) <= len(acts)
@@ -269,7 +270,7 @@ def test_an_undecodable_answer_is_dead_lettered_once(
 def test_over_http_nobody_can_claim_a_credential(stack: dict[str, ServiceProcess]) -> None:
     desk = Desk(stack)
     permit = desk.forward("logging_permit", language="zh-CN")
-    response = httpx.post(
+    response = httpcalls.post(
         f"{desk.processing}/cases/{permit}/actions/approve",
         json={"delivered_by": {"channel": "nats", "credential": "forestry-system"}},
         headers={**FORESTRY_OFFICER, "Idempotency-Key": uuid.uuid4().hex},
@@ -277,7 +278,7 @@ def test_over_http_nobody_can_claim_a_credential(stack: dict[str, ServiceProcess
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    approved = httpx.post(
+    approved = httpcalls.post(
         f"{desk.processing}/cases/{permit}/actions/approve",
         json={"decision_number": "韩林采字〔2026〕7号"},
         headers={**FORESTRY_OFFICER, "Idempotency-Key": uuid.uuid4().hex},
@@ -319,7 +320,7 @@ def test_a_reply_steered_onto_another_credentials_subject_decides_nothing(
 
     asyncio.run(steer())
     dead_letter(bus, f"undecodable answer from credential {hrss['name']}")
-    events = httpx.get(
+    events = httpcalls.get(
         f"{desk.intake}/cases/{permit}/events", headers=dict(FORESTRY_OFFICER), timeout=10
     ).json()["events"]
     types = [e["event_type"] for e in events]
@@ -340,11 +341,11 @@ def test_answers_naming_no_case_or_written_to_deceive_change_nothing_and_stop_no
     delegation's stream broke the register), and the listener goes on to the next answer."""
     desk = Desk(stack)
     permit = desk.forward("logging_permit", language="zh-CN")
-    delegations = httpx.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
+    delegations = httpcalls.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
     assert delegations.status_code == 200, delegations.text
     register = delegations.json()
     delegation = register["delegations"][0]["case_id"]
-    visit = httpx.post(
+    visit = httpcalls.post(
         f"{desk.intake}/reception",
         json={"visitor_name": "王秀英", "purpose": "enquiry"},
         headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
@@ -369,13 +370,13 @@ def test_answers_naming_no_case_or_written_to_deceive_change_nothing_and_stop_no
     events = wait_for_event(desk.intake, permit, "CaseApproved", timeout=20)
     assert [e["event_type"] for e in events].count("ActionRefused") == 0
     # Nothing landed on the delegation's stream or the visit's: the register reads as before.
-    again = httpx.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
+    again = httpcalls.get(f"{desk.processing}/delegations", headers=CLERK, timeout=10)
     assert again.status_code == 200, again.text
     assert again.json() == register
     for stream in (delegation, visit_id):
-        shown = httpx.get(f"{desk.intake}/cases/{stream}/events", headers=FORESTRY_OFFICER)
+        shown = httpcalls.get(f"{desk.intake}/cases/{stream}/events", headers=FORESTRY_OFFICER)
         assert shown.status_code == 404, shown.text
-    opened = httpx.post(
+    opened = httpcalls.post(
         f"{desk.intake}/cases",
         json=VALID_APPLICATION,
         headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
@@ -411,7 +412,7 @@ def test_only_the_authority_a_case_was_forwarded_to_decides_it(
     town = staff_headers("sun.town", "department_officer", "banqiao_town")
 
     def attempt(action: str, who: dict[str, str], body: dict[str, Any]) -> httpx.Response:
-        return httpx.post(
+        return httpcalls.post(
             f"{desk.processing}/cases/{case}/actions/{action}",
             json=body,
             headers={**who, "Idempotency-Key": uuid.uuid4().hex},
@@ -425,11 +426,11 @@ def test_only_the_authority_a_case_was_forwarded_to_decides_it(
     forwarded = desk.act(case, "forward", REVIEWER)
     assert forwarded["forward_to"] == "banqiao_town", forwarded
 
-    seen = httpx.get(f"{desk.processing}/cases/{case}", headers=bureau, timeout=10)
+    seen = httpcalls.get(f"{desk.processing}/cases/{case}", headers=bureau, timeout=10)
     assert seen.status_code == 200, seen.text
     key = {"Idempotency-Key": uuid.uuid4().hex}
     for _ in range(2):  # the same attempt again: the same refusal
-        refused = httpx.post(
+        refused = httpcalls.post(
             f"{desk.processing}/cases/{case}/actions/approve",
             json={"decision_number": "韩民〔2026〕1号"},
             headers={**bureau, **key},
@@ -439,7 +440,7 @@ def test_only_the_authority_a_case_was_forwarded_to_decides_it(
         assert "banqiao_town" in refused.json()["detail"]
     approved = attempt("approve", town, {"decision_number": "板政〔2026〕1号"})
     assert approved.status_code == 200, approved.text
-    events = httpx.get(f"{desk.intake}/cases/{case}/events", headers=CLERK, timeout=10).json()
+    events = httpcalls.get(f"{desk.intake}/cases/{case}/events", headers=CLERK, timeout=10).json()
     decisions = [e for e in events["events"] if e["event_type"] == "CaseApproved"]
     assert [d["actor"]["station"] for d in decisions] == ["banqiao_town"]
     # The bureau has no part in the town's case: its refused attempts are kept apart

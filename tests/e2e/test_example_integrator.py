@@ -25,11 +25,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from nats.js import api
 
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.domain.catalogue import load_catalogue
 from tests.services import (
@@ -101,7 +101,9 @@ class Desk:
 
     def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
         headers = {**CLERK, "Idempotency-Key": uuid.uuid4().hex}
-        response = httpx.post(f"{self.intake}/cases", json=dict(body), headers=headers, timeout=10)
+        response = httpcalls.post(
+            f"{self.intake}/cases", json=dict(body), headers=headers, timeout=10
+        )
         assert response.status_code == 201, response.text
         answer: dict[str, Any] = response.json()
         return answer
@@ -109,7 +111,7 @@ class Desk:
     def act(
         self, case_id: str, action: str, who: Mapping[str, str], body: Mapping[str, Any] = {}
     ) -> dict[str, Any]:
-        response = httpx.post(
+        response = httpcalls.post(
             f"{self.processing}/cases/{case_id}/actions/{action}",
             json=dict(body),
             headers={**who, "Idempotency-Key": uuid.uuid4().hex},
@@ -228,14 +230,14 @@ def test_the_example_department_answers_forwarded_cases(
         assert personal not in logs
 
     # The services document all of it (processing's consumers, the department subjects).
-    served = httpx.get(f"{desk.processing}/asyncapi.json", timeout=5).json()
+    served = httpcalls.get(f"{desk.processing}/asyncapi.json", timeout=5).json()
     assert served["components"]["messages"]["CaseReceived"]["x-schema-version"] == 2
     assert (
         served["channels"]["dept-answers"]["address"]
         == "caseflow.dept.{authority}.answers.{credential}"
     )
     assert "processing-dept-answers" in served["x-caseflow-consumers"]
-    as_yaml = httpx.get(f"{desk.intake}/asyncapi.yaml", timeout=5)
+    as_yaml = httpcalls.get(f"{desk.intake}/asyncapi.yaml", timeout=5)
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.text) == served
 

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.devtools import httpcalls
 from tests.services import (
     VALID_APPLICATION,
     ServiceProcess,
@@ -103,7 +104,7 @@ def post(
     base: str, path: str, who: Mapping[str, str], key: str, body: dict[str, Any]
 ) -> httpx.Response:
     headers = {**who, "Idempotency-Key": key}
-    return httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+    return httpcalls.post(f"{base}{path}", json=body, headers=headers, timeout=30)
 
 
 def is_problem(response: httpx.Response, status: int) -> bool:
@@ -161,7 +162,7 @@ def test_an_opening_key_is_its_senders_own(
     assert len({str(mine), *others.values()}) == 3
 
     # The Longmen resource is really recorded, in Longmen's name.
-    events = httpx.get(
+    events = httpcalls.get(
         f"{stack['processing'].base_url}/cases/{others['longmen_station']}/events",
         headers=AUDITOR,
         timeout=10,
@@ -202,7 +203,7 @@ def _open_accepted_case(intake: str) -> str:
 
 
 def _history(processing: str, case_id: str) -> list[str]:
-    response = httpx.get(f"{processing}/cases/{case_id}/events", headers=XF_HEAD, timeout=10)
+    response = httpcalls.get(f"{processing}/cases/{case_id}/events", headers=XF_HEAD, timeout=10)
     return [e["event_type"] for e in response.json()["events"]]
 
 
@@ -307,7 +308,7 @@ def test_a_webhook_key_is_its_senders_own_and_its_secret_shown_once(
         assert uuid7(theirs.json()["subscription_id"]) != uuid.UUID(sid)
         assert theirs.json()["station"] == station
         assert theirs.json()["secret"] != secret
-    assert is_problem(httpx.get(f"{notify}/webhooks/{sid}", headers=LM_HEAD, timeout=10), 404)
+    assert is_problem(httpcalls.get(f"{notify}/webhooks/{sid}", headers=LM_HEAD, timeout=10), 404)
 
     # The sender's key with another body: 409.
     reused = send(XF_HEAD, {**HOOK, "event_types": ["CaseApproved"]})
@@ -315,9 +316,9 @@ def test_a_webhook_key_is_its_senders_own_and_its_secret_shown_once(
 
     # No reading shows the secret again.
     for who in (XF_HEAD, XF_HEAD_2):
-        texts.append(httpx.get(f"{notify}/webhooks", headers=who, timeout=10).text)
-    texts.append(httpx.get(f"{notify}/webhooks/{sid}", headers=XF_HEAD, timeout=10).text)
-    paused = httpx.patch(
+        texts.append(httpcalls.get(f"{notify}/webhooks", headers=who, timeout=10).text)
+    texts.append(httpcalls.get(f"{notify}/webhooks/{sid}", headers=XF_HEAD, timeout=10).text)
+    paused = httpcalls.patch(
         f"{notify}/webhooks/{sid}", json={"status": "paused"}, headers=XF_HEAD, timeout=10
     )
     assert paused.status_code == 200
@@ -333,5 +334,5 @@ def test_identical_subscriptions_at_once_make_one(stack: dict[str, ServiceProces
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
     assert len({a.json()["subscription_id"] for a in answers}) == 1
     assert sum("secret" in a.json() for a in answers) == 1
-    listed = httpx.get(f"{notify}/webhooks", headers=XF_HEAD, timeout=10).json()
+    listed = httpcalls.get(f"{notify}/webhooks", headers=XF_HEAD, timeout=10).json()
     assert [s["description"] for s in listed["subscriptions"]].count(body["description"]) == 1

@@ -24,6 +24,7 @@ import nats.errors
 import pytest
 
 from shared.adapters.delegations import load_seed_delegations
+from shared.devtools import httpcalls
 from shared.devtools.waiting import eventually, wait_until
 from shared.domain.catalogue import Completion, ServiceItem, load_catalogue
 from tests.services import (
@@ -136,7 +137,7 @@ class Station:
     # -- what a step must record -------------------------------------------------------
 
     def delegation(self, code: str, who: Person = AUDITOR) -> dict[str, Any]:
-        response = httpx.get(f"{self.processing}/delegations/{code}", headers=who.headers)
+        response = httpcalls.get(f"{self.processing}/delegations/{code}", headers=who.headers)
         assert response.status_code == 200, response.text
         found: dict[str, Any] = response.json()
         return found
@@ -187,7 +188,7 @@ class Station:
         self, url: str, who: Person, body: Mapping[str, Any], key: str | None = None
     ) -> httpx.Response:
         headers = {**who.headers, "Idempotency-Key": key or uuid.uuid4().hex}
-        return httpx.post(url, json=dict(body), headers=headers, timeout=10)
+        return httpcalls.post(url, json=dict(body), headers=headers, timeout=10)
 
     def open(
         self,
@@ -263,14 +264,14 @@ class Station:
     # -- reads -------------------------------------------------------------------------
 
     def case(self, case_id: str, who: Person) -> dict[str, Any]:
-        response = httpx.get(f"{self.processing}/cases/{case_id}", headers=who.headers)
+        response = httpcalls.get(f"{self.processing}/cases/{case_id}", headers=who.headers)
         assert response.status_code == 200, response.text
         found: dict[str, Any] = response.json()
         return found
 
     def events(self, case_id: str, who: Person) -> list[dict[str, Any]]:
         url = f"{self.processing}/cases/{case_id}/events"
-        response = httpx.get(url, headers=who.headers, timeout=5)
+        response = httpcalls.get(url, headers=who.headers, timeout=5)
         assert response.status_code == 200, response.text
         events: list[dict[str, Any]] = response.json()["events"]
         return events
@@ -297,7 +298,7 @@ class Station:
         ]
 
     def worklist(self, who: Person) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.processing}/worklist", headers=who.headers, timeout=5)
+        response = httpcalls.get(f"{self.processing}/worklist", headers=who.headers, timeout=5)
         assert response.status_code == 200, response.text
         answer = response.json()
         assert (answer["org"], answer["role"]) == (who.org, who.role)
@@ -345,15 +346,15 @@ class Station:
         """Staff of another organisation can't read, list, find or act on the case."""
         for path in (f"/cases/{case_id}", f"/cases/{case_id}/events"):
             for base in (self.intake, self.processing):
-                response = httpx.get(f"{base}{path}", headers=who.headers, timeout=5)
+                response = httpcalls.get(f"{base}{path}", headers=who.headers, timeout=5)
                 assert response.status_code == 404, (path, response.text)
-        applicant = httpx.get(
+        applicant = httpcalls.get(
             f"{self.intake}/cases/{case_id}/applicant",
             params={"reason": "checking a visitor's question"},
             headers=who.headers,
         )
         assert applicant.status_code == 404, applicant.text
-        listed = httpx.get(f"{self.processing}/cases", headers=who.headers, timeout=5)
+        listed = httpcalls.get(f"{self.processing}/cases", headers=who.headers, timeout=5)
         assert case_id not in [c["case_id"] for c in listed.json()["cases"]]
         assert case_id not in [t["case_id"] for t in self.worklist(who)]
         before = len(self.history(case_id, AUDITOR))
@@ -757,7 +758,7 @@ def test_worklists_claims_and_stations_kept_apart(stack: dict[str, ServiceProces
     desk.assert_hidden_from(xuefeng, LM_REVIEWER)
     desk.assert_hidden_from(longmen, XF_HEAD)
     number = desk.case(xuefeng, XF_CLERK)["case_number"]
-    found = httpx.get(f"{desk.processing}/cases/by-number/{number}", headers=LM_HEAD.headers)
+    found = httpcalls.get(f"{desk.processing}/cases/by-number/{number}", headers=LM_HEAD.headers)
     assert found.status_code == 404
 
     # Claim, a colleague kept out, release, the colleague takes it.

@@ -21,6 +21,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from services.notify.sandbox import Sandbox
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from tests.services import (
@@ -70,7 +71,7 @@ def notify_extra(sandbox: Sandbox) -> dict[str, str]:
 
 
 def post(url: str, who: Any, body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.post(
+    return httpcalls.post(
         url, json=body or {}, headers={**who, "Idempotency-Key": uuid.uuid4().hex}, timeout=15
     )
 
@@ -81,14 +82,14 @@ def act(processing: str, case_id: str, action: str, who: Any, **body: Any) -> No
 
 
 def events_of(intake: str, case_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{intake}/cases/{case_id}/events", headers=CLERK, timeout=10)
+    response = httpcalls.get(f"{intake}/cases/{case_id}/events", headers=CLERK, timeout=10)
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["events"]
     return events
 
 
 def deliveries_of(notify: str, case_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{notify}/cases/{case_id}/deliveries", headers=HEAD, timeout=10)
+    response = httpcalls.get(f"{notify}/cases/{case_id}/deliveries", headers=HEAD, timeout=10)
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["deliveries"]
     return found
@@ -288,7 +289,7 @@ def test_failing_channel_ends_in_a_dead_letter_that_can_be_redriven(
         mail = wait_until(lambda: sandbox.mailbox.messages, what="the reviewer's email", timeout=30)
         assert [str(m["To"]) for m in mail] == ["xf-review@xuefeng.banqiao.gov.example"]
 
-        listed = httpx.get(f"{notify}/dead-letters", headers=HEAD, timeout=10).json()
+        listed = httpcalls.get(f"{notify}/dead-letters", headers=HEAD, timeout=10).json()
         assert {d["delivery_id"] for d in listed["dead_letters"]} >= {
             d["delivery_id"] for d in dead
         }
@@ -360,7 +361,7 @@ def managed_by_the_station_head(stack: dict[str, ServiceProcess], sandbox: Sandb
     assert created.status_code == 201, created.text
     sub = created.json()
     sandbox.webhooks.add_secret(sub["secret"])
-    listed = httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"]
+    listed = httpcalls.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"]
     assert [s["subscription_id"] for s in listed] == [sub["subscription_id"]]
     assert "secret" not in listed[0]
 
@@ -368,7 +369,7 @@ def managed_by_the_station_head(stack: dict[str, ServiceProcess], sandbox: Sandb
         return [c.json()["data"]["case_id"] for c in sandbox.webhooks.received]
 
     # Paused: nothing is planned for it.
-    paused = httpx.patch(
+    paused = httpcalls.patch(
         f"{hooks}/{sub['subscription_id']}", json={"status": "paused"}, headers=HEAD
     )
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
@@ -379,15 +380,15 @@ def managed_by_the_station_head(stack: dict[str, ServiceProcess], sandbox: Sandb
         timeout=30,
     )
     # Active again: the next acceptance is posted, once, signed.
-    httpx.patch(f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD)
+    httpcalls.patch(f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD)
     heard = apply(intake)
     wait_until(lambda: heard in calls(), what="the webhook call", timeout=30)
     assert quiet not in calls() and calls().count(heard) == 1
 
-    deleted = httpx.delete(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+    deleted = httpcalls.delete(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
     assert deleted.status_code == 200
-    assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
-    gone = httpx.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+    assert httpcalls.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
+    gone = httpcalls.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
     assert gone.status_code == 404
 
 
@@ -420,7 +421,7 @@ def reaching_no_further_than_the_sandbox_receiver(
         assert refused.status_code == 422, (url, refused.text)
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert [e["field"] for e in refused.json()["errors"]] == ["url"]
-    assert httpx.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
+    assert httpcalls.get(hooks, headers=HEAD, timeout=10).json()["subscriptions"] == []
 
     # The receiver's address and port, however spelled.
     url = f"http://127.1:{receiver.port}/gone-then-back"
@@ -432,7 +433,7 @@ def reaching_no_further_than_the_sandbox_receiver(
     first = apply(intake)
 
     def paused() -> dict[str, Any] | None:
-        shown = httpx.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
+        shown = httpcalls.get(f"{hooks}/{sub['subscription_id']}", headers=HEAD, timeout=10)
         found: dict[str, Any] = shown.json()
         return found if found["status"] == "paused" else None
 
@@ -447,7 +448,7 @@ def reaching_no_further_than_the_sandbox_receiver(
         what="the paused-time case's other notices",
         timeout=30,
     )
-    resumed = httpx.patch(
+    resumed = httpcalls.patch(
         f"{hooks}/{sub['subscription_id']}", json={"status": "active"}, headers=HEAD
     )
     assert resumed.status_code == 200 and resumed.json()["status_reason"] is None

@@ -14,8 +14,8 @@ import httpx
 import psutil
 
 from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
+from shared.devtools import httpcalls, waiting
 from shared.devtools import servers as devservers
-from shared.devtools import waiting
 from tests.services import (
     SANDBOX,
     SERVICES,
@@ -42,7 +42,7 @@ def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -
     )
     try:
         live = waiting.wait_until(
-            lambda: httpx.get(f"{service.base_url}/livez", timeout=1),
+            lambda: httpcalls.get(f"{service.base_url}/livez", timeout=1),
             what="intake to answer /livez",
             timeout=waiting.READINESS,
             ignoring=(httpx.HTTPError,),
@@ -50,7 +50,7 @@ def test_readyz_is_503_while_nats_and_database_are_unreachable(tmp_path: Path) -
             detail=service.logs,
         )
         assert live.status_code == 200
-        ready = httpx.get(f"{service.base_url}/readyz", timeout=10)
+        ready = httpcalls.get(f"{service.base_url}/readyz", timeout=10)
         assert ready.status_code == 503
         assert ready.headers["content-type"] == "application/problem+json"
         assert ready.json()["checks"]["nats"].startswith("unreachable")
@@ -155,7 +155,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
         for name in ("intake", "processing", "notify"):
             assert f"http://127.0.0.1:{ports[name]}" in text
         clerk = _clerk(data / "keys")
-        response = httpx.post(
+        response = httpcalls.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
             headers={**clerk, "Idempotency-Key": uuid.uuid4().hex},
@@ -175,7 +175,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
     proc = _up(data, ports, log)
     try:
         wait_for_line(log, "ready; press Ctrl-C to stop", proc)
-        history = httpx.get(
+        history = httpcalls.get(
             f"{intake}/cases/{case_id}/events", timeout=5, headers=_clerk(data / "keys")
         ).json()["events"]
         types = [e["event_type"] for e in history]
@@ -212,7 +212,7 @@ def test_caseflow_up_against_external_postgres_and_nats(
         wait_for_line(log, "ready; press Ctrl-C to stop", proc)
         assert "nats-server with JetStream" not in log.read_text()  # used the external one
         clerk = _clerk(tmp_path / "var" / "keys")
-        response = httpx.post(
+        response = httpcalls.post(
             f"{intake}/cases",
             json=VALID_APPLICATION,
             headers={**clerk, "Idempotency-Key": uuid.uuid4().hex},

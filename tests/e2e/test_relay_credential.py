@@ -16,6 +16,7 @@ import httpx
 
 from shared.adapters.bus.credentials import new_seed
 from shared.adapters.bus.streams import EVENTS_STREAM
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import exited, wait_until
 from tests.services import (
@@ -50,7 +51,7 @@ def test_a_process_without_the_relay_seed_relays_nothing(sqlite_url: str, tmp_pa
         intake = start_process("intake", argv, env, port, tmp_path)
         try:
             wait_ready(intake)
-            response = httpx.post(
+            response = httpcalls.post(
                 f"{intake.base_url}/cases",
                 json=VALID_APPLICATION,
                 headers={**CLERK, "Idempotency-Key": uuid.uuid4().hex},
@@ -91,7 +92,7 @@ def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
     try:
 
         def refused() -> httpx.Response | None:
-            ready = httpx.get(f"{intake.base_url}/readyz", timeout=2)
+            ready = httpcalls.get(f"{intake.base_url}/readyz", timeout=2)
             violation = "authorization violation" in ready.json()["checks"]["nats"].lower()
             return ready if violation else None
 

@@ -32,7 +32,6 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -41,6 +40,7 @@ from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.eventlog import inbox
 from shared.adapters.tables.timers import timers
 from shared.application.workflow.wiring import case_service
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from shared.domain.workcalendar import CHINA_TZ, load_calendar
@@ -110,14 +110,14 @@ def submit(
         **extra,
     }
     headers = {**CLERK, "Idempotency-Key": uuid.uuid4().hex}
-    response = httpx.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
+    response = httpcalls.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     answer: dict[str, Any] = response.json()
     return answer
 
 
 def history(base: str, case_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{base}/cases/{case_id}/events", headers=CLERK, timeout=5)
+    response = httpcalls.get(f"{base}/cases/{case_id}/events", headers=CLERK, timeout=5)
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["events"]
     return events
@@ -186,7 +186,7 @@ def processing_replica(name: str, database_url: str, nats_url: str, logs: Path) 
 
 def head_tasks(processing: ServiceProcess) -> set[tuple[str, str, str]]:
     """The station head's worklist: (case id, task, case status)."""
-    response = httpx.get(f"{processing.base_url}/worklist", headers=HEAD, timeout=5)
+    response = httpcalls.get(f"{processing.base_url}/worklist", headers=HEAD, timeout=5)
     assert response.status_code == 200, response.text
     return {(t["case_id"], t["task"], t["status"]) for t in response.json()["tasks"]}
 
@@ -282,7 +282,7 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
             ("suspend", {"kind": "expert_review", "reason": "待专家评审养老金核定"}),
             ("resume", {}),
         ):
-            response = httpx.post(
+            response = httpcalls.post(
                 f"{stack['processing'].base_url}/cases/{paused}/actions/{action}",
                 json=body,
                 headers={**REVIEWER, "Idempotency-Key": uuid.uuid4().hex},

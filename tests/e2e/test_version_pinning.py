@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from shared.devtools import httpcalls
 from shared.devtools.waiting import wait_until
 from tests.services import CLERK, HEAD, REVIEWER, VALID_APPLICANT, running_stack
 
@@ -80,7 +80,7 @@ def submit(intake: str, item_code: str = ITEM, materials: list[str] = MATERIALS)
         "materials": [{"code": code, "original_checked": True} for code in materials],
     }
     headers = {**CLERK, "Idempotency-Key": uuid.uuid4().hex}
-    response = httpx.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
+    response = httpcalls.post(f"{intake}/cases", json=body, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     answer: dict[str, Any] = response.json()
     assert answer["status"] == "accepted"
@@ -95,7 +95,7 @@ def act(
     body: dict[str, Any] | None = None,
     expect: int = 200,
 ) -> dict[str, Any]:
-    response = httpx.post(
+    response = httpcalls.post(
         f"{processing}/cases/{case['case_id']}/actions/{action}",
         json=body or {},
         headers={**who, "Idempotency-Key": uuid.uuid4().hex},
@@ -107,7 +107,7 @@ def act(
 
 
 def history(base: str, case: Mapping[str, Any]) -> list[dict[str, Any]]:
-    response = httpx.get(f"{base}/cases/{case['case_id']}/events", headers=CLERK, timeout=5)
+    response = httpcalls.get(f"{base}/cases/{case['case_id']}/events", headers=CLERK, timeout=5)
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["events"]
     return events
@@ -134,7 +134,7 @@ def pinned(base: str, case: Mapping[str, Any]) -> tuple[int, int]:
 
 def head_tasks(processing: str) -> dict[str, str]:
     """The station head's worklist: case id → task."""
-    response = httpx.get(f"{processing}/worklist", headers=HEAD, timeout=5)
+    response = httpcalls.get(f"{processing}/worklist", headers=HEAD, timeout=5)
     assert response.status_code == 200, response.text
     return {t["case_id"]: t["task"] for t in response.json()["tasks"]}
 
@@ -178,7 +178,7 @@ def test_running_cases_finish_under_their_version_while_new_ones_follow_version_
         assert other["workflow"] == {"name": "station_item", "version": 1}
         # The running cases still read as version 1, clocks on version 1's limit.
         for case in (accepted, in_review, reviewed):
-            view = httpx.get(f"{processing}/cases/{case['case_id']}", headers=CLERK, timeout=5)
+            view = httpcalls.get(f"{processing}/cases/{case['case_id']}", headers=CLERK, timeout=5)
             assert view.json()["item"]["version"] == 1
             assert view.json()["workflow"]["version"] == 1
             assert view.json()["clock"]["limit"] == 1
@@ -204,7 +204,7 @@ def test_running_cases_finish_under_their_version_while_new_ones_follow_version_
 
         # Version 2: no decision straight after review; nothing is recorded for trying.
         before = acts(processing, new)
-        premature = httpx.post(
+        premature = httpcalls.post(
             f"{processing}/cases/{new['case_id']}/actions/approve",
             json={},
             headers={**HEAD, "Idempotency-Key": uuid.uuid4().hex},

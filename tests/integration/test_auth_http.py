@@ -31,6 +31,7 @@ from shared.adapters.auth import (
     issue_token,
     jwks,
 )
+from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from shared.web import http
@@ -165,7 +166,7 @@ def test_jwks_token_is_accepted_and_keys_are_fetched_once(
     token = issue_token(CLERK, key_a)
     with serve(make_app(settings)) as base, capture_logs() as logs:
         for _ in range(5):
-            response = httpx.get(f"{base}/me", headers=bearer(token))
+            response = httpcalls.get(f"{base}/me", headers=bearer(token))
             assert response.status_code == 200, response.text
             assert response.json() == {
                 "user": "li.ming",
@@ -179,8 +180,8 @@ def test_jwks_token_is_accepted_and_keys_are_fetched_once(
 
 def test_missing_token_is_401_problem_with_a_bearer_challenge(idp: JwksServer) -> None:
     with serve(make_app(verifier=TokenVerifier(jwks_url=idp.url))) as base:
-        missing = httpx.get(f"{base}/me")
-        basic = httpx.get(f"{base}/me", headers={"Authorization": "Basic dTpw"})
+        missing = httpcalls.get(f"{base}/me")
+        basic = httpcalls.get(f"{base}/me", headers={"Authorization": "Basic dTpw"})
     body = assert_problem(missing, 401)
     assert body["title"] == "Sign-in needed"
     assert body["detail"].startswith("sign in first")
@@ -196,10 +197,10 @@ def test_expired_and_forged_tokens_are_401_with_reasons(idp: JwksServer, key_a: 
     )
     other_audience = issue_token(CLERK, key_a, audience="payroll")
     with serve(make_app(verifier=TokenVerifier(jwks_url=idp.url))) as base, capture_logs() as logs:
-        late = httpx.get(f"{base}/me", headers=bearer(expired))
-        elsewhere = httpx.get(f"{base}/me", headers=bearer(other_audience))
+        late = httpcalls.get(f"{base}/me", headers=bearer(expired))
+        elsewhere = httpcalls.get(f"{base}/me", headers=bearer(other_audience))
         unsigned = other_audience.rsplit(".", 1)[0]  # signature cut off on the way
-        damaged = httpx.get(f"{base}/me", headers=bearer(unsigned))
+        damaged = httpcalls.get(f"{base}/me", headers=bearer(unsigned))
     assert assert_problem(late, 401)["detail"] == "sign in again: your token expired"
     challenge = late.headers["www-authenticate"]
     assert challenge.startswith('Bearer realm="caseflow", error="invalid_token"')
@@ -214,12 +215,15 @@ def test_rotated_key_is_fetched_and_unknown_kids_are_rate_limited(
 ) -> None:
     quick = TokenVerifier(jwks_url=idp.url, jwks_cooldown=0)
     with serve(make_app(verifier=quick)) as base:
-        assert httpx.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_a))).status_code == 200
-        early_b = httpx.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_b)))
+        assert (
+            httpcalls.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_a))).status_code
+            == 200
+        )
+        early_b = httpcalls.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_b)))
         assert "doesn't know" in assert_problem(early_b, 401)["detail"]
         assert idp.requests == 2  # the unknown kid caused one refetch
         idp.publish(key_a, key_b)  # the identity provider rotates in a new key
-        late_b = httpx.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_b)))
+        late_b = httpcalls.get(f"{base}/me", headers=bearer(issue_token(CLERK, key_b)))
         assert late_b.status_code == 200, late_b.text
         assert idp.requests == 3
 
@@ -229,7 +233,7 @@ def test_rotated_key_is_fetched_and_unknown_kids_are_rate_limited(
     before = idp.requests
     with serve(make_app(verifier=careful)) as base:
         for _ in range(5):
-            assert_problem(httpx.get(f"{base}/me", headers=bearer(stranger)), 401)
+            assert_problem(httpcalls.get(f"{base}/me", headers=bearer(stranger)), 401)
     assert idp.requests == before + 1  # made-up kids don't hammer the identity provider
 
 
@@ -239,24 +243,24 @@ def test_unreachable_jwks_is_503_but_known_keys_survive_an_outage(
     token = issue_token(CLERK, key_a)
     idp.failing = True
     with serve(make_app(verifier=TokenVerifier(jwks_url=idp.url, jwks_cooldown=0))) as base:
-        down = httpx.get(f"{base}/me", headers=bearer(token))
+        down = httpcalls.get(f"{base}/me", headers=bearer(token))
     assert "try again" in assert_problem(down, 503)["detail"]
 
     idp.failing = False
     short_lived = TokenVerifier(jwks_url=idp.url, jwks_lifespan=0.05, jwks_cooldown=0)
     with serve(make_app(verifier=short_lived)) as base:
-        assert httpx.get(f"{base}/me", headers=bearer(token)).status_code == 200
+        assert httpcalls.get(f"{base}/me", headers=bearer(token)).status_code == 200
         idp.failing = True
         time.sleep(0.1)  # the cached set is stale and the refetch fails
-        response = httpx.get(f"{base}/me", headers=bearer(token))
+        response = httpcalls.get(f"{base}/me", headers=bearer(token))
         assert response.status_code == 200, response.text
     assert short_lived.jwks is not None and short_lived.jwks.fetches == 1
 
 
 def test_wrong_role_is_403_problem(idp: JwksServer, key_a: SigningKey) -> None:
     with serve(make_app(verifier=TokenVerifier(jwks_url=idp.url))) as base:
-        refused = httpx.post(f"{base}/head-only", headers=bearer(issue_token(CLERK, key_a)))
-        allowed = httpx.post(f"{base}/head-only", headers=bearer(issue_token(HEAD, key_a)))
+        refused = httpcalls.post(f"{base}/head-only", headers=bearer(issue_token(CLERK, key_a)))
+        allowed = httpcalls.post(f"{base}/head-only", headers=bearer(issue_token(HEAD, key_a)))
     body = assert_problem(refused, 403)
     assert body["title"] == "Not allowed"
     assert body["detail"] == (
@@ -271,7 +275,7 @@ def test_key_file_verifier_is_built_lazily_from_settings(tmp_path: Path) -> None
     with serve(app) as base, capture_logs() as logs:
         ensure_key_pair(tmp_path / "elsewhere")
         token = issue_token(CLERK, SigningKey.load(tmp_path / "elsewhere"))
-        unconfigured = httpx.get(f"{base}/me", headers=bearer(token))
+        unconfigured = httpcalls.get(f"{base}/me", headers=bearer(token))
         body = assert_problem(unconfigured, 503)
         assert "no key to check tokens" in body["detail"]
         logged = [e for e in logs if e["event"] == "staff sign-in is not configured"]
@@ -279,14 +283,14 @@ def test_key_file_verifier_is_built_lazily_from_settings(tmp_path: Path) -> None
 
         ensure_key_pair(pair.directory)  # the operator runs `caseflow keys init`; no restart
         token = issue_token(CLERK, SigningKey.load(pair.directory))
-        response = httpx.get(f"{base}/me", headers=bearer(token))
+        response = httpcalls.get(f"{base}/me", headers=bearer(token))
         assert response.status_code == 200, response.text
     assert isinstance(app.state.verifier, TokenVerifier)
 
 
 def test_openapi_declares_the_bearer_scheme(idp: JwksServer) -> None:
     with serve(make_app(verifier=TokenVerifier(jwks_url=idp.url))) as base:
-        schema = httpx.get(f"{base}/openapi.json").json()
+        schema = httpcalls.get(f"{base}/openapi.json").json()
     (scheme,) = schema["components"]["securitySchemes"].values()
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
     assert schema["paths"]["/me"]["get"]["security"]

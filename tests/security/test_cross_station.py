@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from shared.adapters.auth import ClaimsRefused, Role, SignedInStaff, check_claims
 from shared.adapters.db import create_engine
 from shared.adapters.tables.eventlog import events as events_table
+from shared.devtools import httpcalls
 from shared.domain.orgs import load_organisations
 from shared.domain.workflow.payloads import BODIES
 from tests.e2e.conftest import E2E_BACKENDS
@@ -89,7 +90,7 @@ class Victim:
 
 
 def _post(url: str, headers: Any, body: Any) -> httpx.Response:
-    return httpx.post(
+    return httpcalls.post(
         url, json=body, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}, timeout=30
     )
 
@@ -176,7 +177,7 @@ def _build_victim(stack: dict[str, ServiceProcess]) -> Victim:
     victim.subscription = {k: v for k, v in hook.json().items() if k != "secret"}
 
     wait_for_event(intake, victim.ids["station_case"], "NotificationSent", headers=CLERK)
-    listed = httpx.get(
+    listed = httpcalls.get(
         f"{notify}/cases/{victim.ids['station_case']}/deliveries", headers=HEAD, timeout=30
     )
     assert listed.status_code == 200, listed.text
@@ -398,7 +399,7 @@ def victim(stack: dict[str, ServiceProcess]) -> Victim:
 def _operations(stack: dict[str, ServiceProcess]) -> list[tuple[str, str, str]]:
     found = []
     for name, service in stack.items():
-        document = httpx.get(f"{service.base_url}/openapi.json", timeout=30).json()
+        document = httpcalls.get(f"{service.base_url}/openapi.json", timeout=30).json()
         for path, item in document["paths"].items():
             for method, operation in item.items():
                 if operation.get("security"):
@@ -559,7 +560,7 @@ async def _nothing_changed(database_url: str, victim: Victim) -> None:
 
 def _subscription_unchanged(stack: dict[str, ServiceProcess], victim: Victim) -> None:
     sub = victim.subscription
-    now = httpx.get(
+    now = httpcalls.get(
         f"{stack['notify'].base_url}/webhooks/{sub['subscription_id']}", headers=HEAD, timeout=30
     )
     assert now.status_code == 200, now.text

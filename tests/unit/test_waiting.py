@@ -14,6 +14,8 @@ import pytest
 
 from shared.devtools.servers import free_port
 from shared.devtools.waiting import (
+    INTERVAL,
+    MAX_INTERVAL,
     TIME_SCALE_VARIABLE,
     WaitAbandoned,
     WaitTimedOut,
@@ -57,6 +59,34 @@ def test_a_timeout_says_what_how_long_and_the_last_value() -> None:
     # an assertion to pytest, a timeout to code that catches TimeoutError
     assert isinstance(raised.value, AssertionError)
     assert isinstance(raised.value, TimeoutError)
+
+
+def test_pauses_grow_to_a_cap_unless_the_wait_gives_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    answers = counter([*[False] * 12, True])
+    assert wait_until(lambda: next(answers), what="a slow answer", timeout=60)
+    assert slept[0] == INTERVAL
+    assert slept[:5] == sorted(set(slept[:5])), slept  # growing
+    assert max(slept) == MAX_INTERVAL == slept[-1], slept
+    slept.clear()
+    answers = counter([*[False] * 12, True])
+    assert wait_until(lambda: next(answers), what="a steady poll", timeout=60, interval=0.02)
+    assert slept == [0.02] * 12
+
+
+async def test_async_pauses_grow_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("shared.devtools.waiting.asyncio.sleep", sleep)
+    answers = counter([*[False] * 12, True])
+    assert await eventually(lambda: next(answers), what="a slow answer", timeout=60)
+    assert slept[0] == INTERVAL and max(slept) == MAX_INTERVAL, slept
 
 
 def test_checks_once_more_at_the_deadline() -> None:
