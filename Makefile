@@ -35,8 +35,17 @@ lint: $(VENV)/.installed-dev
 # gives them (the longest first). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 
-test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# The lint runs beside the tests (its output follows theirs); either failing fails `make
+# test`. The tests start about a hundred Python processes: they keep their bytecode even
+# where the environment says PYTHONDONTWRITEBYTECODE (each would compile every module again).
+test: $(VENV)/.installed-dev
+	$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder; tests=$$?; \
+	wait $$lint; linted=$$?; \
+	echo "--- lint (ruff, mypy, import contracts) ---"; cat $(VENV)/lint.log; \
+	if [ $$linted -ne 0 ]; then echo "lint FAILED"; fi; \
+	exit $$(( tests || linted ))
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.log

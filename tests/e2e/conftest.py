@@ -5,10 +5,9 @@ The stack's processes reach the database only through the adapters, whose contra
 (``tests/integration``) run on both backends. End to end, each test runs on
 ``E2E_BACKENDS``: by default PostgreSQL, production's database, where replicas, the
 cluster and the operator's commands run. The embedded default, SQLite as ``caseflow up``
-runs it, has end-to-end tests of its own: ``test_operations``, ``test_demo``,
-``test_up_ctrl_c``, ``test_relay_credential``, ``test_department_answers`` and
-``test_case_flow`` (on both), plus the SQLite-only tests in ``test_lifecycles`` and
-``test_notifications``. ``test_idempotency_keys`` (security suite) runs on both too.
+runs it, has end-to-end tests of its own: ``test_operations`` (``caseflow up``, Ctrl-C),
+``test_demo``, ``test_relay_credential``, ``test_department_answers`` and the webhooks of
+``test_notifications``; ``test_idempotency_keys`` (security suite) runs on both.
 
 ``CASEFLOW_TEST_E2E_BACKENDS=sqlite,postgres`` runs every end-to-end test on both (about
 four minutes more on two cores), e.g. before a release or after a change to the adapters.
