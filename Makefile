@@ -39,7 +39,8 @@ TEST_WORKERS ?= 3
 # test`. The tests start about a hundred Python processes: they keep their bytecode even
 # where the environment says PYTHONDONTWRITEBYTECODE (each would compile every module again).
 test: $(VENV)/.installed-dev
-	$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & lint=$$!; \
+	( $(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/lint-imports ) > $(VENV)/lint.log 2>&1 & \
+	lint=$$!; \
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile \
 		--no-loadscope-reorder; tests=$$?; \
 	wait $$lint; linted=$$?; \

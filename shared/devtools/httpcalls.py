@@ -7,12 +7,14 @@ call, even for ``http://``. The end-to-end tests poll the services that way; bef
 module, that was half of what a test process spent. The client here keeps no connection
 open between requests (each request opens its own, as ``httpx.get`` does), so a service
 restarted or killed between two requests leaves nothing stale behind; it is safe to share
-between threads. Same defaults as ``httpx.get``: a 5-second timeout, no redirects followed.
+between threads. Same defaults as ``httpx.get``: a 5-second timeout, no redirects followed,
+no cookies kept.
 """
 
 from __future__ import annotations
 
 import functools
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -20,8 +22,12 @@ import httpx
 
 @functools.cache
 def client() -> httpx.Client:
-    """The shared client (made on first use)."""
-    return httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+    """The shared client (made on first use). It keeps no cookie: a call carries only
+    what it is given, as with ``httpx.get``."""
+    return httpx.Client(
+        limits=httpx.Limits(max_keepalive_connections=0),
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
 
 
 def request(method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:

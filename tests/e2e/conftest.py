@@ -9,8 +9,9 @@ runs it, has end-to-end tests of its own: ``test_operations`` (``caseflow up``, 
 ``test_demo``, ``test_relay_credential``, ``test_department_answers`` and the webhooks of
 ``test_notifications``; ``test_idempotency_keys`` (security suite) runs on both.
 
-``CASEFLOW_TEST_E2E_BACKENDS=sqlite,postgres`` runs every end-to-end test on both (about
-four minutes more on two cores), e.g. before a release or after a change to the adapters.
+``CASEFLOW_TEST_E2E_BACKENDS=sqlite,postgres`` runs every end-to-end test, and the whole
+cross-station matrix, on both (minutes more on two cores), e.g. before a release or after a
+change to the adapters.
 """
 
 from __future__ import annotations

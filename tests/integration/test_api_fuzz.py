@@ -24,6 +24,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -148,7 +149,7 @@ MOUNTED = {service: Mounted() for service in SERVICES}
 NO_COVERAGE_PHASE = {"coverage": {"enabled": False}}
 
 HEADERS: dict[str, dict[str, str]] = {}
-"""Each role's token, signed once per backend (by ``services``; valid for an hour)."""
+"""Each role's token, signed once per backend (by ``services``)."""
 
 
 Case = schemathesis.Case[Any]
@@ -187,7 +188,10 @@ def services(module_db_url: str) -> Iterator[None]:
     seed_delegations(module_db_url)
     for service, mounted in MOUNTED.items():
         mounted.app = build_app(service, module_db_url)
-    HEADERS.update({who: staff_headers(**staff) for who, staff in STAFF.items()})
+    # Valid for a day: a long hunt (CASEFLOW_FUZZ_EXAMPLES=500) must not go on with 401s.
+    HEADERS.update(
+        {who: staff_headers(**staff, ttl=timedelta(days=1)) for who, staff in STAFF.items()}
+    )
     yield
     for mounted in MOUNTED.values():
         mounted.app = None

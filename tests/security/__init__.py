@@ -1,10 +1,11 @@
 """The security suite: every trust boundary of issue 11, tried from outside.
 
-``pytest -m security`` runs all of it (about six minutes on two cores). The matrix here,
-``test_cross_station.py``, sends every role at every organisation (and at none) every
-operation of the three OpenAPI documents aimed at another station's things; the other
-parts live beside the code they test and carry the ``security`` mark (``SECURITY_SUITE``
-in ``tests/conftest.py``):
+``pytest -m security`` runs all of it. The matrix here, ``test_cross_station.py``, sends
+every role at every organisation (and at none) every operation of the three OpenAPI
+documents aimed at another station's things (on SQLite, unless it is an end-to-end
+backend, the roles of four organisations: another station, the town, the audit body and
+one that doesn't exist); the other parts live beside the code they test and carry the
+``security`` mark (``SECURITY_SUITE`` in ``tests/conftest.py``):
 
 - the bus: anonymous and unknown seeds, every subject a department or a service may not
   use, revoked credentials, answers not a department's to give, forged events, personal

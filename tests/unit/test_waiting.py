@@ -8,10 +8,12 @@ import re
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 
 import pytest
 
+from shared.devtools import waiting
 from shared.devtools.servers import free_port
 from shared.devtools.waiting import (
     INTERVAL,
@@ -65,7 +67,8 @@ def test_pauses_grow_to_a_cap_unless_the_wait_gives_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
+    clock = types.SimpleNamespace(monotonic=time.monotonic, sleep=slept.append)
+    monkeypatch.setattr(waiting, "time", clock)  # waiting's own sleep, nobody else's
     answers = counter([*[False] * 12, True])
     assert wait_until(lambda: next(answers), what="a slow answer", timeout=60)
     assert slept[0] == INTERVAL
@@ -83,7 +86,7 @@ async def test_async_pauses_grow_too(monkeypatch: pytest.MonkeyPatch) -> None:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr("shared.devtools.waiting.asyncio.sleep", sleep)
+    monkeypatch.setattr(waiting, "asyncio", types.SimpleNamespace(sleep=sleep))
     answers = counter([*[False] * 12, True])
     assert await eventually(lambda: next(answers), what="a slow answer", timeout=60)
     assert slept[0] == INTERVAL and max(slept) == MAX_INTERVAL, slept
