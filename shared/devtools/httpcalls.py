@@ -50,11 +50,6 @@ def patch(url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
     return client().patch(url, **kwargs)
 
 
-def put(url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
-    """``httpx.put`` through the shared client."""
-    return client().put(url, **kwargs)
-
-
 def delete(url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
     """``httpx.delete`` through the shared client."""
     return client().delete(url, **kwargs)

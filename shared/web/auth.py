@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import Depends, HTTPException, Request
@@ -26,9 +26,6 @@ from shared.adapters.auth import (
     with_article,
 )
 from shared.domain.orgs import Organisations, load_organisations
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger("caseflow.auth")
 
