@@ -71,6 +71,9 @@ class Runtime:
         self.on_shutdown: list[Callable[[], Coroutine[Any, Any, None]]] = []
         """Closers run after the background work has stopped (HTTP clients, servers)."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._bus: asyncio.Task[None] | None = None
+        self._bus_working = False
+        """The bus task got past connecting: its relay and consumers run (and drain)."""
 
     async def start(self) -> None:
         """Connect to NATS in the background (retrying) and start relay and consumers."""
@@ -79,7 +82,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.timers.run(self.stop), name="timers"))
         for loop in self.background:
             self._tasks.append(asyncio.create_task(loop(self.stop), name=loop.__name__))
-        self._tasks.append(asyncio.create_task(self._connect_and_run(), name="bus"))
+        self._bus = asyncio.create_task(self._connect_and_run(), name="bus")
+        self._tasks.append(self._bus)
 
     async def _reconnected(self) -> None:
         self._connect_error = None
@@ -176,6 +180,7 @@ class Runtime:
             self.consumers.append(consumer)
             workers.append(consumer.run(self.stop))
         workers.extend(worker(self.nc, self.stop) for worker in self.workers)
+        self._bus_working = True
         await asyncio.gather(*workers)
 
     async def _share_wakeups(self, nc: NATS) -> None:
@@ -204,6 +209,10 @@ class Runtime:
     async def shutdown(self) -> None:
         """Stop fetching, finish what is in flight, drain NATS, close the database."""
         self.stop.set()
+        if self._bus is not None and not self._bus_working:
+            # Still connecting (NATS away, or refusing the credential): nothing is in
+            # flight, so there is nothing to wait for.
+            self._bus.cancel()
         grace = self.settings.shutdown_grace_seconds
         done, pending = await asyncio.wait(self._tasks, timeout=grace) if self._tasks else ((), ())
         for task in pending:

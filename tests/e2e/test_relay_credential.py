@@ -7,6 +7,7 @@ reaches the event stream, and it says why; a second intake with the seed relays 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 import uuid
@@ -80,15 +81,29 @@ def test_a_process_without_the_relay_seed_relays_nothing(sqlite_url: str, tmp_pa
             relaying.terminate()
 
 
+GRACE = 60.0
+"""The service's shutdown grace in the test of a refused seed."""
+
+
 def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
     sqlite_url: str, nats_url: str, tmp_path: Path
 ) -> None:
     stranger = tmp_path / "stranger.nk"
     stranger.write_text(new_seed() + "\n", encoding="ascii")
     port = devservers.free_port()
-    env = service_env("intake", sqlite_url, nats_url, port, NATS_SEED_FILE=str(stranger))
+    # A long grace: a service that is still connecting has nothing in flight and must
+    # stop at once, not wait out its grace (it did, 10 s by default).
+    env = service_env(
+        "intake",
+        sqlite_url,
+        nats_url,
+        port,
+        NATS_SEED_FILE=str(stranger),
+        SHUTDOWN_GRACE_SECONDS=str(GRACE),
+    )
     argv = [sys.executable, "-m", "shared.cli.main", "serve", "intake"]
     intake = start_process("intake", argv, env, port, tmp_path)
+    stopped = False
     try:
 
         def refused() -> httpx.Response | None:
@@ -108,5 +123,10 @@ def test_a_service_with_a_seed_the_server_does_not_know_is_not_ready(
         nats = ready.json()["checks"]["nats"]
         assert ready.status_code == 503
         assert nats.startswith("unreachable: intake:"), nats
+        # uvicorn raises SIGTERM again once it has shut down gracefully.
+        stopped_with = intake.terminate(timeout=GRACE / 2)
+        assert stopped_with in (0, -signal.SIGTERM), intake.logs()[-2000:]
+        stopped = True
     finally:
-        intake.terminate()
+        if not stopped:
+            intake.terminate()
