@@ -950,7 +950,13 @@ def started_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
         keys, _ = ensure_key_pair(tmp / "keys")
         audit_key, _ = ensure_audit_key(tmp / "keys" / "audit-ed25519.pem")
         receivers = Receivers()
-        sandbox_env = receivers.start()
+        lease = f"{args.notify_lease_seconds:g}"
+        sandbox_env = {
+            **receivers.start(),
+            # How soon a restarted notify sends what the killed one had claimed.
+            "CASEFLOW_NOTIFY_DISPATCH__LEASE_SECONDS": lease,
+            "CASEFLOW_NOTIFY_DISPATCH__TAKEOVER_GRACE_SECONDS": lease,
+        }
         exits.callback(receivers.stop)
         log_dir = args.log_dir or tmp / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -990,6 +996,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cases": args.cases,
             "rate": args.rate,
             "pg_down_seconds": args.pg_down_seconds,
+            "notify_lease_seconds": args.notify_lease_seconds,
             "forwarded_every": args.forwarded_every,
             "cluster": args.cluster,
             "database": "embedded postgresql",
@@ -1116,7 +1123,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=90.0,
         help="give up waiting to settle when nothing moved this long "
-        "(longer than notify's 15 s claim lease)",
+        "(longer than --notify-lease-seconds)",
+    )
+    parser.add_argument(
+        "--notify-lease-seconds",
+        type=float,
+        default=15.0,
+        help="notify's claim lease and takeover grace (its defaults: 15 s): how long the "
+        "deliveries a killed notify had in hand wait before they are sent again",
     )
     parser.add_argument("--log-level", default="info", help="the services' log level")
     parser.add_argument("--log-dir", type=Path, help="keep the services' logs here")
@@ -1124,6 +1138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.cases < 1 or args.rate <= 0:
         parser.error("--cases must be at least 1 and --rate positive")
+    if args.notify_lease_seconds < 1:
+        parser.error("--notify-lease-seconds must be at least 1 (notify's own lower limit)")
     return args
 
 
