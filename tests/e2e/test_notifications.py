@@ -154,6 +154,8 @@ def test_lifecycle_tells_each_person_once_across_a_notify_crash(
     # More attempts than the failure tests: on a loaded machine a few sends in a row may
     # time out, and this test expects every notice sent in the end.
     extra = {**notify_extra(sandbox), "DISPATCH__MAX_ATTEMPTS": "6"}
+    # The killed notify's claims are taken over after 5 s, not the default 15 s.
+    extra |= {"DISPATCH__LEASE_SECONDS": "5", "DISPATCH__TAKEOVER_GRACE_SECONDS": "5"}
     with running_stack(db_url, nats_url, tmp_path, **extra) as stack:
         intake = stack["intake"].base_url
         processing = stack["processing"].base_url
