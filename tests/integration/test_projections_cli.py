@@ -16,13 +16,13 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from bench.projection_mix import Mix
-from shared.adapters.db import create_engine
+from shared.adapters.db import WRITE_OPTION, create_engine
 from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.projections import projection_checkpoints
 from shared.application.projections import checkpoints as cps
 from shared.cli.main import app
 from shared.devtools import waiting
-from shared.devtools.waiting import wait_until
+from shared.devtools.waiting import eventually, wait_until
 from shared.domain.events import utcnow
 from shared.domain.workflow.reference import load_reference
 from tests.contract.projections import NAME, folded, head, snapshot
@@ -188,13 +188,23 @@ def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
     assert finished.events_applied == events
 
 
-def _runner_takes_the_lapsed_lease(url: str) -> None:
-    """What a live runner does when the rebuild's lease has lapsed."""
+def _runner_takes_the_lapsed_lease(url: str, events: int, proc: subprocess.Popen[bytes]) -> None:
+    """Once the rebuild run by ``proc`` has applied ``events`` events, what a live runner
+    does when the rebuild's lease has lapsed. The look and the take are one transaction
+    that holds the checkpoint (SQLite's write lock, PostgreSQL's row lock): the rebuild
+    can't finish in between, however fast it runs (it did, on a loaded machine, between
+    a look and a take made apart)."""
 
     async def go() -> None:
         engine = create_engine(url)
-        try:
-            async with engine.begin() as conn:
+
+        async def take() -> cps.Checkpoint | None:
+            async with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+                seen = await cps.load(conn, NAME, lock=True)
+                if seen is None or seen.events_applied < events:
+                    await conn.rollback()
+                    return None
+                assert seen.rebuilding, f"the rebuild finished before the lease was taken: {seen}"
                 await conn.execute(
                     projection_checkpoints.update()
                     .where(projection_checkpoints.c.name == NAME)
@@ -202,6 +212,16 @@ def _runner_takes_the_lapsed_lease(url: str) -> None:
                 )
                 taken = await cps.take_lease(conn, NAME, cps.holder_id(), timedelta(seconds=30))
                 assert taken is not None
+                return taken
+
+        try:
+            await eventually(
+                take,
+                what=f"the rebuild to apply {events} events",
+                timeout=60,
+                interval=0.02,
+                give_up=waiting.exited(proc, "the rebuild"),
+            )
         finally:
             await engine.dispose()
 
@@ -223,8 +243,7 @@ def test_a_lease_taken_by_a_live_runner_stops_the_rebuild_with_a_message(db_url:
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        applied(db_url, 3, proc)  # take the lease once some batches are in
-        _runner_takes_the_lapsed_lease(db_url)
+        _runner_takes_the_lapsed_lease(db_url, 3, proc)  # once some batches are in
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
