@@ -238,6 +238,27 @@ async def begin_attempt(
     return int(attempts or 0)
 
 
+async def begin_attempts(
+    event_log: EventLog, delivery_ids: Sequence[uuid.UUID], owner: str, lease: timedelta
+) -> list[int]:
+    """:func:`begin_attempt` for each of ``delivery_ids`` in one transaction, in order."""
+    if not delivery_ids:
+        return []
+    async with event_log.writer.begin() as conn:
+        result = await conn.execute(
+            d.update()
+            .where(
+                d.c.delivery_id.in_(list(delivery_ids)),
+                d.c.status == PENDING,
+                d.c.lease_owner == owner,
+            )
+            .values(attempts=d.c.attempts + 1, leased_until=utcnow() + lease)
+            .returning(d.c.delivery_id, d.c.attempts)
+        )
+        numbers = {row.delivery_id: int(row.attempts) for row in result}
+    return [numbers.get(delivery_id, 0) for delivery_id in delivery_ids]
+
+
 async def renew_lease(
     event_log: EventLog, delivery_id: uuid.UUID, owner: str, lease: timedelta
 ) -> bool:
@@ -326,18 +347,34 @@ async def _finish(
 ) -> bool:
     """Set the row's outcome and append the case's event in one transaction."""
     async with event_log.transaction() as tx:
-        result = await tx.conn.execute(
-            d.update()
-            .where(d.c.delivery_id == delivery.delivery_id, d.c.status == PENDING)
-            .values(leased_until=None, lease_owner=None, **values)
-        )
-        if result.rowcount != 1:
-            return False  # finished elsewhere (another replica, an operator)
-        uow = UnitOfWork(tx, "notify-delivery")
-        history = await uow.read_case(delivery.case_id)
-        head = history[-1].version if history else 0
-        await uow.append(delivery.case_id, head, [event], case_kind=delivery.case_kind)
+        return await _finish_in(UnitOfWork(tx, "notify-delivery"), delivery, values, event)
+
+
+async def _finish_in(
+    uow: UnitOfWork, delivery: Delivery, values: dict[str, Any], event: NewEvent
+) -> bool:
+    """:func:`_finish` within ``uow``'s transaction; False if the delivery was finished
+    elsewhere (another replica, an operator): then nothing is written."""
+    result = await uow.conn.execute(
+        d.update()
+        .where(d.c.delivery_id == delivery.delivery_id, d.c.status == PENDING)
+        .values(leased_until=None, lease_owner=None, **values)
+    )
+    if result.rowcount != 1:
+        return False
+    history = await uow.read_case(delivery.case_id)
+    head = history[-1].version if history else 0
+    await uow.append(delivery.case_id, head, [event], case_kind=delivery.case_kind)
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """A delivery its channel accepted, to be recorded (:func:`mark_sent_many`)."""
+
+    delivery: Delivery
+    attempts: int
+    provider_message_id: str | None
 
 
 async def mark_sent(
@@ -348,6 +385,25 @@ async def mark_sent(
     provider_message_id: str | None,
 ) -> bool:
     """The receiver took it: the row is sent and the case records ``NotificationSent``."""
+    sent = Sent(delivery, attempts, provider_message_id)
+    return await _finish(event_log, delivery, _sent_values(sent), _sent_event(sent))
+
+
+async def mark_sent_many(event_log: EventLog, sent: Sequence[Sent]) -> list[bool]:
+    """:func:`mark_sent` for each of ``sent`` in one transaction (one commit, one read of
+    the cases), in order; each True unless finished elsewhere. All or nothing: should one
+    fail (a staff action appended to its case meanwhile, the database away), none is
+    recorded and the error is raised."""
+    if not sent:
+        return []
+    async with event_log.transaction() as tx:
+        uow = UnitOfWork(tx, "notify-delivery")
+        await uow.read_ahead(list(dict.fromkeys(s.delivery.case_id for s in sent)))
+        return [await _finish_in(uow, s.delivery, _sent_values(s), _sent_event(s)) for s in sent]
+
+
+def _sent_event(sent: Sent) -> NewEvent:
+    delivery = sent.delivery
     payload = NotificationSent(
         channel=delivery.channel,
         recipient=delivery.masked,
@@ -358,23 +414,25 @@ async def mark_sent(
         audience=delivery.audience,
         delivery_id=str(delivery.delivery_id),
         about_event_id=str(delivery.event_id),
-        attempts=attempts,
-        provider_message_id=provider_message_id,
+        attempts=sent.attempts,
+        provider_message_id=sent.provider_message_id,
     )
-    event = NewEvent(
+    return NewEvent(
         event_id=uuid.uuid5(_EVENTS, f"sent:{delivery.delivery_id}"),
         event_type="NotificationSent",
         correlation_id=delivery.correlation_id,
         causation_id=str(delivery.event_id),
         payload=payload.model_dump(mode="json"),
     )
-    values = {
+
+
+def _sent_values(sent: Sent) -> dict[str, Any]:
+    return {
         "status": SENT,
         "sent_at": utcnow(),
-        "attempts": attempts,
-        "provider_message_id": (provider_message_id or "")[:200] or None,
+        "attempts": sent.attempts,
+        "provider_message_id": (sent.provider_message_id or "")[:200] or None,
     }
-    return await _finish(event_log, delivery, values, event)
 
 
 async def mark_failed(
