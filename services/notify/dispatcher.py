@@ -29,8 +29,9 @@ nothing sends it again:
   holder is recording meanwhile: it retries every few seconds at most).
 
 The attempts begun and the sends accepted at about the same moment are written in one
-transaction (:mod:`services.notify.grouped`); a batch that fails is written one
-delivery at a time, as above.
+transaction, and the subscriptions they look up read in one query
+(:mod:`services.notify.grouped`); a batch that fails is done one delivery at a time, as
+above.
 
 The one window left is a crash (or a stop during an outage) between the receiver's
 acceptance and the record: the lease then runs out and the delivery is sent again, with
@@ -165,6 +166,7 @@ class Dispatcher:
         # Group commit: attempts begun and sends accepted at about the same moment are
         # written in one transaction (one wait for the disk instead of one each).
         self._records = Grouped(self._write_records, name="notify-records")
+        self._subscriptions = Grouped(self._read_subscriptions, name="notify-subscriptions")
         self._begins = {
             channel: Grouped(self._beginner(channel), name=f"notify-begin-{channel}")
             for channel in self._in_flight
@@ -324,6 +326,7 @@ class Dispatcher:
             )
         self._recording.difference_update(unrecorded)
         await self._records.stop()
+        await self._subscriptions.stop()
         for begins in self._begins.values():
             await begins.stop()
         with contextlib.suppress(Exception):
@@ -492,6 +495,11 @@ class Dispatcher:
     async def _write_records(self, sent: list[outbox.Sent]) -> list[bool]:
         return await outbox.mark_sent_many(self.log, sent)
 
+    async def _read_subscriptions(
+        self, subscription_ids: list[uuid.UUID]
+    ) -> list[subscriptions.Subscription | None]:
+        return await subscriptions.get_many(self.log, subscription_ids)
+
     def _beginner(self, channel: str) -> Callable[[list[uuid.UUID]], Awaitable[list[int]]]:
         lease = self.settings.lease(channel)
 
@@ -506,7 +514,9 @@ class Dispatcher:
         A deleted subscription ends the delivery; a paused one holds it for a while."""
         if delivery.subscription_id is None:
             return True, None
-        sub = await subscriptions.get(self.log, delivery.subscription_id)
+        read, sub = await self._subscriptions.submit(delivery.subscription_id)
+        if not read:
+            sub = await subscriptions.get(self.log, delivery.subscription_id)
         if sub is None:
             await self._finish_failed(delivery, delivery.attempts, "subscription deleted")
             return False, None

@@ -134,6 +134,20 @@ async def get(event_log: EventLog, subscription_id: uuid.UUID) -> Subscription |
     return _subscription(row) if row else None
 
 
+async def get_many(
+    event_log: EventLog, subscription_ids: Sequence[uuid.UUID]
+) -> list[Subscription | None]:
+    """:func:`get` for each of ``subscription_ids`` in one query, in order."""
+    if not subscription_ids:
+        return []
+    async with event_log.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(s).where(s.c.subscription_id.in_(set(subscription_ids)))
+        )
+        found = {row.subscription_id: _subscription(row) for row in rows}
+    return [found.get(subscription_id) for subscription_id in subscription_ids]
+
+
 async def listed(event_log: EventLog, station: str | None = None) -> list[Subscription]:
     """Subscriptions, of one station or all, oldest first."""
     query = sa.select(s).order_by(s.c.created_at, s.c.subscription_id)

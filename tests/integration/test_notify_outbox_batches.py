@@ -1,6 +1,7 @@
 """The outbox's batched writes, on both backends: attempts begun for several deliveries
-in one statement, and several accepted sends recorded in one transaction (the
-dispatcher's group commit), with the same outcome as one by one."""
+in one statement, several accepted sends recorded in one transaction and several
+subscriptions read in one query (the dispatcher's group commit), with the same outcome
+as one by one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import uuid
 from datetime import timedelta
 
 from bench.notify import CLERK, STATION, case_payload
-from services.notify import outbox
+from services.notify import outbox, subscriptions
+from services.notify.channels.webhook import generate_secret
 from services.notify.model import Recipient, delivery_id
 from shared.adapters.db import create_engine
 from shared.adapters.eventlog import EventLog
@@ -97,5 +99,30 @@ async def test_sends_recorded_together_each_get_their_record_once(db_url: str) -
             expected = sorted(str(i) for i, c in cases.items() if c == case_id)
             assert sorted(e.payload["delivery_id"] for e in records) == expected
             assert all(e.payload["attempts"] == 1 for e in records)
+    finally:
+        await engine.dispose()
+
+
+async def test_subscriptions_read_together_come_back_in_the_order_asked(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        log = EventLog(engine)
+        made = []
+        for number in range(2):
+            sub, _ = await subscriptions.create(
+                log,
+                station=STATION,
+                event_types=["*"],
+                url=f"https://hooks{number}.example.cn/caseflow",
+                secret=generate_secret(),
+                created_by="test",
+            )
+            assert sub is not None
+            made.append(sub.subscription_id)
+        first, second = made
+        asked = [second, uuid.uuid4(), first, second]
+        found = await subscriptions.get_many(log, asked)
+        assert [s.subscription_id if s else None for s in found] == [second, None, first, second]
+        assert await subscriptions.get_many(log, []) == []
     finally:
         await engine.dispose()
