@@ -227,36 +227,34 @@ async def begin_attempt(
     event_log: EventLog, delivery_id: uuid.UUID, owner: str, lease: timedelta
 ) -> int:
     """Count an attempt and renew the lease; the attempt's number (0: no longer ours)."""
-    async with event_log.writer.begin() as conn:
-        result = await conn.execute(
-            d.update()
-            .where(d.c.delivery_id == delivery_id, d.c.status == PENDING, d.c.lease_owner == owner)
-            .values(attempts=d.c.attempts + 1, leased_until=utcnow() + lease)
-            .returning(d.c.attempts)
-        )
-        attempts = result.scalar_one_or_none()
-    return int(attempts or 0)
+    (number,) = await begin_attempts(event_log, [delivery_id], owner, lease)
+    return number
 
 
 async def begin_attempts(
     event_log: EventLog, delivery_ids: Sequence[uuid.UUID], owner: str, lease: timedelta
 ) -> list[int]:
-    """:func:`begin_attempt` for each of ``delivery_ids`` in one transaction, in order."""
+    """:func:`begin_attempt` for each of ``delivery_ids`` in one statement, in order."""
     if not delivery_ids:
         return []
     async with event_log.writer.begin() as conn:
         result = await conn.execute(
             d.update()
-            .where(
-                d.c.delivery_id.in_(list(delivery_ids)),
-                d.c.status == PENDING,
-                d.c.lease_owner == owner,
-            )
+            .where(*_held(delivery_ids, owner))
             .values(attempts=d.c.attempts + 1, leased_until=utcnow() + lease)
             .returning(d.c.delivery_id, d.c.attempts)
         )
         numbers = {row.delivery_id: int(row.attempts) for row in result}
     return [numbers.get(delivery_id, 0) for delivery_id in delivery_ids]
+
+
+def _held(delivery_ids: Sequence[uuid.UUID], owner: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """Of ``delivery_ids``, the pending ones ``owner`` holds."""
+    return (
+        d.c.delivery_id.in_(list(delivery_ids)),
+        d.c.status == PENDING,
+        d.c.lease_owner == owner,
+    )
 
 
 async def renew_lease(
@@ -281,13 +279,7 @@ async def renew_leases(
         return 0
     async with event_log.writer.begin() as conn:
         result = await conn.execute(
-            d.update()
-            .where(
-                d.c.delivery_id.in_(list(delivery_ids)),
-                d.c.status == PENDING,
-                d.c.lease_owner == owner,
-            )
-            .values(leased_until=utcnow() + lease)
+            d.update().where(*_held(delivery_ids, owner)).values(leased_until=utcnow() + lease)
         )
     return int(result.rowcount or 0)
 
