@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+from structlog.testing import capture_logs
+
 from services.notify.grouped import Grouped
 
 
@@ -88,3 +90,29 @@ async def test_a_cancelled_submitter_leaves_the_others_their_results() -> None:
     assert await first == (True, 10)
     assert await stays == (True, 30)
     assert gone.cancelled()
+    assert writes.batches == [[1], [3]]  # nobody waits for 2 any more: left out
+
+
+async def test_stopping_before_the_first_batch_starts_tells_the_submitters() -> None:
+    writes = Writes()
+    writes.release.set()
+    grouped = Grouped(writes, name="test")
+    waiting = asyncio.create_task(grouped.submit(1))
+    await asyncio.sleep(0)  # submitted; the batch task has not had its first step yet
+    await grouped.stop()
+    assert await asyncio.wait_for(waiting, 5) == (False, None)
+    assert writes.batches == []
+    assert await grouped.submit(2) == (True, 20)  # and batches start again afterwards
+    assert writes.batches == [[2]]
+
+
+async def test_a_failed_batch_is_said_once_and_a_wrong_count_is_a_failure() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]  # one result missing
+
+    grouped = Grouped(short, name="short")
+    with capture_logs() as logs:
+        results = await asyncio.gather(grouped.submit(1), grouped.submit(2))
+    assert list(results) == [(False, None), (False, None)]
+    failed = [e for e in logs if e["event"] == "a batch failed; each of its items goes alone"]
+    assert [(e["batch"], e["items"], e["error"]) for e in failed] == [("short", 2, "RuntimeError")]
