@@ -574,13 +574,16 @@ async def rate_phase(
     first = len(tracker.runs)
     tasks: list[asyncio.Task[None]] = []
     start = time.perf_counter() + 0.05
+    first_launch = start
     for i in range(count):
         due = start + i / offered
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(run_case(desk, tracker, run_id, i, due, workflow)))
-    finished_offering = time.perf_counter()
+        if i == 0:
+            first_launch = time.perf_counter()
+    last_launch = time.perf_counter()
     await asyncio.gather(*tasks)
     missing = await tracker.wait_all(patience)
     cases = list(tracker.runs)[first:]
@@ -588,7 +591,10 @@ async def rate_phase(
     figures.update(
         offered_per_s=offered,
         seconds=round(seconds, 3),
-        achieved_offered_per_s=rate(count, finished_offering - start),
+        # count launches span count - 1 intervals (count / span would overstate it).
+        achieved_offered_per_s=(
+            rate(count - 1, last_launch - first_launch) if count > 1 else offered
+        ),
     )
     figures["stages"] = await stage_figures(desk, tracker, cases, samples=200)
     return figures
