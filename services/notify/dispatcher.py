@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -163,12 +164,25 @@ class Dispatcher:
         """Accepted by their channel, not yet recorded: never sent again from here."""
         self._sending: set[uuid.UUID] = set()
         """In a channel's hands right now: the receiver may be accepting them."""
-        # Group commit: attempts begun and sends accepted at about the same moment are
-        # written in one transaction (one wait for the disk instead of one each).
-        self._records = Grouped(self._write_records, name="notify-records")
-        self._subscriptions = Grouped(self._read_subscriptions, name="notify-subscriptions")
+        # Group commit: the attempts begun, sends accepted and subscriptions looked up at
+        # about the same moment go to the database as one batch each (one wait for the
+        # disk, one connection, instead of one each).
+        self._records = Grouped(
+            functools.partial(outbox.mark_sent_many, self.log), name="notify-records"
+        )
+        self._subscriptions = Grouped(
+            functools.partial(subscriptions.get_many, self.log), name="notify-subscriptions"
+        )
         self._begins = {
-            channel: Grouped(self._beginner(channel), name=f"notify-begin-{channel}")
+            channel: Grouped(
+                functools.partial(
+                    outbox.begin_attempts,
+                    self.log,
+                    owner=self.owner,
+                    lease=self.settings.lease(channel),
+                ),
+                name=f"notify-begin-{channel}",
+            )
             for channel in self._in_flight
         }
         self._reached_at: datetime | None = None
@@ -491,22 +505,6 @@ class Dispatcher:
         self._recording.discard(delivery.delivery_id)
         if failures:
             log.info("sent notice recorded after failed tries", tries=failures + 1)
-
-    async def _write_records(self, sent: list[outbox.Sent]) -> list[bool]:
-        return await outbox.mark_sent_many(self.log, sent)
-
-    async def _read_subscriptions(
-        self, subscription_ids: list[uuid.UUID]
-    ) -> list[subscriptions.Subscription | None]:
-        return await subscriptions.get_many(self.log, subscription_ids)
-
-    def _beginner(self, channel: str) -> Callable[[list[uuid.UUID]], Awaitable[list[int]]]:
-        lease = self.settings.lease(channel)
-
-        async def begin(delivery_ids: list[uuid.UUID]) -> list[int]:
-            return await outbox.begin_attempts(self.log, delivery_ids, self.owner, lease)
-
-        return begin
 
     async def _subscription_allows(self, delivery: outbox.Delivery) -> tuple[bool, str | None]:
         """Whether to attempt ``delivery`` now, and its subscription's secret (a webhook).

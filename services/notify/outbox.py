@@ -377,8 +377,8 @@ async def mark_sent(
     provider_message_id: str | None,
 ) -> bool:
     """The receiver took it: the row is sent and the case records ``NotificationSent``."""
-    sent = Sent(delivery, attempts, provider_message_id)
-    return await _finish(event_log, delivery, _sent_values(sent), _sent_event(sent))
+    (done,) = await mark_sent_many(event_log, [Sent(delivery, attempts, provider_message_id)])
+    return done
 
 
 async def mark_sent_many(event_log: EventLog, sent: Sequence[Sent]) -> list[bool]:

@@ -127,11 +127,8 @@ async def create(
 
 async def get(event_log: EventLog, subscription_id: uuid.UUID) -> Subscription | None:
     """One subscription, or None."""
-    async with event_log.engine.connect() as conn:
-        row = (
-            await conn.execute(sa.select(s).where(s.c.subscription_id == subscription_id))
-        ).first()
-    return _subscription(row) if row else None
+    (found,) = await get_many(event_log, [subscription_id])
+    return found
 
 
 async def get_many(

@@ -11,10 +11,10 @@ from datetime import timedelta
 from bench.notify import CLERK, STATION, case_payload
 from services.notify import outbox, subscriptions
 from services.notify.channels.webhook import generate_secret
-from services.notify.model import Recipient, delivery_id
-from shared.adapters.db import create_engine
+from services.notify.model import ChannelName, Recipient
 from shared.adapters.eventlog import EventLog
 from shared.domain.events import NewEvent
+from tests.notify_helpers import plan_delivery
 
 OWNER = "notify-a"
 LEASE = timedelta(seconds=30)
@@ -25,7 +25,8 @@ async def _planned(log: EventLog) -> tuple[dict[uuid.UUID, uuid.UUID], list[uuid
     cases, and the deliveries in that order."""
     cases: dict[uuid.UUID, uuid.UUID] = {}
     ids = []
-    for number, channels in enumerate((("email", "sms"), ("email",))):
+    per_case: tuple[tuple[ChannelName, ...], ...] = (("email", "sms"), ("email",))
+    for number, channels in enumerate(per_case):
         case_id = uuid.uuid4()
         event = NewEvent(
             event_type="CaseReceived",
@@ -37,92 +38,67 @@ async def _planned(log: EventLog) -> tuple[dict[uuid.UUID, uuid.UUID], list[uuid
         async with log.writer.begin() as conn:
             for channel in channels:
                 recipient = Recipient("applicant", f"{channel}-{number}", "***")
-                ids.append(delivery_id(stored.event_id, channel, recipient))
-                cases[ids[-1]] = case_id
-                await outbox.plan(
-                    conn,
-                    delivery_id=ids[-1],
-                    event_id=stored.event_id,
-                    event_type=stored.event_type,
-                    case_id=case_id,
-                    case_kind="application",
-                    station=STATION,
-                    channel=channel,  # type: ignore[arg-type]
-                    recipient=recipient,
-                    subject="受理通知",
-                    body="您的申请已受理。",
+                planned = await plan_delivery(
+                    conn, stored, channel, recipient, subject="受理通知", body="您的申请已受理。"
                 )
+                ids.append(planned)
+                cases[planned] = case_id
     return cases, ids
 
 
-async def test_attempts_begun_together_count_for_the_lease_holder_only(db_url: str) -> None:
-    engine = create_engine(db_url)
-    try:
-        log = EventLog(engine)
-        _, ids = await _planned(log)
-        claimed = [
-            d.delivery_id
-            for channel in ("email", "sms")
-            for d in await outbox.claim(log, channel, 10, OWNER, LEASE)
-        ]
-        assert sorted(claimed) == sorted(ids)
-        stranger = uuid.uuid4()
-        assert await outbox.begin_attempts(log, [*ids, stranger], OWNER, LEASE) == [1, 1, 1, 0]
-        assert await outbox.begin_attempts(log, ids, OWNER, LEASE) == [2, 2, 2]
-        assert await outbox.begin_attempts(log, ids, "notify-b", LEASE) == [0, 0, 0]
-        assert await outbox.begin_attempts(log, [], OWNER, LEASE) == []
-    finally:
-        await engine.dispose()
+async def test_attempts_begun_together_count_for_the_lease_holder_only(log: EventLog) -> None:
+    _, ids = await _planned(log)
+    claimed = [
+        d.delivery_id
+        for channel in ("email", "sms")
+        for d in await outbox.claim(log, channel, 10, OWNER, LEASE)
+    ]
+    assert sorted(claimed) == sorted(ids)
+    stranger = uuid.uuid4()
+    assert await outbox.begin_attempts(log, [*ids, stranger], OWNER, LEASE) == [1, 1, 1, 0]
+    assert await outbox.begin_attempts(log, ids, OWNER, LEASE) == [2, 2, 2]
+    assert await outbox.begin_attempts(log, ids, "notify-b", LEASE) == [0, 0, 0]
+    assert await outbox.begin_attempts(log, [], OWNER, LEASE) == []
 
 
-async def test_sends_recorded_together_each_get_their_record_once(db_url: str) -> None:
-    engine = create_engine(db_url)
-    try:
-        log = EventLog(engine)
-        cases, ids = await _planned(log)
-        for channel in ("email", "sms"):
-            await outbox.claim(log, channel, 10, OWNER, LEASE)
-        rows = [await outbox.get(log, i) for i in ids]
-        sent = [outbox.Sent(row, 1, f"<{row.delivery_id}>") for row in rows if row is not None]
-        assert len(sent) == 3
+async def test_sends_recorded_together_each_get_their_record_once(log: EventLog) -> None:
+    cases, ids = await _planned(log)
+    for channel in ("email", "sms"):
+        await outbox.claim(log, channel, 10, OWNER, LEASE)
+    rows = [await outbox.get(log, i) for i in ids]
+    sent = [outbox.Sent(row, 1, f"<{row.delivery_id}>") for row in rows if row is not None]
+    assert len(sent) == 3
 
-        assert await outbox.mark_sent_many(log, sent) == [True, True, True]
-        assert await outbox.mark_sent_many(log, sent) == [False, False, False]  # once only
+    assert await outbox.mark_sent_many(log, sent) == [True, True, True]
+    assert await outbox.mark_sent_many(log, sent) == [False, False, False]  # once only
 
-        for row in sent:
-            stored = await outbox.get(log, row.delivery.delivery_id)
-            assert stored is not None and stored.status == outbox.SENT
-        for case_id in set(cases.values()):
-            history = await log.read_case(case_id)
-            assert [e.version for e in history] == list(range(1, len(history) + 1))
-            records = [e for e in history if e.event_type == "NotificationSent"]
-            expected = sorted(str(i) for i, c in cases.items() if c == case_id)
-            assert sorted(e.payload["delivery_id"] for e in records) == expected
-            assert all(e.payload["attempts"] == 1 for e in records)
-    finally:
-        await engine.dispose()
+    for row in sent:
+        stored = await outbox.get(log, row.delivery.delivery_id)
+        assert stored is not None and stored.status == outbox.SENT
+    for case_id in set(cases.values()):
+        history = await log.read_case(case_id)
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+        records = [e for e in history if e.event_type == "NotificationSent"]
+        expected = sorted(str(i) for i, c in cases.items() if c == case_id)
+        assert sorted(e.payload["delivery_id"] for e in records) == expected
+        assert all(e.payload["attempts"] == 1 for e in records)
 
 
-async def test_subscriptions_read_together_come_back_in_the_order_asked(db_url: str) -> None:
-    engine = create_engine(db_url)
-    try:
-        log = EventLog(engine)
-        made = []
-        for number in range(2):
-            sub, _ = await subscriptions.create(
-                log,
-                station=STATION,
-                event_types=["*"],
-                url=f"https://hooks{number}.example.cn/caseflow",
-                secret=generate_secret(),
-                created_by="test",
-            )
-            assert sub is not None
-            made.append(sub.subscription_id)
-        first, second = made
-        asked = [second, uuid.uuid4(), first, second]
-        found = await subscriptions.get_many(log, asked)
-        assert [s.subscription_id if s else None for s in found] == [second, None, first, second]
-        assert await subscriptions.get_many(log, []) == []
-    finally:
-        await engine.dispose()
+async def test_subscriptions_read_together_come_back_in_the_order_asked(log: EventLog) -> None:
+    made = []
+    for number in range(2):
+        sub, _ = await subscriptions.create(
+            log,
+            station=STATION,
+            event_types=["*"],
+            url=f"https://hooks{number}.example.cn/caseflow",
+            secret=generate_secret(),
+            created_by="test",
+        )
+        assert sub is not None
+        made.append(sub.subscription_id)
+    first, second = made
+    asked = [second, uuid.uuid4(), first, second]
+    found = await subscriptions.get_many(log, asked)
+    assert [s.subscription_id if s else None for s in found] == [second, None, first, second]
+    assert await subscriptions.get_many(log, []) == []

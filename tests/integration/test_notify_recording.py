@@ -33,7 +33,7 @@ from services.notify.channels.sms import SmsChannel
 from services.notify.channels.webhook import WebhookChannel, generate_secret
 from services.notify.dispatcher import ChannelLimits, Dispatcher, DispatchSettings
 from services.notify.egress import EgressPolicy
-from services.notify.model import ChannelName, Outgoing, Recipient, delivery_id
+from services.notify.model import ChannelName, Outgoing, Recipient
 from services.notify.planning import webhook_body
 from services.notify.sandbox import Mailbox, SmsGateway, WebhookReceiver
 from shared.adapters.db import create_engine, migrate
@@ -41,6 +41,7 @@ from shared.adapters.eventlog import EventLog
 from shared.devtools.waiting import eventually
 from shared.domain.events import NewEvent
 from tests.conftest import _admin
+from tests.notify_helpers import plan_delivery
 from tests.own_postgres import OwnPostgres
 
 DEADLINE = 120.0
@@ -130,21 +131,17 @@ async def case_with_deliveries(
     ids = []
     async with event_log.writer.begin() as conn:
         for channel, recipient, subscription_id in plans:
-            ids.append(delivery_id(stored.event_id, channel, recipient))
-            await outbox.plan(
+            webhook = channel == "webhook"
+            planned = await plan_delivery(
                 conn,
-                delivery_id=ids[-1],
-                event_id=stored.event_id,
-                event_type=stored.event_type,
-                case_id=case_id,
-                case_kind="application",
-                station=STATION,
-                channel=channel,
-                recipient=recipient,
-                subject="受理通知" if channel != "webhook" else stored.event_type,
-                body="您的申请已受理。" if channel != "webhook" else webhook_body(stored).decode(),
+                stored,
+                channel,
+                recipient,
+                subject=stored.event_type if webhook else "受理通知",
+                body=webhook_body(stored).decode() if webhook else "您的申请已受理。",
                 subscription_id=subscription_id,
             )
+            ids.append(planned)
     return case_id, ids
 
 
