@@ -107,6 +107,14 @@ def rebuild(
         typer.Option("--restart", help="start again from the beginning of the log"),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="events per batch")] = 10_000,
+    max_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="events per second at most, to spare a database the services are busy with",
+            show_default="as fast as it can",
+        ),
+    ] = None,
 ) -> None:
     """Empty the projections' tables and replay the log into them, with a progress bar.
 
@@ -155,6 +163,7 @@ def rebuild(
                     restart=restart,
                     reference=reference,
                     batch_size=batch_size,
+                    max_rate=max_rate,
                 ),
             )
         except KeyboardInterrupt:

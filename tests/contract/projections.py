@@ -306,6 +306,20 @@ async def test_one_writer_at_a_time(engine: AsyncEngine, log: EventLog) -> None:
     assert await snapshot(engine) == await folded(engine)
 
 
+async def test_a_rebuild_kept_under_a_rate(engine: AsyncEngine, log: EventLog) -> None:
+    """``max_rate`` spares a busy database: the rebuild waits after each batch that put it
+    ahead of the rate, and still ends equal to the fold of the log."""
+    await Mix(log, REFERENCE, seed=16).run(applications=4, matters=1, visits=1)
+    events = await head(engine)
+    batch, rate = 5, 200.0
+    result = await rebuild(engine, [NAME], reference=REFERENCE, batch_size=batch, max_rate=rate)
+    assert result.events == events > 4 * batch
+    # it waits after every batch but the last
+    slowest = (events - batch) / rate
+    assert result.seconds >= slowest * 0.99, (result.seconds, slowest)
+    assert await snapshot(engine) == await folded(engine)
+
+
 async def test_status_and_unknown_names(engine: AsyncEngine, log: EventLog) -> None:
     [before] = await status(engine, [CaseLists(REFERENCE.workflows)])
     assert before.state == "not started" and before.lag == 0

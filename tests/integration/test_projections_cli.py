@@ -150,6 +150,10 @@ def test_ctrl_c_then_run_again_continues(db_url: str) -> None:
         NAME,
         "--batch-size",
         "1",
+        # slow enough that the test acts while the rebuild runs, however loaded the
+        # machine (unthrottled, it once applied every event between two looks)
+        "--max-rate",
+        "20",
     ]
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(
@@ -239,6 +243,10 @@ def test_a_lease_taken_by_a_live_runner_stops_the_rebuild_with_a_message(db_url:
         NAME,
         "--batch-size",
         "1",
+        # slow enough that the test acts while the rebuild runs, however loaded the
+        # machine (unthrottled, it once applied every event between two looks)
+        "--max-rate",
+        "20",
     ]
     env = {**os.environ, "CASEFLOW_DATABASE_URL": db_url}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

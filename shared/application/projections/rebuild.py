@@ -144,6 +144,7 @@ async def rebuild(
     projections: Sequence[Projection] | None = None,
     batch_size: int = 10_000,
     lease_seconds: float = 30.0,
+    max_rate: float | None = None,
 ) -> RebuildResult:
     """Empty the named projections' tables (all registered ones for None) and replay the
     log into them; continue an interrupted rebuild instead unless ``restart``.
@@ -153,6 +154,8 @@ async def rebuild(
     :class:`~shared.application.projections.registry.UnknownProjection` for a name not
     registered and :class:`RebuildRunning` if another rebuild is running.
     Safe while the services run: their runners stand by until the rebuild is done.
+    ``max_rate`` (events per second) spares a database the services are busy with: the
+    rebuild waits after a batch that put it ahead of that rate.
     """
     available = (
         list(projections) if projections is not None else registered(reference or load_reference())
@@ -165,7 +168,9 @@ async def rebuild(
         reset(projection)
     started = time.perf_counter()
     with _young_collections_only():
-        return await _rebuild(log, chosen, holder, lease, restart, progress, batch_size, started)
+        return await _rebuild(
+            log, chosen, holder, lease, restart, progress, batch_size, started, max_rate
+        )
 
 
 COLLECT_EVERY = 200_000
@@ -202,6 +207,7 @@ async def _rebuild(
     progress: Progress | None,
     batch_size: int,
     started: float,
+    max_rate: float | None,
 ) -> RebuildResult:
     engine = log.engine
     cursors, resumed, done = await _begin(log, chosen, holder, lease, restart)
@@ -232,6 +238,8 @@ async def _rebuild(
                 progress(done, max(total, done))
             if reading is None:
                 break
+            if max_rate is not None:
+                await asyncio.sleep(applied / max_rate - (time.perf_counter() - started))
         async with log.writer.begin() as conn:
             for projection in chosen:
                 await cps.finish_rebuild(conn, projection.name, holder)
