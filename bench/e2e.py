@@ -70,12 +70,15 @@ from bench._stack import (
     publish_delegations,
     running_services,
 )
+from bench._statements import StatementMeter
+from bench._statements import describe as describe_statements
 from shared.adapters.auth import Role, SignedInStaff, SigningKey, ensure_key_pair, issue_token
 from shared.adapters.bus.access import OPERATOR
 from shared.adapters.bus.client import connect
 from shared.adapters.bus.credentials import CredentialStore
 from shared.adapters.db import migrate
 from shared.devtools import servers as devservers
+from shared.web.metrics import ensure_metrics_token
 
 SUBJECT = "caseflow.events.application.NotificationSent"
 STATION = "xuefeng_station"
@@ -723,6 +726,7 @@ async def measure(
     credentials: CredentialStore,
     meter: CpuMeter,
     headers: dict[Role, dict[str, str]],
+    statements: StatementMeter,
 ) -> dict[str, Any]:
     """Warm up, then each scenario's phases."""
     tracker = Tracker()
@@ -773,6 +777,7 @@ async def measure(
         with profiling(stack, args.profile):
             for name, workflow, offered in scenarios:
                 figures: dict[str, Any] = {}
+                sent = await statements.snapshot()
                 before = meter.snapshot()
                 phase = await throughput_phase(
                     desk,
@@ -785,9 +790,17 @@ async def measure(
                 )
                 phase["cpu"] = CpuMeter.usage(before, meter.snapshot())
                 phase["settled_after_s"] = await settle(meter, args.timeout)
+                # after settling: the notices and projections of these cases included
+                phase["statements_per_case"] = StatementMeter.per_case(
+                    sent, await statements.snapshot(), phase["cases"]
+                )
                 figures["throughput"] = phase
                 print(describe(f"{name} throughput", phase), flush=True)
                 print(describe_cpu(f"{name} throughput", phase["cpu"]), flush=True)
+                print(
+                    describe_statements(f"{name} throughput", phase["statements_per_case"]),
+                    flush=True,
+                )
                 if offered > 0:
                     before = meter.snapshot()
                     phase = await rate_phase(
@@ -905,6 +918,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         log_dir = args.log_dir or tmp
         log_dir.mkdir(parents=True, exist_ok=True)
+        token_file, _ = ensure_metrics_token(tmp / "metrics-token")
         services = stack.enter_context(
             running_services(
                 database_url,
@@ -913,6 +927,7 @@ def main(argv: list[str] | None = None) -> None:
                 public_key_file=keys.public_path,
                 credentials=credentials,
                 log_level=args.log_level,
+                metrics_token_file=str(token_file),
             )
         )
         print(
@@ -925,7 +940,18 @@ def main(argv: list[str] | None = None) -> None:
         parts[BENCH] = os.getpid()
         headers = staff_headers(keys.directory)
         results = asyncio.run(
-            measure(args, services, nats_url, credentials, CpuMeter(parts), headers)
+            measure(
+                args,
+                services,
+                nats_url,
+                credentials,
+                CpuMeter(parts),
+                headers,
+                StatementMeter(
+                    {n: s.base_url for n, s in services.items()},
+                    token_file.read_text(encoding="ascii").strip(),
+                ),
+            )
         )
     figures = {
         "benchmark": "e2e",

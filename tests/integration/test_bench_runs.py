@@ -151,6 +151,12 @@ def test_bench_e2e_takes_every_case_through_and_sees_its_notice(tmp_path: Path) 
                 latencies(phase["lifecycle_latency"], cases)
                 assert set(phase["http_latency"]) == set(figures["config"]["steps"])
         positive(throughput, "seconds", "cases_per_s", "requests_per_s")
+        # every service went to the database for these cases, intake for each one
+        statements = throughput["statements_per_case"]
+        assert set(statements["by_service"]) == {"intake", "processing", "notify"}, statements
+        assert all(n > 0 for n in statements["by_service"].values()), statements
+        assert statements["by_service"]["intake"] >= 2, statements  # a transaction at least
+        assert statements["by_kind"]["insert"] > 0 and statements["by_kind"]["commit"] > 0
         for stage in fixed["stages"].values():
             latencies(stage, offered[scenario])
     # Every case was told more than its acceptance (the receipt at least), and no
