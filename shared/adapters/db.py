@@ -6,6 +6,7 @@ services can share one file; PostgreSQL keeps its defaults (fsync and synchronou
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,9 @@ _JSON_CODEC: dict[str, Any] = {
     "json_serializer": lambda obj: orjson.dumps(obj).decode(),
     "json_deserializer": orjson.loads,
 }
+PING_AFTER_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before it is handed out."""
+_LAST_USED = "caseflow_last_used"
 WRITE_OPTION = "caseflow_write"
 """Execution option marking a connection that will write (SQLite: BEGIN IMMEDIATE)."""
 
@@ -48,19 +52,25 @@ def _counted(engine: AsyncEngine) -> None:
         words: list[str] = args[2][:16].split(None, 1)
         counters.get(words[0].lower(), other).inc() if words else other.inc()
 
+    def sent(conn: Any) -> bool:  # in autocommit, no BEGIN, COMMIT or ROLLBACK is sent
+        return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
+
     @event.listens_for(engine.sync_engine, "commit")
-    def _commit(_conn: Any) -> None:
-        counters["commit"].inc()
+    def _commit(conn: Any) -> None:
+        if sent(conn):
+            counters["commit"].inc()
 
     @event.listens_for(engine.sync_engine, "rollback")
-    def _rollback(_conn: Any) -> None:
-        counters["rollback"].inc()
+    def _rollback(conn: Any) -> None:
+        if sent(conn):
+            counters["rollback"].inc()
 
     if not is_sqlite(engine.url.render_as_string()):  # SQLite's BEGIN is a statement above
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin(_conn: Any) -> None:
-            counters["begin"].inc()
+        def _begin(conn: Any) -> None:
+            if sent(conn):
+                counters["begin"].inc()
 
 
 def shown_url(url: str) -> str:
@@ -108,8 +118,21 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     _counted(engine)
     ping = STATEMENTS.labels("ping")
 
+    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
     @event.listens_for(engine.sync_engine, "checkout")
-    def _ping(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # Only a connection that lay idle is pinged: one given back a moment ago was
+        # working then, and under load every checkout would otherwise cost a round trip.
+        # If the server went away in between after all, the statement fails as a
+        # disconnect: SQLAlchemy drops the pool's connections and the caller's outage
+        # handling answers 503 (a request) or tries again (a consumer, a timer).
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
         # The pool's own pre-ping costs three round trips on asyncpg (BEGIN, ping,
         # ROLLBACK); a simple-protocol SELECT 1 is one and tells the same. Like pre-ping, a
         # failed ping drops the pool's connections and the checkout reconnects.
