@@ -3,10 +3,9 @@ station and year, drawn inside the transaction that opens the case."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.adapters.sql import insert_ignore
 from shared.adapters.tables.workflow import case_numbers
 
 
@@ -16,13 +15,16 @@ def format_number(prefix: str, year: int, number: int) -> str:
 
 
 async def allocate(conn: AsyncConnection, prefix: str, year: int) -> str:
-    """The next number for ``prefix`` and ``year``. The counter row stays locked until the
-    caller's transaction ends, so a rolled-back case gives its number back."""
-    await insert_ignore(conn, case_numbers, {"prefix": prefix, "year": year, "last_number": 0})
+    """The next number for ``prefix`` and ``year``, in one statement (an upsert that
+    starts the year's counter at 1 or adds 1 to it). The counter row stays locked until
+    the caller's transaction ends, so a rolled-back case gives its number back."""
+    insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(case_numbers)
     row = await conn.execute(
-        sa.update(case_numbers)
-        .where(case_numbers.c.prefix == prefix, case_numbers.c.year == year)
-        .values(last_number=case_numbers.c.last_number + 1)
+        insert.values(prefix=prefix, year=year, last_number=1)
+        .on_conflict_do_update(
+            index_elements=[case_numbers.c.prefix, case_numbers.c.year],
+            set_={"last_number": case_numbers.c.last_number + 1},
+        )
         .returning(case_numbers.c.last_number)
     )
     return format_number(prefix, year, int(row.scalar_one()))
