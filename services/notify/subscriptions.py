@@ -95,7 +95,7 @@ async def create(
     Returns the subscription and True when this call added it. The sender's retry adds
     nothing: it returns the subscription their first request added (None if it was
     deleted since) and False."""
-    prior = None if request is None else await idempotency.answered(event_log.engine, request)
+    prior = None if request is None else await idempotency.answered(event_log.reader, request)
     if prior is None:
         sid = idempotency.new_id()
         now = utcnow()

@@ -355,7 +355,7 @@ class DelegationRegistry:
         query = _INDEX if where is None else _INDEX.where(where)
         if conn is not None:
             return await self._load(conn, query, fill=False)
-        async with self.log.engine.connect() as own:
+        async with self.log.reader.connect() as own:
             return await self._load(own, query, fill=True)
 
     async def _load(

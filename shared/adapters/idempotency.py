@@ -145,7 +145,8 @@ async def recall(conn: AsyncConnection, request: KeyedRequest) -> uuid.UUID | No
 
 
 async def answered(engine: AsyncEngine, request: KeyedRequest) -> uuid.UUID | None:
-    """:func:`recall` on a connection of its own (before any transaction is opened)."""
+    """:func:`recall` on a connection of its own (before any transaction is opened; the
+    event log's ``reader`` saves the transaction's round trips)."""
     async with engine.connect() as conn:
         return await recall(conn, request)
 

@@ -344,14 +344,14 @@ class EventLog:
         self.engine = engine
         self.writer = engine.execution_options(**{WRITE_OPTION: True})
         """The engine for transactions that write (a unit of work appends through it)."""
-        self._reader = engine
+        self.reader = engine
+        """The engine for reads of one statement (PostgreSQL: in autocommit, each still
+        sees one snapshot, and a BEGIN and a ROLLBACK round trip are saved)."""
         # SQLite has one writer at a time: more than one group in flight would only queue
         # on its lock. PostgreSQL commits groups in parallel.
         self._max_groups = 1
         if engine.dialect.name == "postgresql":
-            # Reads are single statements: in autocommit each still sees one snapshot, and
-            # BEGIN and ROLLBACK round trips are saved.
-            self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._max_groups = 4
         self._listeners: list[Callable[[], None]] = []
         self._waiting: list[_NewCase] = []
@@ -502,7 +502,7 @@ class EventLog:
         self, case_id: uuid.UUID, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
         """After a unique violation: the original result, or the right error."""
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             original = await _original_result(conn, case_id, events)
             if original is not None:
                 return original
@@ -513,7 +513,7 @@ class EventLog:
 
     async def read_case(self, case_id: uuid.UUID) -> list[StoredEvent]:
         """Every event of one case, in version order (empty if the case is unknown)."""
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             return await read_case_in(conn, case_id)
 
     async def read_all(self, after: LogCursor = START, limit: int = 1000) -> list[StoredEvent]:
@@ -524,11 +524,11 @@ class EventLog:
         """
         query = _READ_ALL_PG if self.engine.dialect.name == "postgresql" else _READ_ALL
         params = {"after_tx_id": after.tx_id, "after_position": after.position, "limit": limit}
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(query, params)
             return [row_to_event(r) for r in rows]
 
     async def ping(self) -> None:
         """Raise if the database can't be reached (for readiness checks)."""
-        async with self._reader.connect() as conn:
+        async with self.reader.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))

@@ -348,7 +348,7 @@ class CaseService:
         if sender is not None:
             request = sender.keyed(parsed, {"case_id": case_id, "action": action})
             # Their key used for another request (another body, action or case) is a 409.
-            made = await idempotency.answered(self.log.engine, request)
+            made = await idempotency.answered(self.log.reader, request)
             answered = made is not None
             if made is not None and made != case_id:
                 await self._refused_again(made)  # an outsider's refused attempt, kept apart
@@ -453,7 +453,7 @@ class CaseService:
         leaves no gap in the numbering. A refused opening is recorded with the key as
         well, so the sender's retry is refused again without a second record.
         """
-        prior = await idempotency.answered(self.log.engine, request)
+        prior = await idempotency.answered(self.log.reader, request)
         if prior is not None:
             return await self._opened(prior, staff, request.key)
         try:
@@ -577,7 +577,7 @@ class CaseService:
         station's reception log), under a new random id; the stored event, and whether
         this is the sender's retry (then nothing is recorded, and the event is answered
         only while it is their station's)."""
-        prior = await idempotency.answered(self.log.engine, request)
+        prior = await idempotency.answered(self.log.reader, request)
         if prior is None:
             stream_id = idempotency.new_id()
             event = event.model_copy(update={"event_id": _ids(stream_id, staff, request.key)[0]})
