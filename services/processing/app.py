@@ -53,10 +53,10 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         ),
     )
     runtime.timers = TimerWheel(runtime.log, Deadlines(service).specs())
-    for projection in projections(reference):  # the read models, each from its checkpoint
-        runner = ProjectionRunner(runtime.log, projection)
-        runtime.background.append(runner.run)
-        runtime.on_wake.append(runner.wake)
+    # the read models, each from its checkpoint, all in one round per batch
+    runner = ProjectionRunner(runtime.log, projections(reference))
+    runtime.background.append(runner.run)
+    runtime.on_wake.append(runner.wake)
 
     authorities = [org.code for org in reference.organisations if org.is_authority]
 

@@ -35,6 +35,7 @@ from shared.application.projections.cases import (
 )
 from shared.application.projections.rebuild import RebuildRunning, count_after, rebuild
 from shared.application.projections.registry import UnknownProjection
+from shared.application.projections.registry import projections as registered
 from shared.application.projections.runner import ProjectionRunner
 from shared.application.projections.status import status
 from shared.devtools.waiting import eventually
@@ -281,6 +282,58 @@ async def test_a_rebuild_while_cases_move_and_the_live_runner_runs(
         await caught_up(engine)
     assert await snapshot(engine) == await folded(engine)
     assert (await checkpoint(engine)).events_applied == await head(engine)
+
+
+async def _rows(engine: AsyncEngine, projection: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the projection's tables, sorted."""
+    async with engine.connect() as conn:
+        return {
+            table.name: sorted(tuple(r) for r in await conn.execute(sa.select(table)))
+            for table in projection.tables
+        }
+
+
+async def test_one_runner_keeps_several_projections_each_from_its_own_checkpoint(
+    engine: AsyncEngine, log: EventLog
+) -> None:
+    everything = registered(REFERENCE)
+    assert len(everything) >= 3, [p.name for p in everything]
+    await Mix(log, REFERENCE, seed=17).run(applications=10, matters=2, visits=2)
+    # case_lists rebuilt alone: ahead of the others, which have never run
+    await rebuild(engine, [NAME], reference=REFERENCE)
+    assert (await checkpoint(engine)).events_applied == await head(engine) > 0
+    await Mix(log, REFERENCE, seed=18).run(applications=6, matters=2, visits=2)
+    events = await head(engine)
+
+    runner = ProjectionRunner(log, everything, batch_size=10)
+    assert await runner.catch_up() == events, "the others from the start of the log"
+    assert await snapshot(engine) == await folded(engine)
+    async with engine.connect() as conn:
+        stored = await cps.load_all(conn)
+    at_the_end = (await checkpoint(engine)).cursor
+    for projection in everything:
+        found = stored[projection.name]
+        assert found.lease_holder == runner.holder and found.cursor == at_the_end
+        assert found.events_applied == events  # case_lists: its rebuild's, then the rest
+    live = {p.name: await _rows(engine, p) for p in everything}
+    await rebuild(engine, [p.name for p in everything], reference=REFERENCE, restart=True)
+    assert {p.name: await _rows(engine, p) for p in everything} == live
+
+    # Another writer takes one of them: the runner stands by for it, the others go on.
+    taken = everything[1].name
+    runner = ProjectionRunner(log, registered(REFERENCE), batch_size=10)
+    assert await runner.catch_up() == 0
+    async with log.writer.begin() as conn:
+        await cps.seize(conn, taken, "rebuild@elsewhere:1:x", timedelta(seconds=30))
+    await log.append(*(await _one_more_visit()), case_kind=RECEPTION)
+    assert await runner.step() == 0, "the batch is refused as a whole"
+    assert await runner.catch_up() == 1
+    async with engine.connect() as conn:
+        after = await cps.load_all(conn)
+    assert after[taken].events_applied == events and after[taken].lease_holder != runner.holder
+    assert all(
+        found.events_applied == events + 1 for name, found in after.items() if name != taken
+    ), after
 
 
 async def test_one_writer_at_a_time(engine: AsyncEngine, log: EventLog) -> None:

@@ -1,20 +1,28 @@
-"""The live projection runner: keeps one projection up to date with the log.
+"""The live projection runner: keeps projections up to date with the log.
 
-Every processing replica runs one per projection; a lease in the projection's checkpoint
-lets one of them write and the others stand by (taking over when the lease lapses, or
-when a rebuild gives it back). A round reads the next batch after the checkpoint in the
-log's read order (``EventLog.read_all``: gap-free on PostgreSQL), then, in one
-transaction, moves the checkpoint (only from the cursor it read, only while holding the
-lease) and applies the batch. It wakes when events are committed — in this process
-(the log's commit hook), in another (the relay's NATS wake-up message, handed in by the
-runtime) or anywhere on PostgreSQL (LISTEN/NOTIFY) — and polls every second otherwise.
+Every processing replica runs one for all the projections; a lease in each projection's
+checkpoint lets one replica write it and the others stand by (taking over when the lease
+lapses, or when a rebuild gives it back). A round reads the next batch after the
+earliest checkpoint it holds, once for all of them, in the log's read order
+(``EventLog.read_all``: gap-free on PostgreSQL), then, in one transaction, moves each
+checkpoint (only from the cursor it read, only while holding the lease) and applies to
+each projection the part of the batch after its own checkpoint. It wakes when events are
+committed — in this process (the log's commit hook), in another (the relay's NATS
+wake-up message, handed in by the runtime) or anywhere on PostgreSQL (LISTEN/NOTIFY) —
+and polls every second otherwise.
+
+One runner for all, rather than one per projection: every commit woke each of them, and
+each read the same events and committed on its own; together they read once and commit
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
@@ -25,6 +33,7 @@ from shared.adapters.eventlog.tailing import tail
 from shared.adapters.outages import log_failed_round
 from shared.application.projections import Projection
 from shared.application.projections import checkpoints as cps
+from shared.domain.events import StoredEvent
 
 log = structlog.get_logger("caseflow.projections")
 
@@ -41,21 +50,52 @@ def reset(projection: Projection) -> None:
         hook()
 
 
+@dataclasses.dataclass(slots=True)
+class _Lane:
+    """One projection as the runner sees it."""
+
+    projection: Projection
+    held: LogCursor | None = None
+    """Its checkpoint while we hold the lease (only we move it then)."""
+    finishing_rebuild: bool = False
+    """We took over from an interrupted rebuild: clear its mark once caught up."""
+    renewed_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    def drop(self) -> None:
+        """We no longer know that the tables are ours: forget caches."""
+        self.held = None
+        reset(self.projection)
+
+    def part(self, events: Sequence[StoredEvent]) -> Sequence[StoredEvent]:
+        """The events after this projection's checkpoint."""
+        assert self.held is not None
+        if LogCursor.after(events[0]) > self.held:
+            return events
+        return [e for e in events if LogCursor.after(e) > self.held]
+
+
 class ProjectionRunner:
-    """Applies the log to one projection, batch by batch, as its lease holder."""
+    """Applies the log to one or more projections, batch by batch, as their lease holder."""
 
     def __init__(
         self,
         event_log: EventLog,
-        projection: Projection,
+        projections: Projection | Sequence[Projection],
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
         lease_seconds: float = 10.0,
     ) -> None:
         self.log = event_log
-        self.projection = projection
-        self.name = projection.name
+        chosen = list(projections) if isinstance(projections, Sequence) else [projections]
+        if not chosen:
+            raise ValueError("a runner needs at least one projection")
+        self.lanes = [_Lane(p) for p in chosen]
+        self.name = ", ".join(lane.name for lane in self.lanes)
         self.holder = cps.holder_id()
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -63,68 +103,87 @@ class ProjectionRunner:
         self.renew_interval = lease_seconds / 4
         self.wakeup = asyncio.Event()
         event_log.on_append(self.wakeup.set)
-        self._held: LogCursor | None = None
-        """Our checkpoint while we hold the lease (only we move it then)."""
-        self._finishing_rebuild = False
-        """We took over from an interrupted rebuild: clear its mark once caught up."""
-        self._renewed_at = 0.0
 
     def wake(self) -> None:
         """Events were committed somewhere: look at once."""
         self.wakeup.set()
 
-    def _drop(self) -> None:
-        """We no longer know that the tables are ours: forget caches."""
-        self._held = None
-        reset(self.projection)
-
-    async def _cursor(self) -> LogCursor | None:
-        """Where to go on from, or None while another writer holds the lease."""
-        if self._held is not None and time.monotonic() - self._renewed_at < self.renew_interval:
-            return self._held
-        async with self.log.writer.begin() as conn:
-            checkpoint = await cps.take_lease(conn, self.name, self.holder, self.lease)
-        if checkpoint is None:
-            if self._held is not None:
-                log.info("projection lease taken by another writer", projection=self.name)
-                self._drop()
-            return None
-        if checkpoint.cursor != self._held:
-            # Newly leading, or the checkpoint moved while we were away: caches are stale.
-            reset(self.projection)
-        self._held = checkpoint.cursor
-        self._finishing_rebuild = checkpoint.rebuilding
-        self._renewed_at = time.monotonic()
-        return self._held
+    async def _leading(self) -> list[_Lane]:
+        """The projections whose lease we hold, with their cursors (taking or renewing
+        the leases that are due, in one transaction)."""
+        now = time.monotonic()
+        due = [
+            lane
+            for lane in self.lanes
+            if lane.held is None or now - lane.renewed_at >= self.renew_interval
+        ]
+        if due:
+            async with self.log.writer.begin() as conn:
+                taken = [
+                    await cps.take_lease(conn, lane.name, self.holder, self.lease) for lane in due
+                ]
+            for lane, checkpoint in zip(due, taken, strict=True):
+                if checkpoint is None:
+                    if lane.held is not None:
+                        log.info("projection lease taken by another writer", projection=lane.name)
+                        lane.drop()
+                    continue
+                if checkpoint.cursor != lane.held:
+                    # Newly leading, or the checkpoint moved while we were away: caches
+                    # are stale.
+                    reset(lane.projection)
+                lane.held = checkpoint.cursor
+                lane.finishing_rebuild = checkpoint.rebuilding
+                lane.renewed_at = now
+        return [lane for lane in self.lanes if lane.held is not None]
 
     async def step(self) -> int:
-        """One round: apply the next batch after the checkpoint. How many events."""
-        cursor = await self._cursor()
-        if cursor is None:
+        """One round: apply the next batch after the checkpoints. How many events."""
+        lanes = await self._leading()
+        if not lanes:
             return 0
-        events = await self.log.read_all(cursor, limit=self.batch_size)
+        events = await self.log.read_all(
+            min(lane.held for lane in lanes if lane.held is not None), limit=self.batch_size
+        )
         if not events:
-            if self._finishing_rebuild:
+            finishing = [lane for lane in lanes if lane.finishing_rebuild]
+            if finishing:
                 async with self.log.writer.begin() as conn:
-                    await cps.complete_rebuild(conn, self.name, self.holder)
-                self._finishing_rebuild = False
-                log.info("interrupted rebuild completed by the runner", projection=self.name)
+                    for lane in finishing:
+                        await cps.complete_rebuild(conn, lane.name, self.holder)
+                for lane in finishing:
+                    lane.finishing_rebuild = False
+                    log.info("interrupted rebuild completed by the runner", projection=lane.name)
             return 0
         to = LogCursor.after(events[-1])
+        moved: list[tuple[_Lane, int]] = []
         try:
             async with self.log.writer.begin() as conn:
-                await cps.advance(conn, self.name, self.holder, cursor, to, len(events), self.lease)
-                await self.projection.apply(conn, events)
-        except cps.LeaseLost:
-            log.info("projection lease lost; standing by", projection=self.name)
-            self._drop()
+                for lane in lanes:
+                    mine = lane.part(events)
+                    if not mine:  # ahead of the others (a rebuild of it finished later)
+                        continue
+                    assert lane.held is not None
+                    await cps.advance(
+                        conn, lane.name, self.holder, lane.held, to, len(mine), self.lease
+                    )
+                    await lane.projection.apply(conn, mine)
+                    moved.append((lane, len(mine)))
+        except cps.LeaseLost as lost:
+            # Which one doesn't matter: the others' leases are taken again next round.
+            log.info("projection lease lost; standing by", reason=str(lost))
+            for lane in lanes:
+                lane.drop()
             return 0
         except BaseException:
-            self._drop()
+            for lane in lanes:
+                lane.drop()
             raise
-        self._held = to
-        self._renewed_at = time.monotonic()
-        APPLIED.labels(self.name).inc(len(events))
+        now = time.monotonic()
+        for lane, applied in moved:
+            lane.held = to
+            lane.renewed_at = now
+            APPLIED.labels(lane.name).inc(applied)
         return len(events)
 
     async def catch_up(self) -> int:
@@ -143,11 +202,12 @@ class ProjectionRunner:
             stop=stop,
             batch_size=self.batch_size,
             poll_interval=self.poll_interval,
-            leading=lambda: self._held is not None,
+            leading=lambda: any(lane.held is not None for lane in self.lanes),
             failed=lambda: log_failed_round(
                 log, "projection round failed; retrying", projection=self.name
             ),
         )
         with contextlib.suppress(Exception):
             async with self.log.writer.begin() as conn:
-                await cps.release(conn, self.name, self.holder)
+                for lane in self.lanes:
+                    await cps.release(conn, lane.name, self.holder)
