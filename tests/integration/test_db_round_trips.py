@@ -56,7 +56,6 @@ async def test_only_a_connection_that_lay_idle_is_pinged(postgres_url: str) -> N
                 await conn.execute(sa.text("SELECT 1"))
             assert sent_since(before).get("ping", 0) == 0
         # as if it had lain idle longer than PING_AFTER_IDLE_SECONDS
-        pool = engine.sync_engine.pool
         async with engine.connect() as conn:
             record = (await conn.get_raw_connection())._connection_record
         assert record is not None
@@ -65,6 +64,5 @@ async def test_only_a_connection_that_lay_idle_is_pinged(postgres_url: str) -> N
         async with engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
         assert sent_since(before)["ping"] == 1
-        assert pool.checkedout() == 0
     finally:
         await engine.dispose()
