@@ -5,7 +5,10 @@ handles the next batch; a full batch starts the next round at once; otherwise th
 waits for a commit (in this process: the log's append hook; in another process: LISTEN on
 PostgreSQL, or a wake-up handed in from the bus) or the poll interval. A commit that was
 signalled but not yet visible (an older transaction still holds the read horizon back)
-is looked for again soon — 10 ms, doubling — rather than at the next poll.
+is looked for again soon — 10 ms, doubling — rather than at the next poll. Woken again
+within :data:`LINGER` of the last round's start, the loop waits out the rest of it: under
+load, commits arrive every millisecond or two, and a round for each read and wrote a
+handful of events at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 FIRST_RETRY = 0.01
 """Seconds before looking again for a commit that was signalled but not found."""
+LINGER = 0.005
+"""Seconds between the starts of two rounds woken by commits, at least: the commits of
+that while are handled in one round."""
 
 
 async def tail(
@@ -30,6 +36,7 @@ async def tail(
     poll_interval: float,
     leading: Callable[[], bool],
     failed: Callable[[], None],
+    linger: float = LINGER,
 ) -> None:
     """Run ``round_`` (it answers how many events it handled) until ``stop`` is set.
 
@@ -38,12 +45,19 @@ async def tail(
     that raised (to log it), after which the loop waits a poll interval and goes on.
     """
     retry: float | None = None
+    loop = asyncio.get_running_loop()
+    began = -linger
+    handled = 0
     async with listen_for_commits(engine, wakeup.set):
         while not stop.is_set():
+            woken = wakeup.is_set()
+            behind = handled >= batch_size  # a backlog: no waiting
+            if woken and not behind and (rest := began + linger - loop.time()) > 0:
+                await asyncio.sleep(rest)  # the commits of the next few ms in this round too
             # Cleared before the round: a commit signalled during the round (after our
             # read) starts another round at once instead of waiting for the next poll.
-            woken = wakeup.is_set()
             wakeup.clear()
+            began = loop.time()
             try:
                 handled = await round_()
             except Exception:
