@@ -5,6 +5,7 @@ as one by one."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -102,3 +103,43 @@ async def test_subscriptions_read_together_come_back_in_the_order_asked(log: Eve
     found = await subscriptions.get_many(log, asked)
     assert [s.subscription_id if s else None for s in found] == [second, None, first, second]
     assert await subscriptions.get_many(log, []) == []
+
+
+async def _many_planned(log: EventLog, count: int) -> set[uuid.UUID]:
+    """``count`` pending emails about one case."""
+    event = NewEvent(
+        event_type="CaseReceived", schema_version=2, actor=CLERK, payload=case_payload(0, "many")
+    )
+    (stored,) = (await log.append(uuid.uuid4(), 0, [event], case_kind="application")).events
+    planned = set()
+    async with log.writer.begin() as conn:
+        for n in range(count):
+            recipient = Recipient("applicant", f"applicant-{n}@example.org", "***")
+            planned.add(
+                await plan_delivery(
+                    conn, stored, "email", recipient, subject="受理通知", body="已受理"
+                )
+            )
+    return planned
+
+
+async def test_dispatchers_claiming_at_once_never_claim_the_same_delivery(log: EventLog) -> None:
+    planned = await _many_planned(log, 60)
+    owners = [f"notify-{n}" for n in range(6)]
+    claimed: dict[uuid.UUID, str] = {}
+    rounds = 0
+    while len(claimed) < len(planned):
+        rounds += 1
+        assert rounds < 20, f"claimed {len(claimed)} of {len(planned)}"
+        found = await asyncio.gather(*(outbox.claim(log, "email", 7, o, LEASE) for o in owners))
+        for owner, deliveries in zip(owners, found, strict=True):
+            assert len(deliveries) <= 7
+            for delivery in deliveries:
+                assert delivery.delivery_id not in claimed, "claimed twice"
+                claimed[delivery.delivery_id] = owner
+    assert set(claimed) == planned
+    for owner in owners:  # each holds the lease of what it claimed
+        mine = [i for i, o in claimed.items() if o == owner]
+        assert await outbox.begin_attempts(log, mine, owner, LEASE) == [1] * len(mine)
+    # every one held: nothing more to claim until a lease runs out
+    assert await outbox.claim(log, "email", 100, "notify-late", LEASE) == []

@@ -344,6 +344,9 @@ class EventLog:
         self.engine = engine
         self.writer = engine.execution_options(**{WRITE_OPTION: True})
         """The engine for transactions that write (a unit of work appends through it)."""
+        self.autocommit: AsyncEngine | None = None
+        """PostgreSQL: the engine for statements that are each a transaction of their own
+        (no BEGIN, COMMIT or ROLLBACK round trips); None on SQLite."""
         self.reader = engine
         """The engine for reads of one statement (PostgreSQL: in autocommit, each still
         sees one snapshot, and a BEGIN and a ROLLBACK round trip are saved)."""
@@ -351,7 +354,7 @@ class EventLog:
         # on its lock. PostgreSQL commits groups in parallel.
         self._max_groups = 1
         if engine.dialect.name == "postgresql":
-            self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.autocommit = self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
             self._max_groups = 4
         self._listeners: list[Callable[[], None]] = []
         self._waiting: list[_NewCase] = []
