@@ -649,7 +649,10 @@ async def bench(
                 f" {settings.webhook.timeout_seconds:g} s); Dispatcher.drain()",
             )
             email = TimedChannel(
-                EmailChannel(EmailSettings(host="127.0.0.1", port=recv.smtp_port, starttls=False))
+                EmailChannel(
+                    EmailSettings(host="127.0.0.1", port=recv.smtp_port, starttls=False),
+                    pool_size=settings.email.concurrency,
+                )
             )
             # The receiver listens on loopback: allowed as an operator would allow it.
             receiver = EgressPolicy((AllowedNetwork.endpoint(recv.webhook_url),))

@@ -28,7 +28,10 @@ def channels(settings: NotifySettings) -> dict[str, Channel]:
         )
     }
     if settings.smtp is not None:
-        found["email"] = EmailChannel(settings.smtp)
+        # a connection kept for each email that may be in flight at once
+        found["email"] = EmailChannel(
+            settings.smtp, pool_size=settings.dispatch.limits("email").concurrency
+        )
     if settings.sms is not None:
         found["sms"] = SmsChannel(settings.sms)
     return found

@@ -145,6 +145,26 @@ async def test_email_sent_twice_is_in_the_mailbox_once(
     assert mailbox.duplicates == 1 and mailbox.attempts == 2
 
 
+async def test_email_connections_are_kept_for_the_next_messages(
+    mailbox: Mailbox, tmp_path: Path
+) -> None:
+    email = EmailChannel(mailbox.settings(timeout_seconds=2), pool_size=2)
+    for _ in range(3):
+        await email.send(_email(delivery=uuid.uuid4()))
+    assert len(mailbox.messages) == 3
+    assert email.connections_opened == 1, "one connection carried all three"
+    # the server goes away and comes back: the kept connection is dead, the message goes
+    # out on a new one in the same send
+    port = mailbox.port
+    await mailbox.stop()
+    async with Mailbox(port=port, folder=tmp_path / "again") as again:
+        message = _email(delivery=uuid.uuid4())
+        assert await email.send(message) == f"<{message.delivery_id}@caseflow>"
+        assert [m["Message-ID"] for m in again.messages] == [f"<{message.delivery_id}@caseflow>"]
+    assert email.connections_opened == 2
+    await email.aclose()
+
+
 @pytest.mark.parametrize(
     ("code", "at", "kind"),
     [

@@ -1,4 +1,10 @@
-"""Email over SMTP (aiosmtplib): one connection and one message per ``send``.
+"""Email over SMTP (aiosmtplib), over a few connections kept open between sends.
+
+A connection that sent a message goes back to a small pool (at most ``pool_size``, each
+idle at most :data:`IDLE_SECONDS`) and carries the next message: no new TCP connection,
+EHLO, STARTTLS and AUTH for each one. One that failed in any way is closed. A reused
+connection the server had closed meanwhile (its idle timeout) is noticed at once — the
+message was not accepted — and the message goes out on a new one in the same ``send``.
 
 The delivery id is the message's ``Message-ID`` (``<{delivery_id}@caseflow>``), so a
 retried delivery carries the same id and a mailbox or a mail client that de-duplicates
@@ -16,6 +22,7 @@ from __future__ import annotations
 import email.errors
 import email.policy
 import email.utils
+import time
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -89,13 +96,22 @@ def _scrub(text: str, recipient: Recipient) -> str:
     return mask_text(text.replace(recipient.address, recipient.masked))
 
 
+IDLE_SECONDS = 20.0
+"""A pooled connection idle longer than this is closed, not reused (servers close idle
+sessions after a while; RFC 5321 asks them to wait at least 5 minutes, many don't)."""
+
+
 class EmailChannel:
     """Sends each notice as a plain-text UTF-8 email."""
 
     name: ChannelName = "email"
 
-    def __init__(self, settings: EmailSettings) -> None:
+    def __init__(self, settings: EmailSettings, *, pool_size: int = 4) -> None:
         self.settings = settings
+        self.pool_size = pool_size
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        """Connected clients that sent their last message fine, with when they did."""
+        self.connections_opened = 0
 
     def build(self, message: Outgoing) -> EmailMessage:
         """The email for ``message`` (raises :class:`PermanentDeliveryError` if it can't be
@@ -119,26 +135,66 @@ class EmailChannel:
         mail["X-Caseflow-Event-Type"] = message.event_type
         return mail
 
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            use_tls=s.use_tls,
+            start_tls=s.starttls,
+            validate_certs=s.validate_certs,
+            cert_bundle=str(s.ca_file) if s.ca_file else None,
+            timeout=s.timeout_seconds,
+        )
+
+    def _take(self) -> aiosmtplib.SMTP | None:
+        """A pooled connection still open and not idle too long, if there is one."""
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < IDLE_SECONDS:
+                return client
+            client.close()
+        return None
+
+    def _give_back(self, client: aiosmtplib.SMTP) -> None:
+        if len(self._idle) < self.pool_size and client.is_connected:
+            self._idle.append((client, time.monotonic()))
+        else:
+            client.close()
+
+    async def _send_on(self, client: aiosmtplib.SMTP, mail: EmailMessage, to: str) -> None:
+        """Send on ``client``; it goes back to the pool, or is closed if anything failed."""
+        try:
+            await client.send_message(mail, sender=self.settings.sender, recipients=[to])
+        except BaseException:
+            client.close()
+            raise
+        self._give_back(client)
+
     async def send(self, message: Outgoing) -> str | None:
         """Hand the email to the SMTP server; returns its ``Message-ID``."""
         mail = self.build(message)
         s = self.settings
         recipient = message.recipient
         try:
-            await aiosmtplib.send(
-                mail,
-                sender=s.sender,
-                recipients=[recipient.address],
-                hostname=s.host,
-                port=s.port,
-                username=s.username,
-                password=s.password.get_secret_value() if s.password else None,
-                use_tls=s.use_tls,
-                start_tls=s.starttls,
-                validate_certs=s.validate_certs,
-                cert_bundle=str(s.ca_file) if s.ca_file else None,
-                timeout=s.timeout_seconds,
-            )
+            pooled = self._take()
+            if pooled is not None:
+                try:
+                    await self._send_on(pooled, mail, recipient.address)
+                    return message_id(message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    pass  # closed by the server while idle: not accepted, try a new one
+            client = self._client()
+            self.connections_opened += 1
+            try:
+                await client.connect()
+            except BaseException:
+                client.close()
+                raise
+            await self._send_on(client, mail, recipient.address)
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = [refused.code for refused in err.recipients]
             text = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
@@ -168,4 +224,10 @@ class EmailChannel:
         return message_id(message)
 
     async def aclose(self) -> None:
-        """Nothing held between sends: every send opens and closes its connection."""
+        """Say goodbye on the pooled connections (QUIT), or just close them."""
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            try:
+                await client.quit(timeout=1.0)
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
