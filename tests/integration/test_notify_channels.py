@@ -13,6 +13,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,20 @@ async def test_email_replies_sorted(
     # The failure was for that one message: the next attempt goes through.
     assert await email.send(message) == f"<{message.delivery_id}@caseflow>"
     assert len(mailbox.messages) == 1
+
+
+async def test_email_to_an_internationalised_domain_goes_the_smtputf8_way(
+    email: EmailChannel, mailbox: Mailbox
+) -> None:
+    message = _email("wang@例子.中国")
+    assert isinstance(email.build(message), EmailMessage)  # aiosmtplib asks for SMTPUTF8
+    assert isinstance(email.build(_email()), bytes)  # the plain path for ASCII addresses
+    sent = await email.send(message)
+    got = mailbox.by_message_id(sent or "")
+    assert got is not None  # its To header is 8-bit UTF-8 on the wire (SMTPUTF8)
+    raw_to = str(got["To"]).encode("utf-8", "surrogateescape").decode("utf-8")
+    assert raw_to == "wang@例子.中国"
+    assert got["Subject"] == SUBJECT
 
 
 @pytest.mark.parametrize("address", ["wang.fang@", "@example.cn", "wang fang@example.cn"])
