@@ -390,22 +390,53 @@ async def mark_sent(
 
 
 async def mark_sent_many(event_log: EventLog, sent: Sequence[Sent]) -> list[bool]:
-    """:func:`mark_sent` for each of ``sent`` in one transaction (one commit, one read of
-    the cases), in order; each True unless finished elsewhere. All or nothing: should one
-    fail (a staff action appended to its case meanwhile, the database away), none is
+    """:func:`mark_sent` for each of ``sent`` in one transaction, in order; each True
+    unless finished elsewhere. One read of the cases, one UPDATE of the rows and one INSERT
+    of the ``NotificationSent`` events, whatever the batch's size. All or nothing: should
+    one fail (a staff action appended to its case meanwhile, the database away), none is
     recorded and the error is raised."""
     if not sent:
         return []
     # In the order of their cases: two batches (two replicas) that touch the same cases
-    # lock them in the same order, and so never wait on each other in a circle.
+    # insert into them in the same order, and so never wait on each other in a circle.
     order = sorted(range(len(sent)), key=lambda i: (str(sent[i].delivery.case_id), i))
+    first: dict[uuid.UUID, int] = {}  # a delivery twice in a batch is recorded once
+    for i in order:
+        first.setdefault(sent[i].delivery.delivery_id, i)
     done = [False] * len(sent)
     async with event_log.transaction() as tx:
         uow = UnitOfWork(tx, "notify-delivery")
         await uow.read_ahead(list(dict.fromkeys(sent[i].delivery.case_id for i in order)))
-        for i in order:
-            s = sent[i]
-            done[i] = await _finish_in(uow, s.delivery, _sent_values(s), _sent_event(s))
+        result = await uow.conn.execute(
+            d.update()
+            .where(d.c.delivery_id.in_(list(first)), d.c.status == PENDING)
+            .values(
+                status=SENT,
+                sent_at=utcnow(),
+                leased_until=None,
+                lease_owner=None,
+                attempts=sa.case(
+                    {k: sent[i].attempts for k, i in first.items()}, value=d.c.delivery_id
+                ),
+                provider_message_id=sa.case(
+                    {k: _sent_values(sent[i])["provider_message_id"] for k, i in first.items()},
+                    value=d.c.delivery_id,
+                ),
+            )
+            .returning(d.c.delivery_id)
+        )
+        updated = set(result.scalars())
+        events: dict[uuid.UUID, tuple[list[NewEvent], str]] = {}
+        for delivery_id, i in first.items():
+            if delivery_id in updated:
+                delivery = sent[i].delivery
+                events.setdefault(delivery.case_id, ([], delivery.case_kind))[0].append(
+                    _sent_event(sent[i])
+                )
+                done[i] = True
+        for case_id in events:
+            await uow.read_case(case_id)  # read ahead: no query; sets the head to append at
+        await uow.append_at_heads([(c, new, kind) for c, (new, kind) in events.items()])
     return done
 
 

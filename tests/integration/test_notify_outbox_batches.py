@@ -85,6 +85,37 @@ async def test_sends_recorded_together_each_get_their_record_once(log: EventLog)
         assert all(e.payload["attempts"] == 1 for e in records)
 
 
+async def test_a_batch_records_each_send_once_with_its_own_figures(log: EventLog) -> None:
+    cases, ids = await _planned(log)
+    for channel in ("email", "sms"):
+        await outbox.claim(log, channel, 10, OWNER, LEASE)
+    rows = [await outbox.get(log, i) for i in ids]
+    assert all(row is not None for row in rows)
+    first, second, third = (r for r in rows if r is not None)
+    # the third was finished elsewhere (another replica recorded it)
+    assert await outbox.mark_sent_many(log, [outbox.Sent(third, 2, "<elsewhere>")]) == [True]
+    batch = [
+        outbox.Sent(second, 3, "<second>"),
+        outbox.Sent(first, 1, None),
+        outbox.Sent(third, 1, "<third>"),
+        outbox.Sent(first, 1, None),  # the same send twice in one batch
+    ]
+    assert await outbox.mark_sent_many(log, batch) == [True, True, False, False]
+    for row, attempts, provider in ((first, 1, None), (second, 3, "<second>")):
+        stored = await outbox.get(log, row.delivery_id)
+        assert stored is not None and stored.status == outbox.SENT
+        assert (stored.attempts, stored.provider_message_id) == (attempts, provider)
+    for case_id in set(cases.values()):
+        history = await log.read_case(case_id)
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+        records = [e for e in history if e.event_type == "NotificationSent"]
+        expected = sorted(str(i) for i, c in cases.items() if c == case_id)
+        assert sorted(e.payload["delivery_id"] for e in records) == expected, "once each"
+        for record in records:
+            want = {first.delivery_id: 1, second.delivery_id: 3, third.delivery_id: 2}
+            assert record.payload["attempts"] == want[uuid.UUID(record.payload["delivery_id"])]
+
+
 async def test_subscriptions_read_together_come_back_in_the_order_asked(log: EventLog) -> None:
     made = []
     for number in range(2):

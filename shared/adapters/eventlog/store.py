@@ -267,11 +267,16 @@ class _NewCase:
     result: asyncio.Future[AppendResult]
 
 
-async def _insert_new_cases(conn: AsyncConnection, batch: Sequence[_NewCase]) -> list[AppendResult]:
-    """Insert the events of several new cases with one statement; a result per case."""
+async def insert_at_heads(
+    conn: AsyncConnection,
+    appends: Sequence[tuple[uuid.UUID, str, int, str | None, Sequence[NewEvent]]],
+) -> list[AppendResult]:
+    """Insert the events of several cases with one statement, each case's after its
+    ``(case_id, case_kind, version, prev_hash, events)`` head; a result per case, in
+    order. No checks: the unique ``(case_id, version)`` refuses a head that moved."""
     rows = []
-    for request in batch:
-        rows.extend(_rows(request.case_id, request.case_kind, 0, None, request.events))
+    for case_id, case_kind, version, prev_hash, events in appends:
+        rows.extend(_rows(case_id, case_kind, version, prev_hash, events))
     returned = (await conn.execute(_INSERT, rows)).all()
     stored = [
         _with_aware_times(StoredEvent(position=position, tx_id=tx_id, **row))
@@ -279,11 +284,16 @@ async def _insert_new_cases(conn: AsyncConnection, batch: Sequence[_NewCase]) ->
     ]
     results = []
     start = 0
-    for request in batch:
-        end = start + len(request.events)
-        results.append(AppendResult(request.case_id, end - start, tuple(stored[start:end])))
+    for case_id, _, version, _, events in appends:
+        end = start + len(events)
+        results.append(AppendResult(case_id, version + len(events), tuple(stored[start:end])))
         start = end
     return results
+
+
+async def _insert_new_cases(conn: AsyncConnection, batch: Sequence[_NewCase]) -> list[AppendResult]:
+    """Insert the events of several new cases with one statement; a result per case."""
+    return await insert_at_heads(conn, [(r.case_id, r.case_kind, 0, None, r.events) for r in batch])
 
 
 async def read_case_in(conn: AsyncConnection, case_id: uuid.UUID) -> list[StoredEvent]:

@@ -16,6 +16,7 @@ from shared.adapters.eventlog.store import (
     Transaction,
     append_in,
     insert_at_head,
+    insert_at_heads,
     read_case_in,
     read_cases_in,
 )
@@ -154,6 +155,29 @@ class UnitOfWork:
             self._histories.pop(case_id, None)  # read it from the database next time
         self.tx.appended = self.tx.appended or not result.replayed
         return result
+
+    async def append_at_heads(
+        self, appends: Sequence[tuple[uuid.UUID, Sequence[NewEvent], str]]
+    ) -> list[AppendResult]:
+        """Append ``(case_id, events, case_kind)`` to several cases, each at the head this
+        unit of work read (:meth:`read_case` first), all with one statement; a result per
+        case. Should another writer have committed to one of them since, the unique
+        ``(case_id, version)`` refuses the insert and the transaction fails as a whole."""
+        if not appends:
+            return []
+        heads = []
+        for case_id, events, case_kind in appends:
+            head = self._heads.get(case_id)
+            if head is None or not events:
+                raise ValueError(f"read case {case_id} in this unit of work before appending")
+            heads.append((case_id, case_kind, head[0], head[1], events))
+        results = await insert_at_heads(self.conn, heads)
+        for result in results:
+            self._heads[result.case_id] = (result.version, result.events[-1].hash)
+            if result.case_id in self._histories:
+                self._histories[result.case_id].extend(result.events)
+        self.tx.appended = self.tx.appended or bool(results)
+        return results
 
 
 # One statement (one prepared statement) records a whole batch in the inbox, whatever its
