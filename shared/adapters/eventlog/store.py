@@ -338,6 +338,26 @@ class Transaction:
         self.appended = self.appended or not result.replayed
         return result
 
+    async def append_at_head(
+        self,
+        case_id: uuid.UUID,
+        version: int,
+        prev_hash: str | None,
+        events: Sequence[NewEvent],
+        *,
+        case_kind: str,
+    ) -> AppendResult:
+        """Append after the head the caller read (``version`` and its event's hash;
+        ``0, None`` for a new case) without reading it again: should another writer have
+        committed to the case since, the unique ``(case_id, version)`` raises
+        ``IntegrityError`` and the transaction rolls back (then
+        :meth:`EventLog.resolve_conflict` says whether it was this append's retry)."""
+        if not events:
+            raise ValueError("an append needs at least one event")
+        result = await insert_at_head(self.conn, case_id, case_kind, version, prev_hash, events)
+        self.appended = True
+        return result
+
 
 class EventLog:
     """The append-only log of every case's events, over an async SQLAlchemy engine.

@@ -391,7 +391,7 @@ class CaseService:
             refused = refused.model_copy(
                 update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
             )
-            result = await self._append(uow, case_id, state, [refused], request)
+            result = await self._append(uow, case_id, state, [refused], request, events[-1].hash)
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
@@ -399,7 +399,7 @@ class CaseService:
         new = [
             e.model_copy(update={"payload": {**e.payload, "action": action, **stamp}}) for e in new
         ]
-        result = await self._append(uow, case_id, state, new, request)
+        result = await self._append(uow, case_id, state, new, request, events[-1].hash)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
     async def _append(
@@ -409,7 +409,10 @@ class CaseService:
         state: CaseState,
         events: list[NewEvent],
         request: idempotency.KeyedRequest | None = None,
+        head_hash: str | None = None,
     ) -> AppendResult:
+        """Append after the state's version, whose event's hash is ``head_hash`` (the
+        head is not read again: a writer that committed since makes the insert fail)."""
         kind = state.case_kind or APPLICATION
         if uow is not None:
             return await uow.append(case_id, state.version, events, case_kind=kind)
@@ -418,7 +421,9 @@ class CaseService:
         try:
             async with self.log.transaction() as tx:
                 await idempotency.remember(tx.conn, request, case_id)
-                result = await tx.append(case_id, state.version, events, case_kind=kind)
+                result = await tx.append_at_head(
+                    case_id, state.version, head_hash, events, case_kind=kind
+                )
         except IntegrityError:
             # Another writer took the version meanwhile: a ConcurrencyError, and act
             # checks the action again on the new state.
@@ -562,7 +567,8 @@ class CaseService:
                     conn,
                 )
             new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-            result = await tx.append(case_id, 0, new, case_kind=case_kind)
+            # a new random id: no head to read
+            result = await tx.append_at_head(case_id, 0, None, new, case_kind=case_kind)
         return Outcome(fold(result.events, self.workflows), result.events)
 
     async def open_stream(
