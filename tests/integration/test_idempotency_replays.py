@@ -230,3 +230,21 @@ async def test_a_refused_opening_is_refused_again_on_retry_and_recorded_once(
     with pytest.raises(ActionRefusedError):
         await open_for(service, LM_REVIEWER, sent(LM_REVIEWER, "window-0009", APPLICATION))
     assert [e.actor_station for e in await attempts()] == ["xuefeng_station", "longmen_station"]
+
+
+async def test_an_opening_the_register_does_not_allow_leaves_no_case_and_no_number(
+    log: EventLog,
+) -> None:
+    bare = case_service(log, REFERENCE)  # no instrument published: nothing delegated
+    request = sent(XF_CLERK, "window-0010", APPLICATION)
+    for _ in range(2):
+        with pytest.raises(ActionRefusedError) as refused:
+            await open_for(bare, XF_CLERK, request)
+        assert refused.value.refusal.reason != "wrong_role", refused.value.refusal
+    stored = await log.read_all()
+    assert [e.case_kind for e in stored] == ["attempt"], "recorded once, nothing opened"
+    # the register read in the refused transaction drew no number: the first is 000001
+    await publish_seed(log)
+    opened = await open_for(bare, XF_CLERK, sent(XF_CLERK, "window-0011", APPLICATION))
+    assert opened.state.case_number is not None
+    assert opened.state.case_number.endswith("-000001"), opened.state.case_number

@@ -178,18 +178,24 @@ class CaseService:
         step: Step,
         at: datetime,
         conn: AsyncConnection | None = None,
+        register: list[Any] | None = None,
     ) -> Authority | Refusal:
         """In whose name ``staff`` may take ``step`` now, or why not.
 
         Inside a transaction, pass its ``conn``: checking out a second pooled connection
         while holding one deadlocks the pool under load (every request waits for a
-        connection that only another waiting request could give back)."""
+        connection that only another waiting request could give back). ``register`` is
+        the staff's organisation's instruments as read in that transaction already."""
         item = self.item_of(state)
         if staff.role == "system":
             return Authority(state.authority, state.delegation_id, state.delegation_version)
         if step.power is None or item is None:
             return Authority(self.own_authority(staff.org))
-        found = await self.delegations.for_delegate(staff.org, conn=conn)
+        found = (
+            register
+            if register is not None
+            else await self.delegations.for_delegate(staff.org, conn=conn)
+        )
         result = self.check(
             found,
             org=staff.org,
@@ -504,30 +510,73 @@ class CaseService:
             await self._refuse_opening(
                 case_id, start.action, refusal, staff, at, correlation_id, request
             )
-        acting: Authority | Refusal
-        if start.power is not None and item is not None:
-            step = Step(start.action, start.event, start.power, start)
-            probe = CaseState(item_code=item.code, item_version=item.version)
-            acting = await self.authorise(staff, probe, step, at)
-        else:
-            acting = Authority(self.own_authority(staff.org))
-        if isinstance(acting, Refusal):
+        station = staff.org
+        organisation = self.organisations.get(station)
+        prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
+        ids = _ids(case_id, staff, request.key)
+        try:
+            return await self._open_in_transaction(
+                case_id=case_id,
+                case_kind=case_kind,
+                workflow=workflow,
+                staff=staff,
+                start_payload=start_payload,
+                item=item,
+                follow_up=follow_up,
+                follow_body=follow_body,
+                correlation_id=correlation_id,
+                request=request,
+                at=at,
+                moment=moment,
+                prefix=prefix,
+                ids=ids,
+            )
+        except _OpeningRefused as refused:  # rolled back: recorded apart, and raised
             await self._refuse_opening(
                 case_id,
                 start.action,
-                acting,
+                refused.refusal,
                 staff,
                 at,
                 correlation_id,
                 request,
                 item.code if item is not None else None,
             )
+
+    async def _open_in_transaction(
+        self,
+        *,
+        case_id: uuid.UUID,
+        case_kind: str,
+        workflow: Workflow,
+        staff: Staff,
+        start_payload: dict[str, Any],
+        item: Any | None,
+        follow_up: str | None,
+        follow_body: ActionBody | None,
+        correlation_id: str | None,
+        request: idempotency.KeyedRequest,
+        at: datetime,
+        moment: datetime,
+        prefix: str,
+        ids: list[uuid.UUID],
+    ) -> Outcome:
+        """The opening's transaction: the delegation register read once, in it, for the
+        opening and for the window's decision (checked at the moment of the act); raises
+        :class:`_OpeningRefused` (nothing written) if the opening is not allowed."""
+        start = workflow.start
         station = staff.org
-        organisation = self.organisations.get(station)
-        prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
-        ids = _ids(case_id, staff, request.key)
         async with self.log.transaction() as tx:
             conn = tx.conn
+            register = None
+            acting: Authority | Refusal = Authority(self.own_authority(staff.org))
+            if start.power is not None and item is not None:
+                register = await self.delegations.for_delegate(staff.org, conn=conn)
+                step = Step(start.action, start.event, start.power, start)
+                probe = CaseState(item_code=item.code, item_version=item.version)
+                acting = await self.authorise(staff, probe, step, at, conn, register)
+            if isinstance(acting, Refusal):
+                raise _OpeningRefused(acting)
             # First, so that a concurrent twin waits here, before drawing a number.
             await idempotency.remember(conn, request, case_id)
             number = await numbers.allocate(conn, prefix, local_date(moment).year)
@@ -565,6 +614,7 @@ class CaseService:
                     moment,
                     correlation_id,
                     conn,
+                    register,
                 )
             new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
             # a new random id: no head to read
@@ -611,16 +661,17 @@ class CaseService:
         at: datetime,
         correlation_id: str | None,
         conn: AsyncConnection,
+        register: list[Any] | None = None,
     ) -> list[NewEvent]:
         """The window's decision on a fresh application, if the clerk may take it (checked
-        in the caller's transaction ``conn``)."""
+        in the caller's transaction ``conn``, against ``register`` if it was read there)."""
         try:
             planned = engine.plan(state, workflow, action, staff)
         except engine.NotAllowed:
             return []
         if isinstance(planned, Refusal):
             return []
-        acting = await self.authorise(staff, state, planned, utcnow(), conn)
+        acting = await self.authorise(staff, state, planned, utcnow(), conn, register)
         if isinstance(acting, Refusal):
             return []  # e.g. a receive-only delegation: the case waits for whoever accepts
         ctx = engine.Context(
@@ -760,6 +811,14 @@ class CaseService:
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""
         return fold(await read_case_in(conn, case_id), self.workflows)
+
+
+class _OpeningRefused(Exception):
+    """An opening the delegation register does not allow (its transaction rolls back)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 def _ids(case_id: uuid.UUID, staff: Staff, key: str) -> list[uuid.UUID]:
