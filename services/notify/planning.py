@@ -110,7 +110,12 @@ def planning_consumer(
             )
         if station is not None:
             body: bytes | None = None
-            for sub in await subscriptions.for_event(uow.conn, station, event.event_type):
+            # read once per batch (one transaction) and station, not once per event
+            key = ("webhook subscriptions", station)
+            if key not in uow.memo:
+                uow.memo[key] = await subscriptions.active(uow.conn, station)
+            wanted = [sub for sub in uow.memo[key] if sub.wants(event.event_type)]
+            for sub in wanted:
                 body = body or webhook_body(event)
                 recipient = Recipient(
                     audience=f"webhook:{sub.subscription_id}",

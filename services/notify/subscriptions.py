@@ -154,10 +154,11 @@ async def listed(event_log: EventLog, station: str | None = None) -> list[Subscr
         return [_subscription(r) for r in await conn.execute(query)]
 
 
-async def for_event(conn: AsyncConnection, station: str, event_type: str) -> list[Subscription]:
-    """Active subscriptions of ``station`` that want ``event_type`` (in a transaction)."""
+async def active(conn: AsyncConnection, station: str) -> list[Subscription]:
+    """Active subscriptions of ``station`` (in a transaction)."""
     rows = await conn.execute(sa.select(s).where(s.c.station == station, s.c.status == ACTIVE))
-    return [sub for sub in map(_subscription, rows) if sub.wants(event_type)]
+    return list(map(_subscription, rows))
+
 
 
 async def set_status(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -50,6 +51,9 @@ class UnitOfWork:
         """Each case's version and hash as this transaction last read or wrote them."""
         self._histories: dict[uuid.UUID, list[StoredEvent]] = {}
         """Cases read ahead for this transaction, with what it appended since."""
+        self.memo: dict[Hashable, Any] = {}
+        """What the handlers of one batch read once per transaction and share (notify's
+        webhook subscriptions of a station, say): gone with the transaction."""
 
     async def read_ahead(self, case_ids: Sequence[uuid.UUID]) -> None:
         """Read the cases the handlers are about to read, all in one query (upcast)."""
