@@ -261,8 +261,9 @@ def _server(nc: NATS | None) -> str | None:
     return url.netloc if url is not None else None
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The running service's :class:`Runtime`."""
+async def get_runtime(request: Request) -> Runtime:
+    """The running service's :class:`Runtime` (async: FastAPI runs a plain ``def``
+    dependency in a worker thread, a hop per request for nothing)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -270,9 +271,10 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_log(request: Request) -> EventLog:
+async def get_log(request: Request) -> EventLog:
     """The event log of the running service."""
-    return get_runtime(request).log
+    runtime: Runtime = request.app.state.runtime
+    return runtime.log
 
 
 EventLogDep = Annotated[EventLog, Depends(get_log)]

@@ -49,8 +49,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_service(request: Request) -> CaseService:
-    """The process's case service."""
+async def get_service(request: Request) -> CaseService:
+    """The process's case service (async, as every dependency: no worker thread)."""
     service: CaseService = request.app.state.case_service
     return service
 
@@ -58,7 +58,7 @@ def get_service(request: Request) -> CaseService:
 ServiceDep = Annotated[CaseService, Depends(get_service)]
 
 
-def acting(staff: StaffDep) -> engine.Staff:
+async def acting(staff: StaffDep) -> engine.Staff:
     """The signed-in member of staff, as the engine sees them."""
     return engine.Staff(
         user=staff.user,
