@@ -1,15 +1,17 @@
-"""Staff acting on the same case at the same moment, on both backends: an action appends
-after the head it read without reading it again, so the one that loses the race is
-checked again on the new state (here: refused, the review has begun), and the log stays a
-gap-free chain."""
+"""Staff acting on a case, on both backends: an action appends after the head it read
+without reading it again, so the one that loses a race is checked again on the new state
+(here: refused, the review has begun) and the log stays a gap-free chain; and it judges
+the delegation on a read made in the transaction that records it."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import uuid
+from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.adapters.delegations import publish_seed
 from shared.adapters.eventlog import EventLog
@@ -66,3 +68,47 @@ async def test_two_reviewers_starting_the_same_review_at_once(
             assert after.prev_hash == before.hash
         assert [e.event_type for e in history].count("ReviewStarted") == 1, answers
         assert sum(not isinstance(a, Exception) for a in answers) == 1, answers
+
+
+async def test_a_staff_action_judges_the_delegation_in_its_own_transaction(
+    service: CaseService,
+) -> None:
+    """The register is read on the connection of the transaction that records the act,
+    so a revocation committed before it is seen, and one committed after it waits."""
+    head = engine.Staff(user="zhao.head", role="station_head", org="xuefeng_station")
+    opened = await open_for(service, XF_CLERK, sent(XF_CLERK, "w-deleg", APPLICATION))
+    case_id = opened.state.case_id
+    for action, staff in (("start_review", XF_REVIEWER), ("complete_review", XF_REVIEWER)):
+        key = f"{action}-deleg"
+        body = (
+            {"recommendation": "approve", "opinion": "材料齐全，符合条件 (complete, eligible)"}
+            if action == "complete_review"
+            else {}
+        )
+        await service.act(
+            case_id,
+            action,
+            body,
+            staff,
+            idempotency_key=key,
+            sender=SenderKey(staff.org, staff.user, key, "POST /actions"),
+        )
+    seen: list[bool] = []
+    read = service.delegations.for_delegate
+
+    async def spy(org: str, *, conn: AsyncConnection | None = None) -> list[Any]:
+        seen.append(conn is not None and conn.in_transaction())
+        return await read(org, conn=conn)
+
+    service.delegations.for_delegate = spy  # type: ignore[method-assign]
+    outcome = await service.act(
+        case_id,
+        "approve",
+        {},
+        head,
+        idempotency_key="approve-deleg",
+        sender=SenderKey(head.org, head.user, "approve-deleg", "POST /actions"),
+    )
+    assert outcome.events[0].event_type == "CaseApproved"
+    assert outcome.events[0].delegation_id is not None, "decided under a delegation"
+    assert seen == [True], seen

@@ -382,31 +382,113 @@ class CaseService:
             holder = engine.claimed_by_other(state, workflow, planned, staff)
             if holder is not None:
                 raise engine.NotAllowed(f"the task is claimed by {holder}; ask them or the head")
+        if uow is None and request is not None:
+            return await self._act_keyed(
+                case_id, events, state, action, planned, parsed, staff, ctx, request, ids, stamp
+            )
         acting: Authority | Refusal = (
             await self.authorise(staff, state, planned, at, uow.conn if uow else None)
             if isinstance(planned, Step)
             else planned
         )
-        if isinstance(acting, Refusal) and request is not None and not self.is_party(staff, state):
-            # Someone who may see the case but has no part in it (an auditor, the competent
-            # authority of a delegated item): the attempt is theirs to answer for, not the
-            # station's case to carry. Kept in a stream of its own, like refused openings.
-            await self._refuse_outsider(case_id, state, action, acting, staff, ctx, request)
         if isinstance(acting, Refusal):
-            refused = engine.refusal_event(state, action, acting, staff, ctx)
-            refused = refused.model_copy(
-                update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
-            )
+            refused = self._refusal(state, action, acting, staff, ctx, ids, stamp)
             result = await self._append(uow, case_id, state, [refused], request, events[-1].hash)
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
-        new = engine.decide(state, workflow, planned, parsed, staff, acting, ctx)
-        new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-        new = [
-            e.model_copy(update={"payload": {**e.payload, "action": action, **stamp}}) for e in new
-        ]
+        new = self._decided(state, action, planned, parsed, staff, acting, ctx, ids, stamp)
         result = await self._append(uow, case_id, state, new, request, events[-1].hash)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
+
+    async def _act_keyed(
+        self,
+        case_id: uuid.UUID,
+        events: list[StoredEvent],
+        state: CaseState,
+        action: str,
+        planned: Step | Refusal,
+        parsed: ActionBody,
+        staff: Staff,
+        ctx: engine.Context,
+        request: idempotency.KeyedRequest,
+        ids: list[uuid.UUID],
+        stamp: dict[str, Any],
+    ) -> Outcome:
+        """A sender's keyed action (an HTTP request) in one transaction: the delegation
+        register read and judged in it (at the moment of the act), the key kept and the
+        events appended after the head that was read. A refusal is recorded in the case
+        the same way, or apart if the sender has no part in the case."""
+        kind = state.case_kind or APPLICATION
+        acting: Authority | Refusal = planned if isinstance(planned, Refusal) else Refusal("", "")
+        new: list[NewEvent] = []
+        try:
+            async with self.log.transaction() as tx:
+                if isinstance(planned, Step):
+                    acting = await self.authorise(staff, state, planned, ctx.at, tx.conn)
+                if isinstance(acting, Refusal):
+                    if not self.is_party(staff, state):
+                        raise _OutsiderRefused(acting)  # rolled back: kept apart, below
+                    new = [self._refusal(state, action, acting, staff, ctx, ids, stamp)]
+                else:
+                    assert isinstance(planned, Step)
+                    new = self._decided(
+                        state, action, planned, parsed, staff, acting, ctx, ids, stamp
+                    )
+                await idempotency.remember(tx.conn, request, case_id)
+                result = await tx.append_at_head(
+                    case_id, state.version, events[-1].hash, new, case_kind=kind
+                )
+        except _OutsiderRefused as outsider:
+            # Someone who may see the case but has no part in it (an auditor, the competent
+            # authority of a delegated item): the attempt is theirs to answer for, not the
+            # station's case to carry. Kept in a stream of its own, like refused openings.
+            await self._refuse_outsider(
+                case_id, state, action, outsider.refusal, staff, ctx, request
+            )
+        except IntegrityError:
+            # Another writer took the version meanwhile: a ConcurrencyError, and act
+            # checks the action again on the new state.
+            result = await self.log.resolve_conflict(case_id, state.version, new)
+        if isinstance(acting, Refusal):
+            raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
+        return Outcome(_advance(state, result.events, self.workflows), result.events)
+
+    def _refusal(
+        self,
+        state: CaseState,
+        action: str,
+        refusal: Refusal,
+        staff: Staff,
+        ctx: engine.Context,
+        ids: list[uuid.UUID],
+        stamp: dict[str, Any],
+    ) -> NewEvent:
+        """The refused attempt as the case records it."""
+        refused = engine.refusal_event(state, action, refusal, staff, ctx)
+        return refused.model_copy(
+            update={"event_id": ids[0], "payload": {**refused.payload, **stamp}}
+        )
+
+    def _decided(
+        self,
+        state: CaseState,
+        action: str,
+        planned: Step,
+        parsed: ActionBody,
+        staff: Staff,
+        acting: Authority,
+        ctx: engine.Context,
+        ids: list[uuid.UUID],
+        stamp: dict[str, Any],
+    ) -> list[NewEvent]:
+        """The events the action records, with their ids and the action named."""
+        new = engine.decide(state, self.workflow_of(state), planned, parsed, staff, acting, ctx)
+        return [
+            e.model_copy(
+                update={"event_id": i, "payload": {**e.payload, "action": action, **stamp}}
+            )
+            for e, i in zip(new, ids, strict=False)
+        ]
 
     async def _append(
         self,
@@ -811,6 +893,14 @@ class CaseService:
     async def read_in(self, conn: AsyncConnection, case_id: uuid.UUID) -> CaseState:
         """The case's state as a transaction sees it."""
         return fold(await read_case_in(conn, case_id), self.workflows)
+
+
+class _OutsiderRefused(Exception):
+    """A refusal of someone with no part in the case (its transaction rolls back)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class _OpeningRefused(Exception):
