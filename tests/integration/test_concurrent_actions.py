@@ -73,8 +73,9 @@ async def test_two_reviewers_starting_the_same_review_at_once(
 async def test_a_staff_action_judges_the_delegation_in_its_own_transaction(
     service: CaseService,
 ) -> None:
-    """The register is read on the connection of the transaction that records the act,
-    so a revocation committed before it is seen, and one committed after it waits."""
+    """The register is read on the connection of the transaction that records the act:
+    a revocation committed before that read is seen (before this change, the read came
+    before the transaction, and one committed in between went unseen)."""
     head = engine.Staff(user="zhao.head", role="station_head", org="xuefeng_station")
     opened = await open_for(service, XF_CLERK, sent(XF_CLERK, "w-deleg", APPLICATION))
     case_id = opened.state.case_id
