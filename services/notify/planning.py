@@ -141,7 +141,9 @@ def planning_consumer(
             # The rows are visible once this transaction commits, a moment from now.
             asyncio.get_running_loop().call_later(0.05, wake)
 
-    return ConsumerSpec(name=name, subjects=("caseflow.events.>",), handler=handle)
+    return ConsumerSpec(
+        name=name, subjects=("caseflow.events.>",), handler=handle, ignores=NOT_NOTIFIED
+    )
 
 
 def _host(url: str) -> str:

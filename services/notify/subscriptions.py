@@ -160,7 +160,6 @@ async def active(conn: AsyncConnection, station: str) -> list[Subscription]:
     return list(map(_subscription, rows))
 
 
-
 async def set_status(
     event_log: EventLog, subscription_id: uuid.UUID, status: str
 ) -> Subscription | None:

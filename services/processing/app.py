@@ -27,6 +27,7 @@ from shared.application.projections.registry import projections
 from shared.application.projections.runner import ProjectionRunner
 from shared.application.workflow.wiring import case_service
 from shared.domain.workflow.reference import load_reference
+from shared.domain.workflow.state import NOT_WORK
 from shared.settings import load_settings
 from shared.web.runtime import Runtime, create_service_app
 from shared.web.workflow import http as workflow_http
@@ -45,6 +46,8 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
             name="processing-projection",
             subjects=tuple(f"caseflow.events.{kind}.>" for kind in (*CASE_KINDS, "reception")),
             handler=scheduler.handle,
+            # a notice, a reading or a refused attempt moves no clock: no timer to see to
+            ignores=NOT_WORK,
         ),
         ConsumerSpec(
             name="processing-dept",

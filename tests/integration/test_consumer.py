@@ -20,7 +20,7 @@ from nats.js.api import RawStreamMsg
 
 from shared.adapters.bus.consumer import Consumer, ConsumerSpec
 from shared.adapters.bus.relay import Relay
-from shared.adapters.bus.streams import DLQ_STREAM, declare_streams
+from shared.adapters.bus.streams import DLQ_STREAM, EVENTS_STREAM, declare_streams
 from shared.adapters.eventlog import EventLog, UnitOfWork
 from shared.adapters.tables.eventlog import inbox
 from shared.devtools import servers as devservers
@@ -109,6 +109,34 @@ async def test_each_event_has_its_effect_once(
     await asyncio.sleep(1.0)
     handled = await _handled(log)
     assert sorted(handled) == sorted(str(i) for i in ids)
+
+
+async def test_events_of_ignored_types_are_acknowledged_unread(
+    log: EventLog, nc: NATS, operator_nc: NATS, running: Callable[[Consumer], None]
+) -> None:
+    handled = await _append(log, 5)
+    for _ in range(5):  # notify's records: nothing for this consumer to do
+        await log.append(
+            uuid.uuid4(),
+            0,
+            [NewEvent(event_type="NotificationSent")],
+            case_kind="application",
+        )
+    running(Consumer(spec(ignores=frozenset({"NotificationSent"})), log, nc))
+    await eventually(lambda: _has(log, 5), what="the 5 other events handled")
+    await eventually(
+        lambda: _no_pending(operator_nc), what="every message acknowledged, the ignored ones too"
+    )
+    await asyncio.sleep(0.5)  # a handler that ran for them would have left a trace by now
+    assert sorted(await _handled(log)) == sorted(str(i) for i in handled)
+    async with log.engine.connect() as conn:
+        kept = (await conn.execute(sa.select(sa.func.count()).select_from(inbox))).scalar_one()
+    assert kept == 5, "the ignored ones are not kept in the inbox"
+
+
+async def _no_pending(operator: NATS) -> bool:
+    info = await operator.jetstream().consumer_info(EVENTS_STREAM, CONSUMER)
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 async def _has(log: EventLog, n: int) -> bool:

@@ -90,6 +90,11 @@ ACK_WAIT = 5.0
 
 HANDLED = Counter("caseflow_consumer_handled_total", "Events handled", ["consumer"])
 REPEATS = Counter("caseflow_consumer_repeats_total", "Redelivered events skipped", ["consumer"])
+IGNORED = Counter(
+    "caseflow_consumer_ignored_total",
+    "Events of types the consumer does nothing with, acknowledged unread",
+    ["consumer"],
+)
 FAILED = Counter("caseflow_consumer_failures_total", "Handler failures", ["consumer"])
 DEAD = Counter("caseflow_consumer_dead_letters_total", "Events dead-lettered", ["consumer"])
 REDRIVEN_TOTAL = Counter(
@@ -156,6 +161,9 @@ class ConsumerSpec:
     backoff: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
     batch_size: int = 100
     ack_wait: float = 30.0
+    ignores: frozenset[str] = frozenset()
+    """Event types the handler does nothing with: acknowledged as they come, without
+    reading the log or keeping them in the inbox (notify's own records, for most)."""
 
     def delay(self, attempt: int) -> float:
         """Backoff before redelivery number ``attempt + 1``."""
@@ -307,11 +315,18 @@ class Consumer:
     async def handle_batch(self, msgs: list[Msg]) -> None:
         """Handle a batch in one transaction, or one by one if any of it fails."""
         decoded: list[Delivery] = []
+        ignored: list[Msg] = []
         for msg in msgs:
+            if msg.subject.rpartition(".")[2] in self.spec.ignores:
+                ignored.append(msg)  # nothing to do for it: not even reading the log
+                continue
             try:
                 decoded.append(Delivery.of(msg))
             except PoisonMessage as err:
                 await self._dead_letter_msg(msg, str(err))
+        if ignored:
+            await asyncio.gather(*(msg.ack() for msg in ignored))
+            IGNORED.labels(self.spec.name).inc(len(ignored))
         await self._handle_deliveries(decoded)
 
     async def _handle_deliveries(self, decoded: list[Delivery]) -> None:
