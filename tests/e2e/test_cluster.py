@@ -35,6 +35,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from services.notify.planning import NOT_NOTIFIED
 from services.notify.sandbox import Sandbox
 from services.notify.schema import deliveries
 from shared.adapters.bus.access import OPERATOR
@@ -49,7 +50,7 @@ from shared.devtools import servers as devservers
 from shared.devtools.waiting import wait_until
 from shared.domain.catalogue import load_catalogue
 from shared.domain.workflow.reference import load_reference
-from shared.domain.workflow.state import fold
+from shared.domain.workflow.state import NOT_WORK, fold
 from tests.services import (
     CLERK,
     HEAD,
@@ -295,6 +296,21 @@ async def stream_facts(url: str) -> dict[str, Any]:
         await nc.close()
 
 
+async def events_unacknowledged(url: str) -> dict[str, int]:
+    """Each durable consumer of the events stream → messages not yet acknowledged (the
+    types it ignores are acknowledged unread, so they count here, not in its inbox)."""
+    nc = await connect_as(url, OPERATOR)
+    try:
+        js = nc.jetstream()
+        found = {}
+        for name in ("processing-projection", "notify"):
+            info = await js.consumer_info(EVENTS_STREAM, name)
+            found[name] = int(info.num_pending) + int(info.num_ack_pending)
+        return found
+    finally:
+        await nc.close()
+
+
 async def stream_leader(url: str) -> str:
     nc = await connect_as(url, OPERATOR)
     try:
@@ -339,8 +355,13 @@ class Settled:
             for c in cases
             if self.statuses.get(c.case_id) != c.plan.status
         ]
-        every = {e.event_id for e in self.events}
-        projected = {e.event_id for e in self.events if e.case_kind in PROJECTED_KINDS}
+        # what each consumer keeps in its inbox: not the types it acknowledges unread
+        every = {e.event_id for e in self.events if e.event_type not in NOT_NOTIFIED}
+        projected = {
+            e.event_id
+            for e in self.events
+            if e.case_kind in PROJECTED_KINDS and e.event_type not in NOT_WORK
+        }
         forwarded = {e.event_id for e in self.of_type("CaseForwarded")}
         for consumer, wanted in (
             ("processing-projection", projected),
@@ -499,6 +520,21 @@ def test_cases_survive_a_nats_node_and_a_replica_of_each_service_killed_under_lo
         assert sorted(serials) == list(range(1, len(serials) + 1)), prefix
     assert sorted(c.case_number for c in cases) == sorted(
         e.payload["case_number"] for e in received
+    )
+
+    # Every event acknowledged by every consumer, those it ignores too.
+    unacknowledged: dict[str, int] = {}
+
+    def all_acknowledged() -> bool:
+        unacknowledged.update(asyncio.run(events_unacknowledged(nats.url)))
+        return not any(unacknowledged.values())
+
+    wait_until(
+        all_acknowledged,
+        what="every event acknowledged by each consumer",
+        timeout=60,
+        interval=1.0,
+        detail=lambda: f"unacknowledged: {unacknowledged}",
     )
 
     # Each event on the stream once (Nats-Msg-Id = event id), and nothing else there.
