@@ -296,6 +296,12 @@ class AnswerListener:
         user, refusal = officer_of(answer.officer, authority, credential)
         officer = engine.Staff(user=user, role="department_officer", org=authority)
         key = f"dept-answer:{credential}:{msg_id}"
+        if refusal is None and await self.service.taken_before(case_id, officer, key):
+            # This very answer was taken and recorded, but its acknowledgement never reached
+            # NATS (a node went away): it comes again. Not a second answer to refuse.
+            await msg.ack()
+            log.info("department answer taken before; acknowledged", case_id=str(case_id))
+            return
         try:
             refusal = refusal or await self._not_forwarded(case_id, authority, credential)
             if refusal is None:

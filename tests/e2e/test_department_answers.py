@@ -22,11 +22,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from shared.adapters.bus.streams import DLQ_STREAM
+from services.processing.dept import ANSWERS_CONSUMER
+from shared.adapters.bus.streams import DEPT_STREAM, DLQ_STREAM
 from shared.adapters.db import create_engine
+from shared.adapters.eventlog import EventLog
 from shared.adapters.tables.eventlog import events as events_table
-from shared.devtools import httpcalls
+from shared.application.workflow.wiring import case_service
+from shared.devtools import httpcalls, waiting
 from shared.devtools.waiting import eventually
+from shared.domain.messages import DeliveredBy
+from shared.domain.workflow.engine import Staff as engine_staff
+from shared.domain.workflow.payloads import Approve
+from shared.domain.workflow.reference import load_reference
 from tests.bus_helpers import headers, stored_messages
 from tests.e2e.test_example_integrator import Desk
 from tests.services import (
@@ -446,3 +453,87 @@ def test_only_the_authority_a_case_was_forwarded_to_decides_it(
     # The bureau has no part in the town's case: its refused attempts are kept apart
     # (a stream of their own), not written into the station's case.
     assert "ActionRefused" not in [e["event_type"] for e in events["events"]]
+
+
+def _take_as_handled(db_url: str, credential: str, case_id: str, msg_id: str) -> None:
+    """What processing records for the forestry bureau's approval that came as ``msg_id``
+    (the key is the credential's and the message's): as if it was taken and then its
+    acknowledgement never reached NATS."""
+
+    async def take() -> None:
+        engine = create_engine(db_url)
+        try:
+            service = case_service(EventLog(engine), load_reference())
+            officer = engine_staff(
+                user="liu.forestry", role="department_officer", org="hc_forestry"
+            )
+            await service.act(
+                uuid.UUID(case_id),
+                "approve",
+                Approve(decision_number="韩林采字〔2026〕89号"),
+                officer,
+                idempotency_key=f"dept-answer:{credential}:{msg_id}",
+                delivered_by=DeliveredBy(channel="nats", credential=credential),
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(take())
+
+
+def answers_unacknowledged(bus: BusServer) -> int:
+    async def read() -> int:
+        operator = await connect_as(bus.url, "operator")
+        try:
+            info = await operator.jetstream().consumer_info(DEPT_STREAM, ANSWERS_CONSUMER)
+            return int(info.num_pending) + int(info.num_ack_pending)
+        finally:
+            await operator.close()
+
+    return asyncio.run(read())
+
+
+def test_an_answer_delivered_again_after_it_was_taken_is_acknowledged_not_refused(
+    stack: dict[str, ServiceProcess],
+    bus: BusServer,
+    forestry: dict[str, Any],
+    sqlite_module_url: str,
+) -> None:
+    """At least once: a NATS node that goes away can lose the acknowledgement of an answer
+    that was taken, and the same message (the same Nats-Msg-Id) comes again. It is that
+    answer, taken already: acknowledged, neither refused as "not awaiting an answer" nor
+    dead-lettered (found by bench.faults with a NATS cluster)."""
+    desk = Desk(stack)
+    permit = desk.forward("logging_permit", language="zh-CN")
+    wait_for_event(desk.intake, permit, "CaseForwarded")
+    msg_id = f"again-{uuid.uuid4().hex}"
+    _take_as_handled(sqlite_module_url, forestry["name"], permit, msg_id)
+    answer(forestry, permit, "liu.forestry", msg_id, decision_number="韩林采字〔2026〕89号")
+    waiting.wait_until(
+        lambda: answers_unacknowledged(bus) == 0,
+        what="the answer acknowledged",
+        timeout=30,
+    )
+    events = httpcalls.get(f"{desk.intake}/cases/{permit}/events", headers=CLERK, timeout=10).json()
+    kinds = [e["event_type"] for e in events["events"]]
+    assert kinds.count("CaseApproved") == 1 and "ActionRefused" not in kinds, kinds
+
+    async def attempts_about_it() -> int:
+        engine = create_engine(sqlite_module_url)
+        try:
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(events_table.c.payload).where(
+                            events_table.c.case_kind == "attempt"
+                        )
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+        payloads = [
+            r.payload if isinstance(r.payload, dict) else json.loads(r.payload) for r in rows
+        ]
+        return sum(1 for p in payloads if permit in json.dumps(p))
+
+    assert asyncio.run(attempts_about_it()) == 0, "refused and kept apart"

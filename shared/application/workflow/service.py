@@ -823,6 +823,13 @@ class CaseService:
             await idempotency.remember(tx.conn, request, attempt_id)
             await tx.append(attempt_id, 0, [event], case_kind=ATTEMPT)
 
+    async def taken_before(self, case_id: uuid.UUID, staff: Staff, key: str) -> bool:
+        """Whether ``staff``'s action under ``key`` is recorded on the case already (its
+        events' ids derive from the case, the actor and the key): a message delivered again
+        after it was handled."""
+        ids = set(_ids(case_id, staff, key))
+        return any(e.event_id in ids for e in await self.log.read_case(case_id))
+
     def is_party(self, staff: Staff, state: CaseState) -> bool:
         """Whether ``staff`` has a part in the case now: its station's staff, or an
         organisation one of its open tasks waits for (the department it is forwarded to)."""
