@@ -393,11 +393,11 @@ class CaseService:
         )
         if isinstance(acting, Refusal):
             refused = self._refusal(state, action, acting, staff, ctx, ids, stamp)
-            result = await self._append(uow, case_id, state, [refused], request, events[-1].hash)
+            result = await self._append(uow, case_id, state, [refused])
             raise ActionRefusedError(acting, _advance(state, result.events, self.workflows))
         assert isinstance(planned, Step)
         new = self._decided(state, action, planned, parsed, staff, acting, ctx, ids, stamp)
-        result = await self._append(uow, case_id, state, new, request, events[-1].hash)
+        result = await self._append(uow, case_id, state, new)
         return Outcome(_advance(state, result.events, self.workflows), result.events)
 
     async def _act_keyed(
@@ -427,7 +427,7 @@ class CaseService:
                     acting = await self.authorise(staff, state, planned, ctx.at, tx.conn)
                 if isinstance(acting, Refusal):
                     if not self.is_party(staff, state):
-                        raise _OutsiderRefused(acting)  # rolled back: kept apart, below
+                        raise _RefusedApart(acting)  # rolled back: kept apart, below
                     new = [self._refusal(state, action, acting, staff, ctx, ids, stamp)]
                 else:
                     assert isinstance(planned, Step)
@@ -438,7 +438,7 @@ class CaseService:
                 result = await tx.append_at_head(
                     case_id, state.version, events[-1].hash, new, case_kind=kind
                 )
-        except _OutsiderRefused as outsider:
+        except _RefusedApart as outsider:
             # Someone who may see the case but has no part in it (an auditor, the competent
             # authority of a delegated item): the attempt is theirs to answer for, not the
             # station's case to carry. Kept in a stream of its own, like refused openings.
@@ -496,27 +496,13 @@ class CaseService:
         case_id: uuid.UUID,
         state: CaseState,
         events: list[NewEvent],
-        request: idempotency.KeyedRequest | None = None,
-        head_hash: str | None = None,
     ) -> AppendResult:
-        """Append after the state's version, whose event's hash is ``head_hash`` (the
-        head is not read again: a writer that committed since makes the insert fail)."""
+        """Append after the state's version: in ``uow``'s transaction, or in one of its own
+        (a keyed request appends in :meth:`_act_keyed` instead)."""
         kind = state.case_kind or APPLICATION
         if uow is not None:
             return await uow.append(case_id, state.version, events, case_kind=kind)
-        if request is None:
-            return await self.log.append(case_id, state.version, events, case_kind=kind)
-        try:
-            async with self.log.transaction() as tx:
-                await idempotency.remember(tx.conn, request, case_id)
-                result = await tx.append_at_head(
-                    case_id, state.version, head_hash, events, case_kind=kind
-                )
-        except IntegrityError:
-            # Another writer took the version meanwhile: a ConcurrencyError, and act
-            # checks the action again on the new state.
-            return await self.log.resolve_conflict(case_id, state.version, events)
-        return result
+        return await self.log.append(case_id, state.version, events, case_kind=kind)
 
     # -- opening cases -----------------------------------------------------------------
 
@@ -596,24 +582,65 @@ class CaseService:
         organisation = self.organisations.get(station)
         prefix = getattr(organisation, "case_prefix", None) or station[:2].upper()
         ids = _ids(case_id, staff, request.key)
+        # The delegation register is read once, in the transaction, for the opening and
+        # the window's decision (checked at the moment of the act); a refused opening
+        # rolls back (nothing written) and is recorded apart.
         try:
-            return await self._open_in_transaction(
-                case_id=case_id,
-                case_kind=case_kind,
-                workflow=workflow,
-                staff=staff,
-                start_payload=start_payload,
-                item=item,
-                follow_up=follow_up,
-                follow_body=follow_body,
-                correlation_id=correlation_id,
-                request=request,
-                at=at,
-                moment=moment,
-                prefix=prefix,
-                ids=ids,
-            )
-        except _OpeningRefused as refused:  # rolled back: recorded apart, and raised
+            async with self.log.transaction() as tx:
+                conn = tx.conn
+                register = None
+                acting: Authority | Refusal = Authority(self.own_authority(staff.org))
+                if start.power is not None and item is not None:
+                    register = await self.delegations.for_delegate(staff.org, conn=conn)
+                    step = Step(start.action, start.event, start.power, start)
+                    probe = CaseState(item_code=item.code, item_version=item.version)
+                    acting = await self.authorise(staff, probe, step, at, conn, register)
+                if isinstance(acting, Refusal):
+                    raise _RefusedApart(acting)
+                # First, so that a concurrent twin waits here, before drawing a number.
+                await idempotency.remember(conn, request, case_id)
+                number = await numbers.allocate(conn, prefix, local_date(moment).year)
+                payload = {
+                    **start_payload,
+                    "case_number": number,
+                    "station": station,
+                    "workflow": {"name": workflow.name, "version": workflow.version},
+                    "status_before": "",
+                    "status_after": start.target(""),
+                    "action": start.action,
+                }
+                first = NewEvent(
+                    event_id=ids[0],
+                    event_type=start.event,
+                    schema_version=current_version(start.event),
+                    occurred_at=moment,
+                    actor=staff.actor(),
+                    authority=acting.authority,
+                    delegation_id=acting.delegation_id,
+                    delegation_version=acting.delegation_version,
+                    correlation_id=correlation_id,
+                    payload=payload,
+                )
+                new = [first]
+                state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
+                if follow_up is not None:
+                    new += await self._follow_up(
+                        state,
+                        workflow,
+                        follow_up,
+                        follow_body,
+                        staff,
+                        item,
+                        moment,
+                        correlation_id,
+                        conn,
+                        register,
+                    )
+                new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
+                # a new random id: no head to read
+                result = await tx.append_at_head(case_id, 0, None, new, case_kind=case_kind)
+            return Outcome(fold(result.events, self.workflows), result.events)
+        except _RefusedApart as refused:  # rolled back: recorded apart, and raised
             await self._refuse_opening(
                 case_id,
                 start.action,
@@ -624,84 +651,6 @@ class CaseService:
                 request,
                 item.code if item is not None else None,
             )
-
-    async def _open_in_transaction(
-        self,
-        *,
-        case_id: uuid.UUID,
-        case_kind: str,
-        workflow: Workflow,
-        staff: Staff,
-        start_payload: dict[str, Any],
-        item: Any | None,
-        follow_up: str | None,
-        follow_body: ActionBody | None,
-        correlation_id: str | None,
-        request: idempotency.KeyedRequest,
-        at: datetime,
-        moment: datetime,
-        prefix: str,
-        ids: list[uuid.UUID],
-    ) -> Outcome:
-        """The opening's transaction: the delegation register read once, in it, for the
-        opening and for the window's decision (checked at the moment of the act); raises
-        :class:`_OpeningRefused` (nothing written) if the opening is not allowed."""
-        start = workflow.start
-        station = staff.org
-        async with self.log.transaction() as tx:
-            conn = tx.conn
-            register = None
-            acting: Authority | Refusal = Authority(self.own_authority(staff.org))
-            if start.power is not None and item is not None:
-                register = await self.delegations.for_delegate(staff.org, conn=conn)
-                step = Step(start.action, start.event, start.power, start)
-                probe = CaseState(item_code=item.code, item_version=item.version)
-                acting = await self.authorise(staff, probe, step, at, conn, register)
-            if isinstance(acting, Refusal):
-                raise _OpeningRefused(acting)
-            # First, so that a concurrent twin waits here, before drawing a number.
-            await idempotency.remember(conn, request, case_id)
-            number = await numbers.allocate(conn, prefix, local_date(moment).year)
-            payload = {
-                **start_payload,
-                "case_number": number,
-                "station": station,
-                "workflow": {"name": workflow.name, "version": workflow.version},
-                "status_before": "",
-                "status_after": start.target(""),
-                "action": start.action,
-            }
-            first = NewEvent(
-                event_id=ids[0],
-                event_type=start.event,
-                schema_version=current_version(start.event),
-                occurred_at=moment,
-                actor=staff.actor(),
-                authority=acting.authority,
-                delegation_id=acting.delegation_id,
-                delegation_version=acting.delegation_version,
-                correlation_id=correlation_id,
-                payload=payload,
-            )
-            new = [first]
-            state = apply(CaseState(), _draft(case_id, case_kind, first, 1), self.workflows)
-            if follow_up is not None:
-                new += await self._follow_up(
-                    state,
-                    workflow,
-                    follow_up,
-                    follow_body,
-                    staff,
-                    item,
-                    moment,
-                    correlation_id,
-                    conn,
-                    register,
-                )
-            new = [e.model_copy(update={"event_id": i}) for e, i in zip(new, ids, strict=False)]
-            # a new random id: no head to read
-            result = await tx.append_at_head(case_id, 0, None, new, case_kind=case_kind)
-        return Outcome(fold(result.events, self.workflows), result.events)
 
     async def open_stream(
         self,
@@ -902,16 +851,9 @@ class CaseService:
         return fold(await read_case_in(conn, case_id), self.workflows)
 
 
-class _OutsiderRefused(Exception):
-    """A refusal of someone with no part in the case (its transaction rolls back)."""
-
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message)
-        self.refusal = refusal
-
-
-class _OpeningRefused(Exception):
-    """An opening the delegation register does not allow (its transaction rolls back)."""
+class _RefusedApart(Exception):
+    """A refusal recorded apart from the case (an opening not allowed, someone with no
+    part in the case): raised to roll its transaction back."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
