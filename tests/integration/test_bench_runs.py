@@ -23,7 +23,7 @@ def test_every_benchmark_runs_in_the_suite() -> None:
         for path in (ROOT / "bench").glob("*.py")
         if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")
     }
-    assert {"log", "e2e", "notify", "projections", "audit", "faults"} <= programs, programs
+    assert {"log", "e2e", "notify", "projections", "audit", "faults", "stacks"} <= programs
     run = re.compile(r"run_bench\(\s*\"(\w+)\"")
     tested = {
         name
@@ -164,3 +164,33 @@ def test_bench_e2e_takes_every_case_through_and_sees_its_notice(tmp_path: Path) 
     cases = 5 + sum(5 + n for n in offered.values())  # the warm-up, then each scenario's
     assert figures["other_notifications"] >= cases, figures["other_notifications"]
     assert figures["unexpected_notifications"] == 0
+
+
+def test_bench_stacks_summarises_raw_py_spy_stacks(tmp_path: Path) -> None:
+    """``bench.stacks`` on a folder as ``bench.e2e --profile`` leaves it: shares by the
+    package running and by caseflow's functions on the stack, counted as py-spy wrote."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    serve = "serve (shared/cli/main.py:66)"
+    act = "CaseService.act (shared/application/workflow/service.py:120)"
+    (profiles / "processing.txt").write_text(
+        f"{serve};{act};Connection.execute (sqlalchemy/engine/base.py:1494) 6\n"
+        f"{serve};{act};_SelectorSocketTransport.write (asyncio/selector_events.py:1057) 2\n"
+        f"{serve};BaseEventLoop._run_once (asyncio/base_events.py:1922) 1\n"
+        " 1\n",  # py-spy caught it outside Python code
+        encoding="utf-8",
+    )
+    run = run_bench("stacks", str(profiles), "--top", "5", folder=tmp_path, timeout=60)
+    figures = run.figures["profiles"]["processing"]
+    assert figures["samples"] == 10
+    assert figures["by_package_percent"] == {
+        "sqlalchemy": 60.0,
+        "kernel: socket writes": 20.0,
+        "asyncio": 10.0,
+        "(no Python frame)": 10.0,
+    }
+    assert figures["caseflow_inclusive_percent"] == {
+        "serve (shared/cli/main.py)": 90.0,
+        "CaseService.act (shared/application/workflow/service.py)": 80.0,
+    }
+    assert "60.0%  sqlalchemy" in run.stdout
