@@ -17,6 +17,7 @@ import structlog
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -326,6 +327,10 @@ async def asyncapi_yaml() -> YamlResponse:
     return YamlResponse(yaml.safe_dump(asyncapi.document(), allow_unicode=True, sort_keys=False))
 
 
+DOCS_ASSETS = "/docs-assets"
+"""Where the API docs' scripts and styles are served (no CDN)."""
+
+
 def create_service_app(
     runtime: Runtime,
     *,
@@ -345,7 +350,15 @@ def create_service_app(
         yield
         await runtime.shutdown()
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc served by the service itself: stations sit
+    # on an intranet, where FastAPI's default pages (scripts from a CDN) stay blank.
+    app = FastAPIOffline(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+    )
     app.state.runtime = runtime
     app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
     http.install(app, max_body_bytes=runtime.settings.max_request_body_bytes)
