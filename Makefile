@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench clean
+.PHONY: up test lint bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "caseflow needs Python 3.11+"'
@@ -38,7 +38,15 @@ TEST_WORKERS ?= 3
 # The lint runs beside the tests (its output follows theirs); either failing fails `make
 # test`. The tests start about a hundred Python processes: they keep their bytecode even
 # where the environment says PYTHONDONTWRITEBYTECODE (each would compile every module again).
-test: $(VENV)/.installed-dev
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download
+# can't be reached here); the CJK fonts make its pages and screenshots legible.
+chromium:
+	@command -v chromium >/dev/null && [ -d /usr/share/fonts/opentype/noto ] || { \
+		echo "installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium fonts-noto-cjk >/dev/null; }
+
+test: $(VENV)/.installed-dev chromium
 	( $(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/lint-imports ) > $(VENV)/lint.log 2>&1 & \
 	lint=$$!; \
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile \

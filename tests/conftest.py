@@ -84,6 +84,7 @@ LONGEST_FIRST = (
     "tests/integration/test_input_checks.py",
     "tests/security/test_cross_station.py",
     "tests/e2e/",
+    "tests/browser/",
     "tests/security/",
     "tests/integration/test_bench_",
 )

@@ -42,6 +42,7 @@ from shared.adapters.delegations import load_seed_delegations
 from shared.domain.catalogue import Catalogue, ServiceItem, load_catalogue
 from shared.domain.identity import id_check_digit
 from shared.domain.orgs import load_organisations
+from shared.domain.roster import DEMO_STAFF
 from shared.domain.workcalendar import CHINA_TZ, OutsideCalendar, load_calendar
 
 # -- The station's staff ----------------------------------------------------------------
@@ -57,26 +58,7 @@ class Member:
     name: str
 
 
-ROSTER: tuple[Member, ...] = (
-    Member("li.clerk", Role.window_clerk, "xuefeng_station", "李娜"),
-    Member("zhou.clerk", Role.window_clerk, "xuefeng_station", "周敏"),
-    Member("wang.reviewer", Role.reviewer, "xuefeng_station", "王强"),
-    Member("xue.reviewer", Role.reviewer, "xuefeng_station", "薛丽华"),
-    Member("zhao.head", Role.station_head, "xuefeng_station", "赵建华"),
-    Member("chen.clerk", Role.window_clerk, "longmen_station", "陈静"),
-    Member("chen.reviewer", Role.reviewer, "longmen_station", "陈伟"),
-    Member("feng.head", Role.station_head, "longmen_station", "冯志刚"),
-    Member("officer.hc_hrss", Role.department_officer, "hc_hrss", "程晓燕"),
-    Member("officer.hc_medical_security", Role.department_officer, "hc_medical_security", "吉鹏"),
-    Member("officer.hc_health", Role.department_officer, "hc_health", "高玉梅"),
-    Member("officer.hc_civil_affairs", Role.department_officer, "hc_civil_affairs", "解文博"),
-    Member("officer.hc_forestry", Role.department_officer, "hc_forestry", "卫东升"),
-    Member("officer.hc_agriculture", Role.department_officer, "hc_agriculture", "党振华"),
-    Member("officer.hc_public_security", Role.department_officer, "hc_public_security", "贾军"),
-    Member("officer.hc_justice", Role.department_officer, "hc_justice", "师静"),
-    Member("officer.banqiao_town", Role.department_officer, "banqiao_town", "杨海涛"),
-    Member("gao.auditor", Role.auditor, "hc_audit", "高明"),
-)
+ROSTER: tuple[Member, ...] = tuple(Member(m.user, Role(m.role), m.org, m.name) for m in DEMO_STAFF)
 """The demo's staff. Department officers are ``officer.<org>``."""
 
 STATION_STAFF: dict[str, dict[str, tuple[str, ...]]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,29 +39,35 @@ app.add_typer(nats_app, name="nats")
 app.add_typer(bus_app, name="bus")
 
 SERVICES = ("intake", "processing", "notify")
+SERVABLE = (*SERVICES, "console")
+"""What `caseflow serve` runs: the three services and the staff console."""
 
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="intake, processing or notify")],
+    service: Annotated[str, typer.Argument(help="intake, processing, notify or console")],
 ) -> None:
     """Run one service (settings from CASEFLOW_<SERVICE>_* variables)."""
     import uvicorn
 
     from shared.logging import configure_logging
 
-    if service not in SERVICES:
-        raise typer.BadParameter(f"must be one of {', '.join(SERVICES)}", param_hint="SERVICE")
+    if service not in SERVABLE:
+        raise typer.BadParameter(f"must be one of {', '.join(SERVABLE)}", param_hint="SERVICE")
     module = __import__(f"services.{service}.app", fromlist=["create_app"])
     settings_module = __import__(f"services.{service}.settings", fromlist=["x"])
-    from shared.settings import ServiceSettings, load_settings
+    from pydantic_settings import BaseSettings
+
+    from shared.settings import load_settings
 
     settings_cls = next(
         v
         for v in vars(settings_module).values()
-        if isinstance(v, type) and issubclass(v, ServiceSettings) and v is not ServiceSettings
+        if isinstance(v, type)
+        and issubclass(v, BaseSettings)
+        and v.__module__ == settings_module.__name__
     )
-    settings = load_settings(settings_cls)
+    settings: Any = load_settings(settings_cls)  # each has host, port, log_level, grace
     configure_logging(service, settings.log_level)
     uvicorn.run(
         module.create_app(settings),
@@ -123,6 +129,9 @@ def up(
     intake_port: int = 8001,
     processing_port: int = 8002,
     notify_port: int = 8003,
+    console_port: Annotated[
+        int, typer.Option(help="the staff console (sign in with one of the demo staff)")
+    ] = 8000,
     nats_port: int = 4222,
     sandbox_smtp_port: Annotated[
         int, typer.Option(help="the sandbox's local mailbox (what notify e-mails lands there)")
@@ -132,7 +141,8 @@ def up(
         int, typer.Option(help="the sandbox's webhook receiver (the one local address allowed)")
     ] = 8005,
 ) -> None:
-    """Run the whole system: nats-server (unless --nats-url), migrations, three services."""
+    """Run the whole system: nats-server (unless --nats-url), migrations, the three services
+    and the staff console."""
     from shared.cli.supervisor import Stack
 
     stack = Stack(
@@ -140,7 +150,12 @@ def up(
         database_url=database_url,
         nats_url=nats_url,
         host=host,
-        ports={"intake": intake_port, "processing": processing_port, "notify": notify_port},
+        ports={
+            "intake": intake_port,
+            "processing": processing_port,
+            "notify": notify_port,
+            "console": console_port,
+        },
         nats_port=nats_port,
         nats_dir=nats_dir.resolve() if nats_dir else None,
         sandbox_ports={

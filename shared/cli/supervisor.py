@@ -179,8 +179,25 @@ class Stack:
         """The bearer token ``/metrics`` asks for (one for the three services)."""
         return self.key_pair.directory / DEFAULT_METRICS_TOKEN_FILE.name
 
+    def console_env(self) -> dict[str, str]:
+        """The staff console's environment: the three services' addresses, and the local
+        key, with which it signs the token of the demo member a person picks at sign-in."""
+        prefix = "CASEFLOW_CONSOLE_"
+        env = {
+            **os.environ,
+            prefix + "HOST": self.host,
+            prefix + "PORT": str(self.ports["console"]),
+            prefix + "LOCAL_SIGN_IN_KEY_DIR": str(self.key_pair.directory),
+        }
+        for service in ("intake", "processing", "notify"):
+            if service in self.ports:
+                env[f"{prefix}{service.upper()}_URL"] = f"http://{self.host}:{self.ports[service]}"
+        return env
+
     def service_env(self, service: str, nats_url: str) -> dict[str, str]:
         """The environment a service process starts with."""
+        if service == "console":
+            return self.console_env()
         prefix = f"CASEFLOW_{service.upper()}_"
         env = {
             **os.environ,
@@ -284,7 +301,8 @@ class Stack:
                 self._start_service(service, nats_url)
             self._wait_ready()
             for service, port in self.ports.items():
-                self._say(f"{service:<10} http://{self.host}:{port}  (docs: /docs)")
+                what = "(staff sign in here)" if service == "console" else "(docs: /docs)"
+                self._say(f"{service:<10} http://{self.host}:{port}  {what}")
             self._say("ready; press Ctrl-C to stop")
             while not self.stopping:
                 for name, proc in self.children.items():

@@ -70,7 +70,7 @@ def _events(processing: str, case_id: str, token: str) -> list[dict[str, Any]]:
 
 def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> None:
     data = tmp_path / "var"
-    ports = {n: devservers.free_port() for n in (*SERVICES, "nats", *SANDBOX)}
+    ports = {n: devservers.free_port() for n in (*SERVICES, "console", "nats", *SANDBOX)}
     proc = _up(data, ports, tmp_path / "up.log")
     intake, processing = (f"http://127.0.0.1:{ports[n]}" for n in ("intake", "processing"))
     tokens = tmp_path / "demo-tokens.json"

@@ -128,7 +128,7 @@ def _ctrl_c(proc: subprocess.Popen[bytes], data: Path, log: Path) -> None:
     assert 'Trapped "terminated" signal' in nats_log
     said = [line for line in stopping.splitlines() if line.startswith("caseflow: stopped")]
     assert said == [
-        "caseflow: stopped intake, processing, notify",
+        "caseflow: stopped intake, processing, notify, console",
         "caseflow: stopped sandbox",
         "caseflow: stopped nats-server",
         "caseflow: stopped",
@@ -145,7 +145,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
     """Started as from a terminal and stopped with Ctrl-C (the whole process group), then
     started again on the same folder and stopped with SIGINT to the supervisor alone."""
     data = tmp_path / "var"
-    ports = {n: devservers.free_port() for n in (*SERVICES, "nats", *SANDBOX)}
+    ports = {n: devservers.free_port() for n in (*SERVICES, "console", "nats", *SANDBOX)}
     log = tmp_path / "up.log"
     proc = _up(data, ports, log, terminal=True)
     intake = f"http://127.0.0.1:{ports['intake']}"
@@ -188,7 +188,7 @@ def test_caseflow_up_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path)
 def test_caseflow_up_against_external_postgres_and_nats(
     tmp_path: Path, postgres_url: str, nats_url: str
 ) -> None:
-    ports = {n: devservers.free_port() for n in (*SERVICES, *SANDBOX)}
+    ports = {n: devservers.free_port() for n in (*SERVICES, "console", *SANDBOX)}
     log = tmp_path / "up.log"
     args = [
         str(Path(sys.executable).parent / "caseflow"),

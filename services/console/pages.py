@@ -1,0 +1,312 @@
+"""The pages: each reads and acts through the APIs with the signed-in member's token."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.console import forms, i18n
+from services.console.sessions import COOKIE, Session
+from services.console.upstream import Apis, Refused, new_key
+from shared.domain.catalogue import Catalogue, ServiceItem
+
+router = APIRouter(include_in_schema=False)
+
+KEEP_OUTCOMES = 20
+
+
+class SignInFirst(Exception):
+    """No live session: to the sign-in page."""
+
+
+def lang_of(request: Request) -> i18n.Lang:
+    return i18n.language(request.cookies.get(i18n.COOKIE))
+
+
+def render(
+    request: Request,
+    template: str,
+    session: Session | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    lang = lang_of(request)
+
+    def t(key: str, table: str = "words") -> str:
+        return i18n.word(table, key, lang)
+
+    response: HTMLResponse = request.app.state.templates.TemplateResponse(
+        request,
+        template,
+        {"lang": lang, "t": t, "session": session, "orgs": request.app.state.organisations}
+        | context,
+        status_code=status_code,
+    )
+    return response
+
+
+def unavailable(request: Request) -> HTMLResponse:
+    response = render(request, "unavailable.html", None, status_code=503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def signed_in(request: Request) -> Session:
+    session: Session | None = request.app.state.sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        raise SignInFirst()
+    return session
+
+
+SessionDep = Annotated[Session, Depends(signed_in)]
+
+
+async def refused_page(request: Request, exc: Refused) -> Response:
+    """An API's refusal on a page that had nothing better to show: its words, its status."""
+    session: Session | None = request.app.state.sessions.get(request.cookies.get(COOKIE))
+    if exc.status == 401:
+        return RedirectResponse("/sign-in?ended=expired", status_code=303)
+    return render(request, "refused.html", session, status_code=exc.status, problem=exc)
+
+
+def apis(request: Request) -> Apis:
+    result: Apis = request.app.state.apis
+    return result
+
+
+async def checked_form(request: Request, session: Session) -> dict[str, str]:
+    """The posted form, if it carries the session's form token; else 403."""
+    form: dict[str, str] = {}
+    for name, value in (await request.form()).multi_items():
+        # a field sent several times (ticked boxes) arrives as lines
+        form[name] = f"{form[name]}\n{value}" if name in form else str(value)
+    if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+        raise Refused(
+            403, "Forbidden", "该表单已失效，请刷新页面后重试 (the form expired; reload)", []
+        )
+    return form
+
+
+# --- home -----------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(session: SessionDep) -> Response:
+    if session.role == "window_clerk":
+        return RedirectResponse("/applications/new", status_code=303)
+    return RedirectResponse("/worklist", status_code=303)
+
+
+# --- the window: a new application -----------------------------------------------------
+
+
+def _matches(item: ServiceItem, query: str) -> bool:
+    q = query.strip().lower()
+    return not q or any(q in text.lower() for text in (item.name_zh, item.name_en, item.code))
+
+
+@router.get("/applications/new")
+async def new_application(
+    request: Request, session: SessionDep, q: str = "", item: str = ""
+) -> Response:
+    catalogue: Catalogue = request.app.state.catalogue
+    items = [i for i in catalogue.published() if _matches(i, q)]
+    chosen = next((i for i in catalogue.published() if i.code == item), None)
+    return render(
+        request,
+        "new_application.html",
+        session,
+        items=items,
+        q=q,
+        chosen=chosen,
+        key=new_key(),
+        station=request.app.state.organisations.get(session.org),
+        values={},
+        problem=None,
+    )
+
+
+@router.post("/applications")
+async def receive_application(request: Request, session: SessionDep) -> Response:
+    form = await checked_form(request, session)
+    catalogue: Catalogue = request.app.state.catalogue
+    chosen = next((i for i in catalogue.published() if i.code == form.get("item_code")), None)
+    if chosen is None:
+        return RedirectResponse("/applications/new", status_code=303)
+    materials: list[Any] = []
+    for material in chosen.materials:
+        if form.get(f"m_{material.code}"):
+            if form.get(f"o_{material.code}"):
+                materials.append({"code": material.code, "original_checked": True})
+            else:
+                materials.append(material.code)
+    applicant = {
+        k: form[k].strip()
+        for k in ("name", "phone", "id_number", "village")
+        if form.get(k, "").strip()
+    }
+    body = {"item_code": chosen.code, "applicant": applicant, "materials": materials}
+    key = form.get("key") or new_key()
+    try:
+        answer = await apis(request).call(
+            "intake", "POST", "/cases", session.token, json=body, idempotency_key=key
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return render(
+            request,
+            "new_application.html",
+            session,
+            status_code=problem.status,
+            items=[],
+            q="",
+            chosen=chosen,
+            key=key,  # the same key: sending the corrected form is still one application
+            station=request.app.state.organisations.get(session.org),
+            values=form,
+            problem=problem,
+        )
+    case_id = str(answer["case_id"])
+    if answer.get("receipt"):
+        session.outcomes[case_id] = answer
+        while len(session.outcomes) > KEEP_OUTCOMES:
+            session.outcomes.pop(next(iter(session.outcomes)))
+    return RedirectResponse(f"/cases/{case_id}/outcome", status_code=303)
+
+
+@router.get("/cases/{case_id}/outcome")
+async def outcome(request: Request, session: SessionDep, case_id: uuid.UUID) -> Response:
+    answer = session.outcomes.get(str(case_id))
+    if answer is None:
+        return RedirectResponse(f"/cases/{case_id}", status_code=303)
+    item = request.app.state.catalogue.get(answer["item"]["code"], answer["item"]["version"])
+    return render(
+        request,
+        "outcome.html",
+        session,
+        case=answer,
+        receipt=answer["receipt"],
+        item=item,
+        station=request.app.state.organisations.get(answer["station"]),
+    )
+
+
+# --- worklists and cases ---------------------------------------------------------------
+
+
+@router.get("/worklist")
+async def worklist(request: Request, session: SessionDep) -> Response:
+    answer = await apis(request).get("processing", "/worklist", session.token)
+    return render(request, "worklist.html", session, tasks=answer.get("tasks", []), key=new_key())
+
+
+@router.get("/cases/find")
+async def find_case(request: Request, session: SessionDep, number: str = "") -> Response:
+    number = number.strip().upper()
+    if not number:
+        return render(request, "find.html", session, number="", problem=None)
+    try:
+        answer = await apis(request).get("processing", f"/cases/by-number/{number}", session.token)
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return render(
+            request,
+            "find.html",
+            session,
+            number=number,
+            problem=problem,
+            status_code=problem.status,
+        )
+    return RedirectResponse(f"/cases/{answer['case_id']}", status_code=303)
+
+
+async def _case_page(
+    request: Request,
+    session: Session,
+    case_id: uuid.UUID,
+    *,
+    status_code: int = 200,
+    problem: Refused | None = None,
+    done: str | None = None,
+    personal: dict[str, Any] | None = None,
+) -> Response:
+    calls = apis(request)
+    case = await calls.get("processing", f"/cases/{case_id}", session.token)
+    history = await calls.get("processing", f"/cases/{case_id}/events", session.token)
+    item = None
+    if case.get("item"):
+        item = request.app.state.catalogue.get(case["item"]["code"], case["item"]["version"])
+    return render(
+        request,
+        "case.html",
+        session,
+        status_code=status_code,
+        case=case,
+        item=item,
+        events=history.get("events", []),
+        material_names={
+            m.code: i18n.pick(lang_of(request), m) for m in (item.materials if item else ())
+        },
+        action_forms={
+            a: forms.fields_of(a)
+            for a in forms.actions_for(request.app.state.workflows, case, session.role, session.org)
+        },
+        problem=problem,
+        done=done,
+        personal=personal,
+        key=new_key(),
+    )
+
+
+@router.get("/cases/{case_id}")
+async def case_page(
+    request: Request, session: SessionDep, case_id: uuid.UUID, done: str | None = None
+) -> Response:
+    return await _case_page(request, session, case_id, done=done)
+
+
+@router.post("/cases/{case_id}/actions/{action}")
+async def act(request: Request, session: SessionDep, case_id: uuid.UUID, action: str) -> Response:
+    form = await checked_form(request, session)
+    body = forms.body_from(action, form)
+    try:
+        await apis(request).call(
+            "processing",
+            "POST",
+            f"/cases/{case_id}/actions/{action}",
+            session.token,
+            json=body,
+            idempotency_key=form.get("key") or new_key(),
+        )
+    except Refused as problem:
+        if problem.status in (401, 404):
+            raise
+        # The refusal as the API words it, on the case as it is now.
+        return await _case_page(
+            request, session, case_id, status_code=problem.status, problem=problem
+        )
+    # To the case (read from its log, so the act shows at once; the worklist is a read
+    # model, a moment behind).
+    return RedirectResponse(f"/cases/{case_id}?done={action}", status_code=303)
+
+
+@router.post("/cases/{case_id}/applicant")
+async def applicant(request: Request, session: SessionDep, case_id: uuid.UUID) -> Response:
+    form = await checked_form(request, session)
+    try:
+        personal = await apis(request).get(
+            "intake", f"/cases/{case_id}/applicant", session.token, reason=form.get("reason", "")
+        )
+    except Refused as problem:
+        if problem.status in (401, 404):
+            raise
+        return await _case_page(
+            request, session, case_id, status_code=problem.status, problem=problem
+        )
+    return await _case_page(request, session, case_id, personal=personal)
