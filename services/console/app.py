@@ -63,6 +63,7 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
     app.state.workflows = load_workflows(settings.data_dir)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(word=i18n.word, pick=i18n.pick)
+    templates.env.filters["local"] = pages.local_time
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.console import forms, i18n
 from services.console.sessions import COOKIE, Session
 from services.console.upstream import Apis, Refused, new_key
 from shared.domain.catalogue import Catalogue, ServiceItem
+from shared.domain.workcalendar import CHINA_TZ
 
 router = APIRouter(include_in_schema=False)
 
@@ -21,6 +23,17 @@ KEEP_OUTCOMES = 20
 
 class SignInFirst(Exception):
     """No live session: to the sign-in page."""
+
+
+def local_time(value: str | None) -> str:
+    """A stored moment (ISO 8601, UTC) as the station reads it: Beijing time, to the second."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def lang_of(request: Request) -> i18n.Lang:
@@ -98,6 +111,8 @@ async def checked_form(request: Request, session: Session) -> dict[str, str]:
 async def home(session: SessionDep) -> Response:
     if session.role == "window_clerk":
         return RedirectResponse("/applications/new", status_code=303)
+    if session.role == "auditor":
+        return RedirectResponse("/audit", status_code=303)
     return RedirectResponse("/worklist", status_code=303)
 
 
@@ -310,3 +325,107 @@ async def applicant(request: Request, session: SessionDep, case_id: uuid.UUID) -
             request, session, case_id, status_code=problem.status, problem=problem
         )
     return await _case_page(request, session, case_id, personal=personal)
+
+
+# --- the station head: statistics -------------------------------------------------------
+
+FIGURES = ("received", "accepted", "forwarded", "approved", "rejected", "delivered")
+
+
+def _period(start: str, end: str) -> tuple[str, str]:
+    """``start``–``end`` as given, else this month so far (the station's calendar)."""
+    today = datetime.now(CHINA_TZ).date()
+    try:
+        first = date.fromisoformat(start) if start else today.replace(day=1)
+        last = date.fromisoformat(end) if end else today
+    except ValueError:
+        first, last = today.replace(day=1), today
+    return first.isoformat(), last.isoformat()
+
+
+@router.get("/statistics")
+async def statistics(
+    request: Request,
+    session: SessionDep,
+    start: Annotated[str, Query(alias="from")] = "",
+    end: Annotated[str, Query(alias="to")] = "",
+) -> Response:
+    first, last = _period(start, end)
+    params = {"from": first, "to": last}
+    if session.role == "station_head":
+        params["station"] = session.org
+    try:
+        report = await apis(request).get(
+            "processing", "/reports/statistics", session.token, **params
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return render(
+            request,
+            "statistics.html",
+            session,
+            status_code=problem.status,
+            report=None,
+            problem=problem,
+            first=first,
+            last=last,
+            chart=[],
+        )
+    items = [i for i in report.get("items", []) if i.get("received")]
+    top = max((i["received"] for i in items), default=0)
+    chart = [
+        {
+            "label": i18n.pick(lang_of(request), i),
+            "code": i["code"],
+            "bars": [(f, i.get(f, 0), (i.get(f, 0) / top) if top else 0.0) for f in FIGURES],
+        }
+        for i in items
+    ]
+    return render(
+        request,
+        "statistics.html",
+        session,
+        report=report,
+        problem=None,
+        first=first,
+        last=last,
+        chart=chart,
+        figures=FIGURES,
+    )
+
+
+# --- the auditor: a case's timeline as of a moment ---------------------------------------
+
+
+@router.get("/audit")
+async def audit(
+    request: Request,
+    session: SessionDep,
+    case: str = "",
+    as_of: str = "",
+    basis: str = "occurred",
+) -> Response:
+    case = case.strip().upper()
+    context: dict[str, Any] = {
+        "case_ref": case,
+        "as_of": as_of,
+        "basis": basis,
+        "timeline": None,
+        "problem": None,
+    }
+    if case:
+        params = {}
+        if as_of:
+            moment = as_of if len(as_of) > 16 else f"{as_of}:00"  # datetime-local: minutes
+            params = {"as_of": f"{moment}+08:00", "basis": basis}  # the station's time
+        try:
+            context["timeline"] = await apis(request).get(
+                "processing", f"/audit/cases/{case}/timeline", session.token, **params
+            )
+        except Refused as problem:
+            if problem.status == 401:
+                raise
+            context["problem"] = problem
+            return render(request, "audit.html", session, status_code=problem.status, **context)
+    return render(request, "audit.html", session, **context)

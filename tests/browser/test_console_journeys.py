@@ -7,11 +7,14 @@ it (who acted, under which authority)."""
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from shared.devtools import httpcalls
+from shared.devtools import httpcalls, waiting
+from shared.domain.workcalendar import CHINA_TZ
 from tests.browser.conftest import Console
 from tests.services import token_for
 
@@ -146,3 +149,73 @@ def test_a_complete_application_through_review_decision_and_delivery(
     ]
     assert kinds[:2] == ["CaseReceived", "CaseAccepted"]
     assert "ReviewCompleted" in kinds and "CaseApproved" in kinds and kinds[-1] == "CaseDelivered"
+
+
+def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_auditor(
+    console: Console, page: Page
+) -> None:
+    # The window receives an application for an item the health bureau decides.
+    sign_in(page, console, "li.clerk")
+    page.goto(f"{console.url}/applications/new?q=出生")
+    page.get_by_role("link", name="出生医学证明办理").click()
+    page.get_by_label("姓名").fill("薛秀英")
+    page.get_by_label("公民身份号码").fill("61058119680312002X")
+    page.get_by_label("联系电话").fill("13891234567")
+    page.get_by_label("所在村").select_option(index=1)
+    for code in ("id_card", "delivery_record", "application_form"):
+        page.locator(f"#m_{code}").check()
+        if code != "application_form":
+            page.locator(f"#o_{code}").check()
+    page.get_by_role("button", name="收件").click()
+    number = page.get_by_test_id("case-number").inner_text()
+    sign_out(page)
+
+    # The station reviews it and forwards it upstream.
+    sign_in(page, console, "xue.reviewer")
+    open_case(page, console, number)
+    act(page, "claim")
+    act(page, "start_review")
+    act(page, "complete_review", recommendation="approve", opinion="材料齐全，转县卫健局")
+    act(page, "forward")
+    expect_status(page, "forwarded")
+    sign_out(page)
+    time.sleep(1.1)  # the auditor's moment: whole seconds after the forwarding…
+    before_decision = datetime.now(CHINA_TZ).replace(microsecond=0)
+    time.sleep(1.1)  # …and before the decision
+
+    # The health bureau's officer finds it among the cases forwarded to them and decides.
+    sign_in(page, console, "officer.hc_health")
+    expect(page.get_by_role("heading", name="转来的案件")).to_be_visible()
+    row = page.get_by_test_id("worklist").locator("tr", has_text=number)
+    row.get_by_role("link", name=number).click()
+    act(page, "approve", decision_number="卫健证〔2026〕7号")
+    expect_status(page, "approved")
+    expect(page.get_by_test_id("history")).to_contain_text("officer.hc_health")
+    sign_out(page)
+
+    # The station head sees it in the station's statistics (a read model: a moment behind).
+    sign_in(page, console, "zhao.head")
+
+    def approved_shown() -> bool:
+        page.goto(f"{console.url}/statistics")
+        cell = page.locator("tr[data-item=birth_certificate] td[data-figure=approved]")
+        return cell.count() == 1 and cell.inner_text() == "1"
+
+    waiting.wait_until(approved_shown, what="the decision in the head's statistics", timeout=60)
+    expect(page.locator(".chart-row[data-item=birth_certificate] svg")).to_be_visible()
+    sign_out(page)
+
+    # The auditor reads its timeline as it stood before the decision.
+    sign_in(page, console, "gao.auditor")
+    page.get_by_label("受理编号").fill(number)
+    page.get_by_label("截至时刻").fill(before_decision.strftime("%Y-%m-%dT%H:%M:%S"))
+    page.get_by_role("button", name="查看").click()
+    expect_status(page, "forwarded")
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline).to_contain_text("CaseForwarded")
+    expect(timeline).not_to_contain_text("CaseApproved")
+    expect(page.get_by_test_id("not-counted")).to_contain_text("CaseApproved")
+    # …and as it stands now.
+    page.get_by_label("截至时刻").fill("")
+    page.get_by_role("button", name="查看").click()
+    expect_status(page, "approved")
