@@ -96,13 +96,16 @@ def console(
             process.terminate()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Per module, not per session: while Playwright's sync API runs, its event loop is
+    the running loop of the worker's thread, and the next file's ``asyncio.run()`` (or
+    pytest-asyncio's loop) would refuse to start."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     path = shutil.which("chromium") or CHROMIUM
     if not Path(path).exists():
