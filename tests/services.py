@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
@@ -482,3 +483,26 @@ def build_app(service: str, database_url: str, **settings: Any) -> FastAPI:
     if service == "processing":
         return create_processing(ProcessingSettings(**values))
     return create_notify(NotifySettings(**values))
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """``app`` under uvicorn on a free port, in a thread; yields its base URL."""
+    port = devservers.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    waiting.wait_until(
+        lambda: server.started,
+        what="uvicorn to start",
+        timeout=10,
+        interval=0.01,
+        give_up=lambda: None if thread.is_alive() else "uvicorn's thread ended",
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -16,21 +16,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from services.console import i18n, pages
+from services.console.oidc import PENDING_SECONDS, Oidc, SignInFailed
 from services.console.sessions import COOKIE, Session, Sessions
 from services.console.settings import ConsoleSettings
 from services.console.upstream import Apis, Refused, Unavailable
+from shared.adapters.auth import SignedInStaff
 from shared.domain.catalogue import load_catalogue
 from shared.domain.orgs import load_organisations
 from shared.domain.workflow.definitions import load_workflows
 
 HERE = Path(__file__).parent
+
+SIGN_IN_COOKIE = "caseflow_sign_in"
+"""The OpenID Connect ``state`` of a sign-in under way, in the browser that started it."""
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
@@ -45,6 +49,8 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await app.state.apis.aclose()
+        if app.state.oidc is not None:
+            await app.state.oidc.aclose()
 
     app = FastAPI(
         title="caseflow console",
@@ -61,6 +67,7 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
     app.state.catalogue = load_catalogue(settings.data_dir)
     app.state.organisations = load_organisations(settings.data_dir)
     app.state.workflows = load_workflows(settings.data_dir)
+    app.state.oidc = Oidc(settings) if settings.oidc else None
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(word=i18n.word, pick=i18n.pick)
     templates.env.filters["local"] = pages.local_time
@@ -106,12 +113,13 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
             local=local,
             staff=DEMO_STAFF if local else (),
             ended=ended,
-            orgs=app.state.organisations,
+            oidc=app.state.oidc is not None,
+            failure=None,
         )
 
     @app.post("/sign-in", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
-        from shared.adapters.auth import Role, SignedInStaff, SigningKey, issue_token
+        from shared.adapters.auth import Role, SigningKey, issue_token
         from shared.domain.roster import DEMO_STAFF
 
         if settings.local_sign_in_key_dir is None:
@@ -127,29 +135,85 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
             SigningKey.load(settings.local_sign_in_key_dir),
             ttl=lifetime,
         )
-        return start_session(request, token)
+        staff = SignedInStaff(member.user, Role(member.role), member.org, member.name)
+        expires = int((datetime.now(UTC) + lifetime).timestamp())
+        return start_session(token, staff, expires)
 
-    def start_session(request: Request, token: str) -> Response:
-        claims = jwt.decode(token, options={"verify_signature": False})
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC) if "exp" in claims else None
+    def start_session(token: str, staff: SignedInStaff, expires: int | None) -> Response:
         session = app.state.sessions.start(
             token=token,
-            user=str(claims["sub"]),
-            role=str(claims["role"]),
-            org=str(claims["org"]),
-            name=claims.get("name"),
-            token_expires=expires,
+            user=staff.user,
+            role=staff.role.value,
+            org=staff.org,
+            name=staff.name,
+            token_expires=datetime.fromtimestamp(expires, UTC) if expires else None,
         )
         response = RedirectResponse("/", status_code=303)
+        # Lax, not Strict: the way back from the identity provider is a cross-site
+        # navigation. Posts are guarded by each session's form token and Sec-Fetch-Site.
         response.set_cookie(
             COOKIE,
             session.id,
             httponly=True,
-            samesite="strict",
+            samesite="lax",
             secure=settings.secure_cookies,
             path="/",
         )
         return response
+
+    @app.get("/sign-in/oidc", include_in_schema=False)
+    async def sign_in_oidc() -> Response:
+        oidc: Oidc | None = app.state.oidc
+        if oidc is None:
+            return HTMLResponse("sign-in is not configured", status_code=404)
+        target, state = await oidc.start()
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SIGN_IN_COOKIE,
+            state,
+            max_age=PENDING_SECONDS,
+            httponly=True,
+            samesite="lax",
+            secure=settings.secure_cookies,
+            path="/sign-in",
+        )
+        return response
+
+    @app.get("/sign-in/callback", include_in_schema=False)
+    async def sign_in_callback(
+        request: Request, code: str = "", state: str = "", error: str = ""
+    ) -> Response:
+        oidc: Oidc | None = app.state.oidc
+        if oidc is None:
+            return HTMLResponse("sign-in is not configured", status_code=404)
+        mine = request.cookies.get(SIGN_IN_COOKIE, "")
+        try:
+            if error:
+                raise SignInFailed(f"the identity provider said: {error[:100]}")
+            # The state must be the one this browser was sent off with (no sign-in
+            # started elsewhere can be finished here).
+            if not code or not state or not secrets.compare_digest(mine, state):
+                raise SignInFailed(
+                    "this sign-in was not started in this browser; please start again"
+                )
+            signed = await oidc.finish(state, code)
+        except SignInFailed as failed:
+            response = pages.render(
+                request,
+                "sign_in.html",
+                None,
+                status_code=400,
+                local=False,
+                staff=(),
+                ended=None,
+                oidc=True,
+                failure=str(failed),
+            )
+            response.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
+            return response
+        done = start_session(signed.token, signed.staff, signed.expires)
+        done.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
+        return done
 
     @app.post("/sign-out", include_in_schema=False)
     async def sign_out(request: Request) -> Response:

@@ -48,6 +48,8 @@ WORDS: dict[str, tuple[str, str]] = {
         "尚未配置登录方式（OpenID Connect）。请联系系统管理员。",
         "No way to sign in is configured (OpenID Connect). Please ask the administrator.",
     ),
+    "sign_in_oidc": ("使用统一身份认证登录", "Sign in with the city's identity service"),
+    "sign_in_failed": ("登录未成功", "Sign-in failed"),
     "session_ended": ("登录已过期，请重新登录。", "Your session ended; please sign in again."),
     "signed_out": ("已退出登录。", "You have signed out."),
     # roles

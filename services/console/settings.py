@@ -32,6 +32,22 @@ class ConsoleSettings(BaseSettings):
             " Never set in production, where staff sign in with OpenID Connect."
         ),
     )
+    oidc_issuer: str | None = Field(
+        default=None, description="the city's OpenID Connect provider (its issuer URL)"
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret_file: Path | None = None
+    oidc_scope: str = "openid profile"
+    public_url: str | None = Field(
+        default=None,
+        description="the console's address as browsers reach it (the sign-in's redirect URI)",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="the keys of the staff tokens the APIs take (default: the provider's)",
+    )
+    jwt_issuer: str = "caseflow"
+    jwt_audience: str = "caseflow"
     session_minutes: int = Field(
         default=480, ge=1, le=24 * 60, description="a session ends this long after sign-in"
     )
@@ -44,6 +60,11 @@ class ConsoleSettings(BaseSettings):
     data_dir: Path | None = Field(
         default=None, description="reference data (catalogue, organisations) if not packaged"
     )
+
+    @property
+    def oidc(self) -> bool:
+        """Staff sign in with OpenID Connect."""
+        return bool(self.oidc_issuer and self.oidc_client_id and self.public_url)
 
     @field_validator("intake_url", "processing_url", "notify_url")
     @classmethod

@@ -65,35 +65,51 @@ def outside_playwright(manager: contextlib.AbstractContextManager[T]) -> Iterato
             worker.submit(manager.__exit__, None, None, None).result()
 
 
+@contextlib.contextmanager
+def console_on(
+    stack: dict[str, ServiceProcess], logs: Path, **settings: str
+) -> Iterator[ServiceProcess]:
+    """``caseflow serve console`` in front of ``stack`` (``CASEFLOW_CONSOLE_<KEY>``; a
+    ``{self}`` in a value is the console's own address, e.g. for its public URL)."""
+    port = devservers.free_port()
+    own = f"http://127.0.0.1:{port}"
+    env = {
+        "CASEFLOW_CONSOLE_PORT": str(port),
+        "CASEFLOW_CONSOLE_INTAKE_URL": stack["intake"].base_url,
+        "CASEFLOW_CONSOLE_PROCESSING_URL": stack["processing"].base_url,
+        "CASEFLOW_CONSOLE_NOTIFY_URL": stack["notify"].base_url,
+        **{f"CASEFLOW_CONSOLE_{k.upper()}": v.replace("{self}", own) for k, v in settings.items()},
+    }
+    argv = [sys.executable, "-m", "shared.cli.main", "serve", "console"]
+    process = start_process("console", argv, env, port, logs)
+    try:
+        wait_ready(process)
+        yield process
+    finally:
+        process.terminate()
+
+
 @pytest.fixture(scope="module")
-def console(
+def stack(
     postgres_server: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Console]:
+) -> Iterator[dict[str, ServiceProcess]]:
+    """The three services on a fresh PostgreSQL database, for a module's tests."""
     logs = tmp_path_factory.mktemp("logs")
     with (
         outside_playwright(fresh_postgres_db(postgres_server)) as url,
-        outside_playwright(running_stack(url, nats_url, logs)) as stack,
+        outside_playwright(running_stack(url, nats_url, logs)) as services,
     ):
-        port = devservers.free_port()
-        env = {
-            "CASEFLOW_CONSOLE_PORT": str(port),
-            "CASEFLOW_CONSOLE_INTAKE_URL": stack["intake"].base_url,
-            "CASEFLOW_CONSOLE_PROCESSING_URL": stack["processing"].base_url,
-            "CASEFLOW_CONSOLE_NOTIFY_URL": stack["notify"].base_url,
-            "CASEFLOW_CONSOLE_LOCAL_SIGN_IN_KEY_DIR": str(session_keys().directory),
-        }
-        process = start_process(
-            "console",
-            [sys.executable, "-m", "shared.cli.main", "serve", "console"],
-            env,
-            port,
-            logs,
-        )
-        try:
-            wait_ready(process)
-            yield Console(process.base_url, stack, process)
-        finally:
-            process.terminate()
+        yield services
+
+
+@pytest.fixture(scope="module")
+def console(
+    stack: dict[str, ServiceProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Console]:
+    """The console with the embedded default's local sign-in."""
+    keys = str(session_keys().directory)
+    with console_on(stack, tmp_path_factory.mktemp("console"), local_sign_in_key_dir=keys) as c:
+        yield Console(c.base_url, stack, c)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
@@ -32,10 +30,9 @@ from shared.adapters.auth import (
     jwks,
 )
 from shared.devtools import httpcalls
-from shared.devtools import servers as devservers
-from shared.devtools.waiting import wait_until
 from shared.web import http
 from shared.web.auth import StaffDep, require_role
+from tests.services import serve
 
 CLERK = SignedInStaff(user="li.ming", role=Role.window_clerk, org="xuefeng_station", name="李明")
 HEAD = SignedInStaff(user="zhao", role=Role.station_head, org="xuefeng_station")
@@ -80,29 +77,6 @@ class JwksServer:
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """``app`` under uvicorn on a free port, in a thread; yields its base URL."""
-    port = devservers.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(
-        lambda: server.started,
-        what="uvicorn to start",
-        timeout=10,
-        interval=0.01,
-        give_up=lambda: None if thread.is_alive() else "uvicorn's thread ended",
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def make_app(
