@@ -429,3 +429,133 @@ async def audit(
             context["problem"] = problem
             return render(request, "audit.html", session, status_code=problem.status, **context)
     return render(request, "audit.html", session, **context)
+
+
+# --- the window: the visitor log and the station's other matters -------------------------
+
+PURPOSES = ("enquiry", "application", "mediation", "legal_advice", "assistance", "police", "other")
+MATTERS: dict[str, tuple[tuple[str, str], ...]] = {
+    # each matter's fields: (name, kind) — kind: text, textarea, lines, date, check, village
+    "mediation": (
+        ("title", "text"),
+        ("parties", "lines"),
+        ("village", "village"),
+        ("summary", "textarea"),
+    ),
+    "legal_publicity": (("topic", "text"), ("village", "village"), ("planned_on", "date")),
+    "assistance": (
+        ("person_name", "text"),
+        ("village", "village"),
+        ("need", "textarea"),
+        ("urgent", "check"),
+    ),
+    "police_assistance": (("police_unit", "text"), ("reference", "text"), ("summary", "textarea")),
+}
+
+
+@router.get("/reception")
+async def reception(request: Request, session: SessionDep, done: str = "") -> Response:
+    return render(
+        request,
+        "reception.html",
+        session,
+        purposes=PURPOSES,
+        key=new_key(),
+        done=done,
+        station=request.app.state.organisations.get(session.org),
+        values={},
+        problem=None,
+    )
+
+
+@router.post("/reception")
+async def log_visit(request: Request, session: SessionDep) -> Response:
+    form = await checked_form(request, session)
+    body = {
+        k: form[k].strip()
+        for k in ("visitor_name", "village", "purpose", "note")
+        if form.get(k, "").strip()
+    }
+    try:
+        await apis(request).call(
+            "intake",
+            "POST",
+            "/reception",
+            session.token,
+            json=body,
+            idempotency_key=form.get("key") or new_key(),
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return render(
+            request,
+            "reception.html",
+            session,
+            status_code=problem.status,
+            purposes=PURPOSES,
+            key=form.get("key") or new_key(),
+            done="",
+            station=request.app.state.organisations.get(session.org),
+            values=form,
+            problem=problem,
+        )
+    return RedirectResponse("/reception?done=1", status_code=303)
+
+
+@router.get("/matters/{kind}")
+async def new_matter(request: Request, session: SessionDep, kind: str) -> Response:
+    if kind not in MATTERS:
+        return RedirectResponse("/reception", status_code=303)
+    return render(
+        request,
+        "matter.html",
+        session,
+        kind=kind,
+        fields=MATTERS[kind],
+        key=new_key(),
+        station=request.app.state.organisations.get(session.org),
+        values={},
+        problem=None,
+    )
+
+
+@router.post("/matters/{kind}")
+async def open_matter(request: Request, session: SessionDep, kind: str) -> Response:
+    if kind not in MATTERS:
+        return RedirectResponse("/reception", status_code=303)
+    form = await checked_form(request, session)
+    body: dict[str, Any] = {}
+    for name, field_kind in MATTERS[kind]:
+        raw = form.get(name, "").strip()
+        if field_kind == "check":
+            body[name] = bool(raw)
+        elif field_kind == "lines" and raw:
+            body[name] = [line.strip() for line in raw.splitlines() if line.strip()]
+        elif raw:
+            body[name] = raw
+    try:
+        answer = await apis(request).call(
+            "intake",
+            "POST",
+            f"/matters/{kind}",
+            session.token,
+            json=body,
+            idempotency_key=form.get("key") or new_key(),
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return render(
+            request,
+            "matter.html",
+            session,
+            status_code=problem.status,
+            kind=kind,
+            fields=MATTERS[kind],
+            key=form.get("key") or new_key(),
+            station=request.app.state.organisations.get(session.org),
+            values=form,
+            problem=problem,
+        )
+    return RedirectResponse(f"/cases/{answer['case_id']}?done=open", status_code=303)

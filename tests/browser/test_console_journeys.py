@@ -133,7 +133,10 @@ def test_a_complete_application_through_review_decision_and_delivery(
     open_case(page, console, number)
     act(page, "deliver", method="in_person")
     expect_status(page, "delivered")
+    act(page, "rate", score="5", comment="在家门口就办了")  # the applicant's rating
+    expect(page.get_by_test_id("done")).to_contain_text("评价")
     history = page.get_by_test_id("history")
+    expect(history).to_contain_text("SatisfactionRated")
     for who in ("li.clerk", "wang.reviewer", "zhao.head"):
         expect(history).to_contain_text(who)
     expect(history).to_contain_text("hrss-xuefeng-2021")  # the delegation each act was under
@@ -148,7 +151,8 @@ def test_a_complete_application_through_review_decision_and_delivery(
         e["event_type"] for e in events.json()["events"] if e["event_type"] != "NotificationSent"
     ]
     assert kinds[:2] == ["CaseReceived", "CaseAccepted"]
-    assert "ReviewCompleted" in kinds and "CaseApproved" in kinds and kinds[-1] == "CaseDelivered"
+    assert "ReviewCompleted" in kinds and "CaseApproved" in kinds
+    assert kinds[-2:] == ["CaseDelivered", "SatisfactionRated"]
 
 
 def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_auditor(
@@ -219,3 +223,25 @@ def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_aud
     page.get_by_label("截至时刻").fill("")
     page.get_by_role("button", name="查看").click()
     expect_status(page, "approved")
+
+
+def test_the_window_logs_a_visitor_and_opens_a_mediation(console: Console, page: Page) -> None:
+    sign_in(page, console, "zhou.clerk")
+    page.get_by_role("link", name="来访登记").click()
+    page.get_by_label("来访人姓名").fill("薛老汉")
+    page.get_by_label("来访事由").select_option("mediation")
+    page.get_by_role("button", name="登记").click()
+    expect(page.get_by_test_id("done")).to_be_visible()
+    # A dispute with too few parties: the API's words, and what was typed is kept.
+    page.get_by_role("link", name="矛盾纠纷调解").click()
+    page.get_by_label("纠纷名称").fill("宅基地边界纠纷")
+    page.get_by_label("当事人").fill("薛某甲")
+    page.get_by_label("简要情况").fill("两户因宅基地边界发生争执")
+    page.get_by_role("button", name="登记").click()
+    expect(page.get_by_test_id("problem")).to_contain_text("parties")
+    expect(page.get_by_label("纠纷名称")).to_have_value("宅基地边界纠纷")
+    page.get_by_label("当事人").fill("薛某甲\n薛某乙")
+    page.get_by_role("button", name="登记").click()
+    expect_status(page, "registered")
+    act(page, "conclude", outcome="agreement", summary="双方达成调解协议")
+    expect_status(page, "concluded")
