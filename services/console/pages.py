@@ -559,3 +559,38 @@ async def open_matter(request: Request, session: SessionDep, kind: str) -> Respo
             problem=problem,
         )
     return RedirectResponse(f"/cases/{answer['case_id']}?done=open", status_code=303)
+
+
+@router.get("/audit/compliance")
+async def compliance(
+    request: Request,
+    session: SessionDep,
+    station: str = "",
+    start: Annotated[str, Query(alias="from")] = "",
+    end: Annotated[str, Query(alias="to")] = "",
+) -> Response:
+    first, last = _period(start, end)
+    stations = request.app.state.organisations.stations()
+    station = station or (stations[0].code if stations else "")
+    context: dict[str, Any] = {
+        "stations": stations,
+        "station": station,
+        "first": first,
+        "last": last,
+        "report": None,
+        "problem": None,
+    }
+    try:
+        context["report"] = await apis(request).get(
+            "processing",
+            "/audit/compliance",
+            session.token,
+            station=station,
+            **{"from": first, "to": last},
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        context["problem"] = problem
+        return render(request, "compliance.html", session, status_code=problem.status, **context)
+    return render(request, "compliance.html", session, **context)

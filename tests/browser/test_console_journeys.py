@@ -219,6 +219,11 @@ def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_aud
     expect(timeline).to_contain_text("CaseForwarded")
     expect(timeline).not_to_contain_text("CaseApproved")
     expect(page.get_by_test_id("not-counted")).to_contain_text("CaseApproved")
+    # The station's use of its delegated powers over the period: all within.
+    page.get_by_role("link", name="委托合规").click()
+    expect(page.get_by_test_id("compliant")).to_have_attribute("data-compliant", "true")
+    expect(page.get_by_test_id("counts")).to_contain_text("在委托权限内")
+    page.go_back()
     # …and as it stands now.
     page.get_by_label("截至时刻").fill("")
     page.get_by_role("button", name="查看").click()
