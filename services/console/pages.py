@@ -594,3 +594,97 @@ async def compliance(
         context["problem"] = problem
         return render(request, "compliance.html", session, status_code=problem.status, **context)
     return render(request, "compliance.html", session, **context)
+
+
+# --- the station head: warnings, call-backs, webhook subscriptions -------------------------
+
+
+async def _station_page(
+    request: Request,
+    session: Session,
+    *,
+    status_code: int = 200,
+    problem: Refused | None = None,
+    created: dict[str, Any] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    calls = apis(request)
+    cases = await calls.get("processing", "/cases", session.token, limit="500")
+    warned = [c for c in cases.get("cases", []) if c.get("warning")]
+    warned.sort(key=lambda c: (c["warning"] != "red", c.get("opened_at") or ""))
+    tasks = await calls.get("processing", "/worklist", session.token)
+    callbacks = [t for t in tasks.get("tasks", []) if t.get("task") == "callback"]
+    hooks = await calls.get("notify", "/webhooks", session.token)
+    return render(
+        request,
+        "station.html",
+        session,
+        status_code=status_code,
+        warned=warned,
+        callbacks=callbacks,
+        hooks=hooks.get("subscriptions", []),
+        problem=problem,
+        created=created,
+        values=values or {},
+        key=new_key(),
+    )
+
+
+@router.get("/station")
+async def station(request: Request, session: SessionDep) -> Response:
+    return await _station_page(request, session)
+
+
+@router.post("/station/webhooks")
+async def subscribe(request: Request, session: SessionDep) -> Response:
+    form = await checked_form(request, session)
+    types = [t.strip() for t in form.get("event_types", "").replace(",", "\n").splitlines()]
+    body: dict[str, Any] = {
+        "url": form.get("url", "").strip(),
+        "event_types": [t for t in types if t] or ["*"],
+    }
+    if form.get("description", "").strip():
+        body["description"] = form["description"].strip()
+    try:
+        created = await apis(request).call(
+            "notify",
+            "POST",
+            "/webhooks",
+            session.token,
+            json=body,
+            idempotency_key=form.get("key") or new_key(),
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return await _station_page(
+            request, session, status_code=problem.status, problem=problem, values=form
+        )
+    # The secret is shown this once, for the integrator to check signatures with.
+    return await _station_page(request, session, created=created)
+
+
+@router.post("/station/webhooks/{subscription_id}")
+async def change_subscription(
+    request: Request, session: SessionDep, subscription_id: uuid.UUID
+) -> Response:
+    form = await checked_form(request, session)
+    wanted = form.get("status", "")
+    try:
+        if wanted == "delete":
+            await apis(request).call(
+                "notify", "DELETE", f"/webhooks/{subscription_id}", session.token
+            )
+        else:
+            await apis(request).call(
+                "notify",
+                "PATCH",
+                f"/webhooks/{subscription_id}",
+                session.token,
+                json={"status": wanted},
+            )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        return await _station_page(request, session, status_code=problem.status, problem=problem)
+    return RedirectResponse("/station", status_code=303)

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from shared.devtools import httpcalls, waiting
 from shared.domain.workcalendar import CHINA_TZ
 from tests.browser.conftest import Console
-from tests.services import token_for
+from tests.services import session_sandbox, token_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(300)]
 
@@ -250,3 +250,26 @@ def test_the_window_logs_a_visitor_and_opens_a_mediation(console: Console, page:
     expect_status(page, "registered")
     act(page, "conclude", outcome="agreement", summary="双方达成调解协议")
     expect_status(page, "concluded")
+
+
+def test_the_head_subscribes_an_integrator_pauses_and_deletes_it(
+    console: Console, page: Page
+) -> None:
+    allowed = session_sandbox()["WEBHOOK_ALLOW_NETWORKS"]  # the sandbox's receiver
+    host, port = re.fullmatch(r"([\d.]+)/32:(\d+)", allowed).groups()  # type: ignore[union-attr]
+    sign_in(page, console, "zhao.head")
+    page.get_by_role("link", name="站务").click()
+    expect(page.get_by_role("heading", name="预警案件（红灯在前）")).to_be_visible()
+    # An address inside the network is refused, in the API's words.
+    page.get_by_label("URL").fill("http://10.1.2.3/hook")
+    page.get_by_role("button", name="添加订阅").click()
+    expect(page.get_by_test_id("problem")).to_contain_text("只能推送到公网地址")
+    page.get_by_label("URL").fill(f"http://{host}:{port}/caseflow")
+    page.get_by_role("button", name="添加订阅").click()
+    expect(page.get_by_test_id("secret")).to_contain_text("whsec_")  # shown this once
+    status = page.get_by_test_id("webhooks").get_by_test_id("hook-status")
+    expect(status).to_have_text("推送中")
+    page.get_by_role("button", name="暂停").click()
+    expect(status).to_have_text("已暂停")
+    page.get_by_role("button", name="删除").click()
+    expect(page.get_by_test_id("webhooks")).to_have_count(0)
