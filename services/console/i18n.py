@@ -124,6 +124,8 @@ WORDS: dict[str, tuple[str, str]] = {
     # the worklist
     "worklist_title": ("待办任务", "Open tasks"),
     "worklist_empty": ("暂无待办任务。", "No open tasks."),
+    "live_hint": ("列表会自动更新。", "This list updates by itself."),
+    "live_updated": ("列表已更新", "List updated"),
     "since": ("自", "since"),
     "task": ("任务", "Task"),
     "warning": ("预警", "Warning"),

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from services.console import forms, i18n
 from services.console.sessions import COOKIE, Session
@@ -218,6 +218,16 @@ async def outcome(request: Request, session: SessionDep, case_id: uuid.UUID) -> 
 async def worklist(request: Request, session: SessionDep) -> Response:
     answer = await apis(request).get("processing", "/worklist", session.token)
     return render(request, "worklist.html", session, tasks=answer.get("tasks", []), key=new_key())
+
+
+@router.get("/worklist/changes")
+async def worklist_changes(request: Request, session: SessionDep) -> Response:
+    """Processing's stream of worklist changes, passed on (the token stays here)."""
+    return StreamingResponse(
+        apis(request).stream("processing", "/worklist/changes", session.token),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/cases/find")

@@ -8,6 +8,7 @@ reached is :class:`Unavailable` (the page answers 503 with Retry-After)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,6 +96,22 @@ class Apis:
 
     async def get(self, api: Api, path: str, token: str, **params: str) -> Any:
         return await self.call(api, "GET", path, token, params=params or None)
+
+    async def stream(self, api: Api, path: str, token: str) -> AsyncIterator[bytes]:
+        """The bytes of a long answer (server-sent events) as they come; ends when the
+        API ends it or can't be reached (the browser's EventSource connects again)."""
+        headers = {"authorization": f"Bearer {token}", "accept": "text/event-stream"}
+        timeout = httpx.Timeout(self._client.timeout.connect, read=60.0)
+        try:
+            async with self._client.stream(
+                "GET", self.bases[api] + path, headers=headers, timeout=timeout
+            ) as answer:
+                if answer.status_code != 200:
+                    return
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+        except httpx.HTTPError:
+            return
 
     async def aclose(self) -> None:
         await self._client.aclose()

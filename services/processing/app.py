@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
-from services.processing import api
+from services.processing import api, live
 from services.processing.audit_api import router as audit_router
 from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
@@ -16,6 +16,7 @@ from services.processing.dept import (
     keep_department_consumers,
     request_publisher,
 )
+from services.processing.live import WorklistChanges
 from services.processing.scheduling import TimerScheduler
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
@@ -60,6 +61,9 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
     runner = ProjectionRunner(runtime.log, projections(reference))
     runtime.background.append(runner.run)
     runtime.on_wake.append(runner.wake)
+    changes = WorklistChanges()  # open worklists read again after each batch
+    runner.on_applied.append(changes.mark)
+    runtime.workers.append(changes.share)
 
     authorities = [org.code for org in reference.organisations if org.is_authority]
 
@@ -80,9 +84,17 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         title="caseflow processing",
         description="Runs each case's workflow: worklists, reviews, decisions, delegation "
         "checks, working-day clocks, timers and forwarding (受理、审查、决定、送达).",
-        routers=[reads, api.router, delegations_router, statistics_router, audit_router],
+        routers=[
+            reads,
+            api.router,
+            live.router,
+            delegations_router,
+            statistics_router,
+            audit_router,
+        ],
         organisations=reference.organisations,
     )
     workflow_http.install(app, service)
     app.state.reference = reference  # the audit API reads the log against it
+    app.state.worklist_changes = changes
     return app

@@ -11,11 +11,11 @@ import time
 from datetime import datetime
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from shared.devtools import httpcalls, waiting
 from shared.domain.workcalendar import CHINA_TZ
-from tests.browser.conftest import Console
+from tests.browser.conftest import STATION_PC, Console
 from tests.services import session_sandbox, token_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(300)]
@@ -273,3 +273,20 @@ def test_the_head_subscribes_an_integrator_pauses_and_deletes_it(
     expect(status).to_have_text("已暂停")
     page.get_by_role("button", name="删除").click()
     expect(page.get_by_test_id("webhooks")).to_have_count(0)
+
+
+def test_an_open_worklist_shows_a_new_case_without_a_reload(
+    console: Console, page: Page, browser: Browser
+) -> None:
+    sign_in(page, console, "xue.reviewer")
+    expect(page).to_have_url(re.compile(r"/worklist$"))
+    page.evaluate("window.keptAcrossUpdates = true")  # gone if the page loaded again
+    window = browser.new_context(viewport=STATION_PC, locale="zh-CN").new_page()
+    try:
+        sign_in(window, console, "li.clerk")
+        number = receive(window, console, materials=ALL_MATERIALS)
+    finally:
+        window.context.close()
+    expect(page.get_by_test_id("worklist")).to_contain_text(number, timeout=30_000)
+    expect(page.locator("#live")).to_contain_text("列表已更新")
+    assert page.evaluate("window.keptAcrossUpdates") is True

@@ -22,3 +22,32 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// A list that updates while open: the server says "changed" (server-sent events), the
+// page reads itself again and swaps in the part that holds the list.
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.querySelector("[data-live]");
+  if (!status || !window.EventSource) return;
+  const target = document.querySelector(status.dataset.refresh);
+  const updated = status.dataset.updated || status.textContent;
+  let timer = null;
+  const refresh = async () => {
+    timer = null;
+    try {
+      const answer = await fetch(window.location.href, { credentials: "same-origin" });
+      if (!answer.ok) return;
+      const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+      const fresh = page.querySelector(status.dataset.refresh);
+      if (fresh && target) {
+        target.replaceChildren(...fresh.childNodes);
+        status.textContent = `${updated} ${new Date().toLocaleTimeString()}`;
+      }
+    } catch (err) {
+      // the next change tries again
+    }
+  };
+  const events = new EventSource(status.dataset.live);
+  events.addEventListener("changed", () => {
+    if (!timer) timer = setTimeout(refresh, 300); // several changes, one reading
+  });
+});

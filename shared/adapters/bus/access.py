@@ -50,6 +50,7 @@ from shared.adapters.bus.streams import (
     EVENTS_SUBJECTS,
     REDRIVE_STREAM,
     WAKE_SUBJECT,
+    WORKLISTS_CHANGED,
     answer_subject,
     dept_durable,
     dept_subject,
@@ -193,14 +194,17 @@ def _service(name: str, authorities: Sequence[str]) -> Permissions:
         f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
         f"{JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}",
     ]
+    subscribe = [f"{inbox_prefix(name)}.>", WAKE_SUBJECT]
     if name == "processing":
         publish.append("caseflow.dept.*.requests")
+        publish.append(WORKLISTS_CHANGED)
+        subscribe.append(WORKLISTS_CHANGED)
         for authority in authorities:
             publish += _department_consumer(authority)
     return Permissions(
         publish_allow=tuple(publish),
         publish_deny=(EVENTS_SUBJECTS, "caseflow.dept.*.answers.>"),
-        subscribe_allow=(f"{inbox_prefix(name)}.>", WAKE_SUBJECT),
+        subscribe_allow=tuple(subscribe),
     )
 
 

@@ -28,6 +28,9 @@ REDRIVE_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 """A redrive request not taken within a week is dropped (its dead letter stays)."""
 WAKE_SUBJECT = "caseflow.internal.relay.wake"
 """Core NATS (no stream): a process that committed events wakes the leading relay."""
+WORKLISTS_CHANGED = "caseflow.internal.worklists.changed"
+"""Core NATS (no stream, no content): the read models behind the worklists moved on; each
+processing replica tells the pages it streams to (``GET /worklist/changes``)."""
 LEASE_RELEASED = b"lease-released"
 """The body of a wake-up sent by a relay that stopped cleanly and gave its lease back: the
 stand-bys take it over at once."""

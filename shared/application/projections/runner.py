@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -103,6 +103,9 @@ class ProjectionRunner:
         self.renew_interval = lease_seconds / 4
         self.wakeup = asyncio.Event()
         event_log.on_append(self.wakeup.set)
+        self.on_applied: list[Callable[[], None]] = []
+        """Called after each batch is committed to the read models (e.g. to tell open
+        worklists); a failing callback is logged, never fails the batch."""
 
     def wake(self) -> None:
         """Events were committed somewhere: look at once."""
@@ -184,6 +187,12 @@ class ProjectionRunner:
             lane.held = to
             lane.renewed_at = now
             APPLIED.labels(lane.name).inc(applied)
+        if moved:
+            for callback in self.on_applied:
+                try:
+                    callback()
+                except Exception as err:  # a watcher's fault is not the projection's
+                    log.warning("projection watcher failed", error=repr(err))
         return len(events)
 
     async def catch_up(self) -> int:
