@@ -171,6 +171,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "completed": ("办结（件）", "completed"),
     "on_time_committed_rate": ("承诺时限内办结率", "on time (committed limit)"),
     "by_kind": ("按类别", "By kind"),
+    "kind_col": ("类别", "Kind"),
     "by_item": ("按事项", "By item"),
     "chart_title": ("各事项办理情况", "Each item's cases"),
     "incomplete_report": (

@@ -28,7 +28,7 @@ WITH_ORIGINALS = ("id_card", "household_register")
 def sign_in(page: Page, console: Console, user: str) -> None:
     page.goto(f"{console.url}/sign-in")
     page.get_by_role("radio", name=re.compile(re.escape(user))).check()
-    page.get_by_role("button", name="登录").click()
+    page.locator("form.staff-pick").get_by_role("button").click()  # 登录 / Sign in
     expect(page.get_by_test_id("who")).to_be_visible()
 
 
