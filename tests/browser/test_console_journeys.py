@@ -133,6 +133,12 @@ def test_a_complete_application_through_review_decision_and_delivery(
     open_case(page, console, number)
     act(page, "deliver", method="in_person")
     expect_status(page, "delivered")
+    # Personal data in full only for a stated reason, which the case's history keeps.
+    expect(page.locator("#main")).to_contain_text("610581********002X")
+    page.get_by_label("查看理由").fill("申请人来电咨询")
+    page.get_by_role("button", name="查看").click()
+    expect(page.get_by_test_id("personal")).to_contain_text("61058119680312002X")
+    expect(page.get_by_test_id("history")).to_contain_text("PersonalDataViewed")
     act(page, "rate", score="5", comment="在家门口就办了")  # the applicant's rating
     expect(page.get_by_test_id("done")).to_contain_text("评价")
     history = page.get_by_test_id("history")
@@ -152,7 +158,7 @@ def test_a_complete_application_through_review_decision_and_delivery(
     ]
     assert kinds[:2] == ["CaseReceived", "CaseAccepted"]
     assert "ReviewCompleted" in kinds and "CaseApproved" in kinds
-    assert kinds[-2:] == ["CaseDelivered", "SatisfactionRated"]
+    assert kinds[-3:] == ["CaseDelivered", "PersonalDataViewed", "SatisfactionRated"]
 
 
 def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_auditor(
