@@ -347,7 +347,55 @@ CHOICES: dict[str, tuple[str, str]] = {
     "forward": ("转报", "forwarding"),
 }
 
-TABLES = {"words": WORDS, "status": STATUSES, "action": ACTIONS, "field": FIELDS, "choice": CHOICES}
+EVENTS: dict[str, tuple[str, str]] = {
+    "CaseReceived": ("收件", "received"),
+    "CaseAccepted": ("受理", "accepted"),
+    "CaseDeemedAccepted": ("视为受理", "deemed accepted"),
+    "CaseNotAccepted": ("不予受理", "not accepted"),
+    "CorrectionRequested": ("一次性告知补正", "correction requested"),
+    "CorrectionReceived": ("收到补正材料", "correction received"),
+    "ReviewStarted": ("开始审核", "review started"),
+    "ReviewCompleted": ("完成审核", "review completed"),
+    "ReviewSignedOff": ("审核签发", "review signed off"),
+    "CaseSuspended": ("中止", "suspended"),
+    "CaseResumed": ("恢复", "resumed"),
+    "DeadlineExtended": ("延期", "deadline extended"),
+    "CaseForwarded": ("转报", "forwarded"),
+    "CaseApproved": ("批准", "approved"),
+    "CaseRejected": ("不予批准", "rejected"),
+    "CaseDelivered": ("送达", "delivered"),
+    "SatisfactionRated": ("满意度评价", "rated"),
+    "CaseClosed": ("办结", "closed"),
+    "CaseWithdrawn": ("撤回", "withdrawn"),
+    "CaseReopened": ("重新办理", "reopened"),
+    "TaskClaimed": ("认领任务", "task claimed"),
+    "TaskReleased": ("放回任务", "task released"),
+    "NotificationSent": ("已通知", "notice sent"),
+    "PersonalDataViewed": ("查看个人信息", "personal data viewed"),
+    "PersonalDataDisclosed": ("向部门提供个人信息", "personal data disclosed"),
+    "ActionRefused": ("操作被拒绝", "action refused"),
+    "ClockWarningRaised": ("时限预警", "clock warning"),
+    "ForwardOverdue": ("转报超期", "forwarding overdue"),
+    "VisitorReceived": ("来访登记", "visitor received"),
+    "DisputeRegistered": ("纠纷登记", "dispute registered"),
+    "MediationSessionHeld": ("调解", "mediation session"),
+    "MediationConcluded": ("调解结案", "mediation concluded"),
+    "SessionPlanned": ("计划宣传", "session planned"),
+    "SessionHeld": ("举办宣传", "session held"),
+    "AssistanceRequested": ("求助登记", "assistance requested"),
+    "AssistanceProvided": ("提供帮助", "assistance provided"),
+    "PoliceAssistanceRequested": ("协助公安登记", "police assistance requested"),
+    "PoliceAssistanceProvided": ("协助公安完成", "police assistance provided"),
+}
+
+TABLES = {
+    "words": WORDS,
+    "status": STATUSES,
+    "action": ACTIONS,
+    "field": FIELDS,
+    "choice": CHOICES,
+    "event": EVENTS,
+}
 
 
 def word(table: str, key: str, lang: Lang) -> str:
