@@ -424,6 +424,14 @@ async def audit(
         "timeline": None,
         "problem": None,
     }
+    try:  # the log's latest verification, above whatever case is asked for
+        context["verification"] = await apis(request).get(
+            "processing", "/audit/verification", session.token
+        )
+    except Refused as problem:
+        if problem.status == 401:
+            raise
+        context["verification"] = None
     if case:
         params = {}
         if as_of:

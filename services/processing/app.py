@@ -7,7 +7,7 @@ import asyncio
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
-from services.processing import api, live
+from services.processing import api, live, verification
 from services.processing.audit_api import router as audit_router
 from services.processing.deadlines import Deadlines
 from services.processing.delegations_api import router as delegations_router
@@ -20,6 +20,7 @@ from services.processing.live import WorklistChanges
 from services.processing.scheduling import TimerScheduler
 from services.processing.settings import ProcessingSettings
 from services.processing.statistics_api import router as statistics_router
+from services.processing.verification import LogVerification
 from shared.adapters.bus.consumer import ConsumerSpec
 from shared.adapters.timers import TimerWheel
 from shared.application.audit.writer import Checkpointer
@@ -74,11 +75,18 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
         )
 
     runtime.workers.append(answers)
+    checker: LogVerification | None = None
     if settings.audit_checkpoints:
         checkpointer = Checkpointer(
             runtime.engine, settings.audit_key_file, settings.audit_checkpoint_interval_seconds
         )
         runtime.background.append(checkpointer.run)
+        checker = LogVerification(
+            settings.database_url,
+            settings.audit_key_file,
+            settings.audit_verify_interval_seconds,
+        )
+        runtime.background.append(checker.run)
     app = create_service_app(
         runtime,
         title="caseflow processing",
@@ -91,10 +99,12 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
             delegations_router,
             statistics_router,
             audit_router,
+            verification.router,
         ],
         organisations=reference.organisations,
     )
     workflow_http.install(app, service)
     app.state.reference = reference  # the audit API reads the log against it
     app.state.worklist_changes = changes
+    app.state.log_verification = checker
     return app

@@ -23,6 +23,11 @@ class ProcessingSettings(ServiceSettings):
     audit_checkpoint_interval_seconds: float = Field(
         default=60.0, gt=0, description="how often new events are covered by a checkpoint"
     )
+    audit_verify_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how often the whole log is verified for GET /audit/verification",
+    )
     audit_checkpoints: bool = Field(
         default=True, description="sign checkpoints in this process (any number may: one wins)"
     )

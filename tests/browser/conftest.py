@@ -19,6 +19,7 @@ from typing import TypeVar
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
 
+from shared.application.audit.keys import ensure_audit_key
 from shared.devtools import servers as devservers
 from tests.conftest import fresh_postgres_db
 from tests.services import ServiceProcess, running_stack, session_keys, start_process, wait_ready
@@ -95,9 +96,13 @@ def stack(
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The three services on a fresh PostgreSQL database, for a module's tests."""
     logs = tmp_path_factory.mktemp("logs")
+    audit_key = logs / "audit-ed25519.pem"  # processing signs checkpoints and verifies the log
+    ensure_audit_key(audit_key)
     with (
         outside_playwright(fresh_postgres_db(postgres_server)) as url,
-        outside_playwright(running_stack(url, nats_url, logs)) as services,
+        outside_playwright(
+            running_stack(url, nats_url, logs, AUDIT_KEY_FILE=str(audit_key))
+        ) as services,
     ):
         yield services
 

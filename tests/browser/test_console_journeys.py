@@ -215,8 +215,15 @@ def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_aud
     expect(page.locator(".chart-row[data-item=birth_certificate] svg")).to_be_visible()
     sign_out(page)
 
-    # The auditor reads its timeline as it stood before the decision.
+    # The auditor reads its timeline as it stood before the decision, under the status of
+    # the log's latest verification (processing verifies it shortly after it starts).
     sign_in(page, console, "gao.auditor")
+
+    def verified() -> bool:
+        page.goto(f"{console.url}/audit")
+        return page.get_by_test_id("verification").get_attribute("data-status") == "verified"
+
+    waiting.wait_until(verified, what="the log's verification on the audit page", timeout=60)
     page.get_by_label("受理编号").fill(number)
     page.get_by_label("截至时刻").fill(before_decision.strftime("%Y-%m-%dT%H:%M:%S"))
     page.get_by_role("button", name="查看").click()
