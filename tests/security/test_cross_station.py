@@ -339,6 +339,12 @@ def _probes(
         return [probe(path, None, False, params={"station": VICTIM, **PERIOD})]
     if key == ("processing", "GET", "/audit/cases/{case_ref}/timeline"):
         return [probe(f"/audit/cases/{numbers[t]}/timeline", t, False) for t in numbers]
+    if key == ("processing", "GET", "/audit/verification"):
+        return [probe(path, None, False)]  # the audit body's alone; no station's data
+    if key == ("processing", "GET", "/worklist/changes"):
+        # A stream that stays open, carrying no content at all (only "changed"): nothing
+        # of another station's to read. tests/e2e/test_worklist_changes.py: it wants a token.
+        return []
     if key == ("processing", "GET", "/audit/compliance"):
         return [probe(path, None, False, params={"station": VICTIM, **PERIOD})]
     if key == ("processing", "GET", "/delegations"):

@@ -37,7 +37,10 @@ def test_services_have_their_own_consumers_and_never_publish_events() -> None:
         allowed = permissions(Credential(name=name, kind=Kind.service, public_key=KEY), ["a_b"])
         assert "caseflow.events.>" in allowed.publish_deny
         assert not [s for s in allowed.publish_allow if s.startswith("caseflow.events")]
-        assert allowed.subscribe_allow == (f"_INBOX.{name}.>", "caseflow.internal.relay.wake")
+        own = (f"_INBOX.{name}.>", "caseflow.internal.relay.wake")
+        # processing's replicas tell each other's open worklists of changes (no content)
+        changes = ("caseflow.internal.worklists.changed",) if name == "processing" else ()
+        assert allowed.subscribe_allow == own + changes
     notify = permissions(Credential(name="notify", kind=Kind.service, public_key=KEY))
     assert "$JS.API.CONSUMER.MSG.NEXT.CASEFLOW_EVENTS.notify" in notify.publish_allow
     assert not [s for s in notify.publish_allow if "processing" in s or "dept" in s]
