@@ -260,7 +260,10 @@ async def _case_page(
     problem: Refused | None = None,
     done: str | None = None,
     personal: dict[str, Any] | None = None,
+    typed: tuple[str, dict[str, str]] | None = None,
 ) -> Response:
+    """The case page; ``typed``: an action refused, with what was typed into its form
+    (shown again, nothing lost)."""
     calls = apis(request)
     case = await calls.get("processing", f"/cases/{case_id}", session.token)
     history = await calls.get("processing", f"/cases/{case_id}/events", session.token)
@@ -278,6 +281,8 @@ async def _case_page(
         material_names={
             m.code: i18n.pick(lang_of(request), m) for m in (item.materials if item else ())
         },
+        typed_action=typed[0] if typed else None,
+        typed=typed[1] if typed else {},
         action_forms={
             a: forms.fields_of(a)
             for a in forms.actions_for(request.app.state.workflows, case, session.role, session.org)
@@ -312,9 +317,14 @@ async def act(request: Request, session: SessionDep, case_id: uuid.UUID, action:
     except Refused as problem:
         if problem.status in (401, 404):
             raise
-        # The refusal as the API words it, on the case as it is now.
+        # The refusal as the API words it, on the case as it is now, with what was typed.
         return await _case_page(
-            request, session, case_id, status_code=problem.status, problem=problem
+            request,
+            session,
+            case_id,
+            status_code=problem.status,
+            problem=problem,
+            typed=(action, form),
         )
     # To the case (read from its log, so the act shows at once; the worklist is a read
     # model, a moment behind).

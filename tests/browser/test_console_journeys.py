@@ -116,6 +116,9 @@ def test_a_complete_application_through_review_decision_and_delivery(
     act(page, "complete_review", recommendation="approve", opinion="好")
     expect(page.get_by_test_id("problem")).to_contain_text("422")
     expect_status(page, "in_review")
+    review = page.locator("form[data-action=complete_review]")
+    expect(review.locator("textarea[name=opinion]")).to_have_value("好")  # nothing lost
+    expect(review.locator("select[name=recommendation]")).to_have_value("approve")
     act(page, "complete_review", recommendation="approve", opinion="材料齐全，符合条件")
     expect_status(page, "reviewed")
     sign_out(page)
