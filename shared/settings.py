@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.domain.privacy import hide_url_passwords
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/caseflow.db"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -120,16 +123,60 @@ class ServiceSettings(BaseSettings):
 
 S = TypeVar("S", bound=BaseSettings)
 
+SHARED_DATABASE_URL = "CASEFLOW_DATABASE_URL"
+"""The database of every service, where a service's own ``CASEFLOW_<SERVICE>_DATABASE_URL``
+is not set."""
+
+_SECRET_WORDS = ("secret", "password", "token", "key", "seed")
+
+
+def _secret_name(name: str) -> bool:
+    name = name.lower()
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(("_file", "_url"))
+
+
+def _redacted(value: object) -> object:
+    """``value`` with secrets (by their keys' names) as ``***`` and URL passwords hidden."""
+    if isinstance(value, dict):
+        return {k: "***" if _secret_name(str(k)) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, str):
+        return hide_url_passwords(value)
+    return value
+
+
+def _shown_input(loc: tuple[int | str, ...], value: object) -> str:
+    """What was given, for the message: never a secret (by the setting's name), and URLs
+    without their passwords."""
+    if _secret_name("_".join(str(part) for part in loc)):
+        return "value not shown"
+    return f"got {_redacted(value)!r}"
+
 
 def load_settings(cls: type[S]) -> S:
     """Read settings; on a bad value stop with a message that names the variable."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    given: dict[str, Any] = {}
+    if (
+        issubclass(cls, ServiceSettings)
+        and f"{prefix}DATABASE_URL" not in os.environ
+        and SHARED_DATABASE_URL in os.environ
+    ):
+        # One database for every service: the unprefixed variable, as `caseflow migrate`
+        # and `caseflow up` read it; a service's own variable wins.
+        given["database_url"] = os.environ[SHARED_DATABASE_URL]
     try:
-        return cls()
+        return cls(**given)
     except ValidationError as err:
-        prefix = str(cls.model_config.get("env_prefix", ""))
+
+        def variable(loc: tuple[int | str, ...]) -> str:
+            if loc == ("database_url",) and given:
+                return SHARED_DATABASE_URL
+            return f"{prefix}{'__'.join(str(p) for p in loc).upper()}"
+
         lines = [
-            f"  {prefix}{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            f" (got {e.get('input')!r})"
+            f"  {variable(e['loc'])}: {e['msg']} ({_shown_input(e['loc'], e.get('input'))})"
             for e in err.errors()
         ]
         print("caseflow: invalid settings:\n" + "\n".join(lines), file=sys.stderr)

@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
+from shared.domain.privacy import hide_url_passwords
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -76,6 +78,21 @@ def _counted(engine: AsyncEngine) -> None:
 def shown_url(url: str) -> str:
     """The database URL as it may be printed or logged: its password as ``***``."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def database_problem(url: str, err: BaseException) -> str:
+    """One line for an operator about a database that can't be used at start-up: the URL
+    (its password hidden, even a URL too broken to parse) and what went wrong, without a
+    traceback and without the secret."""
+    cause: BaseException = err
+    while cause.__cause__ is not None or (
+        cause.__context__ is not None and not cause.__suppress_context__
+    ):
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    words = str(cause) or str(err) or type(err).__name__
+    return hide_url_passwords(
+        f"can't use the database at {hide_url_passwords(url)}: {words} ({type(cause).__name__})"
+    )
 
 
 def is_sqlite(url: str) -> bool:

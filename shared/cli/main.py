@@ -93,13 +93,18 @@ def migrate(
     """Bring the database schema to the newest revision (Alembic)."""
     import asyncio
 
+    from shared.adapters.db import database_problem
     from shared.adapters.db import migrate as run
     from shared.cli.supervisor import publish_seed_delegations
 
-    run(database_url)
+    try:
+        run(database_url)
+        published = asyncio.run(publish_seed_delegations(database_url)) if seed_delegations else 0
+    except Exception as err:  # unreachable, refused, a broken URL: one line, no secret
+        typer.echo(f"caseflow: {database_problem(database_url, err)}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("schema is up to date")
     if seed_delegations:
-        published = asyncio.run(publish_seed_delegations(database_url))
         typer.echo(f"published {published} delegation instruments")
 
 
@@ -108,7 +113,9 @@ def up(
     database_url: Annotated[
         str | None,
         typer.Option(
-            help="postgresql+asyncpg://… or sqlite+aiosqlite://… (default: SQLite under --data-dir)"
+            envvar="CASEFLOW_DATABASE_URL",
+            help="postgresql+asyncpg://… or sqlite+aiosqlite://… (default: SQLite under"
+            " --data-dir)",
         ),
     ] = None,
     nats_url: Annotated[

@@ -26,7 +26,7 @@ import httpx
 from shared.adapters.auth import KeyPair, ensure_key_pair
 from shared.adapters.bus.access import RELAY
 from shared.adapters.bus.credentials import CredentialStore, authorities
-from shared.adapters.db import migrate, shown_url
+from shared.adapters.db import database_problem, migrate, shown_url
 from shared.application.audit.keys import DEFAULT_AUDIT_KEY_FILE, ensure_audit_key
 from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
@@ -289,13 +289,19 @@ class Stack:
             self.ensure_keys()
             self.ensure_nats_credentials()
             nats_url = self.nats_url or self._start_nats()
-            migrate(self.database_url)
-            shown = shown_url(self.database_url)
+            try:
+                migrate(self.database_url)
+                shown = shown_url(self.database_url)
+                published = (
+                    asyncio.run(publish_seed_delegations(self.database_url))
+                    if self.seed_delegations
+                    else 0
+                )
+            except Exception as err:  # unreachable, refused, a broken URL: one line, no secret
+                raise SystemExit(f"caseflow: {database_problem(self.database_url, err)}") from None
             self._say(f"event log at {shown}")
-            if self.seed_delegations:
-                published = asyncio.run(publish_seed_delegations(self.database_url))
-                if published:
-                    self._say(f"published {published} delegation instruments (shared/data)")
+            if published:
+                self._say(f"published {published} delegation instruments (shared/data)")
             self._start_sandbox()
             for service in self.ports:
                 self._start_service(service, nats_url)

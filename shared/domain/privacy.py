@@ -114,3 +114,14 @@ def masked_envelope(event: StoredEvent) -> dict[str, Any]:
     envelope["payload"] = masked(envelope["payload"])
     envelope[PERSONAL_DATA_FIELD] = MASKED_VIEW
     return envelope
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)(?P<password>[^\s/]*)@")
+
+
+def hide_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it as ``***``
+    (``postgresql+asyncpg://caseflow:***@db/caseflow``): for messages about settings and
+    connections, which must name the URL but never the secret in it, even a URL too
+    broken to parse."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)

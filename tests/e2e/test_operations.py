@@ -222,3 +222,30 @@ def test_caseflow_up_against_external_postgres_and_nats(
         wait_for_event(intake, response.json()["case_id"], "NotificationSent", headers=clerk)
     finally:
         assert _stop(proc) == []
+
+
+def test_caseflow_up_and_migrate_name_an_unusable_database_in_one_line(tmp_path: Path) -> None:
+    """An unknown database host: one line naming the URL, its password hidden, no
+    traceback; and a URL too broken to parse, the same (issue 16)."""
+    caseflow = str(Path(sys.executable).parent / "caseflow")
+    unreachable = "postgresql+asyncpg://caseflow:s3cret@nohost.invalid:5432/caseflow"
+    ports = {n: devservers.free_port() for n in (*SERVICES, "console", "nats", *SANDBOX)}
+    args = [caseflow, "up", "--data-dir", str(tmp_path / "var"), "--database-url", unreachable]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    up = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    said = up.stdout + up.stderr
+    assert up.returncode == 1, said
+    assert "Traceback" not in said and "s3cret" not in said, said
+    (line,) = [x for x in said.splitlines() if "database" in x and "nohost.invalid" in x]
+    assert line.startswith("caseflow: can't use the database at postgresql+asyncpg://caseflow:***@")
+    assert "stopped nats-server" in said  # what it had started is stopped again
+    broken = "postgresql+asyncpg://caseflow:p@ss@host:x/caseflow"
+    migrate = subprocess.run(
+        [caseflow, "migrate", "--database-url", broken], capture_output=True, text=True, timeout=60
+    )
+    assert migrate.returncode == 1
+    assert migrate.stderr.startswith("caseflow: can't use the database at ") and "p@ss" not in (
+        migrate.stdout + migrate.stderr
+    ), migrate.stderr
+    assert len(migrate.stderr.strip().splitlines()) == 1
