@@ -433,6 +433,30 @@ class UnavailableMiddleware:
             await refused(scope, receive, send)
 
 
+class LoggedOnce:
+    """The outermost layer: an error the 500 handler has logged and answered is not raised
+    on to the server, which would log it a second time (Starlette raises it again after the
+    answer, for servers and test clients). An error before any answer still propagates."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answered = False
+
+        async def watched(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if scope["type"] != "http" or not answered:
+                raise
+
+
 class CorrelationMiddleware:
     """Carries ``X-Correlation-ID`` (or a new one) into logs, events and the response,
     and records request metrics."""
@@ -585,3 +609,9 @@ def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_REQUEST_BODY_BYTE
     app.add_middleware(InputGuardMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return LoggedOnce(build_stack())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 from fastapi import APIRouter, FastAPI, Header, Query
 from pydantic import BaseModel
 
@@ -245,3 +247,24 @@ async def test_a_bug_is_still_a_500() -> None:
         response = await http_client.get("/fails")
     assert response.status_code == 500
     assert "retry-after" not in response.headers
+
+
+async def test_an_unexpected_error_is_answered_500_and_logged_once() -> None:
+    """Not raised on to the server after the 500 answer (uvicorn would log it again), with
+    the default transport that raises whatever the app raises (issue 16)."""
+    app = FastAPI()
+    http.install(app)
+
+    @app.get("/fails")
+    async def fails() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app)  # raise_app_exceptions: on
+    with structlog.testing.capture_logs() as logs:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.get("/fails")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert [e["event"] for e in logs if e.get("log_level") in ("error", "critical")] == [
+        "unhandled error"
+    ]
