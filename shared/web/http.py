@@ -29,6 +29,9 @@ from shared.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
 from shared.web.metrics import metrics
 
 log = structlog.get_logger("caseflow.http")
+access_log = structlog.get_logger("caseflow.access")
+QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics"})
+"""Polled by health checks and Prometheus every few seconds: kept out of the access log."""
 
 PROBLEM_JSON = "application/problem+json"
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -490,8 +493,20 @@ class CorrelationMiddleware:
                 await self.app(scope, receive, send_with_header)
             finally:
                 method, route = _metric_labels(scope)
+                seconds = time.perf_counter() - started
                 REQUESTS.labels(method, route, str(status)).inc()
-                LATENCY.labels(method, route).observe(time.perf_counter() - started)
+                LATENCY.labels(method, route).observe(seconds)
+                # The access log: one line per request, without its query string (a reason
+                # to open personal data travels there); probes and scrapes only at debug.
+                write = log.debug if route in QUIET_ROUTES else access_log.info
+                write(
+                    "request",
+                    method=method,
+                    path=scope["path"][:200],
+                    route=route,
+                    status=status,
+                    ms=round(seconds * 1000, 1),
+                )
 
 
 def _metric_labels(scope: Scope) -> tuple[str, str]:
