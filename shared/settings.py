@@ -79,6 +79,11 @@ class ServiceSettings(BaseSettings):
         description="the largest request body read; a larger one is refused with 413 "
         "before the rest of it is read",
     )
+    backlog_sample_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="how often the backlog gauges on /metrics are read (database, bus)",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="reference data (catalogue, workflows, organisations, holidays); "

@@ -33,6 +33,7 @@ from shared.adapters.timers import TimerSpec, TimerWheel
 from shared.domain.orgs import Organisations, load_organisations
 from shared.settings import ServiceSettings
 from shared.web import http
+from shared.web.backlog_metrics import sample_bus, sample_database
 
 log = structlog.get_logger("caseflow.runtime")
 
@@ -78,6 +79,12 @@ class Runtime:
 
     async def start(self) -> None:
         """Connect to NATS in the background (retrying) and start relay and consumers."""
+        interval = self.settings.backlog_sample_seconds
+        self._tasks.append(
+            asyncio.create_task(
+                sample_database(self.engine, self.stop, interval), name="backlog-database"
+            )
+        )
         if self.timers is not None:
             # Timers need only the database: they fire while NATS is still connecting.
             self._tasks.append(asyncio.create_task(self.timers.run(self.stop), name="timers"))
@@ -181,6 +188,7 @@ class Runtime:
             self.consumers.append(consumer)
             workers.append(consumer.run(self.stop))
         workers.extend(worker(self.nc, self.stop) for worker in self.workers)
+        workers.append(sample_bus(self.nc, self.stop, self.settings.backlog_sample_seconds))
         self._bus_working = True
         await asyncio.gather(*workers)
 

@@ -43,7 +43,16 @@ def test_services_have_their_own_consumers_and_never_publish_events() -> None:
         assert allowed.subscribe_allow == own + changes
     notify = permissions(Credential(name="notify", kind=Kind.service, public_key=KEY))
     assert "$JS.API.CONSUMER.MSG.NEXT.CASEFLOW_EVENTS.notify" in notify.publish_allow
-    assert not [s for s in notify.publish_allow if "processing" in s or "dept" in s]
+    # Notify acts on no consumer of processing's; it only reads their figures (the backlog
+    # gauges on /metrics: every service sees every consumer's lag).
+    acting = [s for s in notify.publish_allow if not s.startswith("$JS.API.CONSUMER.INFO.")]
+    assert not [s for s in acting if "processing" in s or "dept" in s]
+    assert "$JS.API.CONSUMER.INFO.CASEFLOW_EVENTS.processing-projection" in notify.publish_allow
+    assert not [
+        s
+        for s in notify.publish_allow
+        if ".INFO." in s and "CONSUMER.INFO" not in s and not s.endswith("STREAM.INFO.CASEFLOW_DLQ")
+    ]
     processing = permissions(
         Credential(name="processing", kind=Kind.service, public_key=KEY), ["hc_forestry"]
     )

@@ -189,6 +189,10 @@ def _service(name: str, authorities: Sequence[str]) -> Permissions:
         ),
         WAKE_SUBJECT,
         *(dlq_subject(c.name) for c in CONSUMERS if c.service == name),
+        # The backlog gauges on /metrics: every consumer's pending messages (a stopped
+        # service's too) and the dead letters per consumer — reading only.
+        *(f"{JS_API}.CONSUMER.INFO.{c.stream}.{c.name}" for c in CONSUMERS),
+        f"{JS_API}.STREAM.INFO.{DLQ_STREAM}",
         # A re-driven dead letter is read from the dead letters by its sequence, and
         # deleted there once handled.
         f"{JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
