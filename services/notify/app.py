@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.notify import api
+from services.notify.backlog import sample_deliveries
 from services.notify.channels import Channel
 from services.notify.channels.email import EmailChannel
 from services.notify.channels.sms import SmsChannel
@@ -59,6 +60,11 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             await channel.aclose()
 
     runtime.background.append(dispatch)
+
+    async def count_deliveries(stop: asyncio.Event) -> None:
+        await sample_deliveries(runtime.engine, stop, settings.backlog_sample_seconds)
+
+    runtime.background.append(count_deliveries)
     runtime.on_shutdown.append(close_channels)
     app = create_service_app(
         runtime,
