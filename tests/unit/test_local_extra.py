@@ -63,7 +63,10 @@ def test_the_image_installs_the_dependencies_alone(tmp_path: Path) -> None:
     assert names == {_name(r) for r in PROJECT["dependencies"]}
     assert not names & LOCAL
     installs = re.findall(r"pip install ([^\n\\&]*)", dockerfile)
-    assert sorted(i.strip() for i in installs) == ["--no-deps .", "-r /tmp/requirements.txt"]
+    assert sorted(i.strip() for i in installs) == [
+        "--no-deps .",
+        "-c requirements.lock -r /tmp/requirements.txt",  # the locked versions
+    ]
 
 
 PRODUCTION = """
