@@ -816,3 +816,27 @@ def test_nats_command_and_health_check_work_with_nats_server(
         assert health.status_code == 200, health.text
         jsz = httpcalls.get(f"http://127.0.0.1:{monitor_port}/jsz", timeout=5).json()
         assert Path(jsz["config"]["store_dir"]).is_relative_to(tmp_path / "jetstream"), jsz
+
+
+# --- .env.example ------------------------------------------------------------------------
+
+ENV_EXAMPLE = ROOT / ".env.example"
+
+
+def test_env_example_lists_every_variable_the_compose_file_reads() -> None:
+    read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE_FILE.read_text(encoding="utf-8")))
+    listed = set(env_file(ENV_EXAMPLE))
+    assert read - listed == set(), f"missing from .env.example: {sorted(read - listed)}"
+    assert listed - read == set(), f"read by nothing: {sorted(listed - read)}"
+
+
+def test_the_readmes_docker_commands_work_with_the_example(tmp_path: Path) -> None:
+    """As the README says: copy .env.example to .env, then `docker compose up` — compose
+    reads .env by itself; every required variable has a value there."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "cp .env.example .env" in readme and "docker compose up --build" in readme
+    compose = load_compose(env_file(ENV_EXAMPLE))
+    default = {n for n, s in compose["services"].items() if not s.get("profiles")}
+    assert default == {"nats", "postgres", "migrate", *SERVICES}
+    secret_files = {name: s["file"] for name, s in compose["secrets"].items()}
+    assert secret_files["metrics-token"] == "./keys/metrics-token"
