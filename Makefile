@@ -48,13 +48,15 @@ TEST_WORKERS ?= 3
 # The lint runs beside the tests (its output follows theirs); either failing fails `make
 # test`. The tests start about a hundred Python processes: they keep their bytecode even
 # where the environment says PYTHONDONTWRITEBYTECODE (each would compile every module again).
-# The console's browser tests drive Debian's Chromium (Playwright's own browser download
-# can't be reached here); the CJK fonts make its pages and screenshots legible.
+# Debian's packages the tests use: Chromium for the console's browser tests (Playwright's
+# own browser download can't be reached here), the CJK fonts that make its pages legible,
+# and Caddy, compose's proxy, run in front of the services by tests/e2e/test_proxy.py.
 chromium:
-	@command -v chromium >/dev/null && [ -d /usr/share/fonts/opentype/noto ] || { \
-		echo "installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+	@command -v chromium >/dev/null && command -v caddy >/dev/null \
+		&& [ -d /usr/share/fonts/opentype/noto ] || { \
+		echo "installing Debian's chromium, fonts-noto-cjk and caddy for the tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium fonts-noto-cjk >/dev/null; }
+			chromium fonts-noto-cjk caddy >/dev/null; }
 
 test: $(VENV)/.installed-dev chromium
 	( $(BIN)/ruff check . && $(BIN)/mypy && $(BIN)/lint-imports ) > $(VENV)/lint.log 2>&1 & \

@@ -79,6 +79,12 @@ class ServiceSettings(BaseSettings):
         description="the largest request body read; a larger one is refused with 413 "
         "before the rest of it is read",
     )
+    root_path: str = Field(
+        default="",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="the path prefix a reverse proxy serves this service under (e.g."
+        " /api/intake): /docs and the OpenAPI document link under it",
+    )
     backlog_sample_seconds: float = Field(
         default=15.0,
         gt=0,

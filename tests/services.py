@@ -174,7 +174,11 @@ class ThreadedSandbox:
 
 @contextlib.contextmanager
 def running_stack(
-    database_url: str, nats_url: str, log_dir: Path, **extra: str
+    database_url: str,
+    nats_url: str,
+    log_dir: Path,
+    per_service: Mapping[str, Mapping[str, str]] | None = None,
+    **extra: str,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The three services as processes (``caseflow serve``), ready, stopped at the end.
 
@@ -187,7 +191,9 @@ def running_stack(
             stack[name] = start_process(
                 name,
                 [sys.executable, "-m", "shared.cli.main", "serve", name],
-                service_env(name, database_url, nats_url, port, **extra),
+                service_env(
+                    name, database_url, nats_url, port, **extra, **(per_service or {}).get(name, {})
+                ),
                 port,
                 log_dir,
             )

@@ -75,6 +75,7 @@ def serve(
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        root_path=getattr(settings, "root_path", ""),
         access_log=False,
     )
 

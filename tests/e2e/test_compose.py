@@ -86,6 +86,11 @@ OPERATOR_ENV = {
     "CASEFLOW_SMS_SIGN_NAME": "set-by-compose-env",
     "CASEFLOW_SMS_TEMPLATE_ID": "set-by-compose-env",
     "CASEFLOW_NATS_DIR": "set-by-compose-env",
+    # the console's sign-in at the city's identity provider
+    "CASEFLOW_OIDC_ISSUER": "https://id.hancheng.example/realms/city",
+    "CASEFLOW_OIDC_CLIENT_ID": "caseflow-console",
+    "CASEFLOW_OIDC_CLIENT_SECRET_FILE": "set-by-compose-env",
+    "CASEFLOW_PUBLIC_URL": "https://caseflow.hancheng.example",
 }
 """What an operator sets before ``docker compose up``; everything else has a default."""
 
@@ -316,6 +321,7 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_AUDIT_KEY_FILE": str(session_audit_key()),
         "CASEFLOW_METRICS_TOKEN_FILE": str(session_metrics_token()),
         "CASEFLOW_NATS_DIR": str(session_nats_dir()),
+        "CASEFLOW_OIDC_CLIENT_SECRET_FILE": str(session_metrics_token()),  # any readable file
     }
 
 
@@ -363,7 +369,7 @@ def local_secret(value: str, service: Mapping[str, Any], secrets: Mapping[str, A
 def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
     services = compose["services"]
     default = {name for name, service in services.items() if not service.get("profiles")}
-    assert default == {"nats", "postgres", "migrate", *SERVICES}
+    assert default == {"nats", "postgres", "migrate", *SERVICES, *PEOPLE}
     assert set(services) - default == {*CLUSTER_ONLY, *MONITORING}
     # migrate is one-shot: what others wait for is its exit status, not its health.
     for name in set(services) - {"migrate"}:
@@ -414,14 +420,15 @@ def test_services_wait_for_healthy_servers_and_a_completed_migration(
 
 
 def test_one_image_and_only_intake_published(compose: dict[str, Any]) -> None:
+    """Besides the proxy, the one entry point for people (console and APIs)."""
     services = compose["services"]
-    for name in ("migrate", *SERVICES):
+    for name in ("migrate", *SERVICES, "console"):
         assert services[name]["image"] == services["migrate"]["image"], name
         build = services[name]["build"]
         context = build if isinstance(build, str) else build.get("context", ".")
         dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile")
         assert (ROOT / context / (dockerfile or "Dockerfile")).resolve() == DOCKERFILE, name
-    for name in ("processing", "notify", "nats", "postgres"):
+    for name in ("processing", "notify", "nats", "postgres", "console"):
         assert not services[name].get("ports"), f"{name} should not be published"
     (published,) = services["intake"]["ports"]
     target = published["target"] if isinstance(published, dict) else published.split(":")[-1]
@@ -458,6 +465,8 @@ CLUSTER_ENV = ROOT / "deploy" / "cluster.env"
 CLUSTER_NODES = ("nats", "nats-2", "nats-3")
 CLUSTER_ONLY = ("nats-2", "nats-3", "intake-2", "processing-2", "notify-2")
 MONITORING = ("prometheus", "grafana")
+PEOPLE = ("console", "proxy")
+"""The staff console and the proxy in front of it and the APIs."""
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -837,6 +846,6 @@ def test_the_readmes_docker_commands_work_with_the_example(tmp_path: Path) -> No
     assert "cp .env.example .env" in readme and "docker compose up --build" in readme
     compose = load_compose(env_file(ENV_EXAMPLE))
     default = {n for n, s in compose["services"].items() if not s.get("profiles")}
-    assert default == {"nats", "postgres", "migrate", *SERVICES}
+    assert default == {"nats", "postgres", "migrate", *SERVICES, *PEOPLE}
     secret_files = {name: s["file"] for name, s in compose["secrets"].items()}
     assert secret_files["metrics-token"] == "./keys/metrics-token"
