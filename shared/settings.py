@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.domain.privacy import hide_url_passwords
@@ -79,6 +79,11 @@ class ServiceSettings(BaseSettings):
         description="the largest request body read; a larger one is refused with 413 "
         "before the rest of it is read",
     )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="the database password, read from this file (e.g. a compose secret) and"
+        " put into DATABASE_URL, which then carries none",
+    )
     root_path: str = Field(
         default="",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",
@@ -102,6 +107,15 @@ class ServiceSettings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @model_validator(mode="after")
+    def _database_password(self) -> ServiceSettings:
+        if self.database_password_file is not None:
+            from shared.adapters.db import with_password_file
+
+            self.database_url = with_password_file(self.database_url, self.database_password_file)
+            self.database_password_file = None  # read once: the URL now has it
+        return self
 
     @field_validator("jwks_url")
     @classmethod
@@ -132,9 +146,30 @@ class ServiceSettings(BaseSettings):
         return self.nats_url.split(",")
 
 
+def secret_from_file(data: Any, field: str, *, required: bool = True) -> Any:
+    """For a settings model's ``mode="before"`` validator: ``<field>`` read from the file
+    ``<field>_file`` names (a compose secret), so that the secret need not travel in the
+    environment. Both given is refused; an empty file is an error if ``required``, else
+    the same as no value."""
+    source = f"{field}_file"
+    if not isinstance(data, dict) or not data.get(source):
+        return data
+    if data.get(field):
+        raise ValueError(f"{field} and {source} are both set: keep one")
+    path = Path(str(data[source]))
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ValueError(f"{source}: can't read {path} ({err.strerror})") from None
+    if not secret and required:
+        raise ValueError(f"{source}: {path} is empty")
+    return {**data, field: secret or None}
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 SHARED_DATABASE_URL = "CASEFLOW_DATABASE_URL"
+SHARED_DATABASE_PASSWORD_FILE = "CASEFLOW_DATABASE_PASSWORD_FILE"  # noqa: S105 - a variable's name
 """The database of every service, where a service's own ``CASEFLOW_<SERVICE>_DATABASE_URL``
 is not set."""
 
@@ -177,6 +212,10 @@ def load_settings(cls: type[S]) -> S:
         # One database for every service: the unprefixed variable, as `caseflow migrate`
         # and `caseflow up` read it; a service's own variable wins.
         given["database_url"] = os.environ[SHARED_DATABASE_URL]
+        if f"{prefix}DATABASE_PASSWORD_FILE" not in os.environ and (
+            shared_password := os.environ.get(SHARED_DATABASE_PASSWORD_FILE)
+        ):
+            given["database_password_file"] = shared_password
     try:
         return cls(**given)
     except ValidationError as err:

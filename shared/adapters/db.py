@@ -80,6 +80,24 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def with_password_file(url: str, password_file: Path | None) -> str:
+    """``url`` with the password read from ``password_file`` (a compose secret), so that
+    the password need not travel in the environment inside a URL. ValueError if the URL
+    has a password of its own, or the file can't be read or is empty."""
+    if password_file is None:
+        return url
+    parsed = make_url(url)
+    if parsed.password:
+        raise ValueError("the database URL has a password and a password file gives one: keep one")
+    try:
+        password = password_file.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ValueError(f"{password_file}: can't read the password ({err.strerror})") from None
+    if not password:
+        raise ValueError(f"{password_file} is empty")
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
 def database_problem(url: str, err: BaseException) -> str:
     """One line for an operator about a database that can't be used at start-up: the URL
     (its password hidden, even a URL too broken to parse) and what went wrong, without a

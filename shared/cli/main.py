@@ -83,6 +83,13 @@ def serve(
 @app.command()
 def migrate(
     database_url: Annotated[str, typer.Option(envvar="CASEFLOW_DATABASE_URL")],
+    database_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CASEFLOW_DATABASE_PASSWORD_FILE",
+            help="the password, from a file (a compose secret), for a URL that has none",
+        ),
+    ] = None,
     seed_delegations: Annotated[
         bool,
         typer.Option(
@@ -94,11 +101,12 @@ def migrate(
     """Bring the database schema to the newest revision (Alembic)."""
     import asyncio
 
-    from shared.adapters.db import database_problem
+    from shared.adapters.db import database_problem, with_password_file
     from shared.adapters.db import migrate as run
     from shared.cli.supervisor import publish_seed_delegations
 
     try:
+        database_url = with_password_file(database_url, database_password_file)
         run(database_url)
         published = asyncio.run(publish_seed_delegations(database_url)) if seed_delegations else 0
     except Exception as err:  # unreachable, refused, a broken URL: one line, no secret

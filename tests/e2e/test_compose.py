@@ -76,12 +76,12 @@ SERVICES: dict[str, type[BaseSettings]] = {
     "notify": NotifySettings,
 }
 OPERATOR_ENV = {
-    "POSTGRES_PASSWORD": "compose-Test_pw.1",
+    "CASEFLOW_POSTGRES_PASSWORD_FILE": "set-by-compose-env",
     "CASEFLOW_JWKS_URL": "https://id.hancheng.example/.well-known/jwks.json",
     # notify's SMTP server and SMS gateway: the test run's sandbox (see compose_env)
     "CASEFLOW_SMTP_HOST": "127.0.0.1",
     "CASEFLOW_SMS_SECRET_ID": "set-by-compose-env",
-    "CASEFLOW_SMS_SECRET_KEY": "set-by-compose-env",
+    "CASEFLOW_SMS_SECRET_KEY_FILE": "set-by-compose-env",
     "CASEFLOW_SMS_SDK_APP_ID": "set-by-compose-env",
     "CASEFLOW_SMS_SIGN_NAME": "set-by-compose-env",
     "CASEFLOW_SMS_TEMPLATE_ID": "set-by-compose-env",
@@ -239,11 +239,14 @@ def test_interpolation_errors_follow_compose(text: str, env: dict[str, str], mes
         interpolate(text, env)
 
 
-@pytest.mark.parametrize("env", [{}, {"POSTGRES_PASSWORD": ""}], ids=["unset", "empty"])
-def test_compose_refuses_to_start_without_a_postgres_password(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_compose_refuses_to_start_without_a_postgres_password(value: str | None) -> None:
+    env = {k: v for k, v in OPERATOR_ENV.items() if k != "CASEFLOW_POSTGRES_PASSWORD_FILE"}
+    if value is not None:
+        env["CASEFLOW_POSTGRES_PASSWORD_FILE"] = value
     with pytest.raises(
         InterpolationError,
-        match="required variable POSTGRES_PASSWORD is missing a value: set POSTGRES_PASSWORD",
+        match="required variable CASEFLOW_POSTGRES_PASSWORD_FILE is missing a value",
     ):
         load_compose(env)
 
@@ -314,7 +317,12 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_SMTP_STARTTLS": sandbox["SMTP__STARTTLS"],
         "CASEFLOW_SMS_ENDPOINT": sandbox["SMS__ENDPOINT"],
         "CASEFLOW_SMS_SECRET_ID": sandbox["SMS__SECRET_ID"],
-        "CASEFLOW_SMS_SECRET_KEY": sandbox["SMS__SECRET_KEY"],
+        "CASEFLOW_SMS_SECRET_KEY_FILE": str(
+            session_secret("sms-secret-key", sandbox["SMS__SECRET_KEY"])
+        ),
+        "CASEFLOW_POSTGRES_PASSWORD_FILE": str(
+            session_secret("postgres-password", POSTGRES_PASSWORD)
+        ),
         "CASEFLOW_SMS_SDK_APP_ID": sandbox["SMS__SDK_APP_ID"],
         "CASEFLOW_SMS_SIGN_NAME": sandbox["SMS__SIGN_NAME"],
         "CASEFLOW_SMS_TEMPLATE_ID": sandbox["SMS__TEMPLATE_ID"],
@@ -323,6 +331,19 @@ def compose_env() -> dict[str, str]:
         "CASEFLOW_NATS_DIR": str(session_nats_dir()),
         "CASEFLOW_OIDC_CLIENT_SECRET_FILE": str(session_metrics_token()),  # any readable file
     }
+
+
+POSTGRES_PASSWORD = "compose-Test_pw.1"
+
+
+@functools.cache
+def session_secret(name: str, value: str) -> Path:
+    """A secret file for the run, as the operator writes one beside the compose file."""
+    folder = Path(tempfile.mkdtemp(prefix="caseflow-test-compose-secret-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / name
+    path.write_text(value + "\n", encoding="utf-8")
+    return path
 
 
 @functools.cache
@@ -403,7 +424,17 @@ def test_postgres_keeps_its_data_on_a_named_volume(compose: dict[str, Any]) -> N
     assert str(postgres["image"]).startswith("postgres:16")
     pgdata = environment(postgres).get("PGDATA", "/var/lib/postgresql/data")
     assert volume_mounts(postgres).get(pgdata) in compose["volumes"]
-    assert environment(postgres)["POSTGRES_PASSWORD"] == compose_env()["POSTGRES_PASSWORD"]
+    # The password as a secret file, for PostgreSQL and the services alike; in no
+    # environment, no URL.
+    assert environment(postgres)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert "postgres-password" in postgres["secrets"]
+    assert (
+        compose["secrets"]["postgres-password"]["file"]
+        == compose_env()["CASEFLOW_POSTGRES_PASSWORD_FILE"]
+    )
+    everywhere = json.dumps([environment(s) for s in compose["services"].values()])
+    assert POSTGRES_PASSWORD not in everywhere
+    assert compose_env()["CASEFLOW_SMS_SECRET_KEY_FILE"] not in everywhere  # a mount, not the path
 
 
 def test_services_wait_for_healthy_servers_and_a_completed_migration(
@@ -557,7 +588,7 @@ def local_database_url(value: str, postgres: Mapping[str, Any], test_url: str) -
     ), value
     assert (url.username, url.password, url.database) == (
         user,
-        pg["POSTGRES_PASSWORD"],
+        None,  # the password comes from the postgres-password secret, not in the URL
         pg.get("POSTGRES_DB", user),
     ), f"{value} is not the postgres service's database"
     return test_url
@@ -583,7 +614,7 @@ def local_env(
     services = compose["services"]
     env = environment(services[name])
     if name == "migrate":
-        assert set(env) == {"CASEFLOW_DATABASE_URL"}, env
+        assert set(env) == {"CASEFLOW_DATABASE_URL", "CASEFLOW_DATABASE_PASSWORD_FILE"}, env
         prefix = "CASEFLOW_"
     else:
         prefix = f"CASEFLOW_{name.upper()}_"
@@ -614,6 +645,12 @@ def local_env(
         setting = key.removeprefix(prefix)
         if setting == "DATABASE_URL":
             local[key] = local_database_url(value, services["postgres"], postgres_url)
+        elif setting == "DATABASE_PASSWORD_FILE":
+            # The postgres service's own password file; the test database's URL carries
+            # the test server's credentials instead.
+            assert value == environment(services["postgres"])["POSTGRES_PASSWORD_FILE"], value
+            assert "postgres-password" in services[name].get("secrets", []), name
+            del local[key]
         elif setting == "NATS_URL":
             local[key] = local_nats_url(value, services["nats"], nats_url)
         elif setting == "HOST":

@@ -28,7 +28,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.mime.text import MIMEText
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import aiosmtplib
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -42,6 +42,7 @@ from services.notify.model import (
 )
 from shared.domain.events import utcnow
 from shared.domain.privacy import mask_text
+from shared.settings import secret_from_file
 
 
 class EmailSettings(BaseModel):
@@ -55,6 +56,10 @@ class EmailSettings(BaseModel):
     sender_name: str = Field(default="薛峰中心村政务服务站", description="display name in From")
     username: str | None = Field(default=None, description="AUTH user; none: no AUTH")
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        default=None,
+        description="the password read from this file (a compose secret; empty: no AUTH)",
+    )
     starttls: bool = Field(default=True, description="upgrade with STARTTLS (port 587)")
     use_tls: bool = Field(default=False, description="implicit TLS from the start (port 465)")
     validate_certs: bool = True
@@ -71,6 +76,13 @@ class EmailSettings(BaseModel):
         if _address(value) is None:
             raise ValueError(f"not an email address: {value!r}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("username") == "":
+            data = {**data, "username": None}  # compose's default: no AUTH
+        return secret_from_file(data, "password", required=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> EmailSettings:

@@ -24,10 +24,11 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 
 from services.notify.model import (
     ChannelName,
@@ -37,6 +38,7 @@ from services.notify.model import (
     Recipient,
 )
 from shared.domain.privacy import mask_text
+from shared.settings import secret_from_file
 
 ALGORITHM = "TC3-HMAC-SHA256"
 SERVICE = "sms"
@@ -56,6 +58,9 @@ class SmsSettings(BaseModel):
     )
     secret_id: str = Field(min_length=1)
     secret_key: SecretStr
+    secret_key_file: Path | None = Field(
+        default=None, description="the secret key read from this file (a compose secret)"
+    )
     region: str = Field(default="ap-guangzhou", min_length=1)
     sdk_app_id: str = Field(min_length=1, description="SmsSdkAppId of the SMS application")
     sign_name: str = Field(min_length=1, description="approved signature (签名), e.g. the station")
@@ -63,6 +68,11 @@ class SmsSettings(BaseModel):
         min_length=1, description="approved template with one parameter: the notice text"
     )
     timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="connect and read")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: Any) -> Any:
+        return secret_from_file(data, "secret_key")
 
 
 def tc3_authorization(
