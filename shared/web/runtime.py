@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +41,10 @@ log = structlog.get_logger("caseflow.runtime")
 __all__ = ["WAKE_SUBJECT", "Runtime", "create_service_app"]
 
 
+ERROR_REPEAT_SECONDS = 60.0
+"""While NATS stays away, its connection error is logged again this often."""
+
+
 class Runtime:
     """Connections and background tasks of one service process."""
 
@@ -59,6 +64,8 @@ class Runtime:
         self.relay_nc: NATS | None = None
         """The relay's own connection: only the relay's credential may publish events."""
         self._connect_error: str | None = None
+        self._errors_said: dict[str, tuple[str, float]] = {}
+        """Per NATS user, the last error logged and when (reconnect warnings rate-limited)."""
         """Why the last attempt to connect failed (readiness says it)."""
         self.consumers: list[Consumer] = []
         self.timers = TimerWheel(self.log, timers) if timers else None
@@ -95,6 +102,7 @@ class Runtime:
 
     async def _reconnected(self) -> None:
         self._connect_error = None
+        self._errors_said.clear()
         log.info("reconnected to NATS", server=_server(self.nc))
         for consumer in self.consumers:
             consumer.on_reconnect()
@@ -109,11 +117,16 @@ class Runtime:
 
         async def error(err: Exception) -> None:
             # nats-py reports a refused connection (e.g. "Authorization Violation": a seed
-            # the server does not know) and permissions violations here, and keeps trying.
-            text = f"{user}: {str(err) or type(err).__name__}"
-            if text != self._connect_error:
-                log.warning("NATS error", error=text)
-            self._connect_error = text
+            # the server does not know) and permissions violations here, and keeps trying,
+            # every half second while the server is away: a line per connection when its
+            # error changes, and again once a minute while it lasts.
+            text = f"{str(err) or type(err).__name__}"
+            now = time.monotonic()
+            last = self._errors_said.get(user)
+            if last is None or last[0] != text or now - last[1] >= ERROR_REPEAT_SECONDS:
+                log.warning("NATS error", error=f"{user}: {text}")
+                self._errors_said[user] = (text, now)
+            self._connect_error = f"{user}: {text}"
 
         async for attempt in stamina.retry_context(
             on=Exception, attempts=None, timeout=None, wait_max=2.0
