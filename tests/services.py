@@ -172,12 +172,19 @@ class ThreadedSandbox:
         self.thread.join(10)
 
 
-@contextlib.contextmanager
 def running_stack(
+    database_url: str, nats_url: str, log_dir: Path, **extra: str
+) -> contextlib.AbstractContextManager[dict[str, ServiceProcess]]:
+    """:func:`running_stack_each` with the same ``extra`` settings for every service."""
+    return running_stack_each(database_url, nats_url, log_dir, {}, **extra)
+
+
+@contextlib.contextmanager
+def running_stack_each(
     database_url: str,
     nats_url: str,
     log_dir: Path,
-    per_service: Mapping[str, Mapping[str, str]] | None = None,
+    per_service: Mapping[str, Mapping[str, str]],
     **extra: str,
 ) -> Iterator[dict[str, ServiceProcess]]:
     """The three services as processes (``caseflow serve``), ready, stopped at the end.
@@ -192,7 +199,7 @@ def running_stack(
                 name,
                 [sys.executable, "-m", "shared.cli.main", "serve", name],
                 service_env(
-                    name, database_url, nats_url, port, **extra, **(per_service or {}).get(name, {})
+                    name, database_url, nats_url, port, **extra, **per_service.get(name, {})
                 ),
                 port,
                 log_dir,

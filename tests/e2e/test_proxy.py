@@ -22,7 +22,7 @@ from tests.e2e.test_compose import compose_env, environment, load_compose
 from tests.services import (
     ServiceProcess,
     metrics_headers,
-    running_stack,
+    running_stack_each,
     session_keys,
     start_process,
     wait_ready,
@@ -65,7 +65,7 @@ def behind_the_proxy(
     if caddy is None:
         pytest.fail("no caddy: `make test` installs Debian's caddy package")
     prefixes = {name: {"ROOT_PATH": f"/api/{name}"} for name in SERVICES}
-    with running_stack(db_url, nats_url, tmp_path, per_service=prefixes) as stack:
+    with running_stack_each(db_url, nats_url, tmp_path, prefixes) as stack:
         port = devservers.free_port()
         console = start_process(
             "console",
