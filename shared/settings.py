@@ -84,6 +84,11 @@ class ServiceSettings(BaseSettings):
         description="the database password, read from this file (e.g. a compose secret) and"
         " put into DATABASE_URL, which then carries none",
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="where to send traces (OTLP over HTTP, e.g. http://collector:4318);"
+        " unset: no tracing",
+    )
     root_path: str = Field(
         default="",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",

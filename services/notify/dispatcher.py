@@ -54,6 +54,7 @@ from datetime import datetime, timedelta
 
 import stamina
 import structlog
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
@@ -64,6 +65,7 @@ from services.notify.grouped import Grouped
 from services.notify.model import DeliveryError, PermanentDeliveryError, ReceiverGone
 from shared.adapters.eventlog import ConcurrencyError, EventLog
 from shared.adapters.outages import log_failed_round, unavailable_dependency
+from shared.adapters.tracing import continued
 from shared.domain.events import utcnow
 
 log = structlog.get_logger("caseflow.notify.dispatcher")
@@ -363,7 +365,14 @@ class Dispatcher:
             recipient=delivery.masked,
             about=delivery.event_type,
         )
-        with context:
+        traced = continued(
+            f"send {delivery.channel} {delivery.event_type}",
+            delivery.correlation_id,
+            str(delivery.delivery_id),
+            kind=SpanKind.CLIENT,
+            attributes={"caseflow.delivery_id": str(delivery.delivery_id)},
+        )
+        with context, traced:
             pause = 0.25
             while True:
                 try:

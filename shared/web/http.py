@@ -27,6 +27,7 @@ from shared.adapters.outages import unavailable_dependency
 from shared.domain.identity import text_problem
 from shared.settings import DEFAULT_MAX_REQUEST_BODY_BYTES
 from shared.web.metrics import metrics
+from shared.web.tracing import current_trace_id
 
 log = structlog.get_logger("caseflow.http")
 access_log = structlog.get_logger("caseflow.access")
@@ -474,7 +475,11 @@ class CorrelationMiddleware:
         given = (
             dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
         )
-        correlation_id = given if _CORRELATION.match(given) else uuid.uuid4().hex
+        # Given, it is carried as given; else, when tracing, the request's trace id (so
+        # that the case's work on the bus continues the trace), else a random one.
+        correlation_id = (
+            given if _CORRELATION.match(given) else current_trace_id() or uuid.uuid4().hex
+        )
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         status = 500
         started = time.perf_counter()

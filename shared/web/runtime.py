@@ -35,6 +35,7 @@ from shared.domain.orgs import Organisations, load_organisations
 from shared.settings import ServiceSettings
 from shared.web import http
 from shared.web.backlog_metrics import sample_bus, sample_database
+from shared.web.tracing import configure_tracing, flush_tracing
 
 log = structlog.get_logger("caseflow.runtime")
 
@@ -382,6 +383,13 @@ def create_service_app(
     )
     app.state.runtime = runtime
     app.state.organisations = organisations or load_organisations(runtime.settings.data_dir)
+    # Before http.install: the instrumentation rebuilds the middleware stack it finds.
+    if configure_tracing(runtime.service, runtime.settings.otlp_endpoint, app, runtime.engine):
+
+        async def flush() -> None:
+            flush_tracing()
+
+        runtime.on_shutdown.append(flush)
     http.install(app, max_body_bytes=runtime.settings.max_request_body_bytes)
     app.include_router(probes)
     for router in routers:

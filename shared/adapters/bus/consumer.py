@@ -80,6 +80,7 @@ from shared.adapters.bus.streams import (
 )
 from shared.adapters.eventlog import ConcurrencyError, EventLog, EventRef, UnitOfWork
 from shared.adapters.outages import unavailable_dependency
+from shared.adapters.tracing import continued
 from shared.domain.events import StoredEvent
 from shared.domain.upcasting import UpcastError
 
@@ -508,7 +509,16 @@ class Consumer:
                 bound = structlog.contextvars.bound_contextvars(
                     correlation_id=event.correlation_id, event_id=str(event.event_id)
                 )
-                with bound:
+                traced = continued(
+                    f"{self.spec.name} {event.event_type}",
+                    event.correlation_id,
+                    str(event.event_id),
+                    attributes={
+                        "caseflow.event_id": str(event.event_id),
+                        "caseflow.case_id": str(event.case_id),
+                    },
+                )
+                with bound, traced:
                     await self.spec.handler(event, uow)
         HANDLED.labels(self.spec.name).inc(len(events))
         return refused

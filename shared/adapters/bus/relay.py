@@ -25,6 +25,8 @@ import orjson
 import sqlalchemy as sa
 import structlog
 from nats.js import JetStreamContext
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +37,7 @@ from shared.adapters.eventlog.tailing import tail
 from shared.adapters.outages import log_failed_round
 from shared.adapters.sql import database_now, insert_ignore
 from shared.adapters.tables.eventlog import relay_checkpoints as cp
+from shared.adapters.tracing import continued
 from shared.domain.events import StoredEvent
 from shared.domain.privacy import MASKED_VIEW, masked_envelope
 
@@ -231,13 +234,22 @@ class Relay:
             }
             if event.correlation_id:
                 headers[CORRELATION_HEADER] = event.correlation_id
-            futures.append(
-                await self.js.publish_async(
-                    event_subject(event.case_kind, event.event_type),
-                    orjson.dumps(masked_envelope(event)),
-                    headers=headers,
+            # W3C trace context on the message too (when tracing): the request's trace,
+            # continued here, for any consumer to continue further.
+            with continued(
+                f"publish {event.event_type}",
+                event.correlation_id,
+                str(event.event_id),
+                kind=SpanKind.PRODUCER,
+            ):
+                propagate.inject(headers)
+                futures.append(
+                    await self.js.publish_async(
+                        event_subject(event.case_kind, event.event_type),
+                        orjson.dumps(masked_envelope(event)),
+                        headers=headers,
+                    )
                 )
-            )
         await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
 
     async def publish_pending(self) -> int:
