@@ -45,6 +45,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,6 +54,7 @@ from shared.adapters.eventlog import ConcurrencyError, EventLog, Transaction, Un
 from shared.adapters.outages import log_failed_round
 from shared.adapters.sql import insert_ignore
 from shared.adapters.tables.timers import timers as t
+from shared.adapters.tracing import continued
 from shared.domain.events import utcnow
 
 log = structlog.get_logger("caseflow.timers")
@@ -418,7 +420,15 @@ class TimerWheel:
         context = structlog.contextvars.bound_contextvars(
             timer_id=str(timer.timer_id), timer_kind=timer.kind, correlation_id=timer.correlation_id
         )
-        with context:
+        # The timer continues the trace of the request whose events scheduled it.
+        traced = continued(
+            f"timer {timer.kind}",
+            timer.correlation_id,
+            str(timer.timer_id),
+            kind=SpanKind.INTERNAL,
+            attributes={"caseflow.timer_id": str(timer.timer_id)},
+        )
+        with context, traced:
             try:
                 async with conn.begin_nested():
                     if await uow.claim(timer.timer_id):
