@@ -25,8 +25,8 @@ CAL = load_calendar()
 D = dt.date
 
 
-def test_covers_2025_to_2027_with_2027_provisional() -> None:
-    assert (CAL.first_year, CAL.last_year) == (2025, 2027)
+def test_covers_2021_to_2027_with_2027_provisional() -> None:
+    assert (CAL.first_year, CAL.last_year) == (2021, 2027)
     assert CAL.provisional_years == {2027}
     assert CAL.is_provisional(D(2027, 3, 1))
     assert not CAL.is_provisional(D(2026, 3, 1))
@@ -126,8 +126,8 @@ def test_add_and_count_agree(start: dt.date, n: int) -> None:
 
 
 def test_dates_outside_the_data_are_refused() -> None:
-    with pytest.raises(OutsideCalendar, match="2024-12-31"):
-        CAL.is_working_day(D(2024, 12, 31))
+    with pytest.raises(OutsideCalendar, match="2020-12-31"):
+        CAL.is_working_day(D(2020, 12, 31))
     with pytest.raises(OutsideCalendar):
         CAL.working_days_between(D(2027, 12, 1), D(2028, 1, 3))
     with pytest.raises(OutsideCalendar, match="beyond"):
@@ -197,3 +197,15 @@ def test_constructed_calendar() -> None:
     assert not cal.is_working_day(D(2030, 1, 1))
     assert cal.is_working_day(D(2030, 1, 5))
     assert cal.add_working_days(D(2030, 1, 1), 4) == D(2030, 1, 5)
+
+
+def test_the_station_s_own_years_since_2021_follow_the_published_notices() -> None:
+    """Xuefeng station opened on 2021-11-14: its years are in the calendar (issue 17)."""
+    assert CAL.first_year == 2021 and not CAL.is_provisional(D(2021, 11, 14))
+    assert not CAL.is_working_day(D(2021, 11, 14))  # the opening day, a Sunday
+    assert CAL.is_working_day(D(2021, 9, 18))  # a Saturday worked for 中秋 2021
+    assert not CAL.is_working_day(D(2022, 12, 31)) and not CAL.is_working_day(D(2023, 1, 2))
+    assert CAL.is_working_day(D(2023, 6, 25))  # a Sunday worked for 端午 2023
+    assert not CAL.is_working_day(D(2024, 2, 16)) and CAL.is_working_day(D(2024, 2, 18))
+    # A case received on the Friday before 国庆 2024 runs over the whole holiday.
+    assert CAL.add_working_days(D(2024, 9, 30), 1) == D(2024, 10, 8)
