@@ -56,15 +56,26 @@ _REPLAYED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _within_calendar(service: CaseService, occurred_at: datetime | None) -> None:
+def _within_calendar(
+    service: CaseService, occurred_at: datetime | None, station: str | None = None
+) -> None:
     """What happened before the working calendar's first day can't be entered: its
-    clocks count working days (and a date that far back is a typo)."""
+    clocks count working days (and a date that far back is a typo); nor what a station
+    did before it opened."""
     if occurred_at is None:
         return
+    day = local_date(occurred_at)
     try:
-        service.calendar.is_working_day(local_date(occurred_at))
+        service.calendar.is_working_day(day)
     except OutsideCalendar as err:
         raise FieldInvalid("occurred_at", f"{err}; check the date (日期超出工作日历)") from None
+    opened = next((o.opened_on for o in service.organisations if o.code == station), None)
+    if opened is not None and day < opened:
+        raise FieldInvalid(
+            "occurred_at",
+            f"{day} is before the station opened on {opened}; check the date"
+            f" (早于服务站设立日期 {opened})",
+        )
 
 
 def _check_village(service: CaseService, field: str, village: str | None) -> None:
@@ -141,7 +152,7 @@ async def submit_case(
 ) -> dict[str, Any]:
     """Receive an application for an item of the catalogue (the newest published version,
     which the case pins with its workflow), and decide on the spot unless asked not to."""
-    _within_calendar(service, application.occurred_at)
+    _within_calendar(service, application.occurred_at, staff.org)
     _check_village(service, "applicant.village", application.applicant.village)
     if application.reception_id:
         await _check_visit(service, staff, application.reception_id)
@@ -208,7 +219,7 @@ async def _open_matter(
     staff: engine.Staff,
 ) -> dict[str, Any]:
     """The station's other work, each a case with its own small workflow."""
-    _within_calendar(service, parsed.occurred_at)
+    _within_calendar(service, parsed.occurred_at, staff.org)
     _check_village(service, "village", getattr(parsed, "village", None))
     if isinstance(parsed, PublicityIn):
         _check_planned_on(service, parsed.planned_on)
@@ -331,7 +342,7 @@ async def log_visit(
     """One ``VisitorReceived`` event per visit, in the station's reception log."""
     if staff.role not in ("window_clerk", "station_head", "reviewer"):
         raise engine.NotAllowed("visitors are logged by the station's staff")
-    _within_calendar(service, visit.occurred_at)
+    _within_calendar(service, visit.occurred_at, staff.org)
     _check_village(service, "village", visit.village)
     event = NewEvent(
         event_type="VisitorReceived",

@@ -13,6 +13,7 @@ both (``shared.adapters.auth.check_claims``).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -77,6 +78,8 @@ class Organisation(BaseModel):
     villages: tuple[Village, ...] = ()
     audit_body: bool = False
     """The city's audit body (审计机关): where auditors work."""
+    opened_on: dt.date | None = None
+    """The day a station opened: nothing it did can be dated before it."""
 
     @model_validator(mode="after")
     def _station_fields(self) -> Organisation:

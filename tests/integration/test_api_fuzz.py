@@ -51,12 +51,26 @@ BUSINESS_RULES: dict[tuple[str, str], str] = {
     # the rule lives in reference data or across fields, where JSON Schema can't say it.
     # Everywhere else a schema-valid request refused with 422 fails the test.
     ("POST", "/cases"): "item and material codes from the catalogue, citizen-ID check "
-    "digits, an email address when notices go by email, a date within the working calendar",
-    ("POST", "/reception"): "a visit dated within the working calendar",
-    ("POST", "/matters/mediation"): "a date within the working calendar",
-    ("POST", "/matters/legal_publicity"): "a date within the working calendar",
-    ("POST", "/matters/assistance"): "a date within the working calendar",
-    ("POST", "/matters/police_assistance"): "a date within the working calendar",
+    "digits, an email address when notices go by email, a date within the working calendar"
+    " and not before the station opened",
+    ("POST", "/reception"): "a visit dated within the working calendar, not before the"
+    " station opened",
+    (
+        "POST",
+        "/matters/mediation",
+    ): "a date within the working calendar, not before the station opened",
+    (
+        "POST",
+        "/matters/legal_publicity",
+    ): "a date within the working calendar, not before the station opened",
+    (
+        "POST",
+        "/matters/assistance",
+    ): "a date within the working calendar, not before the station opened",
+    (
+        "POST",
+        "/matters/police_assistance",
+    ): "a date within the working calendar, not before the station opened",
     ("GET", "/cases/{case_id}/applicant"): "a reason to open personal data; optional in "
     "the schema so that its absence is answered in words, not as a bare missing field",
     ("POST", "/delegations"): "an instrument's rules across fields (dates in order, the "
