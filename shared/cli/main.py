@@ -11,6 +11,7 @@ import typer
 
 from services.notify.cli import app as notify_app
 from shared.cli.audit import app as audit_app
+from shared.cli.calendar import app as calendar_app
 from shared.cli.catalogue import app as catalogue_app
 from shared.cli.deadletters import app as bus_app
 from shared.cli.nats import app as nats_app
@@ -32,6 +33,7 @@ def _private_files() -> None:
 
 
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(calendar_app, name="calendar")
 app.add_typer(notify_app, name="notify")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
