@@ -25,7 +25,7 @@ from services.console import i18n, pages
 from services.console.oidc import PENDING_SECONDS, Oidc, SignInFailed
 from services.console.sessions import COOKIE, Session, Sessions
 from services.console.settings import ConsoleSettings
-from services.console.upstream import Apis, Refused, Unavailable
+from services.console.upstream import Apis, Refused, SignInAgain, Unavailable
 from shared.adapters.auth import SignedInStaff
 from shared.domain.catalogue import load_catalogue
 from shared.domain.orgs import load_organisations
@@ -239,5 +239,6 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
         return response
 
     app.add_exception_handler(pages.SignInFirst, to_sign_in)
+    app.add_exception_handler(SignInAgain, to_sign_in)  # the token expired at the API
     app.add_exception_handler(Refused, pages.refused_page)  # type: ignore[arg-type]
     return app

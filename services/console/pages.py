@@ -81,8 +81,6 @@ SessionDep = Annotated[Session, Depends(signed_in)]
 async def refused_page(request: Request, exc: Refused) -> Response:
     """An API's refusal on a page that had nothing better to show: its words, its status."""
     session: Session | None = request.app.state.sessions.get(request.cookies.get(COOKIE))
-    if exc.status == 401:
-        return RedirectResponse("/sign-in?ended=expired", status_code=303)
     return render(request, "refused.html", session, status_code=exc.status, problem=exc)
 
 
@@ -171,8 +169,6 @@ async def receive_application(request: Request, session: SessionDep) -> Response
             "intake", "POST", "/cases", session.token, json=body, idempotency_key=key
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return render(
             request,
             "new_application.html",
@@ -238,8 +234,6 @@ async def find_case(request: Request, session: SessionDep, number: str = "") -> 
     try:
         answer = await apis(request).get("processing", f"/cases/by-number/{number}", session.token)
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return render(
             request,
             "find.html",
@@ -315,7 +309,7 @@ async def act(request: Request, session: SessionDep, case_id: uuid.UUID, action:
             idempotency_key=form.get("key") or new_key(),
         )
     except Refused as problem:
-        if problem.status in (401, 404):
+        if problem.status == 404:
             raise
         # The refusal as the API words it, on the case as it is now, with what was typed.
         return await _case_page(
@@ -339,7 +333,7 @@ async def applicant(request: Request, session: SessionDep, case_id: uuid.UUID) -
             "intake", f"/cases/{case_id}/applicant", session.token, reason=form.get("reason", "")
         )
     except Refused as problem:
-        if problem.status in (401, 404):
+        if problem.status == 404:
             raise
         return await _case_page(
             request, session, case_id, status_code=problem.status, problem=problem
@@ -379,8 +373,6 @@ async def statistics(
             "processing", "/reports/statistics", session.token, **params
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return render(
             request,
             "statistics.html",
@@ -438,9 +430,7 @@ async def audit(
         context["verification"] = await apis(request).get(
             "processing", "/audit/verification", session.token
         )
-    except Refused as problem:
-        if problem.status == 401:
-            raise
+    except Refused:
         context["verification"] = None
     if case:
         params = {}
@@ -452,8 +442,6 @@ async def audit(
                 "processing", f"/audit/cases/{case}/timeline", session.token, **params
             )
         except Refused as problem:
-            if problem.status == 401:
-                raise
             context["problem"] = problem
             return render(request, "audit.html", session, status_code=problem.status, **context)
     return render(request, "audit.html", session, **context)
@@ -514,8 +502,6 @@ async def log_visit(request: Request, session: SessionDep) -> Response:
             idempotency_key=form.get("key") or new_key(),
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return render(
             request,
             "reception.html",
@@ -572,8 +558,6 @@ async def open_matter(request: Request, session: SessionDep, kind: str) -> Respo
             idempotency_key=form.get("key") or new_key(),
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return render(
             request,
             "matter.html",
@@ -617,8 +601,6 @@ async def compliance(
             **{"from": first, "to": last},
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         context["problem"] = problem
         return render(request, "compliance.html", session, status_code=problem.status, **context)
     return render(request, "compliance.html", session, **context)
@@ -683,8 +665,6 @@ async def subscribe(request: Request, session: SessionDep) -> Response:
             idempotency_key=form.get("key") or new_key(),
         )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return await _station_page(
             request, session, status_code=problem.status, problem=problem, values=form
         )
@@ -712,7 +692,5 @@ async def change_subscription(
                 json={"status": wanted},
             )
     except Refused as problem:
-        if problem.status == 401:
-            raise
         return await _station_page(request, session, status_code=problem.status, problem=problem)
     return RedirectResponse("/station", status_code=303)

@@ -32,6 +32,10 @@ class Refused(Exception):
         return f"{self.status} {self.detail or self.title}"
 
 
+class SignInAgain(Exception):
+    """The API no longer takes the member's token (401): expired or revoked."""
+
+
 class Unavailable(Exception):
     """The API did not answer, or answered 5xx."""
 
@@ -84,6 +88,8 @@ class Apis:
             body = answer.json() if answer.content else None
         except ValueError:
             body = None
+        if answer.status_code == 401:
+            raise SignInAgain()
         if answer.status_code >= 400:
             problem = body if isinstance(body, dict) else {}
             raise Refused(
