@@ -7,13 +7,12 @@ item version the case pins; the shapes are checked here, at the edge.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -27,6 +26,7 @@ from shared.domain.identity import (
     phone_problem,
     text_problem,
 )
+from shared.domain.moments import OccurredAt
 
 
 def _person_name(value: str) -> str:
@@ -69,27 +69,6 @@ def _phone(value: str) -> str:
     return value
 
 
-def _as_text(value: Any) -> Any:
-    # pydantic would read a number as seconds since 1970: a typo, not a moment at the window
-    if isinstance(value, int | float):
-        raise ValueError("give the date and time as text, e.g. 2026-11-28T09:30:00+08:00")
-    return value
-
-
-def _not_future(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("give a time zone, e.g. 2026-11-28T09:30:00+08:00")
-    try:
-        in_utc = value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+08:00 has no date in UTC
-        raise ValueError("is out of range: check the date") from None
-    if in_utc > datetime.now(UTC):
-        raise ValueError("can't be in the future")
-    return value
-
-
 Channel = Literal["sms", "email"]
 
 
@@ -118,17 +97,6 @@ class MaterialIn(_In):
     original_checked: bool = Field(
         default=False, description="The clerk saw the original (核验原件)"
     )
-
-
-OccurredAt = Annotated[
-    datetime | None,
-    BeforeValidator(_as_text),
-    AfterValidator(_not_future),
-    Field(
-        default=None,
-        description="When it happened, if earlier than now (a paper form entered late)",
-    ),
-]
 
 
 class Application(_In):

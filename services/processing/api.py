@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
 
 from shared.adapters.tables.workflow import case_index, tasks
-from shared.application.workflow.service import ActionRefusedError, NotFound
+from shared.application.workflow.service import ActionRefusedError, FieldInvalid, NotFound
+from shared.domain.moments import BACKFILL_PERMISSION, OccurredAt
 from shared.domain.workflow import engine
 from shared.domain.workflow.payloads import BODIES
 from shared.web.http import correlation_id
@@ -73,13 +75,22 @@ async def act(
     """Check the action against the workflow, the role and the delegation valid now;
     record it; answer with the case's new state.
 
+    Entering a paper record later (补录): with the special permission ``backfill``, the
+    body may carry ``occurred_at``, the moment the act happened (with its time zone; not in
+    the future, not before the case's previous act). The act is then judged, timed and
+    counted at that moment — the delegation valid then, the clock as it stood — and the
+    log keeps both times.
+
     Your retry (same Idempotency-Key, same case, action and body) answers with the case
     as it is now and records nothing; your key with another request is a 409."""
+    fields = dict(body or {})
+    moment = _occurred_at(fields.pop("occurred_at", None), staff)
     outcome = await service.act(
         case_id,
         action,
-        body or {},
+        fields,
         staff,
+        at=moment,
         idempotency_key=idempotency_key,
         sender=sender_key(request, staff, idempotency_key),
         correlation_id=correlation_id(request),
@@ -93,6 +104,26 @@ async def act(
     answer = view(service, outcome.state)
     answer["recorded"] = [e.event_type for e in outcome.events]
     return answer
+
+
+_MOMENT: TypeAdapter[datetime | None] = TypeAdapter(OccurredAt)
+
+
+def _occurred_at(raw: Any, staff: engine.Staff) -> datetime | None:
+    """The moment an act happened, as its body gives it (补录), checked; None for now."""
+    if raw is None:
+        return None
+    if BACKFILL_PERMISSION not in staff.permissions:
+        raise HTTPException(
+            403,
+            "dating an act in the past (occurred_at) needs the special permission "
+            f"'{BACKFILL_PERMISSION}' (补录需要授权); leave occurred_at out to act now",
+        )
+    try:
+        return _MOMENT.validate_python(raw)
+    except ValidationError as err:
+        message = str(err.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise FieldInvalid("occurred_at", message) from None
 
 
 def _iso(moment: datetime | None) -> str | None:

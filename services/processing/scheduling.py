@@ -7,6 +7,12 @@ warning while the clock runs, the forwarding deadline. Timer ids are derived fro
 and the clock's epoch, so scheduling again is harmless, and a timer made stale by a later
 event finds nothing to do when it fires.
 
+A paper file entered later (补录) is typed in act by act: after its hand-in dated weeks
+ago, every deadline is already past. Its timers wait :data:`PAPER_FILE_GRACE` after the
+act was recorded, so that the rest of the file can be entered first; a timer the file's
+later acts made stale then finds nothing to do, and a case still open is warned about
+(or deemed accepted) then, as it truly is.
+
 The case lists and worklists (``case_index``, ``tasks``) are a projection with its own
 checkpoint now (``shared.application.projections.cases``), run by the processing service.
 """
@@ -14,7 +20,7 @@ checkpoint now (``shared.application.projections.cases``), run by the processing
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +29,7 @@ from shared.adapters import timers
 from shared.adapters.eventlog import UnitOfWork
 from shared.application.workflow.service import NAMESPACE
 from shared.domain.events import StoredEvent
+from shared.domain.moments import aware, entered_late
 from shared.domain.workcalendar import CHINA_TZ
 from shared.domain.workflow import clock as clocks
 from shared.domain.workflow.reference import Reference
@@ -33,6 +40,8 @@ log = structlog.get_logger("caseflow.processing")
 NOTICE_TIMER = "notice_window"
 CLOCK_TIMER = "clock_warning"
 FORWARD_TIMER = "forward_deadline"
+PAPER_FILE_GRACE = timedelta(hours=1)
+"""How long timers wait after an act entered later, for the rest of its paper file."""
 
 
 def midnight(day: date) -> datetime:
@@ -76,6 +85,11 @@ class TimerScheduler:
         forwarding, one deadline timer, however many events follow it."""
         assert state.case_id is not None
         item = self.ref.catalogue.get(state.item_code or "", state.item_version)
+        settle = aware(event.recorded_at) + PAPER_FILE_GRACE if entered_late(event) else None
+
+        def after_settling(due: datetime) -> datetime:
+            return max(due, settle) if settle is not None else due
+
         calendar = self.ref.calendar
         try:
             if state.status == "received" and state.received_at and not state.correction_requested:
@@ -86,7 +100,7 @@ class TimerScheduler:
                     timer_id=timer_id(state.case_id, NOTICE_TIMER),
                     case_id=state.case_id,
                     kind=NOTICE_TIMER,
-                    due_at=midnight(calendar.add_working_days(last, 1)),
+                    due_at=after_settling(midnight(calendar.add_working_days(last, 1))),
                     payload={},
                     correlation_id=event.correlation_id,
                 )
@@ -115,7 +129,9 @@ class TimerScheduler:
                         timer_id=timer_id(state.case_id, CLOCK_TIMER, level, epoch),
                         case_id=state.case_id,
                         kind=CLOCK_TIMER,
-                        due_at=datetime.now(CHINA_TZ) if day <= today else midnight(day),
+                        due_at=after_settling(
+                            datetime.now(CHINA_TZ) if day <= today else midnight(day)
+                        ),
                         payload={"level": level, "epoch": epoch},
                         correlation_id=event.correlation_id,
                     )
@@ -125,7 +141,9 @@ class TimerScheduler:
                     timer_id=timer_id(state.case_id, FORWARD_TIMER, forwarded_version),
                     case_id=state.case_id,
                     kind=FORWARD_TIMER,
-                    due_at=midnight(calendar.add_working_days(state.forward_deadline, 1)),
+                    due_at=after_settling(
+                        midnight(calendar.add_working_days(state.forward_deadline, 1))
+                    ),
                     payload={"forward_deadline": state.forward_deadline.isoformat()},
                     correlation_id=event.correlation_id,
                 )

@@ -86,7 +86,8 @@ def test_the_audit_bureau_is_the_one_audit_body() -> None:
 
 def test_special_permissions_name_the_roles_that_may_hold_them() -> None:
     grants = load_organisations().special_permissions
-    assert set(grants) == {"reopen", "operate"}
+    assert set(grants) == {"reopen", "operate", "backfill"}
+    assert "auditor" not in grants["backfill"].roles
     assert grants["reopen"].roles == ("station_head",)
     assert "station_head" in grants["operate"].roles
 

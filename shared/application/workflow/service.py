@@ -44,8 +44,9 @@ from shared.adapters.eventlog.store import read_case_in
 from shared.domain.delegation import Power
 from shared.domain.events import NewEvent, StoredEvent, utcnow
 from shared.domain.messages import DeliveredBy
+from shared.domain.moments import aware
 from shared.domain.upcasting import current_version
-from shared.domain.workcalendar import local_date
+from shared.domain.workcalendar import CHINA_TZ, local_date
 from shared.domain.workflow import clock as clocks
 from shared.domain.workflow import engine
 from shared.domain.workflow.definitions import SYSTEM_ROLE, Workflow, WorkflowRegistry
@@ -352,7 +353,10 @@ class CaseService:
         request = None
         answered = False
         if sender is not None:
-            request = sender.keyed(parsed, {"case_id": case_id, "action": action})
+            extra: dict[str, Any] = {"case_id": case_id, "action": action}
+            if at is not None:  # the moment is part of what was asked
+                extra["occurred_at"] = at.isoformat()
+            request = sender.keyed(parsed, extra)
             # Their key used for another request (another body, action or case) is a 409.
             made = await idempotency.answered(self.log.reader, request)
             answered = made is not None
@@ -369,6 +373,8 @@ class CaseService:
                 raise IdempotencyConflict()
             return Outcome(state, replay, replayed=True)
         workflow = self.workflow_of(state)
+        if at is not None and staff.role != SYSTEM_ROLE:
+            _after_previous_act(events, workflow, at)
         at = at or utcnow()
         ctx = engine.Context(
             at=at,
@@ -937,6 +943,24 @@ def _advance(
     for event in events:
         state = apply(state, event, workflows)
     return state
+
+
+def _after_previous_act(events: Sequence[StoredEvent], workflow: Workflow, at: datetime) -> None:
+    """An act dated by staff (补录) happened no earlier than the case's previous act: the
+    last event that moved it in its workflow. Notices, warnings and readings recorded
+    meanwhile are the system's or a reader's, at the time they were recorded: they don't
+    stand in the way of entering the rest of a paper file."""
+    acts = [e.occurred_at for e in events if e.event_type in workflow.event_types]
+    if not acts:
+        return
+    previous = max(aware(moment) for moment in acts)
+    if aware(at) < previous:
+        shown = previous.astimezone(CHINA_TZ).isoformat(timespec="minutes")
+        raise FieldInvalid(
+            "occurred_at",
+            f"can't be before the case's previous act ({shown}); acts are entered in the "
+            f"order they happened (补录时间不能早于上一办理环节)",
+        )
 
 
 def today_in_china(at: datetime | None = None) -> date:
