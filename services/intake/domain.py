@@ -149,6 +149,11 @@ class Visit(_In):
     """A visitor at the station, whether or not a case follows (来访登记)."""
 
     visitor_name: Name
+    id_number: Annotated[str, AfterValidator(_id_number)] | None = Field(
+        default=None,
+        description="Their citizen ID number, if they show it (身份证号码): people received "
+        "are counted apart from visits by it, else by name and village",
+    )
     village: Code | None = None
     purpose: Literal[
         "enquiry", "application", "mediation", "legal_advice", "assistance", "police", "other"
@@ -181,7 +186,13 @@ class PublicityIn(_In):
 class AssistanceIn(_In):
     """A person who needs help or rescue (帮扶救助)."""
 
-    person_name: Name
+    person_name: Name = Field(description="The person helped, or the first of them")
+    people_helped: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="How many people the matter covers (救助人数), e.g. a family of four: 4",
+    )
     village: Code | None = None
     need: Text
     urgent: bool = False

@@ -194,6 +194,9 @@ class VisitorReceived(_Payload):
     purpose: str
     station: str
     village: str | None = None
+    id_number: str | None = Field(
+        default=None, description="The visitor's ID number if shown (masked in every copy)"
+    )
 
 
 class PersonalDataViewed(_Payload):

@@ -9,11 +9,13 @@ occurred, under its case's station, kind and item.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, Protocol
 
 from shared.domain.events import StoredEvent
+from shared.domain.moments import entered_late
 from shared.domain.workcalendar import local_date
 from shared.domain.workflow import clock as clocks
 from shared.domain.workflow.definitions import Workflow, WorkflowRegistry
@@ -21,6 +23,9 @@ from shared.domain.workflow.state import Clock
 
 APPLICATION = "application"
 RECEPTION = "reception"
+VISITOR = "visitor"
+"""The rows of distinct people received: the item is a person's key (:func:`person_key`),
+``received`` their visits that day."""
 ATTEMPT = "attempt"
 """The case kind of a refused opening's own stream."""
 MATTER_KINDS = ("mediation", "legal_publicity", "assistance", "police_assistance")
@@ -78,6 +83,10 @@ class CaseTally:
     clock: Clock = dataclasses.field(default_factory=Clock)
     committed: int | None = None
     legal: int | None = None
+    people: int = 1
+    """People the matter covers (an assistance matter may help several)."""
+    backfilled: bool = False
+    """An act of the case so far was entered later from a paper record (补录)."""
 
 
 class StatisticsTally:
@@ -106,12 +115,20 @@ class StatisticsTally:
                 self._workflows[key] = None
         return self._workflows[key]
 
-    def visit(self, event: StoredEvent) -> tuple[StatisticsKey, Deltas]:
-        """A visitor in the reception log (kind ``reception``): one person received."""
+    def visit(self, event: StoredEvent) -> list[tuple[StatisticsKey, Deltas]]:
+        """A visitor in the reception log (kind ``reception``): one visit (人次) under its
+        purpose, and one under the person (:data:`VISITOR`), to count distinct people."""
         payload = event.payload
         station = payload.get("station") or event.actor_station or ""
         purpose = str(payload.get("purpose") or "")
-        return (station, local_date(event.occurred_at), RECEPTION, purpose), {"received": 1}
+        day = local_date(event.occurred_at)
+        visit: Deltas = {"received": 1}
+        if entered_late(event):
+            visit["backfilled"] = 1
+        return [
+            ((station, day, RECEPTION, purpose), visit),
+            ((station, day, VISITOR, person_key(payload)), {"received": 1}),
+        ]
 
     def step(self, case: CaseTally, event: StoredEvent) -> tuple[StatisticsKey, Deltas] | None:
         """Take ``event`` (the case's next one) into ``case``; what it adds, if anything."""
@@ -124,6 +141,7 @@ class StatisticsTally:
             case.station = payload.get("station") or event.actor_station or ""
             case.item_code = payload.get("item_code")
             case.item_version = payload.get("item_version")
+            case.people = max(1, int(payload.get("people_helped") or 1))
         workflow = case.workflow
         if workflow is None or kind not in workflow.event_types:
             return None  # a fact that moves nothing counted: notices, claims, warnings…
@@ -160,8 +178,14 @@ class StatisticsTally:
                 "completed_upstream" if upstream else "completed_at_station": 1,
                 **self._timing(case, day),
             }
+            if case.backfilled and deltas.get("timed") and not entered_late(event):
+                deltas["undated_decisions"] = 1
         elif kind in MATTER_DONE:
             deltas = {"completed_at_station": 1}
+            if kind == "AssistanceProvided":
+                deltas["people_helped"] = case.people
+            elif kind == "PoliceAssistanceProvided" and payload.get("case_solved") is True:
+                deltas["cases_solved"] = 1
         elif kind == "SatisfactionRated":
             score = int(payload.get("score", 0))
             deltas = {"ratings": 1, "rating_sum": score, "poor_ratings": int(score <= POOR_RATING)}
@@ -170,6 +194,9 @@ class StatisticsTally:
             return None
         else:
             return None
+        if entered_late(event):
+            deltas["backfilled"] = 1
+            case.backfilled = True
         item = (case.item_code or "") if event.case_kind == APPLICATION else ""
         return (case.station, day, event.case_kind, item), deltas
 
@@ -207,6 +234,19 @@ class StatisticsTally:
             "on_time_committed": int(reading.used <= reading.limit),
             "on_time_legal": int(reading.used <= reading.legal_limit),
         }
+
+
+def person_key(visit: Mapping[str, Any]) -> str:
+    """Who a visitor is, to count people apart from visits: their ID number where the clerk
+    took it, else their name and village. A one-way key: the statistics never hold the
+    number or the name themselves."""
+    number = str(visit.get("id_number") or "").strip().upper()
+    if number:
+        who = f"id:{number}"
+    else:
+        name = "".join(str(visit.get("visitor_name") or "").split())
+        who = f"name:{name}|{visit.get('village') or ''}"
+    return hashlib.sha256(f"caseflow-visitor:{who}".encode()).hexdigest()[:32]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,6 +32,10 @@ STATISTICS_MEASURES = (
     "ratings",
     "rating_sum",
     "poor_ratings",
+    "people_helped",
+    "cases_solved",
+    "backfilled",
+    "undated_decisions",
 )
 """What is counted per station, day, case kind and item:
 
@@ -47,7 +51,16 @@ STATISTICS_MEASURES = (
 - ``timed``: decisions with a working-day clock; of them ``on_time_committed`` and
   ``on_time_legal`` were within the committed (承诺) and legal (法定) limit, extension
   included; ``working_days``: the working days they used, summed;
-- ``ratings``, ``rating_sum`` (scores 1–5), ``poor_ratings`` (score 2 or less).
+- ``ratings``, ``rating_sum`` (scores 1–5), ``poor_ratings`` (score 2 or less);
+- ``people_helped``: people an assistance matter helped, counted when it is given;
+  ``cases_solved``: police assistance given where the police case was solved (协助破案);
+- ``backfilled``: acts (and visits) entered later from a paper record (补录: recorded well
+  after they happened); ``undated_decisions``: timed decisions entered *without* their
+  moment on a case whose earlier acts were backfilled — their working days run to the day
+  they were entered, which is why such a period's on-time rates are low.
+
+For the kind ``visitor`` the item is a person's one-way key and ``received`` their visits
+that day: the people received in a period are the distinct keys of its days.
 """
 
 

@@ -88,7 +88,8 @@ class StatisticsProjection:
         for event in events:
             kind = event.case_kind
             if kind == RECEPTION:
-                add(totals, *self.tally.visit(event))
+                for counted_visit in self.tally.visit(event):
+                    add(totals, *counted_visit)
                 continue
             if kind not in CASE_KINDS:
                 continue

@@ -18,7 +18,9 @@ from shared.application.statistics.report import (
     StatisticsRow,
     build_report,
 )
+from shared.domain.events import utcnow
 from shared.domain.orgs import Organisations, OrgKind
+from shared.domain.workcalendar import local_date
 
 STATISTICS = StatisticsProjection.name
 
@@ -92,6 +94,8 @@ async def read_statistics(
         scope=scope,
         station_names=names,
         catalogue=catalogue,
+        opened={s: organisations.get(s).opened_on for s in stations},
+        today=local_date(utcnow()),
     )
     return dataclasses.replace(report, incomplete=await counting_gap(conn))
 

@@ -16,11 +16,14 @@ from rich.table import Table
 
 from shared.adapters.tables.statistics import STATISTICS_MEASURES
 from shared.application.statistics.report import (
+    KIND_WORDS,
     MEASURE_LABELS,
     RATE_LABELS,
+    ItemGroup,
     Line,
     StationReport,
 )
+from shared.domain.tally import APPLICATION
 
 RATES = tuple(RATE_LABELS)
 MEASURES_AND_RATES = (*STATISTICS_MEASURES, *RATES)
@@ -34,8 +37,15 @@ SHOWN = (
     "completed_upstream",
     "approved",
     "rejected",
+    "delivered",
 )
-"""The counts shown in the terminal and HTML tables (CSV and JSON carry them all)."""
+"""The counts shown per service item in the terminal and HTML tables (CSV and JSON carry
+them all)."""
+
+
+def item_label(measure: str) -> tuple[str, str]:
+    """A measure's words for a convenience service (收件, not 登记)."""
+    return KIND_WORDS[APPLICATION].get(measure, MEASURE_LABELS[measure])
 
 
 def percent(value: float | None) -> str:
@@ -59,16 +69,12 @@ def _rate_cells(line: Line) -> list[str]:
 
 
 def headline(report: StationReport) -> list[tuple[str, str, str]]:
-    """The figures the story leads with: (label zh, label en, value)."""
+    """The figures the story leads with, then the time limits and satisfaction:
+    (label zh, label en, value)."""
     totals = report.totals
     rates = totals.rates()
     return [
-        ("接待群众", "people received", str(report.people_received)),
-        ("办理事项", "matters handled", str(report.matters_handled)),
-        ("办结", "completed", str(totals.completed)),
-        ("站内办结", "completed at the station", str(totals["completed_at_station"])),
-        ("转报上级", "forwarded upstream", str(totals["forwarded"])),
-        ("上级办结", "decided upstream", str(totals["completed_upstream"])),
+        *((f.name_zh, f.name_en, str(f.value)) for f in report.headline()),
         (*RATE_LABELS["on_time_committed_rate"], percent(rates["on_time_committed_rate"])),
         (*RATE_LABELS["on_time_legal_rate"], percent(rates["on_time_legal_rate"])),
         (*RATE_LABELS["average_working_days"], number(rates["average_working_days"])),
@@ -76,6 +82,23 @@ def headline(report: StationReport) -> list[tuple[str, str, str]]:
         (*RATE_LABELS["average_rating"], number(rates["average_rating"])),
         ("评价数", "ratings", str(totals["ratings"])),
     ]
+
+
+def completed_parts(report: StationReport, *, english: bool = False) -> str:
+    """``本站办结 295 = 便民服务 238 + 矛盾纠纷调解 40 + …``: the one figure and its parts."""
+    parts = report.completed_at_station
+    total = sum(part.value for part in parts)
+    if english:
+        shown = " + ".join(f"{part.name_en} {part.value}" for part in parts)
+        return f"completed at the station {total} = {shown}"
+    return f"本站办结 {total} = " + " + ".join(f"{part.name_zh} {part.value}" for part in parts)
+
+
+def kind_words(line: Line, *, english: bool = False) -> str:
+    """A kind's figures in its own words: ``受理纠纷 40 · 调解结案 38 · 撤回 2``."""
+    return " · ".join(
+        f"{figure.name_en if english else figure.name_zh} {figure.value}" for figure in line.figures
+    )
 
 
 # -- terminal ---------------------------------------------------------------------------
@@ -86,9 +109,8 @@ def _lines_table(title: str, lines: Sequence[Line], *, rates: bool) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("事项 Matter", min_width=28, max_width=48)
     names = RATES if rates else SHOWN
-    labels = RATE_LABELS if rates else MEASURE_LABELS
     for name in names:
-        zh, en = labels[name]
+        zh, en = RATE_LABELS[name] if rates else item_label(name)
         table.add_column(f"{zh}\n{en}", justify="right", max_width=18)
     for line in lines:
         cells = _rate_cells(line) if rates else [str(line.counts[n]) for n in SHOWN]
@@ -102,6 +124,12 @@ def _section(console: Console, title: str, lines: Sequence[Line]) -> None:
     console.print(_lines_table(rates_title, lines, rates=True))
 
 
+def subtotal_line(group: ItemGroup) -> Line:
+    """A group's subtotal as a line of its table."""
+    return Line(group.completion, f"小计：{group.name_zh}", f"subtotal: {group.name_en}",
+                group.subtotal)  # fmt: skip
+
+
 def render_table(report: StationReport, console: Console) -> None:
     """The report as rich tables."""
     console.print(
@@ -110,22 +138,35 @@ def render_table(report: StationReport, console: Console) -> None:
     )
     if report.incomplete:
         console.print(f"[bold yellow]不完整 Incomplete:[/bold yellow] {report.incomplete}")
+    for note in report.notes:
+        console.print(f"[bold yellow]注意 Note:[/bold yellow] {note.zh}\n  {note.en}")
     summary = Table(show_header=False)
     summary.add_column()
     summary.add_column(justify="right")
     for zh, en, value in headline(report):
         summary.add_row(f"{zh} {en}", value)
     console.print(summary)
+    console.print(completed_parts(report))
+    console.print(completed_parts(report, english=True))
     if report.visitors:
         visitors = Table(title="来访目的 Visitors by purpose", title_justify="left")
         visitors.add_column("目的 Purpose")
-        visitors.add_column("人次 Visitors", justify="right")
+        visitors.add_column("人次 Visits", justify="right")
         for _, zh, en, count in report.visitors:
             visitors.add_row(f"{zh} {en}", str(count))
         console.print(visitors)
-    _section(console, "按类别 By kind of matter", report.kinds)
-    if report.items:
-        _section(console, "便民服务按事项 Convenience services by item", report.items)
+    kinds = Table(title="按类别 By kind of matter", title_justify="left")
+    kinds.add_column("类别 Kind", min_width=20)
+    kinds.add_column("办理情况 What was done")
+    for line in report.kinds:
+        kinds.add_row(
+            f"{line.name_zh}\n{line.name_en}",
+            f"{kind_words(line)}\n{kind_words(line, english=True)}",
+        )
+    console.print(kinds)
+    for group in report.item_groups:
+        title = f"便民服务：{group.name_zh} Convenience services: {group.name_en}"
+        _section(console, title, [*group.items, subtotal_line(group)])
     if len(report.by_station) > 1:
         _section(console, "按服务站 By station", report.by_station)
 
@@ -145,28 +186,41 @@ CSV_COLUMNS = (
     "from",
     "to",
     "section",
+    "group",
     "code",
     "name_zh",
     "name_en",
+    "value",
     *STATISTICS_MEASURES,
     *RATES,
+    "incomplete",
 )
 
 
 def to_csv(report: StationReport) -> str:
-    """One table: the totals, each kind, each item, each station, each visit purpose
-    (``section`` says which); rates as fractions, empty when nothing was counted."""
+    """One table, the report's sections one after another (``section`` says which):
+    ``figure`` (the headline figures, ``value``), ``note`` (what to know to read them),
+    ``total``, ``kind``, ``item`` (``group``: station or forwarded, in the catalogue's
+    order) and each group's ``subtotal``, ``station``, ``visitors`` (visits by purpose).
+    Rates as fractions, empty when nothing was counted; ``incomplete`` on every row says
+    why the figures may not count the whole log yet (empty when they do)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    base = {"scope": report.scope, "from": report.start.isoformat(), "to": report.end.isoformat()}
+    base = {
+        "scope": report.scope,
+        "from": report.start.isoformat(),
+        "to": report.end.isoformat(),
+        "incomplete": report.incomplete or "",
+    }
 
-    def write(section: str, line: Line) -> None:
+    def write(section: str, line: Line, group: str = "") -> None:
         values = line.counts.as_json()
         writer.writerow(
             {
                 **base,
                 "section": section,
+                "group": group,
                 "code": line.code,
                 "name_zh": line.name_zh,
                 "name_en": line.name_en,
@@ -174,11 +228,28 @@ def to_csv(report: StationReport) -> str:
             }
         )
 
+    for figure in report.headline():
+        writer.writerow(
+            {
+                **base,
+                "section": "figure",
+                "code": figure.measure,
+                "name_zh": figure.name_zh,
+                "name_en": figure.name_en,
+                "value": figure.value,
+            }
+        )
+    for note in report.notes:
+        writer.writerow(
+            {**base, "section": "note", "code": note.code, "name_zh": note.zh, "name_en": note.en}
+        )
     write("total", Line(report.scope, report.scope_zh, report.scope_en, report.totals))
     for line in report.kinds:
         write("kind", line)
-    for line in report.items:
-        write("item", line)
+    for group in report.item_groups:
+        for line in group.items:
+            write("item", line, group.completion)
+        write("subtotal", subtotal_line(group), group.completion)
     for line in report.by_station:
         write("station", line)
     for purpose, zh, en, count in report.visitors:
@@ -189,6 +260,7 @@ def to_csv(report: StationReport) -> str:
                 "code": purpose,
                 "name_zh": zh,
                 "name_en": en,
+                "value": count,
                 "received": count,
             }
         )
@@ -267,6 +339,8 @@ _PAGE = Environment(autoescape=True).from_string(
   td.n { text-align: right; } th { background: #f1f1f1; font-weight: normal; }
   figure { margin: 16px 0; page-break-inside: avoid; }
   .incomplete { border: 2px solid #b60; padding: 6px 10px; font-weight: bold; }
+  .note { border-left: 4px solid #b60; padding: 4px 10px; background: #fff7e6; }
+  tr.subtotal td { font-weight: bold; background: #f7f7f7; }
   @media print { body { margin: 10mm; } .figure { border-color: #888; } }
   @page { size: A4 landscape; margin: 10mm; }
 </style>
@@ -279,21 +353,34 @@ _PAGE = Environment(autoescape=True).from_string(
  {{ r.stations|join(", ") }}{% endif %}</p>
 {% if r.incomplete %}<p class="incomplete">不完整 <span class="en">Incomplete</span>:
  {{ r.incomplete }}</p>{% endif %}
+{% for note in r.notes %}<p class="note">注意 <span class="en">Note</span>: {{ note.zh }}
+ <span class="en">{{ note.en }}</span></p>{% endfor %}
 <div class="figures">
 {% for zh, en, value in figures %}
   <div class="figure">{{ zh }} <span class="en">{{ en }}</span><b>{{ value }}</b></div>
 {% endfor %}
 </div>
+<p>{{ completed_zh }}<br><span class="en">{{ completed_en }}</span></p>
 <figure>{{ kinds_chart|safe }}</figure>
 {% if items_chart %}<figure>{{ items_chart|safe }}</figure>{% endif %}
 {% if visitors_chart %}<figure>{{ visitors_chart|safe }}</figure>{% endif %}
+<h2>按类别 <span class="en">By kind of matter</span></h2>
+<table>
+  <tr><th>类别 <span class="en">Kind</span></th>
+  <th>办理情况 <span class="en">What was done</span></th></tr>
+  {% for line in r.kinds %}
+  <tr><td>{{ line.name_zh }}<br><span class="en">{{ line.name_en }}</span></td>
+  <td>{{ words(line) }}<br><span class="en">{{ words(line, english=True) }}</span></td></tr>
+  {% endfor %}
+</table>
 {% for title_zh, title_en, lines in tables %}
 <h2>{{ title_zh }} <span class="en">{{ title_en }}</span></h2>
 <table>
   <tr><th>事项 <span class="en">Matter</span></th>
   {% for zh, en in headers %}<th>{{ zh }}<br><span class="en">{{ en }}</span></th>{% endfor %}</tr>
   {% for line in lines %}
-  <tr><td>{{ line.name_zh }}<br><span class="en">{{ line.name_en }}</span></td>
+  <tr{% if line.name_zh.startswith("小计") %} class="subtotal"{% endif %}>
+  <td>{{ line.name_zh }}<br><span class="en">{{ line.name_en }}</span></td>
   {% for cell in cells(line) %}<td class="n">{{ cell }}</td>{% endfor %}</tr>
   {% endfor %}
 </table>
@@ -312,8 +399,9 @@ def to_html(report: StationReport) -> str:
     kinds_chart = bar_chart(
         "办理事项按类别 Matters handled, by kind",
         [(f"{line.name_zh} {line.name_en}", [line.counts["received"]]) for line in report.kinds],
-        ["受理/登记 received"],
+        ["收件/登记 taken on"],
     )
+    counted = [line for line in report.items if line.counts["received"] or line.counts.completed]
     items_chart = (
         bar_chart(
             "便民服务办结按事项 Convenience services completed, by item",
@@ -322,40 +410,45 @@ def to_html(report: StationReport) -> str:
                     line.name_zh,
                     [line.counts["completed_at_station"], line.counts["completed_upstream"]],
                 )
-                for line in report.items
+                for line in counted
             ],
             ["站内办结 at the station", "上级办结 upstream"],
             width=900,
         )
-        if report.items
+        if counted
         else ""
     )
     visitors_chart = (
         bar_chart(
             "接待群众按来访目的 People received, by purpose",
             [(f"{zh} {en}", [count]) for _, zh, en, count in report.visitors],
-            ["人次 visitors"],
+            ["人次 visits"],
         )
         if report.visitors
         else ""
     )
-    headers = [MEASURE_LABELS[name] for name in SHOWN] + [RATE_LABELS[name] for name in RATES]
+    headers = [item_label(name) for name in SHOWN] + [RATE_LABELS[name] for name in RATES]
 
     def cells(line: Line) -> list[str]:
         return [str(line.counts[name]) for name in SHOWN] + _rate_cells(line)
 
-    tables = [("按类别", "By kind of matter", report.kinds)]
-    if report.items:
-        tables.append(("便民服务按事项", "Convenience services by item", report.items))
+    tables = [
+        (f"便民服务：{group.name_zh}", f"Convenience services: {group.name_en}",
+         [*group.items, subtotal_line(group)])
+        for group in report.item_groups
+    ]  # fmt: skip
     if len(report.by_station) > 1:
-        tables.append(("按服务站", "By station", report.by_station))
+        tables.append(("按服务站", "By station", list(report.by_station)))
     return _PAGE.render(
         r=report,
         figures=headline(report),
+        completed_zh=completed_parts(report),
+        completed_en=completed_parts(report, english=True),
         kinds_chart=kinds_chart,
         items_chart=items_chart,
         visitors_chart=visitors_chart,
         tables=tables,
         headers=headers,
         cells=cells,
+        words=kind_words,
     )
