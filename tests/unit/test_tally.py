@@ -5,6 +5,7 @@ paper records, decisions entered without their moment, and visitors as people.""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,7 +51,10 @@ def event(
     )
 
 
-def run(kind: str, steps: list[tuple[str, dict[str, Any], datetime, datetime | None]]) -> list[Any]:
+Step = tuple[str, dict[str, Any], datetime, datetime | None]
+
+
+def run(kind: str, steps: Sequence[Step]) -> list[Any]:
     """Fold one case's events; what each adds."""
     case, case_id, added = CaseTally(), uuid.uuid4(), []
     if kind == "application":
