@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -343,7 +343,15 @@ async def applicant(request: Request, session: SessionDep, case_id: uuid.UUID) -
 
 # --- the station head: statistics -------------------------------------------------------
 
-FIGURES = ("received", "accepted", "forwarded", "approved", "rejected", "delivered")
+FIGURES = (
+    "received",
+    "accepted",
+    "forwarded",
+    "completed_at_station",
+    "approved",
+    "rejected",
+    "delivered",
+)
 
 
 def _period(start: str, end: str) -> tuple[str, str]:
@@ -405,6 +413,37 @@ async def statistics(
         chart=chart,
         figures=FIGURES,
     )
+
+
+PRINTABLE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+"""The printable report's policy: its own inline styles, nothing run or fetched."""
+
+
+@router.get("/statistics/download")
+async def statistics_download(
+    request: Request,
+    session: SessionDep,
+    output: Annotated[Literal["csv", "html"], Query(alias="format")] = "csv",
+    start: Annotated[str, Query(alias="from")] = "",
+    end: Annotated[str, Query(alias="to")] = "",
+) -> Response:
+    """The period's report as the API renders it: a spreadsheet or a printable page."""
+    first, last = _period(start, end)
+    params = {"from": first, "to": last, "format": output}
+    if session.role == "station_head":
+        params["station"] = session.org
+    content, media = await apis(request).download(
+        "processing", "/reports/statistics", session.token, **params
+    )
+    if output == "csv":
+        name = f"statistics-{params.get('station', 'city')}-{first}-{last}.csv"
+        headers = {"content-disposition": f'attachment; filename="{name}"'}
+    else:  # the printable page styles itself inline and draws its charts as SVG: no more
+        headers = {"content-security-policy": PRINTABLE_CSP}
+    return Response(content, media_type=media, headers=headers)
 
 
 # --- the auditor: a case's timeline as of a moment ---------------------------------------

@@ -72,6 +72,29 @@ class Apis:
     ) -> Any:
         """The API's JSON answer to one request (2xx), else :class:`Refused` or
         :class:`Unavailable`."""
+        answer = await self._send(
+            api, method, path, token, json=json, params=params,
+            idempotency_key=idempotency_key, headers=headers,
+        )  # fmt: skip
+        try:
+            return answer.json() if answer.content else None
+        except ValueError:
+            return None
+
+    async def _send(
+        self,
+        api: Api,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request's answer if it is a 2xx, else :class:`Refused` (with the problem's
+        words), :class:`SignInAgain` or :class:`Unavailable`."""
         sent = {"authorization": f"Bearer {token}", **(headers or {})}
         if idempotency_key is not None:
             sent["idempotency-key"] = idempotency_key
@@ -98,10 +121,15 @@ class Apis:
                 str(problem.get("detail") or ""),
                 list(problem.get("errors") or []),
             )
-        return body
+        return answer
 
     async def get(self, api: Api, path: str, token: str, **params: str) -> Any:
         return await self.call(api, "GET", path, token, params=params or None)
+
+    async def download(self, api: Api, path: str, token: str, **params: str) -> tuple[bytes, str]:
+        """A document the API renders (CSV, a printable page): its bytes and media type."""
+        answer = await self._send(api, "GET", path, token, params=params or None)
+        return answer.content, answer.headers.get("content-type", "application/octet-stream")
 
     async def stream(self, api: Api, path: str, token: str) -> AsyncIterator[bytes]:
         """The bytes of a long answer (server-sent events) as they come; ends when the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -216,6 +217,18 @@ def test_a_forwarded_case_decided_by_the_department_seen_by_the_head_and_the_aud
 
     waiting.wait_until(approved_shown, what="the decision in the head's statistics", timeout=60)
     expect(page.locator(".chart-row[data-item=birth_certificate] svg")).to_be_visible()
+    # A forwarded item, in the forwarded group with its subtotal; decided upstream, so not
+    # part of what the station completed; the report is the API's, downloadable as CSV.
+    forwarded = page.locator("table[data-group=forwarded]")
+    expect(forwarded.locator("tr[data-item=birth_certificate]")).to_be_visible()
+    expect(forwarded.locator("tr[data-subtotal=forwarded] td[data-figure=approved]")).to_have_text(
+        "1"
+    )
+    expect(page.get_by_test_id("completed-parts")).to_contain_text("便民服务 0")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="表格（CSV）").click()
+    sheet = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "birth_certificate" in sheet and sheet.startswith("scope,from,to,section,group")
     sign_out(page)
 
     # The auditor reads its timeline as it stood before the decision, under the status of
