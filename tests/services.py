@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import psutil
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
@@ -43,6 +44,7 @@ from shared.devtools import servers as devservers
 from shared.web.metrics import ensure_metrics_token
 
 SERVICES = ("intake", "processing", "notify")
+CASEFLOW = str(Path(sys.executable).parent / "caseflow")
 
 
 @dataclass
@@ -439,6 +441,7 @@ class _LazyHeaders(Mapping[str, str]):
 
 
 SERVICES = ("intake", "processing", "notify")
+CASEFLOW = str(Path(sys.executable).parent / "caseflow")
 SANDBOX = ("sandbox-smtp", "sandbox-sms", "sandbox-webhook")
 """each ``caseflow up`` of a test on ports of its own, also the sandbox's receivers (a
 ``make up`` beside the tests holds the default ones)."""
@@ -519,3 +522,23 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def caseflow_up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    """``caseflow up`` on the embedded default in ``data``, on ``ports`` (``{"intake": …,
+    "processing": …, "console": …, "nats": …, sandbox's…}``), once it says it is ready."""
+    args = [CASEFLOW, "up", "--data-dir", str(data)]
+    for name, port in ports.items():
+        args += [f"--{name}-port", str(port)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    wait_for_line(log, "ready; press Ctrl-C to stop", proc)
+    return proc
+
+
+def stop_caseflow_up(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """Ctrl-C, as an operator stops it; the processes left behind."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    return list(psutil.wait_procs(children, timeout=10)[1])

@@ -15,11 +15,14 @@ first applications follow a fixed set of paths (closed, corrected, refused, forw
 and answered, rejected, withdrawn, suspended, waiting…) so that every state shows up at
 any scale; the rest take a random path, further along the older they are.
 
-Hand-in times lie in the past (paper forms entered late): the staff's later actions
-happen now, as the law wants them recorded. Everything is seeded per day and per visit:
-the same ``--seed`` gives the same people and cases, and every Idempotency-Key and the
-member of staff who sends it derive from it (keys belong to their sender), so running
-the demo again adds nothing.
+Every act is stamped at its simulated moment (entered later from paper, 补录, with the
+special permission ``backfill``): a case handed in on a Monday is reviewed, decided and
+delivered on the working days after it, in office hours, so its clock, the warnings and
+the on-time figures are those of the month simulated. An act whose moment is still to come
+is not taken yet; running the demo again later takes it then. Everything is seeded per day
+and per visit: the same ``--seed`` gives the same people, cases and moments, and every
+Idempotency-Key and the member of staff who sends it derive from it (keys belong to their
+sender), so running the demo again adds nothing it added before.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from shared.adapters.auth import Role, SignedInStaff, SigningKey, check_role_fit
 from shared.adapters.delegations import load_seed_delegations
 from shared.domain.catalogue import Catalogue, ServiceItem, load_catalogue
 from shared.domain.identity import id_check_digit
+from shared.domain.moments import BACKFILL_PERMISSION
 from shared.domain.orgs import load_organisations
 from shared.domain.roster import DEMO_STAFF
 from shared.domain.workcalendar import CHINA_TZ, OutsideCalendar, load_calendar
@@ -210,12 +214,21 @@ class Station:
         self.signing_key = SigningKey.load(key_dir)
         organisations = load_organisations()
         self.tokens: dict[str, str] = {}
+        self.backfill_tokens: dict[str, str] = {}
+        """The same staff with the special permission ``backfill``, for the acts the demo
+        dates at their simulated moment (the tokens written for people to try carry none)."""
+        backfill = organisations.special_permissions[BACKFILL_PERMISSION]
         for member in ROSTER:
             check_role_fits_org(member.role, organisations.get(member.org))
             staff = SignedInStaff(
                 user=member.user, role=member.role, org=member.org, name=member.name
             )
             self.tokens[member.user] = issue_token(staff, self.signing_key, ttl=timedelta(days=7))
+            if member.role.value in backfill.roles:
+                dating = dataclasses.replace(staff, permissions=frozenset({BACKFILL_PERMISSION}))
+                self.backfill_tokens[member.user] = issue_token(
+                    dating, self.signing_key, ttl=timedelta(days=7)
+                )
         self.seed = seed
         self.http = client or httpx.Client(timeout=30)
         self.tally = Tally()
@@ -224,8 +237,9 @@ class Station:
         """An Idempotency-Key that the same seed and step always give."""
         return "demo-" + "-".join(str(p) for p in (self.seed, *parts))
 
-    def headers(self, user: str, key: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
+    def headers(self, user: str, key: str | None = None, dated: bool = False) -> dict[str, str]:
+        token = self.backfill_tokens[user] if dated else self.tokens[user]
+        headers = {"Authorization": f"Bearer {token}"}
         if key is not None:
             headers["Idempotency-Key"] = key
         return headers
@@ -233,7 +247,10 @@ class Station:
     def post(self, base: str, path: str, user: str, key: str, body: Any) -> httpx.Response:
         """POST; 5xx, 401 and 422 stop the demo (a bug), 403 and 409 are noted and passed on
         (a step life would have refused too)."""
-        response = self.http.post(f"{base}{path}", json=body, headers=self.headers(user, key))
+        dated = base == self.processing and isinstance(body, dict) and "occurred_at" in body
+        response = self.http.post(
+            f"{base}{path}", json=body, headers=self.headers(user, key, dated)
+        )
         if response.status_code >= 500 or response.status_code in (401, 404, 422):
             raise DemoError(f"POST {path} as {user}: {response.status_code} {response.text}")
         if response.status_code >= 400:
@@ -330,13 +347,63 @@ class Slot:
     def key(self, *parts: object) -> tuple[object, ...]:
         return (self.kind, f"{self.day:%Y%m%d}", self.index, *parts)
 
-    def rng(self) -> random.Random:
-        return random.Random(f"{self.seed}:{self.day}:{self.kind}:{self.index}")  # noqa: S311
+    def rng(self, stream: str = "") -> random.Random:
+        """The slot's own random numbers; another ``stream`` (e.g. the moments of its acts)
+        draws apart, so adding a draw to one leaves the other as it was."""
+        tail = f":{stream}" if stream else ""
+        return random.Random(f"{self.seed}:{self.day}:{self.kind}:{self.index}{tail}")  # noqa: S311
 
     def moment(self) -> datetime:
         """Office hours: 8:30–12:00 and 14:00–17:30, China time."""
         minute = self.rng().choice([*range(8 * 60 + 30, 12 * 60), *range(14 * 60, 17 * 60 + 30)])
         return datetime.combine(self.day, time(minute // 60, minute % 60), CHINA_TZ)
+
+
+OPENS, CLOSES = time(8, 30), time(17, 30)
+"""The station's office hours."""
+
+
+class Timeline:
+    """When each act on one case happened: one after the other, on working days in office
+    hours, from the hand-in on. Drawn from the case's own seed, so the same case always
+    has the same moments. Every moment lies before today (the days the demo loads): an act
+    whose drawn moment would fall today or later happens sooner instead, in the time left
+    before today, so a recent case still reaches the stage its course says."""
+
+    def __init__(self, start: datetime, rng: random.Random, before: datetime) -> None:
+        self.at = start
+        self.rng = rng
+        self.before = before
+
+    def next(self, days: tuple[int, int] = (0, 0), minutes: tuple[int, int] = (5, 60)) -> datetime:
+        """The next act's moment: ``days`` working days (a range) and ``minutes`` (a range)
+        after the last one."""
+        later, gap = self.rng.randint(*days), self.rng.randint(*minutes)
+        moment = self.at + timedelta(minutes=gap)
+        evening = moment.timetz().replace(tzinfo=None) > CLOSES
+        if later or evening or moment.date() != self.at.date():
+            day = _working_after(self.at.date(), max(later, 1))
+            moment = datetime.combine(day, OPENS, CHINA_TZ) + timedelta(minutes=gap)
+        if moment >= self.before:  # a quarter of the time left: never today, always later
+            moment = self.at + max(timedelta(seconds=1), (self.before - self.at) / 4)
+        self.at = moment
+        return moment
+
+
+def start_of_today() -> datetime:
+    """Midnight at the station: the demo's acts all happened before it."""
+    return datetime.combine(datetime.now(CHINA_TZ).date(), time(0), CHINA_TZ)
+
+
+def _working_after(day: date, n: int) -> date:
+    """The n-th working day after ``day`` (weekdays past the holiday calendar's end)."""
+    try:
+        return load_calendar().add_working_days(day, n)
+    except OutsideCalendar:
+        while n:
+            day += timedelta(days=1)
+            n -= day.weekday() < 5
+        return day
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
@@ -524,6 +591,7 @@ def application(
         station.key(*slot.key("visit")),
         {
             "visitor_name": applicant.name,
+            "id_number": applicant.id_number,
             "village": applicant.village,
             "purpose": "application",
             "note": f"办理{item.name_zh}",
@@ -550,33 +618,44 @@ def application(
     if case is None:
         return
     case_id, status = case["case_id"], case["status"]
+    timeline = Timeline(moment, slot.rng("moments"), start_of_today())
+    committed = item.committed_limit_days
 
-    def act(action: str, user: str, body: dict[str, Any] | None = None) -> str:
-        return station.act(case_id, action, user, station.key(*slot.key(action)), body)
+    def act(
+        action: str,
+        user: str,
+        body: dict[str, Any] | None = None,
+        days: tuple[int, int] = (0, 0),
+        minutes: tuple[int, int] = (5, 60),
+    ) -> str:
+        """Take ``action`` at its moment on the case's timeline."""
+        when = timeline.next(days, minutes)
+        dated = {**(body or {}), "occurred_at": when.isoformat()}
+        return station.act(case_id, action, user, station.key(*slot.key(action)), dated)
 
     if course.refused:
         reason, elsewhere = rng.choice(REFUSALS)
-        act("refuse", clerk, {"reason": reason, "apply_instead_at": elsewhere})
+        act("refuse", clerk, {"reason": reason, "apply_instead_at": elsewhere}, minutes=(5, 30))
         return
     if status == "correction_requested":
         if not course.brought:
             return  # the applicant has yet to bring what the notice listed
         listed = [m["code"] for m in case["receipt"]["missing"]]
-        act("submit_correction", clerk, {"materials": listed})
-        status = act("accept", clerk)
+        act("submit_correction", clerk, {"materials": listed}, days=(1, 4))
+        status = act("accept", clerk, minutes=(2, 10))
     if status != "accepted":
         return  # e.g. received only, under a receive-only delegation
     reached = STAGES.index(course.stage)
     if reached >= 1:
-        act("start_review", reviewer)
+        act("start_review", reviewer, days=(0, 1))
         if course.extended and not item.forward_to:  # the head decides station items only
             act("extend", head, {"reason": "需调取外省参保缴费记录 / records from another "
-                                           "province are needed"})  # fmt: skip
+                                           "province are needed"}, days=(0, 1))  # fmt: skip
         if course.suspended:
             act("suspend", reviewer, {"kind": "expert_review", "reason": "等待现场核查结果 / "
-                                      "waiting for an on-site check"})  # fmt: skip
+                                      "waiting for an on-site check"}, days=(0, 1))  # fmt: skip
             if reached >= 2:
-                act("resume", reviewer, {"note": "核查完毕 / checked"})
+                act("resume", reviewer, {"note": "核查完毕 / checked"}, days=(2, 6))
     if reached >= 2:
         act(
             "complete_review",
@@ -587,30 +666,39 @@ def application(
                 if course.approve
                 else "不符合申请条件 / not eligible",
             },
+            days=(0, max(0, committed // 3)),
+            minutes=(20, 120),
         )
         if item.forward_to:
-            act("forward", reviewer, {"note": f"转{item.forward_to}审批"})
+            act("forward", reviewer, {"note": f"转{item.forward_to}审批"}, minutes=(10, 60))
     if course.withdrawn:
-        act("withdraw", clerk, {"reason": "申请人决定暂不办理 / the applicant changed their mind"})
+        act("withdraw", clerk, {"reason": "申请人决定暂不办理 / the applicant changed their mind"},
+            days=(0, 2))  # fmt: skip
         return
     if reached >= 3:
         decider = f"officer.{item.forward_to}" if item.forward_to else head
         number = f"{ABBREVIATIONS.get(item.forward_to or item.authority, '韩')}〔{moment.year}〕"
         number += f"{100 + rng.randrange(900)}号"
+        # Most decisions within the committed limit; now and then one runs late.
+        late = rng.random() < 0.1
+        span = (1, max(2, item.legal_limit_days // 2)) if item.forward_to else (0, committed // 2)
+        if late:
+            span = (committed + 1, committed + 3)
         if course.approve:
-            act("approve", decider, {"decision_number": number})
+            act("approve", decider, {"decision_number": number}, days=span)
         else:
             reason = REJECTIONS.get(item.code, "经审核不符合条件 / the conditions are not met")
-            act("reject", decider, {"reasons": [reason], "decision_number": number})
+            act("reject", decider, {"reasons": [reason], "decision_number": number}, days=span)
     if reached >= 4:
         method = rng.choices(["in_person", "by_proxy", "post"], [85, 8, 7])[0]
-        act("deliver", clerk, {"method": method})
-        act("rate", clerk, {"score": course.score, "comment": COMMENTS[course.score]})
+        act("deliver", clerk, {"method": method}, days=(0, 2))
+        act("rate", clerk, {"score": course.score, "comment": COMMENTS[course.score]},
+            minutes=(2, 10))  # fmt: skip
         if course.score <= 2 and course.called_back:
             notes = "站长电话回访，说明办理进度并致歉 / called back, explained, apologised"
-            act("complete_callback", head, {"notes": notes})
+            act("complete_callback", head, {"notes": notes}, days=(1, 3))
     if reached >= 5:
-        act("close", clerk)
+        act("close", clerk, days=(0, 1))
 
 
 def _materials(rng: random.Random, item: ServiceItem, incomplete: bool) -> list[Any]:
@@ -733,6 +821,7 @@ def matter(station: Station, slot: Slot) -> None:
             "need": rng.choice(NEEDS),
             "urgent": rng.random() < 0.3,
         }
+        opening["people_helped"] = rng.choices((1, 2, 3, 4), (80, 10, 6, 4))[0]
         steps = [
             ("provide", {"description": "上门送去米面油，联系村医定期探访"}),
             ("close", {}),
@@ -757,8 +846,16 @@ def matter(station: Station, slot: Slot) -> None:
     done = len(steps) if age > 5 and rng.random() < 0.85 else rng.randrange(0, len(steps))
     if not_yet:
         done = 0
+    timeline = Timeline(moment, slot.rng("moments"), start_of_today())
     for action, body in steps[:done]:
-        station.act(case["case_id"], action, head, station.key(*slot.key(action)), body)
+        if action == "hold":  # on the day it was planned for (before today), afternoon
+            held = datetime.combine(date.fromisoformat(opening["planned_on"]), time(15), CHINA_TZ)
+            when = held if timeline.at < held < timeline.before else timeline.next()
+            timeline.at = when
+        else:
+            when = timeline.next((1, 3) if action != "close" else (0, 0), (30, 120))
+        dated = {**body, "occurred_at": when.isoformat()}
+        station.act(case["case_id"], action, head, station.key(*slot.key(action)), dated)
 
 
 # -- The whole month --------------------------------------------------------------------

@@ -231,7 +231,7 @@ def token(
     key_dir: Annotated[Path, typer.Option(help=KEY_DIR_HELP)] = Path("var/keys"),
     permission: Annotated[
         list[str] | None,
-        typer.Option(help="a special permission, e.g. reopen (repeatable)"),
+        typer.Option(help="a special permission, e.g. reopen or backfill (repeatable)"),
     ] = None,
 ) -> None:
     """Print a staff bearer token signed with the local key (the embedded default)."""

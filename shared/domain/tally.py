@@ -191,12 +191,14 @@ class StatisticsTally:
             deltas = {"ratings": 1, "rating_sum": score, "poor_ratings": int(score <= POOR_RATING)}
         elif kind == "DeadlineExtended":
             case.clock = case.clock.extend(int(payload.get("days", 0)), event.version)
-            return None
+            deltas = {}
         else:
-            return None
-        if entered_late(event):
+            deltas = {}  # a step counted by nothing else (a review, a session held …)
+        if entered_late(event):  # every step of the workflow entered from paper is counted
             deltas["backfilled"] = 1
             case.backfilled = True
+        if not deltas:
+            return None
         item = (case.item_code or "") if event.case_kind == APPLICATION else ""
         return (case.station, day, event.case_kind, item), deltas
 

@@ -4,7 +4,6 @@ through the real APIs, and only once; instruments published through the API if m
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,43 +12,24 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from shared.adapters.delegations import load_seed_delegations
 from shared.cli.demo import SHOWCASE, Slot, Station, application, ensure_delegations
 from shared.devtools import httpcalls
 from shared.devtools import servers as devservers
 from shared.domain.catalogue import load_catalogue
 from tests.services import (
+    CASEFLOW,
     SANDBOX,
     SERVICES,
+    caseflow_up,
     service_env,
     session_keys,
     start_process,
-    wait_for_line,
+    stop_caseflow_up,
     wait_ready,
 )
 
-CASEFLOW = str(Path(sys.executable).parent / "caseflow")
 STAFF_EVENTS = "SELECT count(*) FROM events WHERE actor_role != 'system'"
-
-
-def _up(data: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
-    args = [CASEFLOW, "up", "--data-dir", str(data)]
-    for name, port in ports.items():
-        args += [f"--{name}-port", str(port)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    wait_for_line(log, "ready; press Ctrl-C to stop", proc)
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """Ctrl-C, as an operator stops it; the processes left behind."""
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 0
-    return psutil.wait_procs(children, timeout=10)[1]
 
 
 def _staff_events(data: Path) -> int:
@@ -71,7 +51,7 @@ def _events(processing: str, case_id: str, token: str) -> list[dict[str, Any]]:
 def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> None:
     data = tmp_path / "var"
     ports = {n: devservers.free_port() for n in (*SERVICES, "console", "nats", *SANDBOX)}
-    proc = _up(data, ports, tmp_path / "up.log")
+    proc = caseflow_up(data, ports, tmp_path / "up.log")
     intake, processing = (f"http://127.0.0.1:{ports[n]}" for n in ("intake", "processing"))
     tokens = tmp_path / "demo-tokens.json"
     command = [
@@ -155,7 +135,7 @@ def test_demo_loads_every_kind_of_case_in_its_states_once(tmp_path: Path) -> Non
         assert "already there" in again.stdout
         assert _staff_events(data) == staff_events  # the same seed adds nothing
     finally:
-        left = _stop(proc)
+        left = stop_caseflow_up(proc)
     assert left == [], f"left behind: {left}"
 
 
