@@ -71,6 +71,7 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(word=i18n.word, pick=i18n.pick)
     templates.env.filters["local"] = pages.local_time
+    templates.env.filters["entered_later"] = pages.entered_later
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

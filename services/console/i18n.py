@@ -113,6 +113,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "history": ("办理记录", "History"),
     "h_version": ("版本", "Version"),
     "h_when": ("时间", "When"),
+    "entered_later": ("补录于", "entered from paper on"),
     "h_event": ("事件", "Event"),
     "h_who": ("经办人", "Who"),
     "h_authority": ("以谁的名义", "For authority"),

@@ -14,6 +14,7 @@ from services.console import forms, i18n
 from services.console.sessions import COOKIE, Session
 from services.console.upstream import Apis, Refused, new_key
 from shared.domain.catalogue import Catalogue, ServiceItem
+from shared.domain.moments import ENTERED_LATE_AFTER
 from shared.domain.workcalendar import CHINA_TZ
 
 router = APIRouter(include_in_schema=False)
@@ -34,6 +35,17 @@ def local_time(value: str | None) -> str:
     except ValueError:
         return value
     return moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def entered_later(event: dict[str, Any]) -> str:
+    """When an act entered later from a paper record (补录) was recorded, in Beijing time;
+    '' for an act recorded as it happened."""
+    try:
+        occurred = datetime.fromisoformat(str(event.get("occurred_at")))
+        recorded = datetime.fromisoformat(str(event.get("recorded_at")))
+    except ValueError:
+        return ""
+    return local_time(recorded.isoformat()) if recorded - occurred > ENTERED_LATE_AFTER else ""
 
 
 def lang_of(request: Request) -> i18n.Lang:

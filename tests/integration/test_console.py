@@ -14,6 +14,7 @@ import pytest
 
 from services.console.app import create_app
 from services.console.forms import actions_for, body_from, fields_of
+from services.console.pages import entered_later
 from services.console.sessions import COOKIE, Sessions
 from services.console.settings import ConsoleSettings
 from shared.adapters.auth import KeyPair
@@ -55,7 +56,8 @@ def csrf_of(html: str) -> str:
 
 
 async def test_every_page_wants_a_session(client: httpx.AsyncClient) -> None:
-    for path in ("/", "/worklist", "/applications/new", "/cases/find", "/cases/0193/x"):
+    pages = ("/", "/worklist", "/applications/new", "/cases/find", "/cases/0193/x")
+    for path in (*pages, "/statistics/download?format=csv"):
         answer = await client.get(path)
         assert answer.status_code in (303, 404, 422), (path, answer.status_code)
         if answer.status_code == 303:
@@ -196,3 +198,13 @@ def test_only_the_members_own_actions_are_offered() -> None:
     assert "start_review" not in clerk and "claim" not in clerk
     other_station = actions_for(workflows, case, "reviewer", "longmen_station")
     assert "claim" not in other_station
+
+
+def test_the_history_says_when_an_act_from_paper_was_entered() -> None:
+    """An act dated in the past (补录) shows when it was recorded too; one recorded as it
+    happened (a moment's delay) does not."""
+    late = {"occurred_at": "2021-12-06T01:00:00+00:00", "recorded_at": "2026-12-05T03:00:00+00:00"}
+    assert entered_later(late) == "2026-12-05 11:00:00"
+    now = {"occurred_at": "2026-12-05T03:00:00+00:00", "recorded_at": "2026-12-05T03:00:01+00:00"}
+    assert entered_later(now) == ""
+    assert entered_later({"occurred_at": None}) == ""
