@@ -28,6 +28,7 @@ from services.console.settings import ConsoleSettings
 from services.console.upstream import Apis, Refused, SignInAgain, Unavailable
 from shared.adapters.auth import SignedInStaff
 from shared.domain.catalogue import load_catalogue
+from shared.domain.moments import BACKFILL_PERMISSION
 from shared.domain.orgs import load_organisations
 from shared.domain.workflow.definitions import load_workflows
 
@@ -131,12 +132,17 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
         if member is None:
             return RedirectResponse("/sign-in", status_code=303)
         lifetime = timedelta(minutes=settings.session_minutes)
-        token = issue_token(
-            SignedInStaff(member.user, Role(member.role), member.org, member.name),
-            SigningKey.load(settings.local_sign_in_key_dir),
-            ttl=lifetime,
+        # Entering paper records (补录): the token carries ``backfill`` if the role may.
+        granted = app.state.organisations.special_permissions.get(BACKFILL_PERMISSION)
+        paper = bool(form.get("paper")) and granted is not None and member.role in granted.roles
+        staff = SignedInStaff(
+            member.user,
+            Role(member.role),
+            member.org,
+            member.name,
+            permissions=frozenset({BACKFILL_PERMISSION}) if paper else frozenset(),
         )
-        staff = SignedInStaff(member.user, Role(member.role), member.org, member.name)
+        token = issue_token(staff, SigningKey.load(settings.local_sign_in_key_dir), ttl=lifetime)
         expires = int((datetime.now(UTC) + lifetime).timestamp())
         return start_session(token, staff, expires)
 
@@ -148,6 +154,7 @@ def create_app(settings: ConsoleSettings, *, apis: Apis | None = None) -> FastAP
             org=staff.org,
             name=staff.name,
             token_expires=datetime.fromtimestamp(expires, UTC) if expires else None,
+            permissions=staff.permissions,
         )
         response = RedirectResponse("/", status_code=303)
         # Lax, not Strict: the way back from the identity provider is a cross-site

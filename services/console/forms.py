@@ -7,11 +7,13 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from shared.domain.moments import BACKFILL_PERMISSION
+from shared.domain.workcalendar import CHINA_TZ
 from shared.domain.workflow.definitions import UnknownWorkflow, WorkflowRegistry
 from shared.domain.workflow.payloads import body_for
 
@@ -120,3 +122,20 @@ def actions_for(
             if step is None or role in step.roles:
                 mine.append(action)
     return mine
+
+
+def moment(form: dict[str, str], permissions: frozenset[str]) -> dict[str, str]:
+    """``{"occurred_at": …}`` from the form's datetime-local field, in Beijing time, for a
+    member who may date an act (the special permission ``backfill``); empty otherwise or
+    when left blank. Text that isn't a moment goes to the API as typed, which names what is
+    wrong with it."""
+    raw = form.get("occurred_at", "").strip()
+    if not raw or BACKFILL_PERMISSION not in permissions:
+        return {}
+    try:
+        typed = datetime.fromisoformat(raw)
+    except ValueError:
+        return {"occurred_at": raw}
+    if typed.tzinfo is None:
+        typed = typed.replace(tzinfo=CHINA_TZ)
+    return {"occurred_at": typed.isoformat()}

@@ -114,6 +114,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "h_version": ("版本", "Version"),
     "h_when": ("时间", "When"),
     "entered_later": ("补录于", "entered from paper on"),
+    "paper_mode": (
+        "补录纸质记录（可填写实际办理时间，需补录权限）",
+        "entering paper records (acts dated when they happened; needs the backfill permission)",
+    ),
     "h_event": ("事件", "Event"),
     "h_who": ("经办人", "Who"),
     "h_authority": ("以谁的名义", "For authority"),
@@ -318,6 +322,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
 
 FIELDS: dict[str, tuple[str, str]] = {
     "note": ("备注", "note"),
+    "occurred_at": ("实际办理时间（补录）", "when it happened (paper record)"),
     "reason": ("理由", "reason"),
     "reasons": ("理由（每行一条）", "reasons (one per line)"),
     "opinion": ("审核意见", "opinion"),

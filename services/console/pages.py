@@ -175,6 +175,7 @@ async def receive_application(request: Request, session: SessionDep) -> Response
         if form.get(k, "").strip()
     }
     body = {"item_code": chosen.code, "applicant": applicant, "materials": materials}
+    body |= forms.moment(form, session.permissions)
     key = form.get("key") or new_key()
     try:
         answer = await apis(request).call(
@@ -310,7 +311,7 @@ async def case_page(
 @router.post("/cases/{case_id}/actions/{action}")
 async def act(request: Request, session: SessionDep, case_id: uuid.UUID, action: str) -> Response:
     form = await checked_form(request, session)
-    body = forms.body_from(action, form)
+    body = forms.body_from(action, form) | forms.moment(form, session.permissions)
     try:
         await apis(request).call(
             "processing",
@@ -543,6 +544,7 @@ async def log_visit(request: Request, session: SessionDep) -> Response:
         for k in ("visitor_name", "village", "purpose", "note")
         if form.get(k, "").strip()
     }
+    body |= forms.moment(form, session.permissions)
     try:
         await apis(request).call(
             "intake",
@@ -599,6 +601,7 @@ async def open_matter(request: Request, session: SessionDep, kind: str) -> Respo
             body[name] = [line.strip() for line in raw.splitlines() if line.strip()]
         elif raw:
             body[name] = raw
+    body |= forms.moment(form, session.permissions)
     try:
         answer = await apis(request).call(
             "intake",

@@ -31,6 +31,9 @@ class Session:
     started: datetime
     ends: datetime
     last_seen: datetime
+    permissions: frozenset[str] = frozenset()
+    """The special permissions the member's token carries (``backfill``: the forms take
+    the moment a paper record's act happened)."""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The window's outcome (receipt or one-time notice) of the cases this session
@@ -55,6 +58,7 @@ class Sessions:
         org: str,
         name: str | None,
         token_expires: datetime | None,
+        permissions: frozenset[str] = frozenset(),
         now: datetime | None = None,
     ) -> Session:
         now = now or datetime.now(UTC)
@@ -68,6 +72,7 @@ class Sessions:
             role=role,
             org=org,
             name=name,
+            permissions=permissions,
             started=now,
             ends=ends,
             last_seen=now,
