@@ -134,6 +134,7 @@ class Mix:
         ][i % 4]
         workflow = self.service.workflows.for_kind(kind)
         payload = start_payload(model)
+        opened_at = START + timedelta(hours=i)
         opened = await self.service.open_case(
             case_kind=kind,
             workflow=workflow,
@@ -142,10 +143,12 @@ class Mix:
             item=None,
             follow_up=None,
             correlation_id=None,
-            occurred_at=START + timedelta(hours=i),
+            occurred_at=opened_at,
             request=_sent(STAFF[3], self.next_key(), payload, f"POST /matters/{kind}"),
         )
-        await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 5), item=None)
+        await self.walk(
+            opened.events[0].case_id, steps=self.rng.randint(0, 5), item=None, since=opened_at
+        )
 
     async def application(self, i: int) -> None:
         item = self.ref.catalogue.get(self.rng.choice(ITEMS))
@@ -161,6 +164,7 @@ class Mix:
             "applicant": {"name": f"申请人{i}", "phone": "13812345678"},
             "materials": handed_in,
         }
+        opened_at = START + timedelta(hours=i)
         opened = await self.service.open_case(
             case_kind="application",
             workflow=self.ref.workflows.get(item.workflow, item.workflow_version),
@@ -169,16 +173,19 @@ class Mix:
             item=item,
             follow_up=follow_up,
             correlation_id=None,
-            occurred_at=START + timedelta(hours=i),
+            occurred_at=opened_at,
             request=_sent(STAFF[0], self.next_key(), payload, "POST /cases"),
         )
-        await self.walk(opened.events[0].case_id, steps=self.rng.randint(0, 14), item=item)
+        await self.walk(
+            opened.events[0].case_id, steps=self.rng.randint(0, 14), item=item, since=opened_at
+        )
 
-    async def walk(self, case_id: uuid.UUID, *, steps: int, item: Any) -> None:
-        """Up to ``steps`` random steps on the case, yielding between them."""
+    async def walk(self, case_id: uuid.UUID, *, steps: int, item: Any, since: datetime) -> None:
+        """Up to ``steps`` random steps on the case from ``since`` (its opening), yielding
+        between them: each act dated later than the one before, as a case's acts are."""
         rng = self.rng
         materials = [m.code for m in item.materials] if item else ["x"]
-        now = START
+        now = since
         for _ in range(steps):
             await asyncio.sleep(0)
             now += timedelta(hours=rng.randint(1, 30))

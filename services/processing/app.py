@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
@@ -42,7 +43,9 @@ def create_app(settings: ProcessingSettings | None = None) -> FastAPI:
     reference = load_reference(settings.data_dir)
     runtime = Runtime("processing", settings)
     service = case_service(runtime.log, reference)
-    scheduler = TimerScheduler(reference)
+    scheduler = TimerScheduler(
+        reference, paper_file_grace=timedelta(seconds=settings.paper_file_grace_seconds)
+    )
     runtime.specs = (
         ConsumerSpec(
             name="processing-projection",

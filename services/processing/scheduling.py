@@ -8,8 +8,8 @@ and the clock's epoch, so scheduling again is harmless, and a timer made stale b
 event finds nothing to do when it fires.
 
 A paper file entered later (补录) is typed in act by act: after its hand-in dated weeks
-ago, every deadline is already past. Its timers wait :data:`PAPER_FILE_GRACE` after the
-act was recorded, so that the rest of the file can be entered first; a timer the file's
+ago, every deadline is already past. Its timers wait a grace period (an hour unless set)
+after the act was recorded, so that the rest of the file can be entered first; a timer the file's
 later acts made stale then finds nothing to do, and a case still open is warned about
 (or deemed accepted) then, as it truly is.
 
@@ -41,7 +41,8 @@ NOTICE_TIMER = "notice_window"
 CLOCK_TIMER = "clock_warning"
 FORWARD_TIMER = "forward_deadline"
 PAPER_FILE_GRACE = timedelta(hours=1)
-"""How long timers wait after an act entered later, for the rest of its paper file."""
+"""How long timers wait after an act entered later, for the rest of its paper file (the
+default of ``CASEFLOW_PROCESSING_PAPER_FILE_GRACE_SECONDS``)."""
 
 
 def midnight(day: date) -> datetime:
@@ -57,8 +58,11 @@ def timer_id(case_id: uuid.UUID, *parts: object) -> uuid.UUID:
 class TimerScheduler:
     """Keeps the timers in step with the log."""
 
-    def __init__(self, reference: Reference) -> None:
+    def __init__(
+        self, reference: Reference, paper_file_grace: timedelta = PAPER_FILE_GRACE
+    ) -> None:
         self.ref = reference
+        self.paper_file_grace = paper_file_grace
 
     async def handle(self, event: StoredEvent, uow: UnitOfWork) -> None:
         """Consumer handler: make sure the case's timers exist."""
@@ -85,7 +89,8 @@ class TimerScheduler:
         forwarding, one deadline timer, however many events follow it."""
         assert state.case_id is not None
         item = self.ref.catalogue.get(state.item_code or "", state.item_version)
-        settle = aware(event.recorded_at) + PAPER_FILE_GRACE if entered_late(event) else None
+        late = entered_late(event)
+        settle = aware(event.recorded_at) + self.paper_file_grace if late else None
 
         def after_settling(due: datetime) -> datetime:
             return max(due, settle) if settle is not None else due

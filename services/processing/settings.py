@@ -28,6 +28,12 @@ class ProcessingSettings(ServiceSettings):
         gt=0,
         description="how often the whole log is verified for GET /audit/verification",
     )
+    paper_file_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how long the timers of an act entered later from paper (补录) wait after "
+        "it was recorded, so the rest of its file can be entered before any warning",
+    )
     audit_checkpoints: bool = Field(
         default=True, description="sign checkpoints in this process (any number may: one wins)"
     )

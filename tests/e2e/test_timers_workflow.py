@@ -3,7 +3,9 @@
 Two processing processes share one database and one NATS server (the same durable
 consumers, each with its own timer wheel); one is killed with SIGKILL right after a batch
 of late cases arrives and started again, later the other one too. Paper forms entered
-late (``occurred_at`` in the past) make the clocks late already:
+late (``occurred_at`` in the past) make the clocks late already (with no grace for the rest
+of a paper file, ``CASEFLOW_PROCESSING_PAPER_FILE_GRACE_SECONDS=0``: see test_backfill for
+the hour's wait by default):
 
 - a case accepted five working days past its committed limit → one red ``ClockWarningRaised``,
   escalated to the station head's worklist;
@@ -53,13 +55,15 @@ from tests.services import (
     REVIEWER,
     VALID_APPLICANT,
     ServiceProcess,
-    running_stack,
+    running_stack_each,
     service_env,
     start_process,
     wait_ready,
 )
 
 CALENDAR = load_calendar()
+NO_GRACE = {"PAPER_FILE_GRACE_SECONDS": "0"}
+"""These paper forms are whole as entered: their timers need not wait for later acts."""
 STATION_ITEM = "pension_benefit_claim"
 """Completed at the station; committed limit 5 working days (yellow at 4, red past 5)."""
 STATION_MATERIALS = [
@@ -176,7 +180,7 @@ def processing_replica(name: str, database_url: str, nats_url: str, logs: Path) 
     replica = start_process(
         name,
         [sys.executable, "-m", "shared.cli.main", "serve", "processing"],
-        service_env("processing", database_url, nats_url, port),
+        service_env("processing", database_url, nats_url, port, **NO_GRACE),
         port,
         logs,
     )
@@ -224,7 +228,7 @@ def test_clock_warnings_deemed_acceptance_and_forward_escalation_fire_once(
     db_url: str, nats_url: str, tmp_path: Path, replicas: list[ServiceProcess]
 ) -> None:
     forwarded_on = used_days_ago(clocks.FORWARD_LIMIT_DAYS + 5)
-    with running_stack(db_url, nats_url, tmp_path) as stack:
+    with running_stack_each(db_url, nats_url, tmp_path, {"processing": NO_GRACE}) as stack:
         intake = stack["intake"].base_url
         replicas.append(processing_replica("processing-b", db_url, nats_url, tmp_path))
 
