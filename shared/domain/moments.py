@@ -20,6 +20,9 @@ BACKFILL_PERMISSION = "backfill"
 ENTERED_LATE_AFTER = timedelta(minutes=15)
 """An act recorded more than this after it happened was entered later (补录): a form
 typed in while the applicant waits is not."""
+PAPER_SESSION = timedelta(days=1)
+"""Acts recorded within this of a case's act entered later belong to the same entering of
+its paper file: a decision among them recorded without its moment is an *undated* one."""
 
 
 def as_text(value: Any) -> Any:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from shared.domain.events import StoredEvent
-from shared.domain.moments import entered_late
+from shared.domain.moments import PAPER_SESSION, aware, entered_late
 from shared.domain.workcalendar import local_date
 from shared.domain.workflow import clock as clocks
 from shared.domain.workflow.definitions import Workflow, WorkflowRegistry
@@ -85,8 +85,8 @@ class CaseTally:
     legal: int | None = None
     people: int = 1
     """People the matter covers (an assistance matter may help several)."""
-    backfilled: bool = False
-    """An act of the case so far was entered later from a paper record (补录)."""
+    entered_late_at: datetime | None = None
+    """When the case's latest act entered later from a paper record (补录) was recorded."""
 
 
 class StatisticsTally:
@@ -178,7 +178,7 @@ class StatisticsTally:
                 "completed_upstream" if upstream else "completed_at_station": 1,
                 **self._timing(case, day),
             }
-            if case.backfilled and deltas.get("timed") and not entered_late(event):
+            if deltas.get("timed") and _undated(case, event):
                 deltas["undated_decisions"] = 1
         elif kind in MATTER_DONE:
             deltas = {"completed_at_station": 1}
@@ -196,7 +196,7 @@ class StatisticsTally:
             deltas = {}  # a step counted by nothing else (a review, a session held …)
         if entered_late(event):  # every step of the workflow entered from paper is counted
             deltas["backfilled"] = 1
-            case.backfilled = True
+            case.entered_late_at = aware(event.recorded_at)
         if not deltas:
             return None
         item = (case.item_code or "") if event.case_kind == APPLICATION else ""
@@ -238,10 +238,21 @@ class StatisticsTally:
         }
 
 
+def _undated(case: CaseTally, decision: StoredEvent) -> bool:
+    """A decision recorded as it was taken, while its case's paper file was being entered
+    (within a day of an act entered later): most likely a paper decision entered without
+    its moment, whose working days then run to the day of entry."""
+    if case.entered_late_at is None or entered_late(decision):
+        return False
+    return aware(decision.recorded_at) - case.entered_late_at <= PAPER_SESSION
+
+
 def person_key(visit: Mapping[str, Any]) -> str:
     """Who a visitor is, to count people apart from visits: their ID number where the clerk
-    took it, else their name and village. A one-way key: the statistics never hold the
-    number or the name themselves."""
+    took it, else their name and village. A pseudonymous key (a hash): the statistics'
+    columns never hold the number or the name, but ID numbers are few enough to be found
+    again from it by trying them all, so the statistics table is guarded as the log is
+    (which holds the numbers themselves)."""
     number = str(visit.get("id_number") or "").strip().upper()
     if number:
         who = f"id:{number}"

@@ -153,6 +153,10 @@ async def test_a_paper_case_entered_later_keeps_the_moments_it_happened(station:
         case_id, "start_review", REVIEWER, {"occurred_at": "2021-12-06T10:05:00+08:00"}, start
     )
     assert other.status_code == 409, other.text
+    in_utc = await station.act(
+        case_id, "start_review", REVIEWER, {"occurred_at": "2021-12-06T02:00:00Z"}, start
+    )
+    assert in_utc.status_code == 200, in_utc.text  # the same moment, written otherwise
     assert await station.stored() == count
 
     history = {e["event_type"]: e for e in await station.history(case_id)}

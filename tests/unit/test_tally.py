@@ -123,6 +123,10 @@ def test_acts_entered_later_are_counted_and_an_undated_decision_after_them_too()
     undated = run("application", [*steps, ("CaseApproved", {}, NOW, NOW)])
     assert undated[-1][1]["undated_decisions"] == 1
     assert undated[-1][1]["on_time_committed"] == 0 and "backfilled" not in undated[-1][1]
+    # Decided live days after its paper file was entered: a decision of its own time.
+    later = NOW + timedelta(days=3)
+    live_after = run("application", [*steps, ("CaseApproved", {}, later, later)])
+    assert "undated_decisions" not in live_after[-1][1]
     live = run(
         "application",
         [(t, p, NOW - timedelta(minutes=5), NOW) for t, p, _, _ in steps]

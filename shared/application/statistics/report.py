@@ -487,12 +487,14 @@ def backfill_notes(totals: Counts, backfilled_visits: int) -> list[Note]:
         notes.append(
             Note(
                 "undated_decisions",
-                f"有{undated}件补录案件的决定录入时未填写实际办理时间，按录入当天计时，"
-                f"因此按时办结率（承诺时限 {shown}）偏低；请以补录权限补填其实际时间。",
-                f"{undated} decisions on cases entered from paper were recorded without "
-                f"the moment they were taken: their working days run to the day they were "
-                f"entered, which is why the on-time rate (committed limit: {shown}) is low. "
-                "Enter such decisions with occurred_at (permission 'backfill').",
+                f"有{undated}件决定是在录入纸质档案时按录入当天记录的，未填写实际办理时间，"
+                f"其办理工作日一直算到录入当天，因此按时办结率（承诺时限 {shown}）偏低。"
+                "补录纸质档案时，请为每一个环节（不只是收件）填写实际办理时间（需补录权限）。",
+                f"{undated} decisions were recorded on the day a paper file was entered, "
+                f"without the moment they were taken: their working days run to that day, "
+                f"which is why the on-time rate (committed limit: {shown}) is low. When "
+                "entering paper files, date every act, not only the hand-in (occurred_at, "
+                "permission 'backfill').",
             )
         )
     return notes

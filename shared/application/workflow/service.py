@@ -25,7 +25,7 @@ import dataclasses
 import random
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -357,7 +357,7 @@ class CaseService:
         if sender is not None:
             extra: dict[str, Any] = {"case_id": case_id, "action": action}
             if at is not None:  # the moment is part of what was asked
-                extra["occurred_at"] = at.isoformat()
+                extra["occurred_at"] = aware(at).astimezone(UTC).isoformat()
             request = sender.keyed(parsed, extra)
             # Their key used for another request (another body, action or case) is a 409.
             made = await idempotency.answered(self.log.reader, request)
