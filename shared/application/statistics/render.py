@@ -412,7 +412,7 @@ def to_html(report: StationReport) -> str:
                 )
                 for line in counted
             ],
-            ["站内办结 at the station", "上级办结 upstream"],
+            ["本站办结 at the station", "上级办结 upstream"],
             width=900,
         )
         if counted

@@ -427,20 +427,20 @@ def _item_order(counted: Iterable[str], catalogue: ItemNames | None) -> list[str
 def operation_notes(
     start: date,
     end: date,
-    opened: Mapping[str, tuple[str, date | None]],
+    opened: Mapping[str, tuple[str, str, date | None]],
     today: date | None,
 ) -> list[Note]:
     """Warnings for a period reaching outside the stations' operation: before a station
     opened (nothing can be recorded then), or past today."""
     notes: list[Note] = []
     for code in sorted(opened):
-        name, opened_on = opened[code]
+        name, name_en, opened_on = opened[code]
         if opened_on is None or start >= opened_on:
             continue
         if end < opened_on:
             zh = f"{name}于{opened_on.isoformat()}设立，本期间尚未运行，没有任何记录。"
             en = (
-                f"{code} opened on {opened_on.isoformat()}: it was not yet operating in this "
+                f"{name_en} opened on {opened_on.isoformat()}: it was not yet operating in this "
                 "period, so there is nothing to count."
             )
         else:
@@ -449,7 +449,7 @@ def operation_notes(
                 f"{(opened_on - timedelta(days=1)).isoformat()}尚未运行，这些日期没有记录。"
             )
             en = (
-                f"{code} opened on {opened_on.isoformat()}: the days of the period before "
+                f"{name_en} opened on {opened_on.isoformat()}: the days of the period before "
                 "it are empty because it was not yet operating."
             )
         notes.append(Note("before_opening", zh, en))
@@ -551,7 +551,7 @@ def build_report(
         Line(kind, *KIND_LABELS[kind], Counts.total(parts)) for kind, parts in kinds.items()
     )
     totals = Counts.total(line.counts.values for line in kind_lines)
-    openings = {s: (names.get(s, (s, s))[0], (opened or {}).get(s)) for s in sorted(wanted)}
+    openings = {s: (*names.get(s, (s, s)), (opened or {}).get(s)) for s in sorted(wanted)}
     return StationReport(
         scope=code,
         scope_zh=zh,
