@@ -152,6 +152,11 @@ class ActionRefused(_Payload):
     delivered_by: DeliveredBy | None = Field(
         default=None, description="A refused department answer: the credential that sent it"
     )
+    dated_at: str | None = Field(
+        default=None,
+        description="A refused attempt to date an act in the past (补录): the moment it "
+        "claimed (the event itself is when it was tried)",
+    )
 
 
 class TaskClaimed(_Payload):

@@ -109,7 +109,8 @@ async def test_a_paper_case_entered_later_keeps_the_moments_it_happened(station:
     case_id = await station.hand_in("2021-12-06T09:00:00+08:00")  # a Monday
     review = {"recommendation": "approve", "opinion": "材料齐全，符合条件"}
 
-    # Without the permission: refused, nothing stored.
+    # Without the permission: refused, and the attempt recorded when it was made, with the
+    # moment it claimed; the case has not moved.
     before = await station.stored()
     refused = await station.act(
         case_id, "start_review", PLAIN_REVIEWER, {"occurred_at": "2021-12-06T10:00:00+08:00"}
@@ -117,6 +118,13 @@ async def test_a_paper_case_entered_later_keeps_the_moments_it_happened(station:
     assert refused.status_code == 403, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert "backfill" in refused.json()["detail"]
+    attempt = (await station.history(case_id))[-1]
+    assert attempt["event_type"] == "ActionRefused", attempt
+    assert attempt["payload"]["reason"] == "missing_permission"
+    assert attempt["payload"]["dated_at"] == "2021-12-06T10:00:00+08:00"
+    assert attempt["occurred_at"] > "2026" and attempt["actor"]["user"] == "wang.reviewer"
+    assert attempt["payload"]["status"] == "accepted"
+    before += 1
     # In the future, before the hand-in, or not a moment: refused with the field named.
     future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     for moment, words in (
@@ -168,9 +176,12 @@ async def test_a_paper_case_entered_later_keeps_the_moments_it_happened(station:
     assert history["CaseDelivered"]["occurred_at"].startswith("2021-12-07T02:00:00")
     assert "occurred_at" not in history["CaseDelivered"]["payload"]
     stored = await EventLog(create_engine(station.url)).read_case(uuid.UUID(case_id))
-    assert [entered_late(e) for e in stored if e.event_type in history] == [True] * len(
-        [e for e in stored if e.event_type in history]
+    acts = ["CaseReceived", "CaseAccepted", "ReviewStarted", "ReviewCompleted"]
+    acts += ["CaseApproved", "CaseDelivered"]
+    assert {e.event_type: entered_late(e) for e in stored if e.event_type in acts} == dict.fromkeys(
+        acts, True
     )
+    assert not entered_late(next(e for e in stored if e.event_type == "ActionRefused"))
 
     # The clock ran on the days it happened: one working day, within the 1-day promise.
     case = (await station.processing.get(f"/cases/{case_id}", headers=CLERK)).json()

@@ -44,7 +44,7 @@ from shared.adapters.eventlog.store import read_case_in
 from shared.domain.delegation import Power
 from shared.domain.events import NewEvent, StoredEvent, utcnow
 from shared.domain.messages import DeliveredBy
-from shared.domain.moments import aware
+from shared.domain.moments import BACKFILL_PERMISSION, aware
 from shared.domain.upcasting import current_version
 from shared.domain.workcalendar import CHINA_TZ, local_date
 from shared.domain.workflow import clock as clocks
@@ -375,17 +375,30 @@ class CaseService:
                 raise IdempotencyConflict()
             return Outcome(state, replay, replayed=True)
         workflow = self.workflow_of(state)
-        if at is not None and staff.role != SYSTEM_ROLE:
+        dated = at is not None and staff.role != SYSTEM_ROLE
+        # A request (not the in-process callers that replay a story) dates an act only
+        # under the special permission; without it the attempt is refused and recorded.
+        unpermitted = dated and sender is not None and BACKFILL_PERMISSION not in staff.permissions
+        if dated and not unpermitted:
+            assert at is not None
             _after_previous_act(events, workflow, at)
-        at = at or utcnow()
+        now = utcnow()
+        at = at or now
         ctx = engine.Context(
             at=at,
             calendar=self.calendar,
             item=self.item_of(state),
             correlation_id=correlation_id,
             causation_id=causation_id,
+            now=now if dated else None,
         )
         planned = engine.plan(state, workflow, action, staff)
+        if unpermitted:
+            planned = Refusal(
+                "missing_permission",
+                f"dating an act in the past (occurred_at) needs the special permission "
+                f"'{BACKFILL_PERMISSION}' (补录需要授权); leave occurred_at out to act now",
+            )
         if isinstance(planned, Step) and staff.role != "system":
             holder = engine.claimed_by_other(state, workflow, planned, staff)
             if holder is not None:

@@ -146,6 +146,9 @@ class Context:
     item: ItemSpec | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    now: datetime | None = None
+    """Set when the act is dated in the past (补录, ``at`` is when it happened): the moment
+    it was tried, at which a refusal of it is recorded."""
 
 
 def plan(state: CaseState, workflow: Workflow, action: str, staff: Staff) -> Step | Refusal:
@@ -202,10 +205,12 @@ _TASK_EVENTS = {
 def refusal_event(
     state: CaseState, action: str, refusal: Refusal, staff: Staff, ctx: Context
 ) -> NewEvent:
-    """The record of a refused attempt."""
+    """The record of a refused attempt: when it was tried (an attempt to date an act in the
+    past names the moment it claimed, ``dated_at``)."""
+    dated = {"dated_at": ctx.at.isoformat()} if ctx.now is not None else {}
     return NewEvent(
         event_type="ActionRefused",
-        occurred_at=ctx.at,
+        occurred_at=ctx.now or ctx.at,
         actor=staff.actor(),
         correlation_id=ctx.correlation_id,
         causation_id=ctx.causation_id,
@@ -215,6 +220,7 @@ def refusal_event(
             "message": refusal.message,
             "status": state.status,
             **refusal.cited(),
+            **dated,
         },
     )
 
