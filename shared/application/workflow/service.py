@@ -376,8 +376,10 @@ class CaseService:
             return Outcome(state, replay, replayed=True)
         workflow = self.workflow_of(state)
         dated = at is not None and staff.role != SYSTEM_ROLE
-        # A request (not the in-process callers that replay a story) dates an act only
-        # under the special permission; without it the attempt is refused and recorded.
+        # A request dates an act only under the special permission; without it the attempt
+        # is refused and recorded, and any refusal of a dated request is recorded when it
+        # was tried. In-process callers that replay a story (no sender) give ``at`` as
+        # their clock: their refusals happen then.
         unpermitted = dated and sender is not None and BACKFILL_PERMISSION not in staff.permissions
         if dated and not unpermitted:
             assert at is not None
@@ -390,7 +392,7 @@ class CaseService:
             item=self.item_of(state),
             correlation_id=correlation_id,
             causation_id=causation_id,
-            now=now if dated else None,
+            now=now if dated and sender is not None else None,
         )
         planned = engine.plan(state, workflow, action, staff)
         if unpermitted:
