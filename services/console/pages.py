@@ -14,7 +14,7 @@ from services.console import forms, i18n
 from services.console.sessions import COOKIE, Session
 from services.console.upstream import Apis, Refused, new_key
 from shared.domain.catalogue import Catalogue, ServiceItem
-from shared.domain.moments import ENTERED_LATE_AFTER
+from shared.domain.moments import late_entry
 from shared.domain.workcalendar import CHINA_TZ
 
 router = APIRouter(include_in_schema=False)
@@ -45,7 +45,7 @@ def entered_later(event: dict[str, Any]) -> str:
         recorded = datetime.fromisoformat(str(event.get("recorded_at")))
     except ValueError:
         return ""
-    return local_time(recorded.isoformat()) if recorded - occurred > ENTERED_LATE_AFTER else ""
+    return local_time(recorded.isoformat()) if late_entry(occurred, recorded) else ""
 
 
 def lang_of(request: Request) -> i18n.Lang:

@@ -437,7 +437,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 def working_days(days: int, today: date) -> list[date]:
     """The working days among the ``days`` days before ``today``, oldest first (every day
     if none is a working day, e.g. ``--days 2`` on a Monday)."""
-    calendar = load_calendar()
+    calendar = _calendar()
     span = [today - timedelta(days=back) for back in range(days, 0, -1)]
 
     def working(day: date) -> bool:

@@ -74,6 +74,12 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def late_entry(occurred: datetime, recorded: datetime) -> bool:
+    """Whether something recorded at ``recorded`` that happened at ``occurred`` was entered
+    later (补录)."""
+    return aware(recorded) - aware(occurred) > ENTERED_LATE_AFTER
+
+
 def entered_late(event: Dated) -> bool:
     """Whether the log recorded ``event`` well after it happened (补录)."""
-    return aware(event.recorded_at) - aware(event.occurred_at) > ENTERED_LATE_AFTER
+    return late_entry(event.occurred_at, event.recorded_at)

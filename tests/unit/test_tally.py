@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.domain.events import StoredEvent
+from shared.domain.events import Actor, NewEvent, StoredEvent
 from shared.domain.tally import RECEPTION, VISITOR, CaseTally, StatisticsTally, person_key
 from shared.domain.workflow.reference import load_reference
+from tests.audit_helpers import stored
 
 REFERENCE = load_reference()
 TALLY = StatisticsTally(REFERENCE.workflows, REFERENCE.calendar, REFERENCE.catalogue)
@@ -27,27 +28,17 @@ def event(
     recorded: datetime | None = None,
     case_id: uuid.UUID | None = None,
 ) -> StoredEvent:
-    return StoredEvent(
-        position=version,
-        event_id=uuid.uuid4(),
-        case_id=case_id or uuid.uuid4(),
-        case_kind=kind,
-        version=version,
+    clerk = Actor(user="li.clerk", role="window_clerk", station="xuefeng_station")
+    new = NewEvent(
         event_type=event_type,
-        schema_version=1,
         occurred_at=occurred,
-        recorded_at=recorded or occurred,
-        actor_user="li.clerk",
-        actor_role="window_clerk",
-        actor_station="xuefeng_station",
+        actor=clerk,
         authority="banqiao_town",
-        delegation_id=None,
-        delegation_version=None,
-        correlation_id=None,
-        causation_id=None,
         payload=payload,
-        prev_hash=None,
-        hash="",
+    )
+    case = case_id or uuid.uuid4()
+    return stored(
+        new, case_id=case, case_kind=kind, version=version, position=version, recorded_at=recorded
     )
 
 

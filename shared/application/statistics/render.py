@@ -16,6 +16,7 @@ from rich.table import Table
 
 from shared.adapters.tables.statistics import STATISTICS_MEASURES
 from shared.application.statistics.report import (
+    KIND_FIGURES,
     KIND_WORDS,
     MEASURE_LABELS,
     RATE_LABELS,
@@ -27,20 +28,9 @@ from shared.domain.tally import APPLICATION
 
 RATES = tuple(RATE_LABELS)
 MEASURES_AND_RATES = (*STATISTICS_MEASURES, *RATES)
-SHOWN = (
-    "received",
-    "accepted",
-    "not_accepted",
-    "withdrawn",
-    "forwarded",
-    "completed_at_station",
-    "completed_upstream",
-    "approved",
-    "rejected",
-    "delivered",
-)
-"""The counts shown per service item in the terminal and HTML tables (CSV and JSON carry
-them all)."""
+SHOWN = tuple(m for m in KIND_FIGURES[APPLICATION] if m != "corrections")
+"""The counts shown per service item in the terminal and HTML tables: a convenience
+service's figures but the correction notices (CSV and JSON carry them all)."""
 
 
 def item_label(measure: str) -> tuple[str, str]:
