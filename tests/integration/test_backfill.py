@@ -239,3 +239,29 @@ async def test_timers_of_a_paper_file_wait_for_the_rest_of_it(station: Station) 
     assert [kind for kind, _ in due] == ["notice_window"]
     waits = aware(due[0][1]) - aware(received.recorded_at)
     assert PAPER_FILE_GRACE - timedelta(seconds=1) <= waits <= PAPER_FILE_GRACE, waits
+
+
+async def test_an_outsider_with_the_permission_can_neither_date_nor_see_a_case(
+    station: Station,
+) -> None:
+    """Longmen's reviewer, though allowed to enter paper records, finds no Xuefeng case to
+    date an act on (the same 404 as for an unknown id); and Xuefeng's reviewer sending
+    Longmen's Idempotency-Key makes a request of their own. Nothing of Longmen's lands."""
+    case_id = await station.hand_in("2021-12-10T09:00:00+08:00")
+    outsider = staff_headers("chen.reviewer", "reviewer", "longmen_station", permissions=BACKFILL)
+    before = await station.stored()
+    dated = {"occurred_at": "2021-12-10T10:00:00+08:00"}
+    shared_key = key()
+    refused = await station.act(case_id, "start_review", outsider, dated, shared_key)
+    assert refused.status_code == 404, refused.text
+    unknown = await station.act(str(uuid.uuid4()), "start_review", outsider, dated)
+    assert unknown.status_code == 404
+    assert refused.json()["title"] == unknown.json()["title"]
+    assert await station.stored() == before
+    mine = await station.act(case_id, "start_review", REVIEWER, dated, shared_key)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["status"] == "in_review"
+    history = await station.history(case_id)
+    assert {e["actor"]["station"] for e in history if e["event_type"] == "ReviewStarted"} == {
+        "xuefeng_station"
+    }

@@ -40,6 +40,7 @@ from tests.services import (
     service_env,
     session_bus,
     session_keys,
+    staff_headers,
     start_process,
     wait_ready,
 )
@@ -196,3 +197,67 @@ def test_nats_stopped_makes_readyz_say_so_and_the_window_keeps_working(
     finally:
         intake.terminate()
         devservers.stop_process(nats)
+
+
+@pytest.mark.timeout(300)
+def test_a_dated_act_sent_while_postgres_is_down_is_a_503_and_lands_once_after(
+    own_postgres: OwnPostgres, nats_url: str, tmp_path: Path
+) -> None:
+    """A paper record's review (补录), sent while PostgreSQL is stopped: 503, nothing saved;
+    sent again with the same key once it is back: recorded once, at the moment it claimed."""
+    server = make_url(own_postgres.server_url)
+    database_url = server.set(database="caseflow").render_as_string(hide_password=False)
+    asyncio.run(_admin(own_postgres.server_url, "CREATE DATABASE caseflow"))
+    migrate(database_url)
+    seed_delegations(database_url)
+    port = devservers.free_port()
+    env = service_env("processing", database_url, nats_url, port, relay="false")
+    command = [sys.executable, "-m", "shared.cli.main", "serve", "processing"]
+    processing = start_process("processing", command, env, port, tmp_path)
+    intake = create_intake(
+        IntakeSettings(
+            database_url=database_url,
+            jwt_public_key_file=session_keys().public_path,
+            nats_url=NOT_LISTENING,
+        )
+    )
+    reviewer = staff_headers(
+        "wang.reviewer", "reviewer", "xuefeng_station", permissions=frozenset({"backfill"})
+    )
+    paper = {**VALID_APPLICATION, "occurred_at": "2021-12-06T09:00:00+08:00"}
+
+    async def hand_in() -> str:
+        transport = httpx.ASGITransport(app=intake)
+        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as window:
+            answer = await window.post(
+                "/cases", json=paper, headers={**CLERK, "Idempotency-Key": "paper-0001"}
+            )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["case_id"])
+
+    try:
+        wait_ready(processing)
+        case_id = asyncio.run(hand_in())
+        review = {"occurred_at": "2021-12-06T10:00:00+08:00"}
+        headers = {**reviewer, "Idempotency-Key": "paper-1-review"}
+        path = f"/cases/{case_id}/actions/start_review"
+        with httpx.Client(base_url=processing.base_url, timeout=30) as http:
+            own_postgres.stop()
+            assert_unavailable(http.post(path, json=review, headers=headers))
+            own_postgres.start()
+
+            def reviewed() -> httpx.Response | None:
+                answer = http.post(path, json=review, headers=headers)
+                return None if answer.status_code == 503 else answer
+
+            answer = wait_until(reviewed, what="the review once PostgreSQL is back", timeout=60)
+            assert answer.status_code == 200, answer.text
+            again = http.post(path, json=review, headers=headers)
+            assert again.status_code == 200 and again.json()["version"] == answer.json()["version"]
+            events = http.get(f"/cases/{case_id}/events", headers=CLERK).json()["events"]
+        started = [e for e in events if e["event_type"] == "ReviewStarted"]
+        assert len(started) == 1
+        assert started[0]["occurred_at"].startswith("2021-12-06T02:00:00")
+        assert "Traceback" not in processing.logs()
+    finally:
+        processing.terminate()
